@@ -1,0 +1,187 @@
+"""The `headforge` command.
+
+    headforge serve face [--port N] ...      run a service process (gRPC, health, reflection, metrics)
+    headforge face analyze IMAGE [--json]    analyse faces in a photo (in-process, or --target HOST:PORT)
+    headforge face compare A B               same person?
+    headforge models make-tiny DIR           write tiny random models in the real on-disk formats (tests)
+    headforge demo [--out DIR]               the demo on a bundled portrait
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from services.common.errors import HeadForgeError
+
+_LATER = {"guidance": 4, "inversion": 5, "render": 3, "jobs": 6}
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051, help="0 = any free port (printed on stdout)")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
+    p.add_argument("--tokens-file", default=None, help="YAML {tokens: {TOKEN: TENANT}}; none = local mode")
+    p.add_argument("--max-workers", type=int, default=8)
+    p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+    p.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
+    p.add_argument("--log-level", default="INFO")
+
+
+def _add_face_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", choices=["dlib", "insightface"], default=None)
+    p.add_argument("--recognizer", choices=["dlib", "insightface"], default=None)
+    p.add_argument("--insightface-dir", default=None,
+                   help="InsightFace pack folder (buffalo_l/antelopev2 layout); implies insightface backends")
+    p.add_argument("--max-image-pixels", type=int, default=40_000_000)
+
+
+def _face_config(args):
+    from services.face.config import FaceConfig
+
+    default = "insightface" if args.insightface_dir else "dlib"
+    return FaceConfig(detector=args.detector or default, recognizer=args.recognizer or default,
+                      insightface_dir=args.insightface_dir, max_image_pixels=args.max_image_pixels)
+
+
+def cmd_serve(args) -> int:
+    if args.service in _LATER:
+        print(f"headforge serve {args.service}: not built yet (tracked in issue {_LATER[args.service]})",
+              file=sys.stderr)
+        return 2
+    from services.common import logs
+    from services.common.server import ServerConfig, serve_forever
+    from services.face.service import FaceService
+    from services.face.servicer import register
+
+    logs.configure(f"{args.service}", args.log_level)
+    config = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
+                          tokens_file=args.tokens_file, max_workers=args.max_workers,
+                          max_message_bytes=args.max_message_bytes, grace_s=args.grace_s)
+    face_config = _face_config(args).model_copy(update={"max_message_bytes": args.max_message_bytes})
+    return serve_forever("face", config, register(FaceService(face_config)))
+
+
+def _face_client(args):
+    from services.face.client import GrpcFaceClient, InProcessFaceClient
+
+    if args.target:
+        return GrpcFaceClient(args.target, token=args.token)
+    return InProcessFaceClient(config=_face_config(args))
+
+
+def cmd_face_analyze(args) -> int:
+    from services.face.convert import face_to_dict
+    from services.face.types import AnalyzeOptions
+
+    client = _face_client(args)
+    options = AnalyzeOptions(max_faces=args.max_faces, crop_size=args.crop_size, crop_style=args.crop_style,
+                             skip_masks=not args.out, skip_crop=not args.out)
+    result = client.analyze(Path(args.image).read_bytes(), options)
+    if args.out:
+        _write_face_images(result, Path(args.out))
+    if args.json:
+        print(json.dumps({"image_width": result.image_width, "image_height": result.image_height,
+                          "faces": [face_to_dict(f) for f in result.faces],
+                          "models": [vars(m) for m in result.models]}, indent=1))
+        return 0
+    print(f"{args.image}: {result.image_width}x{result.image_height}, {len(result.faces)} face(s)")
+    for i, f in enumerate(result.faces):
+        x0, y0, x1, y1 = f.box
+        print(f"  [{i}] box=({x0:.0f},{y0:.0f})-({x1:.0f},{y1:.0f}) score={f.score:.2f} "
+              f"yaw={f.pose.yaw:+.1f} pitch={f.pose.pitch:+.1f} roll={f.pose.roll:+.1f}")
+    return 0
+
+
+def _write_face_images(result, out: Path) -> list[Path]:
+    from services.common.images import encode_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, f in enumerate(result.faces):
+        for name in ("aligned_crop", "head_mask", "face_mask", "crop_head_mask"):
+            arr = getattr(f, name)
+            if arr is not None:
+                path = out / f"face{i}_{name}.png"
+                path.write_bytes(encode_png(arr))
+                written.append(path)
+    return written
+
+
+def cmd_face_compare(args) -> int:
+    client = _face_client(args)
+    r = client.compare(Path(args.a).read_bytes(), Path(args.b).read_bytes())
+    verdict = "same person" if r.same_person else "different people"
+    print(f"{verdict}: {r.metric} distance {r.distance:.3f} (threshold {r.threshold}), cosine {r.cosine_similarity:.3f}")
+    return 0
+
+
+def cmd_models_make_tiny(args) -> int:
+    from services.face.backends.tiny_insightface import write_tiny_pack
+
+    path = write_tiny_pack(Path(args.dir) / "insightface" / "buffalo_l")
+    print(f"tiny InsightFace pack (random weights, for tests only): {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from orchestrator.demo import run_demo
+
+    return run_demo(Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headforge", description="Portrait to 3D head.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a service process")
+    serve.add_argument("service", choices=["face", *_LATER])
+    _add_server_flags(serve)
+    _add_face_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    face = sub.add_parser("face", help="face analysis").add_subparsers(dest="face_command", required=True)
+    for name, func in (("analyze", cmd_face_analyze), ("compare", cmd_face_compare)):
+        p = face.add_parser(name)
+        if name == "analyze":
+            p.add_argument("image")
+            p.add_argument("--json", action="store_true")
+            p.add_argument("--out", default=None, help="write aligned crops and masks as PNG here")
+            p.add_argument("--max-faces", type=int, default=0)
+            p.add_argument("--crop-size", type=int, default=512)
+            p.add_argument("--crop-style", choices=["head", "ffhq"], default="head")
+        else:
+            p.add_argument("a")
+            p.add_argument("b")
+        p.add_argument("--target", default=None, help="HOST:PORT of a face service; default in-process")
+        p.add_argument("--token", default=None)
+        _add_face_flags(p)
+        p.set_defaults(func=func)
+
+    models = sub.add_parser("models", help="model files").add_subparsers(dest="models_command", required=True)
+    tiny = models.add_parser("make-tiny", help="tiny random models in the real formats (tests only)")
+    tiny.add_argument("dir")
+    tiny.set_defaults(func=cmd_models_make_tiny)
+
+    demo = sub.add_parser("demo", help="run the demo on a bundled portrait")
+    demo.add_argument("--out", default="out/demo")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HeadForgeError as e:
+        print(f"error ({e.code.name}): {e.message}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

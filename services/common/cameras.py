@@ -1,0 +1,124 @@
+"""Cameras in HeadForge's one convention (see protos/headforge/v1/common.proto).
+
+World: right-handed, +Y up, head at the origin looking along +Z. Cameras: OpenCV pinhole (x right,
+y down, z forward), world-to-camera 4x4. Orbit angles: azimuth 0 = camera on +Z, +90 = camera on +X;
+elevation positive above. All angles in degrees, distances in world units, intrinsics in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from headforge.v1 import common_pb2
+from services.common.errors import InvalidArgument
+
+
+@dataclass
+class PinholeCamera:
+    """Intrinsics K (3, 3) in pixels, world_to_camera (4, 4), image size in pixels."""
+
+    K: np.ndarray
+    world_to_camera: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def camera_to_world(self) -> np.ndarray:
+        return np.linalg.inv(self.world_to_camera)
+
+    @property
+    def position(self) -> np.ndarray:
+        """Camera centre in world coordinates, (3,)."""
+        return self.camera_to_world[:3, 3]
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """World points (N, 3) -> pixel coordinates (N, 2)."""
+        cam = points @ self.world_to_camera[:3, :3].T + self.world_to_camera[:3, 3]
+        uvw = cam @ self.K.T
+        return uvw[:, :2] / uvw[:, 2:3]
+
+    def to_proto(self) -> common_pb2.Camera:
+        return common_pb2.Camera(fx=float(self.K[0, 0]), fy=float(self.K[1, 1]), cx=float(self.K[0, 2]),
+                                 cy=float(self.K[1, 2]), width=int(self.width), height=int(self.height),
+                                 world_to_camera=[float(v) for v in self.world_to_camera.reshape(-1)])
+
+    @classmethod
+    def from_proto(cls, msg: common_pb2.Camera, field: str = "camera") -> "PinholeCamera":
+        """Validate and convert; InvalidArgument for NaN/inf, non-positive focal or size, bad matrix."""
+        values = [msg.fx, msg.fy, msg.cx, msg.cy]
+        if not all(math.isfinite(v) for v in values) or not all(math.isfinite(v) for v in msg.world_to_camera):
+            raise InvalidArgument(field, "camera has NaN or infinite values")
+        if msg.fx <= 0 or msg.fy <= 0:
+            raise InvalidArgument(f"{field}.fx", f"focal lengths must be > 0, got fx={msg.fx}, fy={msg.fy}")
+        if msg.width <= 0 or msg.height <= 0:
+            raise InvalidArgument(f"{field}.width", f"image size must be > 0, got {msg.width}x{msg.height}")
+        if len(msg.world_to_camera) != 16:
+            raise InvalidArgument(f"{field}.world_to_camera", f"needs 16 values, got {len(msg.world_to_camera)}")
+        m = np.asarray(msg.world_to_camera, dtype=np.float64).reshape(4, 4)
+        R = m[:3, :3]
+        if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-5) or not np.allclose(R @ R.T, np.eye(3), atol=1e-3) \
+                or np.linalg.det(R) < 0:
+            raise InvalidArgument(f"{field}.world_to_camera", "must be a rigid transform (rotation + translation)")
+        return cls(intrinsics(msg.fx, msg.fy, msg.cx, msg.cy), m, msg.width, msg.height)
+
+
+def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+
+
+def focal_from_fov(fov_deg: float, size_px: float) -> float:
+    """Focal length in pixels for a field of view of fov_deg across size_px pixels."""
+    return 0.5 * size_px / math.tan(math.radians(fov_deg) / 2)
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
+    """World-to-camera (4, 4) for an OpenCV camera at `eye` looking at `target`, world `up` on screen up."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    forward = target - eye
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    if np.linalg.norm(right) < 1e-8:  # looking straight up/down: any right vector perpendicular to forward
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, forward, eye
+    return np.linalg.inv(c2w)
+
+
+def orbit_position(azimuth_deg: float, elevation_deg: float, radius: float, target=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Camera centre on a sphere around target: azimuth 0 -> +Z, 90 -> +X; elevation > 0 above."""
+    az, el = math.radians(azimuth_deg), math.radians(elevation_deg)
+    offset = radius * np.array([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
+    return np.asarray(target, dtype=np.float64) + offset
+
+
+def orbit_camera(azimuth_deg: float, elevation_deg: float, radius: float, *, fov_deg: float,
+                 width: int, height: int, target=(0.0, 0.0, 0.0)) -> PinholeCamera:
+    """An orbit camera looking at target with vertical field of view fov_deg, principal point centred."""
+    f = focal_from_fov(fov_deg, height)
+    w2c = look_at(orbit_position(azimuth_deg, elevation_deg, radius, target), target)
+    return PinholeCamera(intrinsics(f, f, width / 2, height / 2), w2c, width, height)
+
+
+def opencv_to_opengl(world_to_camera: np.ndarray) -> np.ndarray:
+    """OpenCV (y down, z forward) world-to-camera -> OpenGL view matrix (y up, z backward)."""
+    return np.diag([1.0, -1.0, -1.0, 1.0]) @ world_to_camera
+
+
+def rotation_y(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+
+
+def rotation_x(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+
+
+def rotation_z(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])

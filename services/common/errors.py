@@ -1,0 +1,150 @@
+"""Errors every service raises, and their mapping to gRPC status with headforge.v1.ErrorInfo details.
+
+Service code raises these (never grpc.aborts itself); the server runtime turns them into a status, and
+the gRPC client turns the status back into the same exception type, so callers handle one error
+hierarchy whichever transport they use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from headforge.v1 import common_pb2
+
+
+@dataclass
+class FieldViolation:
+    field: str
+    description: str
+
+
+class HeadForgeError(Exception):
+    """Base class: a gRPC status code, a human message, a machine reason and field violations."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "",
+        violations: list[FieldViolation] | None = None,
+        metadata: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.violations = list(violations or [])
+        self.metadata = dict(metadata or {})
+
+    def to_status(self) -> status_pb2.Status:
+        info = common_pb2.ErrorInfo(reason=self.reason, metadata=self.metadata)
+        for v in self.violations:
+            info.field_violations.add(field=v.field, description=v.description)
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+
+
+class InvalidArgument(HeadForgeError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, description: str, *, reason: str = "INVALID_ARGUMENT", **kw):
+        super().__init__(f"{field}: {description}", reason=reason,
+                         violations=[FieldViolation(field, description)], **kw)
+
+    @property
+    def field(self) -> str:
+        return self.violations[0].field if self.violations else ""
+
+
+class FailedPrecondition(HeadForgeError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class NotFound(HeadForgeError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class PermissionDenied(HeadForgeError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(HeadForgeError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhausted(HeadForgeError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(HeadForgeError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(HeadForgeError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(HeadForgeError):
+    code = grpc.StatusCode.INTERNAL
+
+
+class Unimplemented(HeadForgeError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[HeadForgeError]] = {
+    cls.code: cls
+    for cls in (FailedPrecondition, NotFound, PermissionDenied, Unauthenticated, ResourceExhausted,
+                Unavailable, DeadlineExceeded, Internal, Unimplemented)
+}
+
+
+def from_rpc_error(err: grpc.RpcError) -> HeadForgeError:
+    """The HeadForgeError a failed call carries (its details when present, else code + message)."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    message = err.details() if hasattr(err, "details") else str(err)
+    info = common_pb2.ErrorInfo()
+    try:
+        status = rpc_status.from_call(err)
+    except ValueError:
+        status = None
+    if status is not None:
+        for d in status.details:
+            if d.Is(common_pb2.ErrorInfo.DESCRIPTOR):
+                d.Unpack(info)
+                break
+    violations = [FieldViolation(v.field, v.description) for v in info.field_violations]
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        exc: HeadForgeError = InvalidArgument.__new__(InvalidArgument)
+        HeadForgeError.__init__(exc, message or "", reason=info.reason, violations=violations,
+                                metadata=dict(info.metadata))
+        return exc
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        exc = HeadForgeError(message or "", reason=info.reason, violations=violations)
+        exc.code = code
+        return exc
+    return cls(message or "", reason=info.reason, violations=violations, metadata=dict(info.metadata))
+
+
+def require(condition: bool, field: str, description: str) -> None:
+    """Raise InvalidArgument(field, description) unless `condition` holds."""
+    if not condition:
+        raise InvalidArgument(field, description)
+
+
+@dataclass
+class Limits:
+    """Size limits a service enforces on requests."""
+
+    max_image_pixels: int = 40_000_000
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_batch: int = 64
+    extra: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,27 @@
+"""Configuration of the face service (flags of `headforge serve face`, or a YAML file)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class FaceConfig(BaseModel):
+    detector: Literal["dlib", "insightface"] = Field(
+        "dlib", description="face detection + 68 landmarks backend")
+    recognizer: Literal["dlib", "insightface"] = Field(
+        "dlib", description="identity embedding backend; insightface enables IdentityLoss")
+    insightface_dir: str | None = Field(
+        None, description="an InsightFace model pack folder (buffalo_l / antelopev2 layout)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    default_upsample: int = Field(1, ge=0, le=2, description="detector upsampling when a request says -1")
+    default_min_face_size: float = Field(20.0, ge=0, description="px; smaller faces are dropped")
+    max_identity_batch: int = Field(32, ge=1, description="IdentityLoss images per call")
+
+    @model_validator(mode="after")
+    def _pack_needed(self) -> "FaceConfig":
+        if "insightface" in (self.detector, self.recognizer) and not self.insightface_dir:
+            raise ValueError("insightface_dir is required when detector or recognizer is 'insightface'")
+        return self

@@ -1,0 +1,93 @@
+"""Plain Python results of the face service, shared by the in-process and gRPC clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from services.common.cameras import PinholeCamera
+from services.face.backends.base import ModelRecord
+
+CropStyle = Literal["ffhq", "head"]
+
+
+@dataclass
+class AnalyzeOptions:
+    """See AnalyzeOptions in protos/headforge/v1/face.proto."""
+
+    max_faces: int = 0            # 0 = all
+    min_face_size: float = 0.0    # pixels on the box's shorter side; 0 = backend default
+    upsample: int = -1            # -1 = backend default, else 0..2
+    skip_embedding: bool = False
+    skip_crop: bool = False
+    skip_masks: bool = False
+    crop_size: int = 512          # 64..2048
+    crop_style: CropStyle = "head"
+    min_score: float | None = None  # None = the detector's default_min_score
+
+
+@dataclass
+class HeadPose:
+    yaw: float
+    pitch: float
+    roll: float
+
+
+@dataclass
+class Face:
+    """One analysed face. Arrays are numpy; pixel coordinates refer to the (EXIF-rotated) input."""
+
+    box: np.ndarray                 # (4,) x0, y0, x1, y1
+    score: float
+    landmarks_5: np.ndarray         # (5, 2)
+    landmarks_68: np.ndarray        # (68, 2)
+    landmarks_3d_68: np.ndarray     # (68, 3) head frame
+    pose: HeadPose
+    camera: PinholeCamera           # of the input image, head frame = world
+    crop_transform: np.ndarray      # (2, 3) input pixels -> crop pixels
+    crop_camera: PinholeCamera      # EG3D convention, crop pixels
+    eg3d_label: np.ndarray          # (25,)
+    embedding: np.ndarray | None = None      # (D,) L2-normalised
+    embedding_norm: float = 0.0
+    aligned_crop: np.ndarray | None = None   # (S, S, 3) uint8
+    face_mask: np.ndarray | None = None      # (H, W) uint8 0/255
+    head_mask: np.ndarray | None = None      # (H, W) uint8 0/255
+    crop_head_mask: np.ndarray | None = None  # (S, S) uint8 0/255
+
+
+@dataclass
+class AnalyzeResult:
+    faces: list[Face]
+    image_width: int
+    image_height: int
+    models: list[ModelRecord] = field(default_factory=list)
+
+
+@dataclass
+class CompareResult:
+    cosine_similarity: float
+    distance: float
+    threshold: float
+    same_person: bool
+    metric: str
+
+
+@dataclass
+class IdentityLossResult:
+    loss: np.ndarray        # (N,) float32
+    grad: np.ndarray        # (N, 3, H, W) float32
+    face_found: list[bool]
+
+
+@dataclass
+class Description:
+    models: list[ModelRecord]
+    identity_backend: str
+    embedding_dim: int
+    identity_loss_available: bool
+    metric: str
+    same_person_threshold: float
+    max_image_pixels: int
+    max_message_bytes: int

@@ -1,0 +1,117 @@
+"""Shared fixtures: real portraits from installed packages, a face service process on loopback, and the
+face client parametrised over both transports (the same behavioural tests run against each)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def png_bytes(array: np.ndarray, **save_kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", **save_kw)
+    return buf.getvalue()
+
+
+def jpeg_bytes(array: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """scikit-image's astronaut (Eileen Collins), 512x512 RGB uint8: one real frontal face."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def hopper() -> np.ndarray:
+    """matplotlib's sample portrait of Grace Hopper, RGB uint8: a different real person."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return np.array(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def face_service():
+    from services.face.service import FaceService
+
+    return FaceService()
+
+
+class ServiceProcess:
+    """A `headforge serve ...` child process on loopback; stops it with SIGTERM."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", *args],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log,
+                                     env={**os.environ, **(env or {})})
+        self.ready = self._read_ready_line(timeout_s=90)
+        self.address = self.ready["address"]
+
+    def _read_ready_line(self, timeout_s: float) -> dict:
+        box: dict = {}
+
+        def read():
+            line = self.proc.stdout.readline()
+            box["line"] = line
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout_s)
+        line = box.get("line", b"")
+        if not line:
+            self.stop()
+            raise RuntimeError(f"service did not start; log:\n{self.log_path.read_text()[-4000:]}")
+        return json.loads(line)
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def face_server(tmp_path_factory):
+    """One face service process for the session (dlib backend, local mode)."""
+    log = tmp_path_factory.mktemp("logs") / "face.log"
+    server = ServiceProcess(["face", "--port", "0", "--max-workers", "4"], log)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["inprocess", "grpc"])
+def face_client(request, face_service):
+    from services.face.client import GrpcFaceClient, InProcessFaceClient
+
+    if request.param == "inprocess":
+        yield InProcessFaceClient(face_service)
+        return
+    server = request.getfixturevalue("face_server")
+    client = GrpcFaceClient(server.address, timeout_s=60)
+    client.wait_ready()
+    yield client
+    client.close()
