@@ -48,7 +48,7 @@ def to_proto(array, dtype: np.dtype | str | None = None) -> common_pb2.Tensor:
     if key not in _PROTO_BY_KIND:
         raise TypeError(f"dtype {a.dtype} has no wire encoding")
     proto_dtype = _PROTO_BY_KIND[key]
-    a = np.ascontiguousarray(a, dtype=_NP_BY_PROTO[proto_dtype])
+    a = np.asarray(a, dtype=_NP_BY_PROTO[proto_dtype], order="C")  # keeps 0-d (ascontiguousarray would not)
     return common_pb2.Tensor(dtype=proto_dtype, shape=list(a.shape), data=a.tobytes())
 
 

@@ -1,0 +1,87 @@
+"""`make bench`: throughput figures as JSON (no pass/fail; targets are read from the numbers).
+
+Face Analyze on a 512x512 portrait (scikit-image's astronaut), in-process and over gRPC on loopback
+(a real `headforge serve face` process), sequential and with concurrent callers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from services.common.images import encode_png
+from services.common.process import ServiceProcess
+from services.face.client import GrpcFaceClient, InProcessFaceClient
+from services.face.types import AnalyzeOptions
+
+
+def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
+    fn()  # warm-up
+    latencies: list[float] = []
+
+    def one(_):
+        t = time.perf_counter()
+        faces = fn()
+        latencies.append(time.perf_counter() - t)
+        return faces
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        faces = sum(pool.map(one, range(n)))
+    wall = time.perf_counter() - start
+    return {"calls": n, "concurrency": concurrency, "faces_per_s": round(faces / wall, 2),
+            "ms_p50": round(statistics.median(latencies) * 1e3, 1),
+            "ms_max": round(max(latencies) * 1e3, 1)}
+
+
+def bench_face(n: int) -> dict:
+    from skimage import data
+
+    image = encode_png(data.astronaut())
+    results = {}
+    options = {"full": AnalyzeOptions(),
+               "no_masks_no_crop": AnalyzeOptions(skip_masks=True, skip_crop=True)}
+    local = InProcessFaceClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServiceProcess(["face", "--port", "0", "--max-workers", "4"], Path(tmp) / "face.log")
+        remote = GrpcFaceClient(server.address)
+        remote.wait_ready()
+        try:
+            for name, opts in options.items():
+                row = {
+                    "inprocess": _time_calls(lambda: len(local.analyze(image, opts).faces), n),
+                    "grpc": _time_calls(lambda: len(remote.analyze(image, opts).faces), n),
+                    "grpc_2_callers": _time_calls(lambda: len(remote.analyze(image, opts).faces), n, 2),
+                }
+                row["grpc_over_inprocess_time_ratio"] = round(
+                    row["inprocess"]["faces_per_s"] / row["grpc"]["faces_per_s"], 3)
+                results[name] = row
+        finally:
+            remote.close()
+            server.stop()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="out/bench.json")
+    parser.add_argument("--calls", type=int, default=20)
+    args = parser.parse_args()
+    report = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform()},
+              "face_analyze_512": bench_face(args.calls)}
+    text = json.dumps(report, indent=1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
