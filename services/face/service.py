@@ -183,7 +183,8 @@ class FaceService:
                 out.append(lm)
                 continue
             rgb = (x[i].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
-            dets = self.detector.detect(rgb, self.config.default_upsample)
+            dets = [d for d in self.detector.detect(rgb, self.config.default_upsample)
+                    if d.score >= self.detector.default_min_score]
             if not dets:
                 out.append(None)
                 continue
