@@ -122,3 +122,26 @@ def rotation_x(deg: float) -> np.ndarray:
 def rotation_z(deg: float) -> np.ndarray:
     a = math.radians(deg)
     return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+
+
+def sample_orbit_cameras(n: int, rng: np.random.Generator, *, azimuth=(-180.0, 180.0), elevation=(-10.0, 30.0),
+                         radius=(2.5, 3.5), fov=(30.0, 45.0), width: int = 128, height: int = 128,
+                         target=(0.0, 0.0, 0.0)) -> list[PinholeCamera]:
+    """n orbit cameras with azimuth/elevation (degrees), radius (world units) and vertical field of view
+    (degrees) drawn uniformly from the given [low, high] ranges. Elevation is sampled uniformly in
+    angle; a paper's polar range [p0, p1] is elevation (90 - p1, 90 - p0)."""
+    out = []
+    for _ in range(n):
+        out.append(orbit_camera(rng.uniform(*azimuth), rng.uniform(*elevation), rng.uniform(*radius),
+                                fov_deg=rng.uniform(*fov), width=width, height=height, target=target))
+    return out
+
+
+def orbit_sweep(n: int, *, elevation: float = 0.0, radius: float = 3.0, fov_deg: float = 40.0,
+                width: int = 128, height: int = 128, start_azimuth: float = 0.0, end_azimuth: float = 360.0,
+                include_end: bool = False, target=(0.0, 0.0, 0.0)) -> list[PinholeCamera]:
+    """n cameras ordered in azimuth from start to end (a turntable, a video-SDS clip, or the ordered
+    views of progressive texture inpainting). include_end=False suits full 360-degree loops."""
+    azimuths = np.linspace(start_azimuth, end_azimuth, n, endpoint=include_end)
+    return [orbit_camera(float(a), elevation, radius, fov_deg=fov_deg, width=width, height=height,
+                         target=target) for a in azimuths]
