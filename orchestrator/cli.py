@@ -16,7 +16,7 @@ from pathlib import Path
 
 from services.common.errors import HeadForgeError
 
-_LATER = {"guidance": 4, "inversion": 5, "render": 3, "jobs": 6}
+_LATER = {"guidance": 4, "inversion": 5, "jobs": 6}
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -53,13 +53,23 @@ def cmd_serve(args) -> int:
         return 2
     from services.common import logs
     from services.common.server import ServerConfig, serve_forever
-    from services.face.service import FaceService
-    from services.face.servicer import register
 
     logs.configure(f"{args.service}", args.log_level)
     config = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
                           tokens_file=args.tokens_file, max_workers=args.max_workers,
                           max_message_bytes=args.max_message_bytes, grace_s=args.grace_s)
+    if args.service == "render":
+        from services.render.service import RenderService
+        from services.render.servicer import register as register_render
+        from services.render.sessions import RenderLimits
+
+        limits = RenderLimits(scene_idle_ttl_s=args.scene_idle_ttl_s, max_scenes_per_tenant=args.max_scenes_per_tenant,
+                              max_tenant_bytes=args.max_tenant_bytes)
+        return serve_forever("render", config, register_render(RenderService(limits, device=args.device,
+                                                                             max_message_bytes=args.max_message_bytes)))
+    from services.face.service import FaceService
+    from services.face.servicer import register
+
     face_config = _face_config(args).model_copy(update={"max_message_bytes": args.max_message_bytes})
     return serve_forever("face", config, register(FaceService(face_config)))
 
@@ -137,9 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a service process")
-    serve.add_argument("service", choices=["face", *_LATER])
+    serve.add_argument("service", choices=["face", "render", *_LATER])
     _add_server_flags(serve)
     _add_face_flags(serve)
+    render = serve.add_argument_group("render service")
+    render.add_argument("--device", default=None, help="torch device; default cuda when available, else cpu")
+    render.add_argument("--scene-idle-ttl-s", type=float, default=1800)
+    render.add_argument("--max-scenes-per-tenant", type=int, default=16)
+    render.add_argument("--max-tenant-bytes", type=int, default=8 << 30)
     serve.set_defaults(func=cmd_serve)
 
     face = sub.add_parser("face", help="face analysis").add_subparsers(dest="face_command", required=True)

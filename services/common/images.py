@@ -17,6 +17,7 @@ from services.common import tensors
 from services.common.errors import InvalidArgument
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey bottom half
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")  # what the API documents; Pillow knows many more
 
 DType = common_pb2.Tensor.DType
 
@@ -32,7 +33,7 @@ def decode_image(data: bytes, *, max_pixels: int, field: str = "image.encoded.da
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = im.size
             _check_size(width, height, max_pixels, field)
             im.load()

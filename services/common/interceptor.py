@@ -59,8 +59,9 @@ class _Call:
         if self.code != grpc.StatusCode.OK:
             metrics.RPC_ERRORS.labels(self.service, self.method, code).inc()
         if not self.open:
+            tenant = auth.current_tenant() if self.tenant_token is not None else None  # None: auth failed
             log.info("rpc", extra={"method": self.method, "code": code, "ms": round(elapsed * 1e3, 2),
-                                   "tenant": auth.current_tenant()})
+                                   "tenant": tenant})
         if self.tenant_token is not None:
             auth.reset_tenant(self.tenant_token)
 

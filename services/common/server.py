@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -101,9 +102,16 @@ def serve_forever(name: str, config: ServerConfig, register: Callable[[grpc.Serv
         signal.signal(sig, lambda *_: stop.set())
     print(json.dumps({"event": "serving", "service": name, "address": f"{config.host}:{running.port}",
                       "metrics_port": config.metrics_port}), flush=True)
-    stop.wait()
+    # A timed wait: CPython runs signal handlers on the main thread only when it executes bytecode, so
+    # an untimed wait would miss a SIGTERM the kernel delivered to another thread.
+    while not stop.wait(0.5):
+        pass
     log.info("draining", extra={"grace_s": config.grace_s})
     running.stop()
     log.info("stopped")
-    sys.stdout.flush()
-    return 0
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    logging.shutdown()
+    # Handlers cancelled at the end of the grace period may still be computing in worker threads that
+    # the interpreter would join at exit: leave now, the grace period is the contract.
+    os._exit(0)

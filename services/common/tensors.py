@@ -68,6 +68,8 @@ def from_proto(
     """
     if msg.dtype == DType.DTYPE_UNSPECIFIED:
         raise InvalidArgument(f"{field}.dtype", "dtype is unspecified")
+    if msg.dtype not in DType.values():  # proto3 enums are open: any int32 arrives
+        raise InvalidArgument(f"{field}.dtype", f"unknown dtype value {msg.dtype}")
     if dtypes is not None and msg.dtype not in dtypes:
         allowed = ", ".join(DType.Name(d) for d in dtypes)
         raise InvalidArgument(f"{field}.dtype", f"got {DType.Name(msg.dtype)}, expected one of {allowed}")
@@ -80,7 +82,8 @@ def from_proto(
     if any(s < 0 for s in shape):
         raise InvalidArgument(f"{field}.shape", f"negative dimension in {list(shape)}")
     count = math.prod(shape)
-    if count > max_elements:
+    # a zero in the shape must not hide a huge other dimension (numpy cannot even reshape to it)
+    if count > max_elements or math.prod(max(s, 1) for s in shape) > max_elements:
         raise InvalidArgument(f"{field}.shape", f"{count} elements exceed the limit of {max_elements}")
     if msg.dtype == DType.BFLOAT16:
         expected = count * 2

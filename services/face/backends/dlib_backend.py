@@ -112,4 +112,5 @@ class DlibModels:
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     import cv2
 
-    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]  # explicit size: a thin image's short side must not round to 0
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
