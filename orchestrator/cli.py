@@ -64,7 +64,8 @@ def cmd_serve(args) -> int:
         from services.render.sessions import RenderLimits
 
         limits = RenderLimits(scene_idle_ttl_s=args.scene_idle_ttl_s, max_scenes_per_tenant=args.max_scenes_per_tenant,
-                              max_tenant_bytes=args.max_tenant_bytes)
+                              max_tenant_bytes=args.max_tenant_bytes,
+                              max_pending_steps_per_scene=args.max_pending_steps)
         return serve_forever("render", config, register_render(RenderService(limits, device=args.device,
                                                                              max_message_bytes=args.max_message_bytes)))
     from services.face.service import FaceService
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--scene-idle-ttl-s", type=float, default=1800)
     render.add_argument("--max-scenes-per-tenant", type=int, default=16)
     render.add_argument("--max-tenant-bytes", type=int, default=8 << 30)
+    render.add_argument("--max-pending-steps", type=int, default=8, help="step handles held per scene")
     serve.set_defaults(func=cmd_serve)
 
     face = sub.add_parser("face", help="face analysis").add_subparsers(dest="face_command", required=True)

@@ -45,24 +45,30 @@ class PinholeCamera:
                                  cy=float(self.K[1, 2]), width=int(self.width), height=int(self.height),
                                  world_to_camera=[float(v) for v in self.world_to_camera.reshape(-1)])
 
-    @classmethod
-    def from_proto(cls, msg: common_pb2.Camera, field: str = "camera") -> "PinholeCamera":
-        """Validate and convert; InvalidArgument for NaN/inf, non-positive focal or size, bad matrix."""
-        values = [msg.fx, msg.fy, msg.cx, msg.cy]
-        if not all(math.isfinite(v) for v in values) or not all(math.isfinite(v) for v in msg.world_to_camera):
+    def validate(self, field: str = "camera") -> "PinholeCamera":
+        """InvalidArgument for NaN/inf, non-positive focal lengths or size, or a non-rigid extrinsic."""
+        K, m = np.asarray(self.K, dtype=np.float64), np.asarray(self.world_to_camera, dtype=np.float64)
+        if K.shape != (3, 3) or m.shape != (4, 4):
+            raise InvalidArgument(field, f"K must be 3x3 and world_to_camera 4x4, got {K.shape} and {m.shape}")
+        if not np.isfinite(K).all() or not np.isfinite(m).all():
             raise InvalidArgument(field, "camera has NaN or infinite values")
-        if msg.fx <= 0 or msg.fy <= 0:
-            raise InvalidArgument(f"{field}.fx", f"focal lengths must be > 0, got fx={msg.fx}, fy={msg.fy}")
-        if msg.width <= 0 or msg.height <= 0:
-            raise InvalidArgument(f"{field}.width", f"image size must be > 0, got {msg.width}x{msg.height}")
-        if len(msg.world_to_camera) != 16:
-            raise InvalidArgument(f"{field}.world_to_camera", f"needs 16 values, got {len(msg.world_to_camera)}")
-        m = np.asarray(msg.world_to_camera, dtype=np.float64).reshape(4, 4)
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise InvalidArgument(f"{field}.fx", f"focal lengths must be > 0, got fx={K[0, 0]}, fy={K[1, 1]}")
+        if self.width <= 0 or self.height <= 0:
+            raise InvalidArgument(f"{field}.width", f"image size must be > 0, got {self.width}x{self.height}")
         R = m[:3, :3]
         if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-5) or not np.allclose(R @ R.T, np.eye(3), atol=1e-3) \
                 or np.linalg.det(R) < 0:
             raise InvalidArgument(f"{field}.world_to_camera", "must be a rigid transform (rotation + translation)")
-        return cls(intrinsics(msg.fx, msg.fy, msg.cx, msg.cy), m, msg.width, msg.height)
+        return self
+
+    @classmethod
+    def from_proto(cls, msg: common_pb2.Camera, field: str = "camera") -> "PinholeCamera":
+        """Validate and convert (see validate)."""
+        if len(msg.world_to_camera) != 16:
+            raise InvalidArgument(f"{field}.world_to_camera", f"needs 16 values, got {len(msg.world_to_camera)}")
+        m = np.asarray(msg.world_to_camera, dtype=np.float64).reshape(4, 4)
+        return cls(intrinsics(msg.fx, msg.fy, msg.cx, msg.cy), m, msg.width, msg.height).validate(field)
 
 
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:

@@ -47,6 +47,8 @@ class CameraBatch:
         """Stack cameras of one size; InvalidArgument when empty or sizes differ."""
         if not cameras:
             raise InvalidArgument(field, "at least one camera is needed")
+        for i, c in enumerate(cameras):
+            c.validate(f"{field}[{i}]")
         sizes = {(c.width, c.height) for c in cameras}
         if len(sizes) != 1:
             raise InvalidArgument(field, f"cameras of different image sizes {sorted(sizes)}")

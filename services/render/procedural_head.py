@@ -131,6 +131,6 @@ def head_mesh(resolution: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     sdf = head_sdf(grid).numpy()
     verts, faces, _, _ = marching_cubes(sdf, level=0.0, spacing=(float(lin[1] - lin[0]),) * 3)
     verts = verts - 1.6
-    faces = faces[:, ::-1].copy()  # skimage winds clockwise seen from outside (toward larger values)
+    # skimage's winding (its gradient direction) already makes faces counter-clockwise seen from outside
     colours = head_albedo(torch.as_tensor(verts)).numpy()
     return verts.astype(np.float32), faces.astype(np.int32), colours.astype(np.float32)

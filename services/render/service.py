@@ -1,0 +1,478 @@
+"""The render service's logic, transport-free: scene sessions, Render -> step handle -> ApplyGradients,
+checkpoints, export, texture back-projection. The in-process client calls it directly; the gRPC
+servicer converts protos and calls it too."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from services.common.auth import current_tenant
+from services.common.cameras import PinholeCamera
+from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument, NotFound, ResourceExhausted, require
+from services.render import representations
+from services.render.cameras import CameraBatch
+from services.render.optim import OptimizerSpec, SceneOptimizer
+from services.render.sessions import RenderLimits, Scene, SceneStore, StepHandle
+
+NON_DIFFERENTIABLE = {"uv", "triangle_id"}
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class SceneInfo:
+    scene_id: str
+    kind: str
+    backend: str
+    param_counts: dict[str, int]
+    step: int
+    memory_bytes: int
+    expires_in_s: float
+
+
+@dataclass
+class RenderResult:
+    outputs: dict[str, np.ndarray]
+    step_handle: str
+    step: int
+    handle_expires_in_s: float = 0.0
+
+
+@dataclass
+class GradientTerm:
+    step_handle: str
+    output: str
+    grad: np.ndarray | torch.Tensor
+    weight: float = 1.0
+    name: str = ""
+
+
+@dataclass
+class RegularizerTerm:
+    name: str
+    weight: float
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    step: int
+    skipped: bool
+    learning_rates: dict[str, float]
+    grad_norms: dict[str, float]
+    term_grad_norms: dict[str, float]
+    regularizer_values: dict[str, float]
+    num_gaussians: int = 0
+
+
+class RenderService:
+    def __init__(self, limits: RenderLimits | None = None, device: str | None = None,
+                 max_message_bytes: int = 64 * 1024 * 1024):
+        self.limits = limits or RenderLimits()
+        self.max_message_bytes = max_message_bytes
+        self.store = SceneStore(self.limits)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    # scenes ----------------------------------------------------------------------------------------
+    def create_scene(self, kind: str, init: dict | None = None, *, asset: tuple[bytes, str] | None = None,
+                     optimizer: OptimizerSpec | None = None, options: dict[str, str] | None = None,
+                     seed: int = 0, label: str = "") -> SceneInfo:
+        """A new scene of `kind` from init values (see representations.registry) or an asset
+        (bytes, format "glb" | "obj_zip" | "ply" | "npz" | "checkpoint")."""
+        spec = representations.kind_spec(kind)
+        options = dict(options or {})
+        unknown = set(options) - set(spec.options)
+        require(not unknown, "options", f"unknown option(s) {sorted(unknown)} for {kind}; known: {sorted(spec.options)}")
+        seed = seed or secrets.randbits(31)
+        checkpoint = None
+        try:
+            if asset is not None and asset[1] == "checkpoint":
+                checkpoint = _read_checkpoint(asset[0])
+                require(checkpoint["meta"]["kind"] == kind, "asset", f"checkpoint of kind {checkpoint['meta']['kind']}, not {kind}")
+                rep = spec.cls.from_config(checkpoint["meta"]["config"])
+                rep.load_state_tensors(checkpoint["rep"])
+            elif asset is not None:
+                rep = spec.from_asset(asset[0], asset[1], options)
+            else:
+                rep = spec.create(init or {}, seed, options, self.limits)
+        except HeadForgeError:
+            raise  # already names its field
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidArgument("init" if asset is None else "asset", str(e)) from None
+        rep = rep.to(self.device)
+        optimizer = optimizer or OptimizerSpec()
+        try:
+            opt = SceneOptimizer(rep.parameter_groups(), rep.default_lrs, optimizer)
+        except KeyError as e:
+            raise InvalidArgument("optimizer.groups", str(e.args[0])) from None
+        if checkpoint is not None:
+            _load_optimizer_state(opt, checkpoint)
+        scene = self.store.add(current_tenant(), kind, label, rep, opt)
+        return self._info(scene)
+
+    def _info(self, scene: Scene) -> SceneInfo:
+        counts = {name: sum(p.numel() for p in ps) for name, ps in scene.rep.parameter_groups().items()}
+        return SceneInfo(scene.id, scene.kind, scene.rep.backend, counts, scene.step, scene.rep.memory_bytes(),
+                         self.store.limits.scene_idle_ttl_s)
+
+    def scene_info(self, scene_id: str) -> SceneInfo:
+        return self._info(self.store.get(current_tenant(), scene_id))
+
+    def close_scene(self, scene_id: str) -> None:
+        self.store.close(current_tenant(), scene_id)
+
+    # render ----------------------------------------------------------------------------------------
+    def render(self, scene_id: str, cameras: list[PinholeCamera], outputs=("rgb", "alpha"), *,
+               requires_grad: bool = False, background=None, width: int = 0, height: int = 0,
+               seed: int = 0) -> RenderResult:
+        """Render N cameras. background: None (white), (3,) colour, (3, H, W) / (N, 3, H, W) image, or
+        "random" (a uniform colour per image). Outputs as numpy float32 (int32 for triangle_id)."""
+        scene = self.store.get(current_tenant(), scene_id)
+        outputs = list(outputs) or ["rgb", "alpha"]
+        bad = [o for o in outputs if o not in scene.rep.outputs]
+        require(not bad, "outputs", f"{bad} not produced by {scene.kind}; it renders {sorted(scene.rep.outputs)}")
+        require(len(set(outputs)) == len(outputs), "outputs", "duplicate output names")
+        cameras = _resize_cameras(cameras, width, height)
+        batch = CameraBatch.from_pinholes(cameras)
+        pixels = len(batch) * batch.width * batch.height
+        if pixels > self.limits.max_render_pixels:
+            raise ResourceExhausted(f"{len(batch)} x {batch.width} x {batch.height} = {pixels} pixels exceeds "
+                                    f"{self.limits.max_render_pixels}", reason="RENDER_TOO_LARGE",
+                                    metadata={"limit": "max_render_pixels"})
+        bg = _background(background, len(batch), batch.height, batch.width, seed)
+        with scene.lock:
+            now = self.store.clock()
+            scene.drop_expired_handles(now)
+            if requires_grad and len(scene.handles) >= self.limits.max_pending_steps_per_scene:
+                raise ResourceExhausted(f"{len(scene.handles)} step handles pending on this scene; apply or let "
+                                        "them expire", reason="TOO_MANY_PENDING_STEPS",
+                                        metadata={"limit": "max_pending_steps_per_scene"})
+            wanted = sorted(set(outputs) | {"alpha"} if "rgb" in outputs else set(outputs))
+            with torch.set_grad_enabled(requires_grad):
+                raw = scene.rep.render(batch.to(self.device), wanted, background=torch.zeros(3, device=self.device))
+                result = {name: raw[name] for name in outputs}
+                if "rgb" in result:
+                    result["rgb"] = raw["rgb"] + (1 - raw["alpha"]) * bg.to(raw["rgb"])
+            handle = ""
+            expires = 0.0
+            if requires_grad:
+                handle = secrets.token_hex(16)
+                expires = self.limits.step_handle_ttl_s
+                scene.handles[handle] = StepHandle(handle, scene.version, result, now + expires)
+            arrays = {name: _to_numpy(t) for name, t in result.items()}
+            return RenderResult(arrays, handle, scene.step, expires)
+
+    # gradients -------------------------------------------------------------------------------------
+    def apply_gradients(self, scene_id: str, terms: list[GradientTerm], regularizers: list[RegularizerTerm] = (),
+                        accumulate: bool = False) -> StepResult:
+        """Back-propagate dLoss/dOutput (and regularisers) and step. Validates everything before touching
+        the scene: a failed call leaves parameters, optimiser state and handles as they were."""
+        scene = self.store.get(current_tenant(), scene_id)
+        require(bool(terms) or bool(regularizers), "terms", "give at least one gradient term or regulariser")
+        with scene.lock:
+            scene.drop_expired_handles(self.store.clock())
+            tensors, grads, term_norms = self._check_terms(scene, terms)
+            reg_fns = scene.rep.regularizers()
+            for i, r in enumerate(regularizers):
+                require(r.name in reg_fns, f"regularizers[{i}].name",
+                        f"unknown regulariser {r.name!r} for {scene.kind}; known: {sorted(reg_fns)}")
+                require(math.isfinite(r.weight), f"regularizers[{i}].weight", "must be finite")
+            reg_values: dict[str, float] = {}
+            reg_losses = []
+            for r in regularizers:
+                value = reg_fns[r.name](**r.params) if r.params else reg_fns[r.name]()
+                reg_values[r.name] = float(value.detach())
+                reg_losses.append(value * r.weight)
+            if reg_losses:
+                tensors.append(torch.stack([v.reshape(()) for v in reg_losses]).sum())
+                grads.append(torch.ones((), device=tensors[-1].device))
+            if tensors:
+                torch.autograd.backward(tensors, grads)
+            for h in {t.step_handle for t in terms}:
+                scene.handles.pop(h, None)
+            norms = scene.optimizer.grad_norms()
+            if not scene.optimizer.grads_finite():
+                scene.optimizer.zero_grad()
+                scene.accumulated = False
+                return StepResult(scene.step, True, {}, norms, term_norms, reg_values, _num_gaussians(scene))
+            if accumulate:
+                scene.accumulated = True
+                return StepResult(scene.step, False, {}, norms, term_norms, reg_values, _num_gaussians(scene))
+            rates = scene.optimizer.step()
+            scene.accumulated = False
+            scene.rep.after_step(scene.step, scene.optimizer.torch)
+            scene.parameters_changed()
+            return StepResult(scene.step, False, rates, norms, term_norms, reg_values, _num_gaussians(scene))
+
+    def _check_terms(self, scene: Scene, terms: list[GradientTerm]):
+        """Validate every term; returns (tensors, grads, per-term gradient norms) for one backward."""
+        summed: dict[tuple[str, str], torch.Tensor] = {}
+        norms: dict[str, float] = {}
+        for i, t in enumerate(terms):
+            handle = scene.handles.get(t.step_handle)
+            if handle is None:
+                raise NotFound(f"terms[{i}]: step handle {t.step_handle!r} is unknown, used, stale or expired; "
+                               "render again", reason="STEP_HANDLE_NOT_FOUND")
+            if handle.version != scene.version:
+                raise NotFound(f"terms[{i}]: step handle is stale (the parameters changed)", reason="STEP_HANDLE_STALE")
+            require(t.output in handle.outputs, f"terms[{i}].output",
+                    f"{t.output!r} was not rendered under this handle ({sorted(handle.outputs)})")
+            require(t.output not in NON_DIFFERENTIABLE, f"terms[{i}].output", f"{t.output!r} is not differentiable")
+            out = handle.outputs[t.output]
+            g = torch.as_tensor(np.asarray(t.grad) if not isinstance(t.grad, torch.Tensor) else t.grad)
+            require(tuple(g.shape) == tuple(out.shape), f"terms[{i}].grad.shape",
+                    f"got {list(g.shape)}, the rendered {t.output!r} is {list(out.shape)}")
+            require(bool(torch.isfinite(g).all()), f"terms[{i}].grad", "contains NaN or infinite values")
+            weight = 1.0 if t.weight == 0 else float(t.weight)
+            require(math.isfinite(weight), f"terms[{i}].weight", "must be finite")
+            g = g.to(out.device, out.dtype) * weight
+            key = (t.step_handle, t.output)
+            summed[key] = summed[key] + g if key in summed else g
+            norms[t.name or f"{t.output}#{i}"] = float(g.norm())
+        tensors, grads = [], []
+        for (h, o), g in summed.items():
+            out = scene.handles[h].outputs[o]
+            if out.requires_grad:
+                tensors.append(out)
+                grads.append(g)
+        return tensors, grads, norms
+
+    # state -----------------------------------------------------------------------------------------
+    def get_state(self, scene_id: str, exclude_optimizer: bool = False) -> bytes:
+        """A versioned checkpoint: safetensors tensors + JSON metadata (never pickle)."""
+        from safetensors.torch import save
+
+        scene = self.store.get(current_tenant(), scene_id)
+        with scene.lock:
+            tensors = {f"rep/{k}": v for k, v in scene.rep.state_tensors().items()}
+            opt_meta = {}
+            if not exclude_optimizer:
+                tensors.update(_optimizer_tensors(scene.optimizer))
+                opt_meta = _optimizer_meta(scene.optimizer)
+            meta = {"version": CHECKPOINT_VERSION, "kind": scene.kind, "config": scene.rep.config(),
+                    "step": scene.step, "optimizer": opt_meta}
+            return save({k: v.contiguous() for k, v in tensors.items()}, metadata={"headforge": json.dumps(meta)})
+
+    def set_state(self, scene_id: str, data: bytes) -> SceneInfo:
+        scene = self.store.get(current_tenant(), scene_id)
+        checkpoint = _read_checkpoint(data)
+        meta = checkpoint["meta"]
+        if meta["kind"] != scene.kind:
+            raise FailedPrecondition(f"checkpoint of a {meta['kind']} scene cannot restore a {scene.kind} scene",
+                                     reason="CHECKPOINT_KIND")
+        with scene.lock:
+            fresh = scene.rep.__class__.from_config(meta["config"])
+            try:
+                fresh.load_state_tensors(checkpoint["rep"])
+            except (RuntimeError, KeyError, ValueError) as e:
+                raise InvalidArgument("checkpoint", f"does not fit this scene: {e}") from None
+            fresh = fresh.to(self.device)
+            opt = SceneOptimizer(fresh.parameter_groups(), fresh.default_lrs, scene.optimizer.spec)
+            _load_optimizer_state(opt, checkpoint)
+            scene.rep, scene.optimizer = fresh, opt
+            scene.parameters_changed()
+            return self._info(scene)
+
+    def export(self, scene_id: str, fmt: str) -> bytes:
+        scene = self.store.get(current_tenant(), scene_id)
+        with scene.lock:
+            try:
+                return scene.rep.export(fmt)
+            except ValueError as e:
+                raise FailedPrecondition(str(e), reason="EXPORT_FORMAT") from None
+
+    def back_project(self, scene_id: str, image: np.ndarray, camera: PinholeCamera, mask: np.ndarray | None = None,
+                     min_cosine: float = 0.2, write: str = "none") -> "BackProjection":
+        """Project a picture (uint8 (H, W, 3) or float (3, H, W)) onto the scene's UV texture."""
+        from services.render.representations.texture import back_project
+
+        scene = self.store.get(current_tenant(), scene_id)
+        img = np.asarray(image)
+        img = img.transpose(2, 0, 1) / 255.0 if img.dtype == np.uint8 else img
+        require(img.shape[1:] == (camera.height, camera.width), "image",
+                f"image is {img.shape[2]}x{img.shape[1]}, the camera {camera.width}x{camera.height}")
+        with scene.lock:
+            if getattr(scene.rep, "texture", None) is None:
+                raise FailedPrecondition(f"a {scene.kind} scene has no UV texture to project onto",
+                                         reason="NO_TEXTURE")
+            batch = CameraBatch.from_pinholes([camera]).to(self.device)
+            m = None if mask is None else torch.as_tensor(np.asarray(mask, np.float32), device=self.device)
+            try:
+                tex, vis, written = back_project(scene.rep, torch.as_tensor(img, dtype=torch.float32, device=self.device),
+                                                 batch, m, min_cosine, write)
+            except ValueError as e:
+                raise InvalidArgument("image", str(e)) from None
+            if written:
+                scene.parameters_changed()
+            return BackProjection(tex.permute(2, 0, 1).detach().cpu().float().numpy(),
+                                  vis[None].detach().cpu().float().numpy(), int(written))
+
+    def densify(self, scene_id: str, grad_threshold: float = 0.0, prune_opacity: float = 0.0,
+                prune_max_scale: float = 0.0, reset_opacity: float = 0.0):
+        scene = self.store.get(current_tenant(), scene_id)
+        if scene.kind != "gaussians":
+            raise FailedPrecondition(f"DensifyGaussians needs a Gaussian scene, this one is {scene.kind}",
+                                     reason="NOT_GAUSSIANS")
+        with scene.lock:
+            result = scene.rep.densify_now(scene.optimizer.torch, grad_threshold=grad_threshold,
+                                           prune_opacity=prune_opacity, prune_max_scale=prune_max_scale,
+                                           reset_opacity=reset_opacity)
+            scene.parameters_changed()
+            return result
+
+    def describe(self) -> "RenderDescription":
+        kinds = []
+        for kind in representations.KINDS:
+            spec = representations.kind_spec(kind)
+            cls = spec.cls
+            backends = ["torch"]
+            if self.device.type == "cuda":
+                backends.insert(0, {"gaussians": "gsplat", "mesh": "nvdiffrast", "dmtet": "nvdiffrast"}.get(kind, "torch"))
+            kinds.append(KindDescription(kind, list(dict.fromkeys(backends)), dict(cls.default_lrs), sorted(cls.outputs),
+                                         list(spec.regularizers), list(spec.export_formats), dict(spec.options)))
+        device = "cpu" if self.device.type == "cpu" else f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return RenderDescription(kinds, [32, 64, 128, 256, 512], device, self.limits, self.max_message_bytes)
+
+    def upload_asset(self, data: bytes, fmt: str, sha256: str = "") -> str:
+        if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():
+            raise InvalidArgument("sha256", "does not match the received bytes")
+        return self.store.add_asset(current_tenant(), data, fmt).id
+
+    def asset_bytes(self, asset_id: str) -> tuple[bytes, str]:
+        a = self.store.get_asset(current_tenant(), asset_id)
+        return a.data, a.fmt
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return t.numpy().astype(np.int32) if not t.is_floating_point() else t.float().numpy()
+
+
+def _num_gaussians(scene: Scene) -> int:
+    means = dict(scene.rep.parameter_groups()).get("means")
+    return int(means[0].shape[0]) if means else 0
+
+
+def _resize_cameras(cameras: list[PinholeCamera], width: int, height: int) -> list[PinholeCamera]:
+    require(width >= 0 and height >= 0, "width", "must be >= 0")
+    if not width and not height:
+        return cameras
+    out = []
+    for c in cameras:
+        w, h = width or c.width, height or c.height
+        K = c.K.copy()
+        K[0] *= w / c.width
+        K[1] *= h / c.height
+        out.append(PinholeCamera(K, c.world_to_camera, w, h))
+    return out
+
+
+def _background(background, n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """(N, 3, H, W) or broadcastable background in [0, 1]."""
+    if background is None:
+        return torch.ones(1, 3, 1, 1)
+    if isinstance(background, str):
+        require(background == "random", "background", f"unknown background {background!r}")
+        g = torch.Generator().manual_seed(seed or secrets.randbits(31))
+        return torch.rand(n, 3, 1, 1, generator=g)
+    bg = torch.as_tensor(np.asarray(background, dtype=np.float32))
+    require(bool(torch.isfinite(bg).all()) and float(bg.min()) >= 0 and float(bg.max()) <= 1, "background",
+            "must be finite and in [0, 1]")
+    if bg.shape == (3,):
+        return bg.view(1, 3, 1, 1)
+    if bg.shape == (3, h, w):
+        return bg[None]
+    require(tuple(bg.shape) == (n, 3, h, w), "background", f"expected (3,), (3, {h}, {w}) or ({n}, 3, {h}, {w}), "
+            f"got {list(bg.shape)}")
+    return bg
+
+
+def _optimizer_tensors(opt: SceneOptimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for g in opt.torch.param_groups:
+        for j, p in enumerate(g["params"]):
+            for key, value in opt.torch.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.ndim > 0:
+                    out[f"optim/{g['name']}/{j}/{key}"] = value.detach().cpu()
+    return out
+
+
+def _optimizer_meta(opt: SceneOptimizer) -> dict:
+    scalars = {}
+    for g in opt.torch.param_groups:
+        for j, p in enumerate(g["params"]):
+            for key, value in opt.torch.state.get(p, {}).items():
+                if not isinstance(value, torch.Tensor) or value.ndim == 0:
+                    scalars[f"{g['name']}/{j}/{key}"] = float(value)
+    return {"step_count": opt.step_count, "scalars": scalars}
+
+
+def _read_checkpoint(data: bytes) -> dict:
+    """Parse a checkpoint written by get_state: {"meta": {...}, "rep": tensors, "optim": tensors}."""
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["headforge"])
+    except Exception as e:  # safetensors and json raise assorted errors on garbage
+        raise InvalidArgument("checkpoint", f"not a HeadForge checkpoint: {e}", reason="BAD_CHECKPOINT") from None
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise FailedPrecondition(f"checkpoint version {meta.get('version')} is not {CHECKPOINT_VERSION}",
+                                 reason="CHECKPOINT_VERSION")
+    rep = {k[4:]: v for k, v in tensors.items() if k.startswith("rep/")}
+    optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}
+    return {"meta": meta, "rep": rep, "optim": optim}
+
+
+def _load_optimizer_state(opt: SceneOptimizer, checkpoint: dict) -> None:
+    meta = checkpoint["meta"].get("optimizer") or {}
+    opt.step_count = int(meta.get("step_count", checkpoint["meta"].get("step", 0)))
+    scalars = meta.get("scalars", {})
+    for g in opt.torch.param_groups:
+        for j, p in enumerate(g["params"]):
+            state = {}
+            prefix = f"{g['name']}/{j}/"
+            for key, value in checkpoint["optim"].items():
+                if key.startswith(prefix):
+                    state[key[len(prefix):]] = value.to(p.device)
+            for key, value in scalars.items():
+                if key.startswith(prefix):
+                    # torch's Adam keeps its step count as a 0-d tensor, Adan as an int
+                    adan = opt.spec.kind == "adan"
+                    state[key[len(prefix):]] = int(value) if adan else torch.tensor(float(value))
+            if state:
+                opt.torch.state[p] = state
+
+
+@dataclass
+class BackProjection:
+    texture: np.ndarray       # (3, T, T) float32 in [0, 1]
+    visibility: np.ndarray    # (1, T, T) float32 in [0, 1]
+    texels_written: int
+
+
+@dataclass
+class KindDescription:
+    kind: str
+    backends: list[str]
+    default_lrs: dict[str, float]
+    outputs: list[str]
+    regularizers: list[str]
+    export_formats: list[str]
+    options: dict[str, str]
+
+
+@dataclass
+class RenderDescription:
+    kinds: list[KindDescription]
+    dmtet_resolutions: list[int]
+    device: str
+    limits: RenderLimits
+    max_message_bytes: int

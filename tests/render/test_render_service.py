@@ -1,0 +1,242 @@
+"""Scene sessions through the render service's client interface, in-process and over gRPC on loopback:
+the Render -> ApplyGradients loop, step handles, tenancy, checkpoints, export, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common import auth
+from services.common.cameras import orbit_camera, sample_orbit_cameras
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from services.common.process import ServiceProcess
+from services.render.cameras import CameraBatch
+from services.render.client import GrpcRenderClient, InProcessRenderClient
+from services.render.optim import LrSchedule, OptimizerSpec
+from services.render.procedural_head import head_mesh, render_head
+from services.render.service import GradientTerm, RegularizerTerm, RenderService
+from services.render.sessions import RenderLimits
+
+LIMITS = dict(max_scenes_per_tenant=4, max_pending_steps_per_scene=3)
+
+
+@pytest.fixture(scope="module")
+def render_server(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    tokens = logs / "tokens.yaml"
+    tokens.write_text("tokens: {tok-a: tenant-a, tok-b: tenant-b}\n")
+    server = ServiceProcess(["render", "--port", "0", "--tokens-file", str(tokens), "--max-scenes-per-tenant", "4",
+                             "--max-pending-steps", "3"],
+                            logs / "render.log")
+    yield server
+    server.stop()
+
+
+class Tenant:
+    """A client acting for one tenant (in-process: the tenant context the gRPC interceptor would set);
+    closes the scenes it created when the test ends, so tests sharing a server do not hit its caps."""
+
+    def __init__(self, client, tenant: str | None = None):
+        self.client, self.tenant, self.created = client, tenant, []
+
+    def __getattr__(self, name):
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kw):
+            token = auth.set_tenant(self.tenant) if self.tenant else None
+            try:
+                result = attr(*args, **kw)
+            finally:
+                if token is not None:
+                    auth.reset_tenant(token)
+            if name == "create_scene":
+                self.created.append(result.scene_id)
+            return result
+        return call
+
+    def cleanup(self):
+        for sid in self.created:
+            try:
+                self.close_scene(sid)
+            except (NotFound, PermissionDenied):
+                pass
+
+
+@pytest.fixture(params=["inprocess", "grpc"])
+def clients(request):
+    """(client of tenant A, client of tenant B) on one service."""
+    if request.param == "inprocess":
+        service = RenderService(RenderLimits(**LIMITS))
+        pair = Tenant(InProcessRenderClient(service), "tenant-a"), Tenant(InProcessRenderClient(service), "tenant-b")
+    else:
+        server = request.getfixturevalue("render_server")
+        pair = (Tenant(GrpcRenderClient(server.address, token="tok-a")),
+                Tenant(GrpcRenderClient(server.address, token="tok-b")))
+        pair[0].wait_ready()
+    yield pair
+    for t in pair:
+        t.cleanup()
+        t.close()
+
+
+@pytest.fixture(scope="module")
+def coarse_head():
+    v, f, c = head_mesh(resolution=32)
+    return {"vertices": v, "faces": f}
+
+
+def cams(n=2, size=48, seed=0):
+    return sample_orbit_cameras(n, np.random.default_rng(seed), azimuth=(-60, 60), elevation=(-10, 20),
+                                radius=(3.0, 3.0), fov=(40, 40), width=size, height=size)
+
+
+def test_render_apply_gradients_loop_reduces_loss(clients, coarse_head):
+    a, _ = clients
+    info = a.create_scene("mesh", {**coarse_head, "texture_size": 64},
+                          optimizer=OptimizerSpec(lrs={"texture": LrSchedule.constant(0.05)}), seed=1)
+    assert info.kind == "mesh" and info.param_counts["texture"] == 64 * 64 * 3 and info.step == 0
+    views = cams(3)
+    target = render_head(CameraBatch.from_pinholes(views))["rgb"].numpy()
+    losses = []
+    for step in range(12):
+        out = a.render(info.scene_id, views, ["rgb"], requires_grad=True)
+        assert out.outputs["rgb"].shape == (3, 3, 48, 48) and out.step == step and out.step_handle
+        diff = out.outputs["rgb"] - target
+        losses.append(float((diff ** 2).mean()))
+        r = a.apply_gradients(info.scene_id, [GradientTerm(out.step_handle, "rgb", 2 * diff / diff.size, name="l2")])
+        assert r.step == step + 1 and not r.skipped and r.learning_rates["texture"] == pytest.approx(0.05)
+        assert r.term_grad_norms["l2"] > 0 and r.grad_norms["texture"] > 0
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_step_handles_are_single_use_and_go_stale(clients, coarse_head):
+    a, _ = clients
+    sid = a.create_scene("mesh", coarse_head).scene_id
+    v = cams(1)
+    h1 = a.render(sid, v, ["rgb"], requires_grad=True)
+    h2 = a.render(sid, v, ["rgb"], requires_grad=True)
+    grad = np.zeros_like(h1.outputs["rgb"])
+    a.apply_gradients(sid, [GradientTerm(h1.step_handle, "rgb", grad)])
+    with pytest.raises(NotFound):  # used
+        a.apply_gradients(sid, [GradientTerm(h1.step_handle, "rgb", grad)])
+    with pytest.raises(NotFound):  # stale: the parameters changed since it was rendered
+        a.apply_gradients(sid, [GradientTerm(h2.step_handle, "rgb", grad)])
+    handles = [a.render(sid, v, ["rgb"], requires_grad=True) for _ in range(3)]
+    with pytest.raises(ResourceExhausted):
+        a.render(sid, v, ["rgb"], requires_grad=True)
+    assert all(h.step_handle for h in handles)
+
+
+def test_bad_gradients_leave_the_scene_unchanged(clients, coarse_head):
+    a, _ = clients
+    sid = a.create_scene("mesh", {**coarse_head, "texture_size": 32}).scene_id
+    v = cams(1)
+    before = a.get_state(sid)
+    out = a.render(sid, v, ["rgb", "uv"], requires_grad=True)
+    good = np.ones_like(out.outputs["rgb"]) * 1e-3
+    cases = [
+        [GradientTerm(out.step_handle, "rgb", good[..., :-1])],                   # wrong shape
+        [GradientTerm(out.step_handle, "rgb", good * np.nan)],                   # NaN
+        [GradientTerm(out.step_handle, "uv", np.zeros_like(out.outputs["uv"]))],  # not differentiable
+        [GradientTerm(out.step_handle, "depth", good)],                          # not rendered
+        [GradientTerm(out.step_handle, "rgb", good)] + [GradientTerm("nope", "rgb", good)],
+    ]
+    for terms in cases:
+        with pytest.raises((InvalidArgument, NotFound)):
+            a.apply_gradients(sid, terms)
+    with pytest.raises(InvalidArgument):
+        a.apply_gradients(sid, [GradientTerm(out.step_handle, "rgb", good)], [RegularizerTerm("nonsense", 1.0)])
+    assert a.get_state(sid) == before, "a failed call changed the scene"
+    r = a.apply_gradients(sid, [GradientTerm(out.step_handle, "rgb", good)], [RegularizerTerm("laplacian", 0.1)])
+    assert r.step == 1 and r.regularizer_values["laplacian"] > 0
+
+
+def test_tenants_cannot_touch_each_others_scenes(clients, coarse_head):
+    a, b = clients
+    sid = a.create_scene("mesh", coarse_head).scene_id
+    for call in (lambda: b.render(sid, cams(1)), lambda: b.get_state(sid), lambda: b.close_scene(sid),
+                 lambda: b.export(sid, "glb")):
+        with pytest.raises(PermissionDenied):
+            call()
+    a.close_scene(sid)
+    with pytest.raises(NotFound):
+        a.render(sid, cams(1))
+
+
+def test_scene_cap_per_tenant(clients, coarse_head):
+    a, b = clients
+    created = []
+    try:
+        with pytest.raises(ResourceExhausted):
+            for _ in range(5):
+                created.append(a.create_scene("mesh", coarse_head).scene_id)
+        assert len(created) <= 4
+        other = b.create_scene("mesh", coarse_head).scene_id  # another tenant is not affected
+        b.close_scene(other)
+    finally:
+        for sid in created:
+            a.close_scene(sid)
+        a.created.clear()
+
+
+def test_checkpoint_round_trip_restores_parameters_and_optimizer(clients, coarse_head):
+    a, _ = clients
+    sid = a.create_scene("mesh", {**coarse_head, "texture_size": 32}).scene_id
+    v = cams(1)
+    out = a.render(sid, v, ["rgb"], requires_grad=True)
+    a.apply_gradients(sid, [GradientTerm(out.step_handle, "rgb", np.full_like(out.outputs["rgb"], 1e-3))])
+    state = a.get_state(sid)
+    reference = a.render(sid, v, ["rgb", "depth"]).outputs
+    out = a.render(sid, v, ["rgb"], requires_grad=True)
+    a.apply_gradients(sid, [GradientTerm(out.step_handle, "rgb", np.full_like(out.outputs["rgb"], 1e-2))])
+    assert not np.allclose(a.render(sid, v, ["rgb"]).outputs["rgb"], reference["rgb"])
+    info = a.set_state(sid, state)
+    assert info.step == 1
+    restored = a.render(sid, v, ["rgb", "depth"]).outputs
+    np.testing.assert_allclose(restored["rgb"], reference["rgb"], atol=1e-6)
+    clone = a.create_scene("mesh", asset=(state, "checkpoint"))
+    assert clone.step == 1
+    np.testing.assert_allclose(a.render(clone.scene_id, v, ["rgb"]).outputs["rgb"], reference["rgb"], atol=1e-6)
+    with pytest.raises(InvalidArgument):
+        a.set_state(sid, b"not a checkpoint")
+
+
+def test_export_glb_and_reload_renders_the_same(clients, coarse_head):
+    a, _ = clients
+    sid = a.create_scene("mesh", {**coarse_head, "texture_size": 64}).scene_id
+    glb = a.export(sid, "glb")
+    assert glb[:4] == b"glTF"
+    again = a.create_scene("mesh", asset=(glb, "glb")).scene_id
+    v = cams(2)
+    x, y = a.render(sid, v, ["rgb", "alpha"]).outputs, a.render(again, v, ["rgb", "alpha"]).outputs
+    assert np.abs(x["alpha"] - y["alpha"]).mean() < 1e-3
+    assert np.abs(x["rgb"] - y["rgb"]).mean() < 2e-2
+    field = a.create_scene("triplane", {"resolution": 16, "channels": 4}).scene_id
+    with pytest.raises(FailedPrecondition):
+        a.export(field, "glb")
+
+
+def test_bad_requests_name_the_problem(clients, coarse_head):
+    a, _ = clients
+    sid = a.create_scene("mesh", coarse_head).scene_id
+    good = orbit_camera(0, 0, 3, fov_deg=40, width=32, height=32)
+    nan_cam = orbit_camera(0, 0, 3, fov_deg=40, width=32, height=32)
+    nan_cam.K = nan_cam.K.copy()
+    nan_cam.K[0, 0] = np.nan
+    for call, exc in [
+        (lambda: a.render(sid, [], ["rgb"]), InvalidArgument),
+        (lambda: a.render(sid, [good], ["rgb", "nonsense"]), InvalidArgument),
+        (lambda: a.render(sid, [nan_cam], ["rgb"]), InvalidArgument),
+        (lambda: a.render(sid, [good, orbit_camera(0, 0, 3, fov_deg=40, width=16, height=16)]), InvalidArgument),
+        (lambda: a.create_scene("mesh", {"vertices": np.zeros((0, 3), np.float32),
+                                         "faces": np.zeros((0, 3), np.int32)}), InvalidArgument),
+        (lambda: a.create_scene("mesh", {"vertices": coarse_head["vertices"],
+                                         "faces": coarse_head["faces"] + 10**6}), InvalidArgument),
+        (lambda: a.create_scene("gaussians", {"num_points": 100}, options={"bogus": "1"}), InvalidArgument),
+        (lambda: a.create_scene("mesh", coarse_head, optimizer=OptimizerSpec(lrs={"nope": LrSchedule()})),
+         InvalidArgument),
+    ]:
+        with pytest.raises(exc):
+            call()
