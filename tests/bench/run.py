@@ -1,7 +1,8 @@
 """`make bench`: throughput figures as JSON (no pass/fail; targets are read from the numbers).
 
 Face Analyze on a 512x512 portrait (scikit-image's astronaut), in-process and over gRPC on loopback
-(a real `headforge serve face` process), sequential and with concurrent callers.
+(a real `headforge serve face` process), sequential and with concurrent callers; render + backward per
+representation (tests/bench/render.py).
 """
 
 from __future__ import annotations
@@ -72,10 +73,16 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="out/bench.json")
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--only", choices=["face", "render"], default=None)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()},
-              "face_analyze_512": bench_face(args.calls)}
+                          "platform": platform.platform()}}
+    if args.only in (None, "face"):
+        report["face_analyze_512"] = bench_face(args.calls)
+    if args.only in (None, "render"):
+        from tests.bench.render import bench_render
+
+        report["render_plus_backward"] = bench_render()
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

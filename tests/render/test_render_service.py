@@ -240,3 +240,44 @@ def test_bad_requests_name_the_problem(clients, coarse_head):
     ]:
         with pytest.raises(exc):
             call()
+
+
+def test_describe_lists_every_kind_and_limits():
+    d = RenderService(RenderLimits(**LIMITS)).describe()
+    kinds = {k.kind: k for k in d.kinds}
+    assert set(kinds) == {"gaussians", "mesh", "dmtet", "triplane", "trigrid", "pyramid_trigrid"}
+    assert "uv" in kinds["mesh"].outputs and "glb" in kinds["mesh"].export_formats
+    assert kinds["gaussians"].default_lrs["means"] > 0 and "ply" in kinds["gaussians"].export_formats
+    assert d.limits.max_scenes_per_tenant == 4 and d.device == "cpu"
+
+
+def test_describe_over_grpc(render_server):
+    import grpc
+
+    from headforge.v1 import render_pb2, render_pb2_grpc
+
+    channel = grpc.insecure_channel(render_server.address)
+    stub = render_pb2_grpc.RenderServiceStub(channel)
+    d = stub.Describe(render_pb2.RenderDescribeRequest(), metadata=[("authorization", "Bearer tok-a")], timeout=30)
+    assert len(d.kinds) == 6 and d.max_pending_steps_per_scene == 3 and d.device == "cpu"
+    mesh = next(k for k in d.kinds if k.kind == render_pb2.SCENE_KIND_MESH)
+    assert render_pb2.ASSET_FORMAT_GLB in mesh.export_formats and "laplacian" in mesh.regularizers
+    channel.close()
+
+
+def test_back_projection_writes_the_seen_texels(coarse_head):
+    service = RenderService(RenderLimits(**LIMITS))
+    sid = service.create_scene("mesh", {**coarse_head, "texture_size": 64}).scene_id
+    cam = orbit_camera(0, 0, 3.0, fov_deg=40, width=64, height=64)
+    photo = render_head(CameraBatch.from_pinholes([cam]))["rgb"][0].numpy()
+    before = service.render(sid, [cam], ["rgb"]).outputs["rgb"]
+    r = service.back_project(sid, photo, cam, write="visible")
+    assert r.texture.shape == (3, 64, 64) and r.visibility.shape == (1, 64, 64) and r.texels_written > 100
+    after = service.render(sid, [cam], ["rgb", "alpha"]).outputs
+    inside = after["alpha"][0, 0] > 0.99
+    err_before = np.abs(before[0][:, inside] - photo[:, inside]).mean()
+    err_after = np.abs(after["rgb"][0][:, inside] - photo[:, inside]).mean()
+    assert err_after < 0.5 * err_before
+    back = service.create_scene("triplane", {"resolution": 8, "channels": 4}).scene_id
+    with pytest.raises(FailedPrecondition):
+        service.back_project(back, photo, cam)
