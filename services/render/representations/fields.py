@@ -280,7 +280,7 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, axes) -> torch.Ten
     (P, 3) in [-1, 1] (zero outside); axes: per plane the (u, v, w) world-axis indices. -> (3, C, P)."""
     uv = torch.stack([torch.stack((coords[:, a[0]], coords[:, a[1]]), -1) for a in axes])  # (3, P, 2)
     out = F.grid_sample(planes, uv[:, None], mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out[:, :, 0]
+    return out.squeeze(2)  # a view (indexing would zero-fill a full-size gradient in backward)
 
 
 def sample_trigrid(grids: torch.Tensor, coords: torch.Tensor, axes) -> torch.Tensor:
@@ -290,7 +290,7 @@ def sample_trigrid(grids: torch.Tensor, coords: torch.Tensor, axes) -> torch.Ten
     uvw = torch.stack([torch.stack([coords[:, i] for i in a], -1) for a in axes])  # (3, P, 3)
     out = F.grid_sample(grids, uvw[:, None, None], mode="bilinear", padding_mode="zeros",
                         align_corners=False)
-    return out[:, :, 0, 0]
+    return out.flatten(2)
 
 
 class FeatureField(nn.Module):
@@ -326,10 +326,9 @@ class FeatureField(nn.Module):
             coords = points / box
             total = None
             for g in grids:
-                f = sample(g, coords, axes)
-                f = f.mean(0) if mean else f.sum(0)
+                f = sample(g, coords, axes).sum(0)
                 total = f if total is None else total + f
-            return total
+            return total / 3 if mean else total  # the mean over planes, scaled once after the level sum
 
         return features
 
@@ -487,7 +486,8 @@ class FieldRepresentation(Representation):
         importance samples from `generator` (training renders); False = deterministic."""
         unknown = set(outputs) - self.outputs
         if unknown:
-            raise InvalidArgument("outputs", f"{self.kind} cannot render {sorted(unknown)}; outputs: {sorted(self.outputs)}")
+            raise InvalidArgument("outputs", f"{self.kind} cannot render {sorted(unknown)}; "
+                                             f"outputs: {sorted(self.outputs)}")
         p = self.decoder.layers[0].weight
         cams = cameras.to(device=p.device, dtype=p.dtype)
         return volume.render_cameras(self.query_function(), cams, outputs, self.settings, background=background,

@@ -16,8 +16,8 @@ Densities are per world unit (the distance unit of `t`). EG3D's marcher maps col
 end (2c - 1); here colour stays in [0, 1] and is composited over a background: rgb = colour + (1 - alpha)
 * background.
 
-Density activations: "softplus" is EG3D's (and PanoHead's) softplus(raw - 1) (the -1 bias makes a fresh
-field start nearly empty); "trunc_exp" is exp(raw) with the exponent capped at 15 in the forward and the
+Density activations: "softplus" is EG3D's (and PanoHead's) softplus(raw - 1) (the -1 bias lowers the
+initial density); "trunc_exp" is exp(raw) with the exponent capped at 15 in the forward and the
 backward pass (instant-NGP / threestudio style, exp with truncated gradients).
 
 Depth is the camera z (not the ray length): the alpha-normalised sum_i w_i t_mid_i times the cosine
@@ -29,9 +29,10 @@ multiplied by alpha (so (0, 0, 0) where nothing is hit). Two methods:
   "finite_difference" (default): central differences with step `normal_eps` world units (renderers pass
      one texel of the finest grid). This smooths over a texel: the exact gradient of a bilinearly
      interpolated grid is piecewise constant per texel and gives blocky normals. Costs 6 extra density
-     queries per sample (about 7x the colour-only render).
+     queries per sample (forward + backward ~10x the colour-only render on CPU).
   "autograd": the exact gradient by torch.autograd (create_graph when gradients are needed, i.e. a
-     double backward through grid_sample, which PyTorch supports). About 2-3x the colour-only render.
+     double backward through grid_sample, which PyTorch supports). Forward + backward ~5x the
+     colour-only render on CPU, and ~2.5x its memory.
 Both are differentiable w.r.t. the field's parameters.
 
 Memory: rays are processed in chunks of `chunk_rays`; when gradients are enabled and the render
@@ -43,7 +44,7 @@ importance-sampling uniforms) are drawn before chunking, so the recomputation se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Collection
 
 import torch
@@ -139,10 +140,6 @@ class VolumeSettings:
     def with_(self, **changes) -> "VolumeSettings":
         """A copy with some fields changed (validated)."""
         return replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -335,10 +332,12 @@ def render_rays(query: Query, origins: torch.Tensor, dirs: torch.Tensor, setting
         idx = hit.nonzero().squeeze(1) if not bool(hit.all()) else None
     jitter = uniforms = None
     if perturb and t is None:
-        kw = dict(generator=generator, dtype=origins.dtype, device=origins.device)
-        jitter = torch.rand((R, settings.samples_per_ray), **kw)
+        # drawn where the generator lives (a CPU generator may drive a CUDA render), then moved
+        kw = dict(generator=generator, dtype=origins.dtype,
+                  device=generator.device if generator is not None else origins.device)
+        jitter = torch.rand((R, settings.samples_per_ray), **kw).to(origins.device)
         if settings.importance_samples:
-            uniforms = torch.rand((R, settings.importance_samples), **kw)
+            uniforms = torch.rand((R, settings.importance_samples), **kw).to(origins.device)
 
     def take(x):
         return x if x is None or idx is None else x[idx]
@@ -347,8 +346,8 @@ def render_rays(query: Query, origins: torch.Tensor, dirs: torch.Tensor, setting
     M = o.shape[0]
     chunk = settings.chunk_rays
     per_ray = (settings.samples_per_ray + settings.importance_samples) if t is None else t.shape[1]
-    if want_normals and settings.normal_method == "finite_difference":
-        per_ray *= 7
+    if want_normals:  # probes (6 per sample), or the double-backward graph of autograd normals
+        per_ray *= 7 if settings.normal_method == "finite_difference" else 3
     use_ckpt = settings.checkpoint == "always" or (
         settings.checkpoint == "auto" and torch.is_grad_enabled() and M > chunk
         and M * per_ray > settings.checkpoint_samples)
