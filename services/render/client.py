@@ -21,7 +21,8 @@ from services.common.client import GrpcTransport, RetryPolicy
 from services.common.errors import from_rpc_error
 from services.render import servicer as conv
 from services.render.optim import OptimizerSpec
-from services.render.service import GradientTerm, RegularizerTerm, RenderResult, RenderService, SceneInfo, StepResult
+from services.render.service import (BackProjection, GradientTerm, RegularizerTerm, RenderDescription, RenderResult,
+                                     RenderService, SceneInfo, StepResult)
 
 
 class InProcessRenderClient:
@@ -50,6 +51,18 @@ class InProcessRenderClient:
 
     def close_scene(self, scene_id) -> None:
         self.service.close_scene(scene_id)
+
+    def back_project(self, scene_id, image, camera, mask=None, min_cosine=0.2, write="none") -> BackProjection:
+        return self.service.back_project(scene_id, image, camera, mask, min_cosine, write)
+
+    def densify(self, scene_id, **kw):
+        return self.service.densify(scene_id, **kw)
+
+    def upload_asset(self, data: bytes, fmt: str) -> str:
+        return self.service.upload_asset(data, fmt)
+
+    def describe(self) -> RenderDescription:
+        return self.service.describe()
 
     def close(self) -> None:
         pass
@@ -106,7 +119,7 @@ class GrpcRenderClient:
             req.regularizers.add(name=reg.name, weight=reg.weight, params=reg.params)
         r = self.transport.call(self.stub.ApplyGradients, req)
         return StepResult(r.step, r.skipped, dict(r.learning_rates), dict(r.grad_norms), dict(r.term_grad_norms),
-                          dict(r.regularizer_values), r.num_gaussians)
+                          dict(r.regularizer_values), r.num_gaussians, r.densified, r.pruned)
 
     def _collect(self, stream_method, request) -> bytes:
         import grpc
@@ -136,6 +149,40 @@ class GrpcRenderClient:
 
     def close_scene(self, scene_id) -> None:
         self.transport.call(self.stub.CloseScene, render_pb2.CloseSceneRequest(scene_id=scene_id))
+
+    def back_project(self, scene_id, image, camera, mask=None, min_cosine=0.2, write="none") -> BackProjection:
+        from services.common.images import to_image_input
+
+        img = np.asarray(image)
+        if img.dtype != np.uint8:  # float (3, H, W) in [0, 1] travels as pixels
+            req_image = common_pb2.ImageInput(pixels=tensors.to_proto(img.astype(np.float32)))
+        else:
+            req_image = to_image_input(img)
+        req = render_pb2.BackProjectTextureRequest(scene_id=scene_id, image=req_image, camera=camera.to_proto(),
+                                                   min_cosine=min_cosine,
+                                                   write={"none": 1, "visible": 2, "unseen": 3}[write])
+        if mask is not None:
+            m = (np.asarray(mask) > 0).astype(np.uint8) * 255
+            req.mask.CopyFrom(to_image_input(np.repeat(m[..., None], 3, axis=2)))
+        r = self.transport.call(self.stub.BackProjectTexture, req)
+        return BackProjection(np.array(tensors.from_proto(r.texture, "texture")),
+                              np.array(tensors.from_proto(r.visibility, "visibility")), r.texels_written)
+
+    def densify(self, scene_id, grad_threshold=0.0, prune_opacity=0.0, prune_max_scale=0.0, reset_opacity=0.0):
+        return self.transport.call(self.stub.DensifyGaussians, render_pb2.DensifyGaussiansRequest(
+            scene_id=scene_id, grad_threshold=grad_threshold, prune_opacity=prune_opacity,
+            prune_max_scale=prune_max_scale, reset_opacity=reset_opacity))
+
+    def upload_asset(self, data: bytes, fmt: str, chunk_bytes: int = 1 << 20) -> str:
+        chunks = conv._chunks(data, fmt, chunk_bytes)
+        try:
+            r = self.stub.UploadAsset(chunks, timeout=self.transport.timeout_s, metadata=self.transport.metadata)
+        except __import__("grpc").RpcError as err:
+            raise from_rpc_error(err) from None
+        return r.asset_id
+
+    def describe(self):
+        return self.transport.call(self.stub.Describe, render_pb2.RenderDescribeRequest())
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         self.transport.wait_ready(conv.SERVICE_NAME, timeout_s)

@@ -69,6 +69,8 @@ class StepResult:
     term_grad_norms: dict[str, float]
     regularizer_values: dict[str, float]
     num_gaussians: int = 0
+    densified: int = 0   # Gaussians added / removed by the automatic strategy in this call
+    pruned: int = 0
 
 
 class RenderService:
@@ -208,9 +210,13 @@ class RenderService:
                 return StepResult(scene.step, False, {}, norms, term_norms, reg_values, _num_gaussians(scene))
             rates = scene.optimizer.step()
             scene.accumulated = False
-            scene.rep.after_step(scene.step, scene.optimizer.torch)
+            changed = scene.rep.after_step(scene.step, scene.optimizer.torch)
             scene.parameters_changed()
-            return StepResult(scene.step, False, rates, norms, term_norms, reg_values, _num_gaussians(scene))
+            added = removed = 0
+            if changed and hasattr(scene.rep, "last_densify"):
+                added, removed = scene.rep.last_densify.densified, scene.rep.last_densify.pruned
+            return StepResult(scene.step, False, rates, norms, term_norms, reg_values, _num_gaussians(scene),
+                              added, removed)
 
     def _check_terms(self, scene: Scene, terms: list[GradientTerm]):
         """Validate every term; returns (tensors, grads, per-term gradient norms) for one backward."""

@@ -170,7 +170,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         return render_pb2.ApplyGradientsResponse(step=r.step, skipped=r.skipped, learning_rates=r.learning_rates,
                                                  grad_norms=r.grad_norms, term_grad_norms=r.term_grad_norms,
                                                  regularizer_values=r.regularizer_values,
-                                                 num_gaussians=r.num_gaussians)
+                                                 num_gaussians=r.num_gaussians, densified=r.densified,
+                                                 pruned=r.pruned)
 
     def GetState(self, request, context):
         data = self.service.get_state(request.scene_id, request.exclude_optimizer)

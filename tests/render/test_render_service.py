@@ -281,3 +281,53 @@ def test_back_projection_writes_the_seen_texels(coarse_head):
     back = service.create_scene("triplane", {"resolution": 8, "channels": 4}).scene_id
     with pytest.raises(FailedPrecondition):
         service.back_project(back, photo, cam)
+
+
+def test_gaussians_densify_inside_apply_gradients_and_export_ply(clients):
+    a, _ = clients
+    rng = np.random.default_rng(0)
+    v, f, c = head_mesh(resolution=32)
+    idx = rng.integers(0, len(v), 600)
+    sid = a.create_scene("gaussians", {"points": v[idx], "colors": np.full((600, 3), 0.5, np.float32),
+                                       "opacity": 0.5,
+                                       "strategy": {"densify_from": 1, "densify_every": 3, "densify_until": 100,
+                                                    "grad_threshold": 1e-7}}, seed=3).scene_id
+    views = cams(2, size=48)
+    target = render_head(CameraBatch.from_pinholes(views))["rgb"].numpy()
+    counts = []
+    for _ in range(6):
+        out = a.render(sid, views, ["rgb"], requires_grad=True)
+        diff = out.outputs["rgb"] - target
+        r = a.apply_gradients(sid, [GradientTerm(out.step_handle, "rgb", 2 * diff / diff.size)])
+        counts.append((r.num_gaussians, r.densified, r.pruned))
+    assert any(d > 0 for _, d, _ in counts), counts
+    assert counts[-1][0] > 600
+    ply = a.export(sid, "ply")
+    assert ply.startswith(b"ply") and b"f_dc_0" in ply and b"rot_3" in ply
+    again = a.create_scene("gaussians", asset=(ply, "ply")).scene_id
+    x = a.render(sid, views[:1], ["rgb"]).outputs["rgb"]
+    y = a.render(again, views[:1], ["rgb"]).outputs["rgb"]
+    np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+def test_upload_asset_then_create_from_it_by_id(render_server, coarse_head):
+    """UploadAsset streams a file in chunks; CreateScene takes its id; other tenants cannot use the id."""
+    import grpc
+
+    from headforge.v1 import render_pb2
+
+    a = GrpcRenderClient(render_server.address, token="tok-a")
+    b = GrpcRenderClient(render_server.address, token="tok-b")
+    sid = a.create_scene("mesh", {**coarse_head, "texture_size": 32}).scene_id
+    glb = a.export(sid, "glb")
+    asset_id = a.upload_asset(glb, "glb", chunk_bytes=4096)
+    req = render_pb2.CreateSceneRequest(kind=render_pb2.SCENE_KIND_MESH, asset=render_pb2.AssetSource(asset_id=asset_id))
+    made = a.stub.CreateScene(req, metadata=a.transport.metadata, timeout=60)
+    assert made.param_counts["vertices"] > 0
+    with pytest.raises(grpc.RpcError) as info:
+        b.stub.CreateScene(req, metadata=b.transport.metadata, timeout=60)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    for sid_ in (sid, made.scene_id):
+        a.close_scene(sid_)
+    a.close()
+    b.close()

@@ -42,12 +42,17 @@ def _gaussians() -> KindSpec:
         num = int(_nonzero(init, "num_points", d.num_points))
         if num > limits.max_gaussians:
             raise InvalidArgument("gaussians.num_points", f"{num} exceeds the server cap of {limits.max_gaussians}")
+        try:
+            extent, tile = float(options.get("extent", 0) or 0), int(options.get("tile_size", d.tile_size))
+        except ValueError as e:
+            raise InvalidArgument("options", f"extent must be a number and tile_size an integer: {e}") from None
+        if tile not in (8, 16, 32):
+            raise InvalidArgument("options.tile_size", f"must be 8, 16 or 32, got {tile}")
         return GaussiansConfig(num_points=num, radius=float(_nonzero(init, "radius", d.radius)),
                                points=init.get("points"), colors=init.get("colors"),
                                sh_degree=int(init.get("sh_degree") or 0),
                                opacity=float(_nonzero(init, "opacity", d.opacity)), strategy=s,
-                               extent=float(options.get("extent", 0) or 0), backend=options.get("backend", "auto"),
-                               tile_size=int(options.get("tile_size", d.tile_size)))
+                               extent=extent, backend=options.get("backend", "auto"), tile_size=tile)
 
     def from_asset(data: bytes, fmt: str, options: dict):
         kw = {"backend": options.get("backend", "auto")}

@@ -4,42 +4,46 @@ A scene is P anisotropic Gaussians with the 3DGS parameterisation (raw, un-activ
   means (P, 3) world units; scales (P, 3) log of the standard deviations (world units);
   quats (P, 4) rotation as (w, x, y, z), normalised when used; opacities (P,) logits;
   sh0 (P, 1, 3) and shN (P, K - 1, 3) spherical-harmonics colour coefficients, K = (degree + 1)^2,
-  colour = max(0, sum_k sh_k * Y_k(d) + 0.5) with d the unit direction camera centre -> mean and Y the
+  colour = max(0, sum_k sh_k Y_k(d) + 0.5) with d the unit direction camera centre -> mean and Y the
   real SH basis of 3DGS (degree <= 3).
 
 Rendering (both backends, same inputs and outputs): EWA splatting. Each mean is projected with the
-OpenCV pinhole; its 2D covariance is J W S W^T J^T + 0.3 px^2 (low-pass, as 3DGS and gsplat); Gaussians
-behind the near plane (z <= 0.01) or whose 3-sigma box misses the image are culled; the rest are sorted
-by camera z and alpha-composited front to back, alpha = min(alpha_max, o * exp(-d^2 / 2)) with
-contributions below 1/255 skipped and a pixel finished once its transmittance would drop to 1e-4.
-Outputs follow render.proto: rgb over the background, alpha, depth = sum(w z) / alpha (camera z of
-each Gaussian's centre), normal_camera = sum(w n) with n the Gaussian's shortest axis turned toward the
-camera (alpha-weighted: not re-normalised, length <= alpha), normal_world the same rotated to world.
+OpenCV pinhole (pixel centres at +0.5); its 2D covariance is J W S W^T J^T + 0.3 px^2 (the low-pass of
+3DGS and gsplat). Gaussians behind the near plane (z <= 0.01) or whose screen box misses the image are
+culled; the box is the 3-sigma box, widened or narrowed to where the Gaussian's alpha falls to 1/255
+(at most 3.33 sigma), in whole pixels, as current gsplat does. The rest are sorted by camera z per
+16x16 tile and alpha-composited front to back: alpha = min(alpha_max, o exp(-d^2 / 2)), contributions
+below 1/255 skipped, a pixel finished before the Gaussian that would take its transmittance to <= 1e-4.
+Outputs (render.proto): rgb over the background; alpha; depth = sum(w z) / alpha with z the camera z of
+each Gaussian's centre (0 where alpha = 0); normal_camera = sum(w n) with n the Gaussian's shortest
+axis turned toward the camera (alpha-weighted, not re-normalised: length <= alpha); normal_world the
+same rotated into the world frame.
 
 Backends:
-  "torch"  `rasterize_torch`: runs anywhere, the reference. Tiles of 16x16 pixels; each tile's
-           depth-sorted Gaussians are packed into fixed-size chunks so that the work is dense tensors;
-           compositing has a hand-written backward (recomputation, no big saved tensors).
-  "gsplat" `rasterize_gsplat`: `gsplat.rasterization` (CUDA; compiled on first use). Chosen by
-           default when CUDA and gsplat are importable.
-Expected agreement between the two (float32, same scene and cameras; checked by the gpu test): gsplat
-clamps alpha at 0.999 where this reference uses 0.99 (3DGS), so they are compared with
-`alpha_max=0.999` on the torch side: then rgb/alpha/normals agree to max |diff| <= 2e-3 (mean <= 1e-4)
-and depth to 1e-3 relative where alpha > 0.5; the differences come from summation order and the
-CUDA fast exp. With the default 0.99 pixels covered by one near-opaque Gaussian differ by up to ~0.01.
+  "torch"  `rasterize_torch`, the reference; runs anywhere. Each tile's depth-sorted Gaussians are
+           packed into fixed-size chunks so the work is dense batched tensors; log-alpha is a quadratic
+           polynomial per Gaussian evaluated for a whole tile by one matrix product; compositing has a
+           hand-written backward that recomputes per-pixel terms in batches (no large saved tensors).
+  "gsplat" `rasterize_gsplat`: `gsplat.rasterization` (CUDA; compiled on first use), chosen when the
+           scene is on CUDA and gsplat is installed.
+Expected agreement (float32, same scene and cameras; the gpu test checks it): gsplat clamps alpha at
+0.999 where this reference uses 0.99 (3DGS), so compare with `alpha_max=0.999` on the torch side; then
+rgb, alpha and normals agree to max |diff| <= 2e-3 and mean |diff| <= 1e-4, depth to 1e-3 relative where
+alpha > 0.5, the differences coming from summation order, the CUDA fast exp and pixels at the edge of a
+screen box (gsplat rounds the box from float32 maths). With the default 0.99, pixels whose first
+Gaussian is near-opaque differ by up to 0.01.
 
 Densification statistics: during backward the screen-space gradient of every visible Gaussian's 2D
-mean is converted to NDC units (x W/2, y H/2) times the number of cameras of the render (as gsplat:
-the threshold assumes a loss averaged over the cameras), and its norm is accumulated per Gaussian
-with a visibility count (buffers grad2d_sum, grad2d_count); the strategy in gaussians_strategy.py
-uses them.
+mean is converted to NDC units (x W/2, y H/2) and multiplied by the number of cameras of the render
+(as gsplat: the threshold assumes a loss averaged over the cameras); its norm is accumulated per
+Gaussian with a visibility count (buffers grad2d_sum, grad2d_count) for gaussians_strategy.py.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Collection
 
 import numpy as np
@@ -59,7 +63,9 @@ EPS2D = 0.3  # px^2 added to the 2D covariance (anti-aliasing low-pass of 3DGS /
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4  # transmittance at which a pixel is finished
 TILE_SIZE = 16
-BATCH_ELEMENTS = 1 << 17  # per-pixel work items per compositing batch: temporaries of ~0.5 MB stay in cache
+MAX_EXTEND = 3.33  # largest screen box half-size in standard deviations (gsplat)
+BATCH_ELEMENTS = 1 << 17  # per-pixel work items per compositing batch: ~0.5 MB temporaries (larger ones are
+# page-faulted in anew by the allocator at every batch: 2x slower measured)
 _LOG_FLOOR = -30.0  # exp() argument floor: e^-30 ~ 1e-13 is 0 for every purpose here
 
 # Real spherical-harmonics constants of the 3DGS basis (degree 0..3).
@@ -134,7 +140,7 @@ class Projection:
 
     means2d (C, P, 2) pixels (x right, y down; pixel centres at +0.5); conics (C, P, 3) the inverse 2D
     covariance (a, b, c) of [[a, b], [b, c]] in 1/px^2; means_cam (C, P, 3) camera-frame centres (z is
-    the depth); radii (C, P, 2) half extents of the 3-sigma box in pixels (no gradient); visible (C, P).
+    the depth); radii (C, P, 2) half sizes of the screen box in pixels (no gradient); visible (C, P).
     """
 
     means2d: torch.Tensor
@@ -144,10 +150,14 @@ class Projection:
     visible: torch.Tensor
 
 
-def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, K: torch.Tensor,
-                      world_to_camera: torch.Tensor, width: int, height: int) -> Projection:
-    """EWA projection of Gaussians (means (P, 3), quats (P, 4), activated scales (P, 3)) into cameras
-    K (C, 3, 3), world_to_camera (C, 4, 4) of width x height pixels."""
+def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
+                      K: torch.Tensor, world_to_camera: torch.Tensor, width: int, height: int) -> Projection:
+    """EWA projection of Gaussians (means (P, 3), quats (P, 4), activated scales (P, 3) and opacities
+    (P,)) into cameras K (C, 3, 3), world_to_camera (C, 4, 4) of width x height pixels.
+
+    The screen box of a Gaussian is its 3-sigma box widened or narrowed to where its alpha falls to
+    1/255, at most 3.33 sigma, rounded up to whole pixels (gsplat's opacity-aware box): pixels outside
+    it would be skipped anyway, and the tile coverage is then the same as gsplat's."""
     rot, trans = world_to_camera[:, :3, :3], world_to_camera[:, :3, 3]
     p_cam = torch.einsum("cij,pj->cpi", rot, means) + trans[:, None]
     z = p_cam[..., 2]
@@ -175,11 +185,13 @@ def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Te
     det = torch.where(ok, det, torch.ones_like(det))
     conics = torch.stack([c / det, -b / det, a / det], -1)
     with torch.no_grad():
-        radii = 3.0 * torch.stack([a, c], -1).clamp_min(0).sqrt()
+        o = opacities.detach()
+        extend = torch.sqrt(2 * torch.log(o.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp_max(MAX_EXTEND)
+        radii = torch.ceil(extend[:, None] * torch.stack([a, c], -1).detach().clamp_min(0).sqrt())
         m = means2d.detach()
         on_image = ((m[..., 0] + radii[..., 0] > 0) & (m[..., 0] - radii[..., 0] < width)
                     & (m[..., 1] + radii[..., 1] > 0) & (m[..., 1] - radii[..., 1] < height))
-        visible = ok & on_image & torch.isfinite(m).all(-1)
+        visible = ok & on_image & torch.isfinite(m).all(-1) & (o >= ALPHA_MIN) & (radii > 0).all(-1)
         radii = torch.where(visible[..., None], radii, torch.zeros_like(radii))
     return Projection(means2d, conics, p_cam, radii, visible)
 
@@ -190,7 +202,7 @@ def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Te
 
 @dataclass
 class TileBins:
-    """Visible (camera, Gaussian) pairs assigned to the tiles their 3-sigma box touches, sorted by tile
+    """Visible (camera, Gaussian) pairs assigned to the tiles their screen box touches, sorted by tile
     then depth and packed into chunks of `chunk` slots (the last chunk of a tile is padded).
 
     slot_src (Q * chunk,) index into the flattened (C * P) per-camera arrays, C * P for padding;
@@ -319,8 +331,8 @@ def _chunk_weights(a: torch.Tensor, log_t_offset: torch.Tensor):
 
 
 def _batches(num_chunks: int, per_chunk: int, budget: int | None = None):
-    """Slices of chunks with about `budget` (chunk x pixel x slot) elements each: bounded temporaries
-    (a few MB) are reused by the allocator instead of being page-faulted in anew."""
+    """Slices of chunks with about `budget` (default BATCH_ELEMENTS) (chunk x pixel x slot) elements each:
+    small temporaries are reused by the allocator instead of being page-faulted in anew."""
     step = max(1, (budget or BATCH_ELEMENTS) // per_chunk)
     return [slice(s, min(num_chunks, s + step)) for s in range(0, num_chunks, step)]
 
@@ -444,7 +456,7 @@ def rasterize_torch(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tens
     "normal_camera" (C, 3, H, W) when normals are given, and for statistics "means2d" (C, P, 2) px and
     "visible" (C, P)."""
     W, H = cameras.width, cameras.height
-    proj = project_gaussians(means, quats, scales, cameras.K, cameras.world_to_camera, W, H)
+    proj = project_gaussians(means, quats, scales, opacities, cameras.K, cameras.world_to_camera, W, H)
     feats = [colors, proj.means_cam[..., 2:3]]
     if normals is not None:
         feats.append(camera_normals(normals, cameras.world_to_camera, proj.means_cam))
@@ -505,8 +517,9 @@ class GaussiansConfig:
     (0, 1). extent: scene size in world units for the means learning rate and the densification
     thresholds, 0 = from the init (the ball radius, or the largest distance of a point from the points'
     centroid). backend "auto" (gsplat on CUDA when installed, else torch), "torch" or "gsplat".
-    tile_size: tile side of the torch rasteriser (16 as gsplat; 8 is ~2x faster on CPU and differs only
-    in skipped contributions beyond 3 sigma)."""
+    tile_size: tile side of the torch rasteriser, 16 as gsplat. The image does not depend on it (beyond
+    float rounding: every contribution >= 1/255 lies inside the screen boxes); 8 is about twice as
+    fast on CPU."""
 
     num_points: int = 100_000
     radius: float = 1.0
@@ -530,6 +543,14 @@ class GaussiansConfig:
         unknown = set(options) - {"backend", "tile_size", "extent"}
         if unknown:
             raise InvalidArgument("options", f"unknown options {sorted(unknown)} for gaussians")
+        try:
+            tile_size, extent = int(options.get("tile_size", TILE_SIZE)), float(options.get("extent", 0.0))
+        except ValueError as e:
+            raise InvalidArgument("options", f"tile_size must be an integer and extent a number: {e}")
+        if not 1 <= tile_size <= 64 or not (math.isfinite(extent) and extent >= 0):
+            raise InvalidArgument("options", "tile_size must be in 1..64 and extent >= 0")
+        if options.get("backend", "auto") not in ("auto", "torch", "gsplat"):
+            raise InvalidArgument("options.backend", "must be auto, torch or gsplat")
         points = colors = None
         if msg.HasField("points") and len(msg.points.shape):
             points = np.array(from_proto(msg.points, "gaussians.points", ndim=2), dtype=np.float32)
@@ -551,8 +572,16 @@ class GaussiansConfig:
                    points=points, colors=colors, sh_degree=int(msg.sh_degree),
                    opacity=float(msg.opacity) or d.opacity,
                    strategy=GaussianStrategyConfig.from_proto(msg.strategy),
-                   extent=float(options.get("extent", 0.0)), backend=options.get("backend", "auto"),
-                   tile_size=int(options.get("tile_size", TILE_SIZE)))
+                   extent=extent, backend=options.get("backend", "auto"), tile_size=tile_size)
+
+
+@dataclass
+class DensifyResult:
+    """Gaussians after a densification pass, how many were added (clones + net splits) and removed."""
+
+    num_gaussians: int
+    densified: int
+    pruned: int
 
 
 def _knn_mean_distance(points: torch.Tensor, k: int = 3) -> torch.Tensor:
@@ -631,6 +660,7 @@ class GaussianScene(Representation):
         self.shN = nn.Parameter(torch.zeros(P, K - 1, 3))
         self.register_buffer("grad2d_sum", torch.zeros(P))
         self.register_buffer("grad2d_count", torch.zeros(P))
+        self.last_densify = DensifyResult(P, 0, 0)
 
     # ---- construction ----------------------------------------------------------------------------
 
@@ -647,7 +677,9 @@ class GaussianScene(Representation):
             means = _random_ball(int(init.num_points), float(init.radius), gen)
             extent = init.extent or float(init.radius)
         P = means.shape[0]
-        colors = torch.full((P, 3), 0.5) if init.colors is None else             torch.as_tensor(np.asarray(init.colors), dtype=torch.float32).reshape(P, 3)
+        colors = torch.full((P, 3), 0.5)
+        if init.colors is not None:
+            colors = torch.as_tensor(np.asarray(init.colors), dtype=torch.float32).reshape(P, 3)
         scene = cls(P, init.sh_degree, extent=extent, strategy=init.strategy, backend=init.backend,
                     tile_size=init.tile_size, seed=seed)
         with torch.no_grad():
@@ -764,32 +796,43 @@ class GaussianScene(Representation):
         means2d.register_hook(hook)
 
     def after_step(self, step: int, optimizer) -> bool:
-        """The automatic densification schedule (gaussians_strategy.py) after optimiser step `step`."""
-        return self.strategy.step(self, step, optimizer)
+        """The automatic densification schedule (gaussians_strategy.py) after optimiser step `step`;
+        `last_densify` then holds what it did."""
+        changed = self.strategy.step(self, step, optimizer)
+        self.last_densify = DensifyResult(self.num_gaussians, self.strategy.last_densified,
+                                          self.strategy.last_pruned)
+        return changed
 
-    def densify(self, optimizer=None, *, grad_threshold: float = 0.0, prune_opacity: float = 0.0,
-                prune_max_scale: float = 0.0, reset_opacity: float = 0.0,
-                max_gaussians: int = 0) -> tuple[int, int]:
-        """One explicit pass (DensifyGaussians): densify (grad_threshold > 0), prune by opacity and by
-        largest scale (world units), reset opacities to at most reset_opacity. Returns (added, removed).
-        FailedPrecondition without gradient statistics; ResourceExhausted when the result would exceed
-        max_gaussians (> 0)."""
-        from services.common.errors import FailedPrecondition, ResourceExhausted
+    def densify_now(self, optimizer=None, *, grad_threshold: float = 0.0, prune_opacity: float = 0.0,
+                    prune_max_scale: float = 0.0, reset_opacity: float = 0.0,
+                    max_gaussians: int | None = None) -> "DensifyResult":
+        """One explicit pass (DensifyGaussians): densify where the mean screen gradient >= grad_threshold
+        (> 0), prune opacity < prune_opacity and largest scale > prune_max_scale (world units), then clamp
+        opacities to at most reset_opacity (each 0 = skip). max_gaussians None = the strategy's cap.
+        Errors: InvalidArgument (negative values, reset_opacity >= 1), FailedPrecondition (no gradient
+        statistics for densification), ResourceExhausted (the result would exceed max_gaussians)."""
+        from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
+        for name, value in (("grad_threshold", grad_threshold), ("prune_opacity", prune_opacity),
+                            ("prune_max_scale", prune_max_scale), ("reset_opacity", reset_opacity)):
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidArgument(name, f"must be a number >= 0, got {value}")
+        if reset_opacity >= 1:
+            raise InvalidArgument("reset_opacity", f"must be in (0, 1), got {reset_opacity}")
+        cap = self.strategy.config.max_gaussians if max_gaussians is None else max_gaussians
         if grad_threshold > 0:
             if float(self.grad2d_count.sum()) == 0:
-                raise FailedPrecondition("no gradient statistics yet: render with gradients and apply them "
-                                         "first", reason="NO_GRADIENT_STATISTICS")
-            grown = int((strategy_ops.mean_screen_grads(self) >= grad_threshold).sum())
-            if max_gaussians > 0 and self.num_gaussians + grown > max_gaussians:
-                raise ResourceExhausted(f"densifying would give {self.num_gaussians + grown} Gaussians",
-                                        reason="MAX_GAUSSIANS",
-                                        metadata={"limit": str(max_gaussians),
-                                                  "got": str(self.num_gaussians + grown)})
+                raise FailedPrecondition("no gradient statistics yet: apply gradients to a render first",
+                                         reason="NO_GRADIENT_STATISTICS")
+            total = self.num_gaussians + int((strategy_ops.mean_screen_grads(self) >= grad_threshold).sum())
+            if cap > 0 and total > cap:
+                raise ResourceExhausted(f"densifying would give {total} Gaussians, above {cap}",
+                                        reason="MAX_GAUSSIANS", metadata={"limit": str(cap), "got": str(total)})
         added, removed = self.strategy.refine(self, optimizer, 0, grad_threshold, prune_opacity, prune_max_scale)
         if reset_opacity > 0:
             strategy_ops.reset_opacity(self, optimizer, reset_opacity)
-        return added, removed
+        self.last_densify = DensifyResult(self.num_gaussians, added, removed)
+        return self.last_densify
 
     def regularizers(self) -> dict[str, "callable"]:
         """opacity_entropy: mean binary entropy of the opacities (pushes them to 0 or 1); scale: mean
