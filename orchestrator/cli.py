@@ -59,6 +59,11 @@ def cmd_serve(args) -> int:
                           tokens_file=args.tokens_file, max_workers=args.max_workers,
                           max_message_bytes=args.max_message_bytes, grace_s=args.grace_s)
     if args.service == "render":
+        import torch
+
+        # denormal floats (opaque fields, far-off Gaussians) make CPU kernels an order of magnitude slower;
+        # set for the whole server process (it is process-global state, so not inside RenderService)
+        torch.set_flush_denormal(True)
         from services.render.service import RenderService
         from services.render.servicer import register as register_render
         from services.render.sessions import RenderLimits

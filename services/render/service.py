@@ -80,8 +80,6 @@ class RenderService:
         self.max_message_bytes = max_message_bytes
         self.store = SceneStore(self.limits)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # denormal floats (opaque fields, far-off Gaussians) make CPU kernels an order of magnitude slower
-        torch.set_flush_denormal(True)
 
     # scenes ----------------------------------------------------------------------------------------
     def create_scene(self, kind: str, init: dict | None = None, *, asset: tuple[bytes, str] | None = None,

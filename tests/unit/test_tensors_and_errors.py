@@ -15,14 +15,15 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 DType = common_pb2.Tensor.DType
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(hnp.arrays(dtype=st.sampled_from([np.float32, np.float16, np.uint8, np.int32, np.int64]),
                   shape=hnp.array_shapes(min_dims=0, max_dims=4, max_side=5)))
 def test_round_trip_is_exact(a):
     msg = tensors.to_proto(a)
     back = tensors.from_proto(common_pb2.Tensor.FromString(msg.SerializeToString()), "t")
     assert back.dtype == a.dtype.newbyteorder("<") and back.shape == a.shape
-    np.testing.assert_array_equal(back, a)
+    # bit-exact (value comparison would depend on the process's flush-denormal mode)
+    assert back.tobytes() == np.asarray(a, dtype=back.dtype).tobytes()
 
 
 def test_torch_and_bfloat16():
