@@ -18,14 +18,6 @@ from services.render.representations.mesh import MeshScene, render_triangles
 from services.render.representations.mesh_raster import TorchRasterizer, edge_neighbors, nvdiffrast_available
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def outward(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Faces counter-clockwise from outside (positive signed volume), whatever the source did."""
     vol = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum()

@@ -33,11 +33,8 @@ def _cpu_settings():
     x86) and use one intra-op thread: these tests run many small ops (~1e5 elements), and on a busy
     machine each threaded op can wait a scheduler slice for its partner thread (10x slower seen on an
     oversubscribed 2-core box); on an idle one, one thread costs ~1.5x at most."""
-    threads = torch.get_num_threads()
-    flushed = torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
+    flushed = torch.set_flush_denormal(True)  # one thread: tests/render/conftest.py
     yield
-    torch.set_num_threads(threads)
     if flushed:
         torch.set_flush_denormal(False)
 

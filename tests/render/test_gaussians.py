@@ -22,18 +22,6 @@ from services.render.representations.gaussians_strategy import GaussianStrategyC
 ALL = ["rgb", "alpha", "depth", "normal_camera", "normal_world"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run single-threaded: their tensors are small, and on 2 cores shared with other
-    processes two intra-op threads wait on each other at every parallel region (a tiny render measured
-    2.8 ms with one thread, 150 ms with two). One thread also makes the fit's PSNR independent of the
-    machine's thread count."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cams(specs, size: int, dtype=torch.float32) -> CameraBatch:
     """CameraBatch from (azimuth, elevation, radius, fov) tuples, size x size pixels."""
     return CameraBatch.from_pinholes([orbit_camera(a, e, r, fov_deg=f, width=size, height=size)

@@ -31,14 +31,6 @@ gpu = pytest.mark.gpu
 needs_nvdiffrast = pytest.mark.skipif(not nvdiffrast_available(), reason="needs CUDA and nvdiffrast")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def outward(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     """Faces wound counter-clockwise from outside (positive signed volume), whatever the source did."""
     vol = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum()
