@@ -46,8 +46,8 @@ class InProcessRenderClient:
     def set_state(self, scene_id, checkpoint: bytes) -> SceneInfo:
         return self.service.set_state(scene_id, checkpoint)
 
-    def export(self, scene_id, fmt: str) -> bytes:
-        return self.service.export(scene_id, fmt)
+    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
+        return self.service.export(scene_id, fmt, scale, texture_size)
 
     def close_scene(self, scene_id) -> None:
         self.service.close_scene(scene_id)
@@ -143,9 +143,9 @@ class GrpcRenderClient:
         r = self.transport.call(self.stub.SetState, req)
         return SceneInfo(scene_id, "", "", {}, r.step, r.memory_bytes, 0.0)
 
-    def export(self, scene_id, fmt: str) -> bytes:
+    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
         return self._collect(self.stub.Export, render_pb2.ExportSceneRequest(
-            scene_id=scene_id, format=conv.FORMAT_ENUMS[fmt]))
+            scene_id=scene_id, format=conv.FORMAT_ENUMS[fmt], scale=scale, texture_size=texture_size))
 
     def close_scene(self, scene_id) -> None:
         self.transport.call(self.stub.CloseScene, render_pb2.CloseSceneRequest(scene_id=scene_id))

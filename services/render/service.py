@@ -285,11 +285,24 @@ class RenderService:
             scene.parameters_changed()
             return self._info(scene)
 
-    def export(self, scene_id: str, fmt: str) -> bytes:
+    def export(self, scene_id: str, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
+        """The scene as a file. scale multiplies positions (0 = 1); texture_size resamples the texture
+        (0 = as is). Options a kind does not support are FAILED_PRECONDITION."""
+        import inspect
+
+        require(math.isfinite(scale) and scale >= 0, "scale", "must be a finite number >= 0")
+        require(0 <= texture_size <= 8192, "texture_size", "must be 0..8192")
         scene = self.store.get(current_tenant(), scene_id)
+        accepted = inspect.signature(scene.rep.export).parameters
+        kwargs = {}
+        for name, value, unset in (("scale", scale or 1.0, 1.0), ("texture_size", texture_size, 0)):
+            if value != unset:
+                if name not in accepted:
+                    raise FailedPrecondition(f"{scene.kind} export does not support {name}", reason="EXPORT_OPTION")
+                kwargs[name] = value
         with scene.lock:
             try:
-                return scene.rep.export(fmt)
+                return scene.rep.export(fmt, **kwargs)
             except ValueError as e:
                 raise FailedPrecondition(str(e), reason="EXPORT_FORMAT") from None
 

@@ -185,9 +185,9 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     def Export(self, request, context):
         fmt = FORMAT_NAMES.get(request.format)
         require(fmt is not None and fmt != "checkpoint", "format", "choose GLB, OBJ_ZIP, PLY or NPZ")
-        require(request.scale in (0, 1), "scale", "only 1 (world units) is supported")
-        require(0 <= request.chunk_bytes, "chunk_bytes", "must be >= 0")
-        data = self.service.export(request.scene_id, fmt)
+        require(0 <= request.chunk_bytes <= self.service.max_message_bytes // 2, "chunk_bytes",
+                f"must be 0..{self.service.max_message_bytes // 2}")
+        data = self.service.export(request.scene_id, fmt, request.scale, request.texture_size)
         yield from _chunks(data, fmt, request.chunk_bytes)
 
     def CloseScene(self, request, context):
