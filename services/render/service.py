@@ -187,8 +187,11 @@ class RenderService:
                 require(math.isfinite(r.weight), f"regularizers[{i}].weight", "must be finite")
             reg_values: dict[str, float] = {}
             reg_losses = []
-            for r in regularizers:
-                value = reg_fns[r.name](**r.params) if r.params else reg_fns[r.name]()
+            for i, r in enumerate(regularizers):
+                try:
+                    value = reg_fns[r.name](**r.params) if r.params else reg_fns[r.name]()
+                except (TypeError, ValueError) as e:
+                    raise InvalidArgument(f"regularizers[{i}].params", f"{r.name}: {e}") from None
                 reg_values[r.name] = float(value.detach())
                 reg_losses.append(value * r.weight)
             if reg_losses:
