@@ -225,7 +225,11 @@ def test_bad_requests_name_the_problem(clients, coarse_head):
     nan_cam = orbit_camera(0, 0, 3, fov_deg=40, width=32, height=32)
     nan_cam.K = nan_cam.K.copy()
     nan_cam.K[0, 0] = np.nan
+    flat_cam = orbit_camera(0, 0, 3, fov_deg=40, width=32, height=32)
+    flat_cam.K = flat_cam.K.copy()
+    flat_cam.K[1, 1] = 0.0  # degenerate intrinsics
     for call, exc in [
+        (lambda: a.render(sid, [flat_cam], ["rgb"]), InvalidArgument),
         (lambda: a.render(sid, [], ["rgb"]), InvalidArgument),
         (lambda: a.render(sid, [good], ["rgb", "nonsense"]), InvalidArgument),
         (lambda: a.render(sid, [nan_cam], ["rgb"]), InvalidArgument),
