@@ -7,7 +7,7 @@ hierarchy whichever transport they use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
@@ -139,12 +139,3 @@ def require(condition: bool, field: str, description: str) -> None:
     if not condition:
         raise InvalidArgument(field, description)
 
-
-@dataclass
-class Limits:
-    """Size limits a service enforces on requests."""
-
-    max_image_pixels: int = 40_000_000
-    max_message_bytes: int = 64 * 1024 * 1024
-    max_batch: int = 64
-    extra: dict[str, int] = field(default_factory=dict)

@@ -97,8 +97,7 @@ class RenderService:
             if asset is not None and asset[1] == "checkpoint":
                 checkpoint = _read_checkpoint(asset[0])
                 require(checkpoint["meta"]["kind"] == kind, "asset", f"checkpoint of kind {checkpoint['meta']['kind']}, not {kind}")
-                rep = spec.cls.from_config(checkpoint["meta"]["config"])
-                rep.load_state_tensors(checkpoint["rep"])
+                rep = _rep_from_checkpoint(spec.cls, checkpoint)
             elif asset is not None:
                 rep = spec.from_asset(asset[0], asset[1], options)
             else:
@@ -122,9 +121,6 @@ class RenderService:
         counts = {name: sum(p.numel() for p in ps) for name, ps in scene.rep.parameter_groups().items()}
         return SceneInfo(scene.id, scene.kind, scene.rep.backend, counts, scene.step, scene.rep.memory_bytes(),
                          self.store.limits.scene_idle_ttl_s)
-
-    def scene_info(self, scene_id: str) -> SceneInfo:
-        return self._info(self.store.get(current_tenant(), scene_id))
 
     def close_scene(self, scene_id: str) -> None:
         self.store.close(current_tenant(), scene_id)
@@ -204,13 +200,10 @@ class RenderService:
             norms = scene.optimizer.grad_norms()
             if not scene.optimizer.grads_finite():
                 scene.optimizer.zero_grad()
-                scene.accumulated = False
                 return StepResult(scene.step, True, {}, norms, term_norms, reg_values, _num_gaussians(scene))
-            if accumulate:
-                scene.accumulated = True
+            if accumulate:  # the gradients stay in .grad until the next stepping call
                 return StepResult(scene.step, False, {}, norms, term_norms, reg_values, _num_gaussians(scene))
             rates = scene.optimizer.step()
-            scene.accumulated = False
             changed = scene.rep.after_step(scene.step, scene.optimizer.torch)
             scene.parameters_changed()
             added = removed = 0
@@ -276,12 +269,7 @@ class RenderService:
             raise FailedPrecondition(f"checkpoint of a {meta['kind']} scene cannot restore a {scene.kind} scene",
                                      reason="CHECKPOINT_KIND")
         with scene.lock:
-            fresh = scene.rep.__class__.from_config(meta["config"])
-            try:
-                fresh.load_state_tensors(checkpoint["rep"])
-            except (RuntimeError, KeyError, ValueError) as e:
-                raise InvalidArgument("checkpoint", f"does not fit this scene: {e}") from None
-            fresh = fresh.to(self.device)
+            fresh = _rep_from_checkpoint(scene.rep.__class__, checkpoint).to(self.device)
             opt = SceneOptimizer(fresh.parameter_groups(), fresh.default_lrs, scene.optimizer.spec)
             _load_optimizer_state(opt, checkpoint)
             scene.rep, scene.optimizer = fresh, opt
@@ -451,6 +439,16 @@ def _read_checkpoint(data: bytes) -> dict:
     rep = {k[4:]: v for k, v in tensors.items() if k.startswith("rep/")}
     optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}
     return {"meta": meta, "rep": rep, "optim": optim}
+
+
+def _rep_from_checkpoint(cls, checkpoint: dict):
+    """The representation a checkpoint describes; InvalidArgument when its tensors do not fit its config."""
+    try:
+        rep = cls.from_config(checkpoint["meta"]["config"])
+        rep.load_state_tensors(checkpoint["rep"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise InvalidArgument("checkpoint", f"does not fit a {cls.kind} scene: {e}") from None
+    return rep
 
 
 def _load_optimizer_state(opt: SceneOptimizer, checkpoint: dict) -> None:

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from headforge.v1 import common_pb2, render_pb2, render_pb2_grpc
 from services.common import tensors
 from services.common.cameras import PinholeCamera
-from services.common.errors import InvalidArgument, require
+from services.common.errors import InvalidArgument, ResourceExhausted, require
 from services.common.images import image_input_to_rgb8
 from services.render.optim import LrSchedule, OptimizerSpec
 from services.render.service import GradientTerm, RegularizerTerm, RenderService
@@ -201,8 +201,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             if i == 0:
                 require(chunk.offset == 0, "chunks[0].offset", "the first chunk starts at offset 0")
                 expected, digest, fmt = chunk.total_size, chunk.sha256, FORMAT_NAMES.get(chunk.format, "")
-                if expected > self.service.limits.max_asset_bytes:
-                    from services.common.errors import ResourceExhausted
+                if expected > self.service.limits.max_asset_bytes:  # refuse before receiving it all
                     raise ResourceExhausted(f"asset of {expected} bytes exceeds {self.service.limits.max_asset_bytes}",
                                             reason="ASSET_TOO_LARGE")
             require(chunk.offset == received, f"chunks[{i}].offset", f"expected {received}, got {chunk.offset}")

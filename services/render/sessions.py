@@ -51,7 +51,6 @@ class Scene:
     last_used: float
     version: int = 0
     handles: dict[str, StepHandle] = field(default_factory=dict)
-    accumulated: bool = False          # gradients accumulated without a step
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
