@@ -1,0 +1,140 @@
+"""What every diffusion backbone gives the guidance service.
+
+A backbone is one loaded model family (a diffusers SD folder, a UNet served by Triton, the analytic prior)
+with its noise schedule, a differentiable image -> latent encoder, a decoder, a text encoder and one batched
+noise predictor. Everything method-specific (SDS, CFG, weighting, timestep choice, sampling loops, batching)
+lives in the service and is written once against this interface, so swapping a backbone never touches an
+optimiser or a recipe.
+
+Conventions: images are float (B, 3, R, R) in [0, 1] at the working resolution R; latents are
+(B, latent_channels, R / f, R / f) already multiplied by the VAE scaling factor; timesteps are integer
+(B,) in [0, num_train_timesteps - 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from services.common.errors import FailedPrecondition
+from services.face.backends.base import ModelRecord
+
+# Names used across the service for control kinds, output kinds and distill variants (proto enums map to these).
+CONTROL_KINDS = ("landmarks", "canny", "normal", "depth")
+OUTPUT_KINDS = ("rgb", "normal", "depth", "albedo")
+VARIANTS = ("sds", "isd", "image_conditioned", "video")
+SCHEDULERS = ("ddim", "ddpm", "euler")
+
+
+class ModelFilesError(FailedPrecondition):
+    """A configured model folder or file is missing or malformed. The message names the missing path and
+    the expected layout; at server start this is fatal (the CLI prints it and exits non-zero)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, reason="MODEL_FILES")
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """A loaded ControlNet: its Describe name and the kind of picture it takes ("" = custom, by name)."""
+
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    name: str
+    output_kind: str = "rgb"   # what the backbone produces with this LoRA active (ID-to-3D: "normal", "albedo")
+
+
+@dataclass
+class BackboneInfo:
+    """Static description of a loaded backbone (Describe)."""
+
+    name: str
+    backend: str                       # "diffusers" | "triton" | "analytic"
+    family: str                        # "sd15", "sd21", "analytic", ...
+    output_kind: str = "rgb"
+    native_resolution: int = 512
+    latent_scale_factor: int = 8
+    latent_channels: int = 4
+    num_train_timesteps: int = 1000
+    prediction_type: str = "epsilon"   # "epsilon" | "v_prediction" (predict_noise returns eps either way)
+    variants: tuple[str, ...] = ("sds",)
+    denoise: bool = True
+    inpaint: bool = True
+    generate: bool = True
+    controls: tuple[ControlSpec, ...] = ()
+    identity_adapters: tuple[str, ...] = ()
+    identity_embedding_dim: int = 0    # 0 = no identity adapter
+    expression_adapter: bool = False
+    loras: tuple[LoraSpec, ...] = ()
+    schedulers: tuple[str, ...] = SCHEDULERS
+    default_negative_prompt: str = ""
+    min_frames: int = 0
+    max_frames: int = 0
+    models: tuple[ModelRecord, ...] = ()
+
+    def control(self, name: str) -> ControlSpec | None:
+        return next((c for c in self.controls if c.name == name), None)
+
+    def control_for_kind(self, kind: str) -> ControlSpec | None:
+        return next((c for c in self.controls if c.kind == kind), None)
+
+
+@dataclass
+class ControlBatch:
+    """One ControlNet's input for the B rows of a noise-prediction call."""
+
+    name: str
+    image: torch.Tensor        # (B, C, R, R) in the ControlNet's own convention (prepare_control's output)
+    scale: torch.Tensor        # (B,) conditioning scale per row; the ControlNet residuals are multiplied by it
+
+
+@dataclass
+class BatchConditions:
+    """Encoded conditions for the B rows of one predict_noise call (classifier-free guidance puts the
+    conditional and the unconditional rows in the same call)."""
+
+    text: torch.Tensor                          # (B, L, D) text-encoder hidden states
+    identity: torch.Tensor | None = None        # (B, D_id) L2-normalised face embeddings; zero rows = no identity
+    identity_adapter: str = ""                  # "" = the backbone's default
+    identity_scale: float = 1.0                 # lambda_id, same for the whole call
+    controls: list[ControlBatch] = field(default_factory=list)
+    loras: tuple[tuple[str, float], ...] = ()   # (name, scale), same for the whole call
+
+
+class Backbone(Protocol):
+    info: BackboneInfo
+    device: torch.device
+
+    def alphas_cumprod(self) -> torch.Tensor:
+        """(T,) float64 on CPU: the cumulative product of (1 - beta) of the training schedule."""
+
+    def scheduler_config(self) -> dict:
+        """A diffusers scheduler config (the folder's scheduler/scheduler_config.json) for sampling loops."""
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """(B, L, D) text hidden states for B prompts (no grad)."""
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, R, R) in [0, 1] -> latents (B, C, R/f, R/f), scaled; differentiable w.r.t. images.
+        Deterministic (the VAE posterior mean), so batched and unbatched calls agree."""
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) scaled latents -> (B, 3, h*f, w*f) in [0, 1] (no grad)."""
+
+    def predict_noise(self, latents_t: torch.Tensor, timesteps: torch.Tensor, cond: BatchConditions) -> torch.Tensor:
+        """eps prediction (B, C, h, w) for noisy latents at integer timesteps (B,); v-prediction models convert
+        to eps. No grad. Rows are independent: batching rows never changes a row's result."""
+
+    def prepare_control(self, spec: ControlSpec, picture: np.ndarray, resolution: int) -> torch.Tensor:
+        """A control picture in the service's convention -> the ControlNet's input (1, C, R, R) on device.
+
+        Service conventions (guidance.proto ControlInput): landmarks (3, H, W) in [0, 1], already drawn;
+        canny (1, H, W) edges in [0, 1] or (3, H, W) RGB to detect edges on; normal (3, H, W) in [-1, 1] OpenCV
+        camera frame; depth (1, H, W) world units, 0 = background."""
