@@ -1,6 +1,6 @@
 """The `headforge` command.
 
-    headforge serve face [--port N] ...      run a service process (gRPC, health, reflection, metrics)
+    headforge serve face|render|guidance ... run a service process (gRPC, health, reflection, metrics)
     headforge face analyze IMAGE [--json]    analyse faces in a photo (in-process, or --target HOST:PORT)
     headforge face compare A B               same person?
     headforge models make-tiny DIR           write tiny random models in the real on-disk formats (tests)
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from services.common.errors import HeadForgeError
 
-_LATER = {"guidance": 4, "inversion": 5, "jobs": 6}
+_LATER = {"inversion": 5, "jobs": 6}
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -73,6 +73,23 @@ def cmd_serve(args) -> int:
                               max_pending_steps_per_scene=args.max_pending_steps)
         return serve_forever("render", config, register_render(RenderService(limits, device=args.device,
                                                                              max_message_bytes=args.max_message_bytes)))
+    if args.service == "guidance":
+        from services.guidance.config import GuidanceConfig, load_config
+        from services.guidance.service import GuidanceService
+        from services.guidance.servicer import register as register_guidance
+
+        overrides = {"device": args.device, "max_message_bytes": args.max_message_bytes}
+        if args.config:
+            guidance_config = load_config(args.config, **overrides)
+        else:
+            guidance_config = GuidanceConfig(**{k: v for k, v in overrides.items() if v is not None})
+        batching = {k: v for k, v in (("max_batch_images", args.max_batch_images),
+                                       ("max_queue_delay_ms", args.max_queue_delay_ms),
+                                       ("max_queue_depth", args.max_queue_depth)) if v is not None}
+        if batching:
+            guidance_config = guidance_config.model_copy(
+                update={"batching": guidance_config.batching.model_copy(update=batching)})
+        return serve_forever("guidance", config, register_guidance(GuidanceService(guidance_config)))
     from services.face.service import FaceService
     from services.face.servicer import register
 
@@ -137,8 +154,13 @@ def cmd_face_compare(args) -> int:
 def cmd_models_make_tiny(args) -> int:
     from services.face.backends.tiny_insightface import write_tiny_pack
 
+    from services.guidance.tiny_models import write_tiny_models
+
     path = write_tiny_pack(Path(args.dir) / "insightface" / "buffalo_l")
     print(f"tiny InsightFace pack (random weights, for tests only): {path}")
+    config = write_tiny_models(Path(args.dir) / "guidance")
+    print(f"tiny diffusion models (random weights, for tests only): {config.parent}; "
+          f"serve them with `headforge serve guidance --config {config}`")
     return 0
 
 
@@ -162,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--max-scenes-per-tenant", type=int, default=16)
     render.add_argument("--max-tenant-bytes", type=int, default=8 << 30)
     render.add_argument("--max-pending-steps", type=int, default=8, help="step handles held per scene")
+    guidance = serve.add_argument_group("guidance service")
+    guidance.add_argument("--config", default=None,
+                          help="guidance YAML (backbones, batching); default: the analytic prior only")
+    guidance.add_argument("--max-batch-images", type=int, default=None)
+    guidance.add_argument("--max-queue-delay-ms", type=float, default=None)
+    guidance.add_argument("--max-queue-depth", type=int, default=None)
     serve.set_defaults(func=cmd_serve)
 
     face = sub.add_parser("face", help="face analysis").add_subparsers(dest="face_command", required=True)

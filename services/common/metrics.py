@@ -14,3 +14,7 @@ RPC_IN_FLIGHT = Gauge("headforge_rpc_in_flight", "RPCs admitted and not finished
 QUEUE_DEPTH = Gauge("headforge_queue_depth",
                     "Work items waiting in a service queue (requests waiting for a worker or a batch)",
                     ["service", "queue"])
+BATCH_IMAGES = Histogram("headforge_batch_images", "Images per executed batch (dynamic batching)", ["service"],
+                         buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64))
+BATCH_REQUESTS = Histogram("headforge_batch_requests", "Requests (callers) per executed batch", ["service"],
+                           buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))

@@ -1,0 +1,181 @@
+"""Plain Python requests and results of the guidance service, shared by the in-process and gRPC clients.
+Field meanings, units and defaults follow protos/headforge/v1/guidance.proto; arrays are numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.common.cameras import PinholeCamera
+from services.face.backends.base import ModelRecord
+from services.guidance.backbones.base import BackboneInfo
+
+
+@dataclass
+class ControlInput:
+    """kind: "landmarks" | "canny" | "normal" | "depth", or "" with `name` naming a ControlNet.
+    image: (C, H, W) for all images or (N, C, H, W) per image, float (or uint8 in [0, 255]).
+    landmarks: instead of image for kind "landmarks": (K, 2) or (N, K, 2) pixels of the request images,
+    K = 68 (iBUG order); the server draws them. scale: 0..2, 0 = 1.0."""
+
+    kind: str = ""
+    name: str = ""
+    image: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    scale: float = 0.0
+
+
+@dataclass
+class Conditions:
+    backbone: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    view_dependent_prompt: bool = False
+    identity_embedding: np.ndarray | None = None   # (D,) or (K, D)
+    identity_scale: float = 0.0                    # 0 = 1.0
+    identity_adapter: str = ""
+    expression: str = ""
+    expression_scale: float = 0.0
+    controls: list[ControlInput] = field(default_factory=list)
+    loras: list[tuple[str, float]] = field(default_factory=list)   # (name, scale); scale 0 = 1.0
+    text_cache_key: str = ""
+    identity_cache_key: str = ""
+
+
+@dataclass
+class TimestepSchedule:
+    """Fractions of the training schedule in [0, 1]; both t_min and t_max 0 = (0.02, 0.98)."""
+
+    t_min: float = 0.0
+    t_max: float = 0.0
+    t_min_end: float = 0.0
+    t_max_end: float = 0.0
+    training_fraction: float = 0.0
+    sampling: str = "uniform"        # "uniform" | "linear_decay"
+    shared: bool = False
+    t: list[float] = field(default_factory=list)
+
+
+@dataclass
+class QueueOptions:
+    priority: int = 0                # -10..10
+    deadline: float | None = None    # time.time() seconds; None = none
+
+
+@dataclass
+class DistillRequest:
+    images: np.ndarray                        # (N, 3, H, W) float in [0, 1]
+    conditions: Conditions = field(default_factory=Conditions)
+    cameras: list[PinholeCamera] = field(default_factory=list)
+    variant: str = "sds"                      # "sds" | "isd" | "image_conditioned" | "video"
+    guidance_scale: float = 0.0               # 0 = 100
+    timesteps: TimestepSchedule = field(default_factory=TimestepSchedule)
+    weighting: str = "sds"                    # "sds" | "uniform" | "sqrt" | "fantasia"
+    noise: np.ndarray | None = None           # (N, C, R/f, R/f)
+    seed: int = 0
+    resolution: int = 0
+    grad_clip: float = 0.0
+    grad_dtype: str = "float32"               # "float32" | "float16"
+    return_noise: bool = False
+    return_denoised: bool = False
+    queue: QueueOptions = field(default_factory=QueueOptions)
+
+
+@dataclass
+class ImageDiagnostics:
+    timestep: int
+    t: float
+    weight: float
+    loss: float
+    grad_norm: float
+    latent_grad_norm: float
+
+
+@dataclass
+class DistillResult:
+    grad: np.ndarray                          # shape of images
+    diagnostics: list[ImageDiagnostics]
+    seed: int
+    backbone: str
+    noise: np.ndarray | None = None
+    denoised: np.ndarray | None = None
+
+
+@dataclass
+class DenoiseRequest:
+    images: np.ndarray
+    strength: float                           # (0, 1]
+    conditions: Conditions = field(default_factory=Conditions)
+    cameras: list[PinholeCamera] = field(default_factory=list)
+    num_steps: int = 0                        # 0 = 10
+    guidance_scale: float = 0.0               # 0 = 7.5
+    scheduler: str = ""
+    noise: np.ndarray | None = None
+    seed: int = 0
+    resolution: int = 0
+    queue: QueueOptions = field(default_factory=QueueOptions)
+
+
+@dataclass
+class DenoiseResult:
+    images: np.ndarray
+    start_timestep: int
+    seed: int
+
+
+@dataclass
+class InpaintRequest:
+    images: np.ndarray
+    mask: np.ndarray                          # (1, H, W) or (N, 1, H, W), 1 = fill
+    conditions: Conditions = field(default_factory=Conditions)
+    cameras: list[PinholeCamera] = field(default_factory=list)
+    strength: float = 0.0                     # 0 = 1.0
+    num_steps: int = 0                        # 0 = 30
+    guidance_scale: float = 0.0
+    scheduler: str = ""
+    seed: int = 0
+    resolution: int = 0
+    queue: QueueOptions = field(default_factory=QueueOptions)
+
+
+@dataclass
+class InpaintResult:
+    images: np.ndarray
+    seed: int
+
+
+@dataclass
+class GenerateRequest:
+    conditions: Conditions = field(default_factory=Conditions)
+    num_images: int = 0
+    width: int = 0
+    height: int = 0
+    num_steps: int = 0
+    guidance_scale: float = 0.0
+    scheduler: str = ""
+    seed: int = 0
+    encode_png: bool = False
+    queue: QueueOptions = field(default_factory=QueueOptions)
+
+
+@dataclass
+class GenerateResult:
+    images: np.ndarray                        # (N, C, H, W) float32 in [0, 1]
+    output_kind: str
+    seed: int
+    png: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class GuidanceDescription:
+    backbones: list[tuple[BackboneInfo, bool]]   # (info, is_default)
+    max_batch_images: int
+    max_queue_delay_ms: int
+    max_queue_depth: int
+    queue_depth: int
+    max_image_pixels: int
+    max_message_bytes: int
+    cache_ttl_s: int
+    device: str
+    models: list[ModelRecord] = field(default_factory=list)

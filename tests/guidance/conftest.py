@@ -1,0 +1,40 @@
+"""Guidance fixtures: an analytic-prior service (exact closed-form denoiser, no weights) in process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from services.guidance.backbones.analytic import builtin_exemplars
+from services.guidance.config import BatchingConfig, GuidanceConfig
+from services.guidance.service import GuidanceService
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def analytic_service(**batching) -> GuidanceService:
+    return GuidanceService(GuidanceConfig(batching=BatchingConfig(**batching), device="cpu"))
+
+
+@pytest.fixture
+def analytic():
+    svc = analytic_service(max_queue_delay_ms=0)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="session")
+def exemplars() -> np.ndarray:
+    """(2, 3, 32, 32): [red disc, blue square] in [0, 1]."""
+    return builtin_exemplars(32)[0]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(-10 * np.log10(np.mean((np.asarray(a, np.float64) - b) ** 2) + 1e-12))
