@@ -107,13 +107,13 @@ class AnalyticBackbone:
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         return ((latents + 1) / 2).clamp(0, 1)
 
-    def _means(self, resolution: int) -> torch.Tensor:
-        if self.exemplars.shape[-1] == resolution:
+    def _means(self, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(self.exemplars.shape[-2:]) == tuple(size):
             return self.exemplars
-        return F.interpolate(self.exemplars, size=(resolution, resolution), mode="bilinear", align_corners=False)
+        return F.interpolate(self.exemplars, size=size, mode="bilinear", align_corners=False)
 
     def predict_noise(self, latents_t: torch.Tensor, timesteps: torch.Tensor, cond: BatchConditions) -> torch.Tensor:
-        mu = self._means(latents_t.shape[-1]).to(latents_t.dtype)                  # (K, 3, R, R)
+        mu = self._means(tuple(latents_t.shape[-2:])).to(latents_t.dtype)                  # (K, 3, R, R)
         a = self._alphas[timesteps.cpu()].to(latents_t)[:, None]                      # (B, 1)
         v = a * self.sigma ** 2 + 1 - a
         z = latents_t.flatten(1)                                                     # (B, P)
