@@ -2,7 +2,8 @@
 
 Face Analyze on a 512x512 portrait (scikit-image's astronaut), in-process and over gRPC on loopback
 (a real `headforge serve face` process), sequential and with concurrent callers; render + backward per
-representation (tests/bench/render.py).
+representation (tests/bench/render.py); guidance Distill throughput with dynamic batching
+(tests/bench/guidance.py).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="out/bench.json")
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--only", choices=["face", "render"], default=None)
+    parser.add_argument("--only", choices=["face", "render", "guidance"], default=None)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()}}
@@ -83,6 +84,10 @@ def main() -> int:
         from tests.bench.render import bench_render
 
         report["render_plus_backward"] = bench_render()
+    if args.only in (None, "guidance"):
+        from tests.bench.guidance import bench_guidance
+
+        report["guidance_distill"] = bench_guidance()
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
