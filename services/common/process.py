@@ -26,20 +26,35 @@ class ServiceProcess:
         self.address = self.ready["address"]
 
     def _read_ready_line(self, timeout_s: float) -> dict:
+        """The first JSON line with an address on stdout. Libraries may print before it (model loaders do):
+        every other stdout line goes to LOG.stdout, read by a daemon thread for the process's lifetime so
+        the pipe never fills."""
         box: dict = {}
+        ready = threading.Event()
+        other = open(self.log_path.with_suffix(self.log_path.suffix + ".stdout"), "wb")
 
-        def read():
-            line = self.proc.stdout.readline()
-            box["line"] = line
+        def pump():
+            for line in self.proc.stdout:
+                if not ready.is_set():
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        msg = None
+                    if isinstance(msg, dict) and "address" in msg:
+                        box["ready"] = msg
+                        ready.set()
+                        continue
+                other.write(line)
+                other.flush()
+            other.close()
+            ready.set()
 
-        t = threading.Thread(target=read, daemon=True)
-        t.start()
-        t.join(timeout_s)
-        line = box.get("line", b"")
-        if not line:
+        threading.Thread(target=pump, daemon=True).start()
+        ready.wait(timeout_s)
+        if "ready" not in box:
             self.stop()
             raise RuntimeError(f"service did not start; log:\n{self.log_path.read_text()[-4000:]}")
-        return json.loads(line)
+        return box["ready"]
 
     def stop(self, timeout_s: float = 30) -> int:
         if self.proc.poll() is None:

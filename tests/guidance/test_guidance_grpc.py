@@ -4,17 +4,20 @@ service's Prometheus metrics)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import yaml
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.process import ServiceProcess
+from services.common.process import ROOT, ServiceProcess
 from services.guidance.client import GrpcGuidanceClient, InProcessGuidanceClient
 from services.guidance.config import load_config
 from services.guidance.service import GuidanceService
-from services.guidance.types import (Conditions, DenoiseRequest, DistillRequest, GenerateRequest, InpaintRequest,
+from services.guidance.types import (Conditions, ControlInput, DenoiseRequest, DistillRequest, GenerateRequest, InpaintRequest,
                                      TimestepSchedule)
 from tests.integration.test_server_runtime import free_port, sample, scrape
 
@@ -23,10 +26,18 @@ X = np.random.default_rng(0).uniform(0, 1, (2, 3, 32, 32)).astype(np.float32)
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
-    d = tmp_path_factory.mktemp("guidance")
-    path = d / "guidance.yaml"
-    path.write_text("backbones:\n  - {name: analytic, backend: analytic, default: true}\n"
-                    "batching: {max_batch_images: 16, max_queue_delay_ms: 150, max_queue_depth: 32}\n")
+    """`headforge models make-tiny DIR`, then a model repository with the analytic prior (default) and the
+    tiny SD1.5-layout backbone it wrote."""
+    d = tmp_path_factory.mktemp("models")
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "models", "make-tiny", str(d)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "headforge serve guidance --config" in done.stdout
+    tiny = yaml.safe_load((d / "guidance" / "guidance.yaml").read_text())["backbones"]
+    path = d / "guidance" / "both.yaml"
+    path.write_text(yaml.safe_dump({
+        "backbones": [{"name": "analytic", "backend": "analytic", "default": True}, *tiny],
+        "batching": {"max_batch_images": 16, "max_queue_delay_ms": 150, "max_queue_depth": 32}}))
     return path
 
 
@@ -59,10 +70,30 @@ def client_a(server):
 
 def test_describe(client_a):
     d = client_a.describe()
-    (info, is_default), = d.backbones
+    (info, is_default), (sd, sd_default) = d.backbones
     assert is_default and info.name == "analytic" and info.backend == "analytic"
     assert info.latent_scale_factor == 1 and info.latent_channels == 3 and info.num_train_timesteps == 1000
+    assert not sd_default and sd.name == "sd15-tiny" and sd.backend == "diffusers" and sd.native_resolution == 64
+    assert sd.variants == ("sds", "isd") and sd.identity_embedding_dim == 512
+    assert [c.name for c in sd.controls] == ["landmarks", "normal"] and sd.loras[0].output_kind == "normal"
+    assert {m.role for m in sd.models} >= {"unet", "vae", "text_encoder"} and all(len(m.sha256) == 16 for m in sd.models)
     assert d.max_batch_images == 16 and d.max_queue_delay_ms == 150 and d.device == "cpu"
+
+
+def test_isd_over_grpc_equals_in_process(client_a, local):
+    """Identity embedding, landmark points (drawn by the server) and a LoRA travel over the wire."""
+    rng = np.random.default_rng(1)
+    identity = rng.normal(size=(3, 512)).astype(np.float32)    # K = 3 photos, averaged by the server
+    points = np.stack([np.linspace(12, 52, 68), 30 + 10 * np.cos(np.linspace(0, 6, 68))], 1).astype(np.float32)
+    req = DistillRequest(images=rng.uniform(0, 1, (2, 3, 64, 64)).astype(np.float32), variant="isd", seed=4,
+                         guidance_scale=7.5, grad_dtype="float16",
+                         conditions=Conditions(backbone="sd15-tiny", prompt="a photo of a face",
+                                               identity_embedding=identity, identity_scale=0.8,
+                                               controls=[ControlInput(kind="landmarks", landmarks=points)],
+                                               loras=[("normal", 0.5)]))
+    remote, mine = client_a.distill(req), local.distill(req)
+    assert remote.grad.dtype == np.float16 and remote.backbone == "sd15-tiny"
+    np.testing.assert_allclose(remote.grad.astype(np.float32), mine.grad.astype(np.float32), rtol=1e-3, atol=1e-4)
 
 
 def test_grpc_results_equal_in_process(client_a, local):
