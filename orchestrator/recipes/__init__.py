@@ -1,0 +1,112 @@
+"""Recipes: built-in YAML files in orchestrator/recipes/builtin/, or a user's own file or text, validated
+on load with options applied (`headforge recipes` lists them)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.recipes.schema import Recipe
+from orchestrator.stages.params import STAGE_PARAMS
+from services.common.errors import FieldViolation, InvalidArgument
+
+BUILTIN = Path(__file__).parent / "builtin"
+
+
+@dataclass
+class LoadedRecipe:
+    recipe: Recipe
+    params: dict[str, BaseModel]      # stage name -> validated params
+    yaml: str                         # the resolved recipe (options applied, defaults filled)
+    sha256: str
+    source: str                       # built-in name or "inline"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
+
+
+def _path_of(loc: tuple, data: dict) -> str:
+    parts = []
+    for item in loc:
+        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _invalid(err: ValidationError, prefix: str, data: dict) -> InvalidArgument:
+    violations = [FieldViolation(prefix + _path_of(e["loc"], data), e["msg"]) for e in err.errors()]
+    first = violations[0]
+    e = InvalidArgument(first.field, first.description, reason="INVALID_RECIPE")
+    e.violations = violations
+    return e
+
+
+def _apply_option(data: dict, dotted: str, raw: str) -> None:
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise InvalidArgument(f"options[{dotted}]", f"not valid YAML: {e}") from None
+    keys = dotted.split(".")
+    node: Any = data
+    if keys[0] == "stages" and len(keys) >= 3:
+        stage = next((s for s in data.get("stages", []) if s.get("name") == keys[1]), None)
+        if stage is None:
+            raise InvalidArgument(f"options[{dotted}]", f"no stage named {keys[1]!r}")
+        node, keys = stage.setdefault("params", {}), keys[2:]
+    for k in keys[:-1]:
+        if not isinstance(node, dict):
+            raise InvalidArgument(f"options[{dotted}]", f"{k!r} is not a mapping")
+        node = node.setdefault(k, {})
+    if not isinstance(node, dict):
+        raise InvalidArgument(f"options[{dotted}]", "does not lead to a mapping")
+    node[keys[-1]] = value
+
+
+def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None = None) -> LoadedRecipe:
+    """A built-in recipe by name, or YAML text; options by dotted path ("stages.optimise.iterations": "500").
+    InvalidArgument (reason INVALID_RECIPE) names the YAML path of every bad field."""
+    if bool(name) == bool(text):
+        raise InvalidArgument("recipe", "give a recipe name or recipe YAML, not both or neither")
+    if name:
+        if name not in builtin_names():
+            raise InvalidArgument("recipe_name", f"unknown recipe {name!r}; built-in: {builtin_names()}",
+                                  reason="UNKNOWN_RECIPE")
+        text = (BUILTIN / f"{name}.yaml").read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InvalidArgument("recipe_yaml", f"not valid YAML: {e}", reason="INVALID_RECIPE") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument("recipe_yaml", "must be a mapping with name and stages", reason="INVALID_RECIPE")
+    data = copy.deepcopy(data)
+    for dotted, raw in (options or {}).items():
+        _apply_option(data, dotted, raw)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise _invalid(e, "", data) from None
+    params = {}
+    for i, stage in enumerate(recipe.stages):
+        model = STAGE_PARAMS.get(stage.kind)
+        if model is None:
+            raise InvalidArgument(f"stages[{i}].kind", f"unknown stage kind {stage.kind!r}; one of "
+                                  f"{sorted(STAGE_PARAMS)}", reason="INVALID_RECIPE")
+        try:
+            params[stage.name] = model.model_validate(stage.params)
+        except ValidationError as e:
+            raise _invalid(e, f"stages[{i}].params.", data) from None
+    resolved = recipe.model_dump(mode="json")
+    for stage in resolved["stages"]:
+        stage["params"] = params[stage["name"]].model_dump(mode="json")
+    out = yaml.safe_dump(resolved, sort_keys=False)
+    return LoadedRecipe(recipe, params, out, hashlib.sha256(out.encode()).hexdigest(), name or "inline")
+
+
+def load_recipe_file(path: str | Path, options: dict[str, str] | None = None) -> LoadedRecipe:
+    return load_recipe(text=Path(path).read_text(), options=options)

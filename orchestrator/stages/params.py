@@ -1,0 +1,89 @@
+"""Parameters of every stage kind (validated when a recipe loads; each stage's `params` mapping).
+
+Kept free of heavy imports: the jobs service validates recipes without loading any model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.recipes.schema import ScheduleValue
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PreprocessParams(_Strict):
+    face_index: int = Field(0, ge=0)          # faces are sorted largest first
+    crop_size: int = Field(512, ge=64, le=2048)
+    min_face_px: int = Field(48, ge=16)       # the face box's shorter side
+
+
+class InitParams(_Strict):
+    representation: Literal["gaussians", "mesh"] = "gaussians"
+    num_points: int = Field(3000, ge=16, le=2_000_000)
+    radius: float = Field(0.8, gt=0)
+    color_from_photo: bool = True             # Gaussians start with the photo's mean head colour
+    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)   # per parameter group
+
+
+class CameraSampler(_Strict):
+    azimuth: tuple[float, float] = (-180.0, 180.0)      # degrees, 0 = frontal
+    elevation: tuple[float, float] = (-10.0, 30.0)
+    radius: tuple[float, float] = (2.6, 3.0)
+    fov_deg: float = Field(30.0, gt=1, lt=170)
+
+
+class Term(_Strict):
+    """One loss term. reference_rgb / reference_mask: L2 to the photo (and its head mask) at the photo's
+    camera; sds: guidance.Distill on sampled views; identity: face.IdentityLoss on near-frontal views."""
+
+    kind: Literal["reference_rgb", "reference_mask", "sds", "identity"]
+    weight: ScheduleValue = 1.0
+    every: int = Field(1, ge=1)               # apply on every n-th step
+    # sds
+    prompt: str = ""
+    negative_prompt: str = ""
+    backbone: str = ""
+    guidance_scale: float = Field(7.5, ge=1)
+    t_range: tuple[float, float] = (0.02, 0.98)
+    t_range_end: tuple[float, float] | None = None      # annealed to this by the last step
+    weighting: Literal["sds", "uniform", "sqrt", "fantasia"] = "sds"
+    view_dependent_prompt: bool = True
+    resolution: int = Field(0, ge=0)          # guidance working resolution; 0 = the backbone's
+
+
+class Regularizer(_Strict):
+    name: str
+    weight: ScheduleValue = 1.0
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class OptimiseParams(_Strict):
+    iterations: int = Field(300, ge=1, le=1_000_000)
+    resolution: int = Field(64, ge=16, le=2048)
+    views_per_step: int = Field(1, ge=1, le=16)
+    cameras: CameraSampler = Field(default_factory=CameraSampler)
+    terms: list[Term] = Field(min_length=1)
+    regularizers: list[Regularizer] = Field(default_factory=list)
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+class ExportParams(_Strict):
+    formats: list[Literal["glb", "ply", "npz", "obj_zip"]] = Field(default_factory=lambda: ["ply"], min_length=1)
+
+
+class EvaluateParams(_Strict):
+    resolution: int = Field(256, ge=64, le=1024)
+    turntable_frames: int = Field(24, ge=4, le=360)
+
+
+STAGE_PARAMS: dict[str, type[BaseModel]] = {
+    "preprocess": PreprocessParams,
+    "init": InitParams,
+    "optimise": OptimiseParams,
+    "export": ExportParams,
+    "evaluate": EvaluateParams,
+}
