@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench protos check-protos clean
+.PHONY: install demo test bench protos check-protos clean triton-env
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,19 @@ protos: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/headforge demo --out out/demo
 
+# With a Triton environment (make triton-env) the real-tritonserver tests run too; without, they skip.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(if $(wildcard .triton-venv/bin/python),HEADFORGE_TRITON_VENV=$(CURDIR)/.triton-venv) $(PY) -m pytest -q tests
+
+# A separate environment holding NVIDIA's tritonserver (inside nvidia-pytriton; it pins numpy<2 and
+# protobuf<7, so it cannot share .venv) with torch and diffusers for its python-backend UNet model.
+triton-env:
+	$(PYTHON) -m venv .triton-venv
+	.triton-venv/bin/pip install --quiet torch==2.13.0
+	.triton-venv/bin/pip install --quiet nvidia-pytriton==0.7.0 diffusers==0.42.1 safetensors torch==2.13.0
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run --out out/bench.json
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) .triton-venv out .pytest_cache

@@ -23,7 +23,13 @@ def _diffusers(entry: dict, base_dir: Path, device) -> Backbone:
     return load_diffusers_backbone(DiffusersBackboneConfig.model_validate(entry), base_dir, device)
 
 
-LOADERS = {"analytic": _analytic, "diffusers": _diffusers}
+def _triton(entry: dict, base_dir: Path, device) -> Backbone:
+    from services.guidance.backbones.triton_backbone import TritonBackboneConfig, load_triton_backbone
+
+    return load_triton_backbone(TritonBackboneConfig.model_validate(entry), base_dir, device)
+
+
+LOADERS = {"analytic": _analytic, "diffusers": _diffusers, "triton": _triton}
 
 
 def load_backbone(entry: dict[str, Any], base_dir: Path, device) -> Backbone:
