@@ -69,3 +69,11 @@ def face_client(request, face_service):
     client.wait_ready()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_guidance_yaml(tmp_path_factory):
+    """The tiny random diffusion models in the real on-disk formats (headforge models make-tiny)."""
+    from services.guidance.tiny_models import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("tiny-guidance"))

@@ -32,8 +32,8 @@ class InitParams(_Strict):
 class CameraSampler(_Strict):
     azimuth: tuple[float, float] = (-180.0, 180.0)      # degrees, 0 = frontal
     elevation: tuple[float, float] = (-10.0, 30.0)
-    radius: tuple[float, float] = (2.6, 3.0)
-    fov_deg: float = Field(30.0, gt=1, lt=170)
+    radius: tuple[float, float] = (3.8, 4.2)            # world units; the head's radius is about 1
+    fov_deg: float = Field(35.0, gt=1, lt=170)
 
 
 class Term(_Strict):

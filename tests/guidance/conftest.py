@@ -40,14 +40,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(-10 * np.log10(np.mean((np.asarray(a, np.float64) - b) ** 2) + 1e-12))
 
 
-@pytest.fixture(scope="session")
-def tiny_guidance_yaml(tmp_path_factory):
-    """The tiny random diffusion models in the real on-disk formats (headforge models make-tiny)."""
-    from services.guidance.tiny_models import write_tiny_models
-
-    return write_tiny_models(tmp_path_factory.mktemp("tiny-guidance"))
-
-
 @pytest.fixture(scope="module")
 def tiny_service(tiny_guidance_yaml):
     from services.guidance.config import load_config
