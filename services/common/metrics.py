@@ -18,3 +18,4 @@ BATCH_IMAGES = Histogram("headforge_batch_images", "Images per executed batch (d
                          buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64))
 BATCH_REQUESTS = Histogram("headforge_batch_requests", "Requests (callers) per executed batch", ["service"],
                            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
+RENDER_SCENES = Gauge("headforge_render_scenes", "Open scene sessions in the render service (all tenants)")

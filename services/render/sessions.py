@@ -12,6 +12,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from services.common.errors import NotFound, PermissionDenied, ResourceExhausted
+from services.common.metrics import RENDER_SCENES
 from services.render.optim import SceneOptimizer
 from services.render.representations.base import Representation
 
@@ -85,6 +86,7 @@ class SceneStore:
         self._scenes: dict[str, Scene] = {}
         self._assets: dict[str, Asset] = {}
         self._lock = threading.Lock()
+        RENDER_SCENES.set_function(self.count)   # the newest store in a process reports
 
     # scenes
     def add(self, tenant: str, kind: str, label: str, rep: Representation, optimizer: SceneOptimizer) -> Scene:

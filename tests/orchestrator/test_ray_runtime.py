@@ -1,0 +1,163 @@
+"""The cluster runtime end to end: Ray started locally, one actor per subject sharing a declared fake GPU,
+the face, render and guidance services as real processes on loopback under the local supervisor (the
+guidance service with the analytic prior and the tiny SD1.5-layout models), the job store in SQLite on
+disk. Faults are real: service processes and actors are killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from orchestrator.jobs.store import JobStore
+from orchestrator.jobs.types import TERMINAL, JobSpec
+from orchestrator.recipes import load_recipe
+from orchestrator.runtime.endpoints import Endpoints
+from orchestrator.runtime.ray_runtime import ActorShare, RayRuntime
+from orchestrator.runtime.supervisor import ServiceSpec, Supervisor, free_port
+from services.common.images import encode_png
+from services.common.process import ROOT
+from tests.integration.test_server_runtime import sample, scrape
+
+K = 4  # subjects sharing the fake GPU
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    import ray
+
+    root = tmp_path_factory.mktemp("cluster")
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "models", "make-tiny", str(root / "models")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    tiny = yaml.safe_load((root / "models" / "guidance" / "guidance.yaml").read_text())["backbones"]
+    config = root / "models" / "guidance" / "cluster.yaml"
+    config.write_text(yaml.safe_dump({"backbones": [{"name": "analytic", "backend": "analytic", "default": True},
+                                                    *tiny],
+                                      "batching": {"max_batch_images": 16, "max_queue_delay_ms": 30}}))
+    metrics_port, render_metrics_port = free_port(), free_port()
+    sup = Supervisor([ServiceSpec("face"), ServiceSpec("render", ["--metrics-port", str(render_metrics_port)]),
+                      ServiceSpec("guidance", ["--config", str(config), "--metrics-port", str(metrics_port),
+                                               "--device", "cpu"])], root / "logs").start()
+    store = JobStore(root / "jobs.db")
+    runtime = RayRuntime(store, (root / "artifacts").as_uri(),
+                         Endpoints(face=sup.address("face"), render=sup.address("render"),
+                                   guidance=sup.address("guidance")),
+                         share=ActorShare(num_cpus=0.5, resources={"fake_gpu": 1.0 / K}),
+                         ray_resources={"fake_gpu": 1.0}, max_active_per_tenant=K)
+    runtime.start()
+    yield {"store": store, "runtime": runtime, "supervisor": sup, "metrics_port": metrics_port,
+           "render_metrics_port": render_metrics_port}
+    runtime.stop()
+    ray.shutdown()
+    sup.stop()
+
+
+def submit(store: JobStore, recipe: str, options: dict, images=(), tenant="tenant-a") -> str:
+    loaded = load_recipe(recipe, options=options)
+    job = store.create(JobSpec(tenant=tenant, recipe=recipe, recipe_yaml=loaded.yaml, recipe_sha256=loaded.sha256,
+                               stage_names=[s.name for s in loaded.recipe.stages], images=list(images)))
+    return job.id
+
+
+def wait(store: JobStore, job_id: str, timeout_s: float = 300, until=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = store.get_any(job_id)
+        if (until(job) if until else job.state in TERMINAL):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {store.get_any(job_id).state} after {timeout_s}s")
+
+
+def optimise_step(job) -> int:
+    stage = next(s for s in job.stages if s.name == "optimise")
+    return stage.progress.step if stage.progress else 0
+
+
+def test_photo_to_gaussians_over_grpc_services(cluster, astronaut):
+    """The first slice: photo -> face analysis -> Gaussians with a reference-view loss and SDS from the tiny
+    SD model in the guidance process -> PLY export -> evaluation, all through gRPC."""
+    store = cluster["store"]
+    job_id = submit(store, "sds_gaussians", {
+        "stages.optimise.iterations": "10", "stages.init.num_points": "300", "stages.evaluate.resolution": "64",
+        "stages.evaluate.turntable_frames": "4",
+        "stages.optimise.terms": "[{kind: reference_rgb, weight: 1000}, {kind: sds, weight: 0.05, "
+                                 "backbone: sd15-tiny, prompt: a head, resolution: 64}]"}, [encode_png(astronaut)])
+    job = wait(store, job_id)
+    assert job.state == "succeeded", job.error_message
+    names = {a.name for a in job.artifacts}
+    assert {"export/head.ply", "turntable.gif", "contact_sheet.png", "metrics.json"} <= names
+    assert [s.state for s in job.stages] == ["succeeded"] * 5
+
+
+def test_k_subjects_share_the_gpu_and_their_guidance_calls_are_batched(cluster):
+    store, port = cluster["store"], cluster["metrics_port"]
+    before = scrape(port)
+    ids = [submit(store, "analytic_prior", {"stages.optimise.iterations": "30", "seed": str(i)}) for i in range(K)]
+    running_together = wait(store, ids[0], 120, until=lambda _: sum(
+        store.get_any(i).state == "running" for i in ids) == K)
+    assert running_together
+    jobs = [wait(store, i) for i in ids]
+    assert [j.state for j in jobs] == ["succeeded"] * K
+    after = scrape(port)
+    batches = sample(after, "headforge_batch_requests_count", service="guidance") - \
+        sample(before, "headforge_batch_requests_count", service="guidance")
+    requests = sample(after, "headforge_batch_requests_sum", service="guidance") - \
+        sample(before, "headforge_batch_requests_sum", service="guidance")
+    assert requests == K * 30 and batches < requests, (batches, requests)   # subjects met in batches
+
+
+def test_guidance_killed_mid_job_is_restarted_and_the_job_completes(cluster):
+    store, sup = cluster["store"], cluster["supervisor"]
+    restarts = sup.restarts["guidance"]
+    job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "60"})
+    wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 5)
+    os.kill(sup.pid("guidance"), signal.SIGKILL)
+    job = wait(store, job_id)
+    assert job.state == "succeeded", job.error_message
+    assert sup.restarts["guidance"] == restarts + 1
+
+
+def test_actor_killed_mid_stage_resumes_from_its_checkpoint(cluster):
+    store, runtime = cluster["store"], cluster["runtime"]
+    job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "60", "checkpoint_every": "10"})
+    job = wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 14)
+    killed_at = optimise_step(job)
+    os.kill(runtime.actor_pid(job_id), signal.SIGKILL)
+    job = wait(store, job_id)
+    assert job.state == "succeeded", job.error_message
+    stage = next(s for s in job.stages if s.name == "optimise")
+    assert stage.resumes == 1
+    # after the resume, progress restarts from the last checkpoint: at most checkpoint_every steps were lost
+    steps = [e.payload.step for e in store.events_after(job_id, 0)
+             if e.kind == "progress" and e.payload.stage == "optimise"]
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert killed_at - 10 <= steps[restart] - 1 <= killed_at, (killed_at, steps[restart - 3:restart + 3])
+    assert steps[-1] == 60
+
+
+def test_cancel_mid_stage_frees_the_scene(cluster):
+    store = cluster["store"]
+    job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "5000"})
+    wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 3)
+    assert _open_scenes(cluster) >= 1
+    store.request_cancel("tenant-a", job_id)
+    job = wait(store, job_id, 60)
+    assert job.state == "cancelled"
+    assert next(s for s in job.stages if s.name == "optimise").state == "cancelled"
+    assert optimise_step(job) < 5000
+    deadline = time.monotonic() + 10
+    while _open_scenes(cluster) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _open_scenes(cluster) == 0      # the render service freed the job's scene
+
+
+def _open_scenes(cluster) -> float:
+    """Scenes open in the render process (its headforge_render_scenes gauge)."""
+    return sample(scrape(cluster["render_metrics_port"]), "headforge_render_scenes")
