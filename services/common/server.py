@@ -93,9 +93,11 @@ def start(
     return RunningServer(server, health_servicer, port, config.grace_s)
 
 
-def serve_forever(name: str, config: ServerConfig, register: Callable[[grpc.Server], list[str]]) -> int:
+def serve_forever(name: str, config: ServerConfig, register: Callable[[grpc.Server], list[str]],
+                  on_stop: Callable[[], None] | None = None) -> int:
     """Run a service until SIGTERM/SIGINT, then drain. Prints one JSON line on stdout when ready:
-    {"event": "serving", "service": NAME, "address": "HOST:PORT"} (tests and supervisors read it)."""
+    {"event": "serving", "service": NAME, "address": "HOST:PORT"} (tests and supervisors read it).
+    on_stop runs after the drain, before the process exits (e.g. the jobs service stops its runtime)."""
     running = start(name, config, register)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,6 +110,11 @@ def serve_forever(name: str, config: ServerConfig, register: Callable[[grpc.Serv
         pass
     log.info("draining", extra={"grace_s": config.grace_s})
     running.stop()
+    if on_stop is not None:
+        try:
+            on_stop()
+        except Exception:
+            log.exception("on_stop failed")
     log.info("stopped")
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
