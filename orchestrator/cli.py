@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a service process")
-    serve.add_argument("service", choices=["face", "render", "guidance", *_LATER])
+    serve.add_argument("service", choices=["face", "render", "guidance", "jobs", *_LATER])
     _add_server_flags(serve)
     _add_face_flags(serve)
     render = serve.add_argument_group("render service")

@@ -98,11 +98,15 @@ def write_artifacts(chunks: Iterable[ArtifactChunk], dest_dir: Path, resumed: di
 
 
 class _JobsClientBase:
-    """fetch() on top of get() and _fetch_chunks(), shared by both clients."""
+    """fetch() on top of get() and fetch_chunks(), shared by both clients."""
 
-    def get(self, job_id: str) -> JobRecord: ...
+    def get(self, job_id: str) -> JobRecord:
+        raise NotImplementedError
 
-    def _fetch_chunks(self, job_id: str, names: list[str], offset: int, chunk_bytes: int) -> Iterator[ArtifactChunk]: ...
+    def fetch_chunks(self, job_id: str, names: list[str] = (), offset: int = 0,
+                     chunk_bytes: int = 0) -> Iterator[ArtifactChunk]:
+        """The raw FetchArtifacts stream (chunks in order, `last` on each artifact's final one)."""
+        raise NotImplementedError
 
     def fetch(self, job_id: str, names: Iterable[str] = (), dest_dir: str | Path = ".",
               chunk_bytes: int = 0) -> list[Path]:
@@ -116,9 +120,9 @@ class _JobsClientBase:
         paths: list[Path] = []
         fresh = [n for n in names if n not in partial]
         if fresh:
-            paths += write_artifacts(self._fetch_chunks(job_id, fresh, 0, chunk_bytes), dest)
+            paths += write_artifacts(self.fetch_chunks(job_id, fresh, 0, chunk_bytes), dest)
         for n, size in partial.items():
-            paths += write_artifacts(self._fetch_chunks(job_id, [n], size, chunk_bytes), dest, {n: size})
+            paths += write_artifacts(self.fetch_chunks(job_id, [n], size, chunk_bytes), dest, {n: size})
         order = {n: i for i, n in enumerate(names)}
         return sorted(paths, key=lambda p: order[p.relative_to(dest).as_posix()])
 
@@ -165,7 +169,7 @@ class InProcessJobsClient(_JobsClientBase):
         with self._as_tenant():
             return self.service.watch(job_id, after_sequence, max_progress_rate)
 
-    def _fetch_chunks(self, job_id, names, offset, chunk_bytes):
+    def fetch_chunks(self, job_id, names=(), offset=0, chunk_bytes=0):
         with self._as_tenant():
             return self.service.fetch(job_id, names, offset, chunk_bytes)
 
@@ -232,8 +236,8 @@ class GrpcJobsClient(_JobsClientBase):
                                             max_progress_rate=max_progress_rate)
         return self._stream(self.stub.WatchProgress, req, conv.event_from_proto, timeout_s)
 
-    def _fetch_chunks(self, job_id, names, offset, chunk_bytes):
-        req = jobs_pb2.FetchArtifactsRequest(job_id=job_id, names=names, offset=offset, chunk_bytes=chunk_bytes)
+    def fetch_chunks(self, job_id, names=(), offset=0, chunk_bytes=0):
+        req = jobs_pb2.FetchArtifactsRequest(job_id=job_id, names=list(names), offset=offset, chunk_bytes=chunk_bytes)
         return self._stream(self.stub.FetchArtifacts, req, conv.chunk_from_proto, None)
 
     def describe(self) -> JobsDescription:
