@@ -32,7 +32,8 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=50051, help="0 = any free port (printed on stdout)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
     p.add_argument("--tokens-file", default=None, help="YAML {tokens: {TOKEN: TENANT}}; none = local mode")
-    p.add_argument("--max-workers", type=int, default=8)
+    p.add_argument("--max-workers", type=int, default=None,
+                   help="handler threads; default 8, jobs 64 (every open WatchProgress stream holds one)")
     p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     p.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
     p.add_argument("--log-level", default="INFO")
@@ -64,7 +65,8 @@ def cmd_serve(args) -> int:
 
     logs.configure(f"{args.service}", args.log_level)
     config = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
-                          tokens_file=args.tokens_file, max_workers=args.max_workers,
+                          tokens_file=args.tokens_file,
+                          max_workers=args.max_workers or (64 if args.service == "jobs" else 8),
                           max_message_bytes=args.max_message_bytes, grace_s=args.grace_s)
     if args.service == "render":
         import torch
@@ -132,7 +134,7 @@ def _serve_jobs(args, config) -> int:
     service = JobsService(_jobs_config(args))
     service.runtime = make_runtime(service)
     service.start()
-    return serve_forever("jobs", config, register_jobs(service), on_stop=service.stop)
+    return serve_forever("jobs", config, register_jobs(service), on_drain=service.drain, on_stop=service.stop)
 
 
 def _jobs_client(args):

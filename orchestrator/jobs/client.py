@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -230,11 +231,37 @@ class GrpcJobsClient(_JobsClientBase):
             call.cancel()
 
     def watch(self, job_id: str, after_sequence: int = 0, max_progress_rate: float = 0.0,
-              timeout_s: float | None = None) -> Iterator[JobEvent]:
-        """Events until the job is terminal (no deadline unless timeout_s). Errors surface on iteration."""
-        req = jobs_pb2.WatchProgressRequest(job_id=job_id, after_sequence=after_sequence,
-                                            max_progress_rate=max_progress_rate)
-        return self._stream(self.stub.WatchProgress, req, conv.event_from_proto, timeout_s)
+              timeout_s: float | None = None, reconnect: bool = True) -> Iterator[JobEvent]:
+        """Events until the job is terminal (no deadline unless timeout_s). Errors surface on iteration.
+        reconnect: when the stream breaks with UNAVAILABLE (server restarting or draining), call again with
+        after_sequence = the highest sequence seen, with the transport's retry policy; the new stream starts
+        with a fresh snapshot, then replays the state/stage/artifact events that were missed."""
+        return self._watch(job_id, after_sequence, max_progress_rate, timeout_s, reconnect)
+
+    def _watch(self, job_id, after_sequence, max_progress_rate, timeout_s, reconnect) -> Iterator[JobEvent]:
+        seen, attempt, first_failure = after_sequence, 0, None
+        retry = self.transport.retry
+        while True:
+            req = jobs_pb2.WatchProgressRequest(job_id=job_id, after_sequence=seen,
+                                                max_progress_rate=max_progress_rate)
+            call = self.stub.WatchProgress(req, timeout=timeout_s, metadata=self.transport.metadata)
+            try:
+                for msg in call:
+                    event = conv.event_from_proto(msg)
+                    attempt, first_failure = 0, None
+                    seen = max(seen, event.sequence)
+                    yield event
+                return
+            except grpc.RpcError as err:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                attempt += 1
+                if (not reconnect or err.code() != grpc.StatusCode.UNAVAILABLE or attempt >= retry.max_attempts
+                        or now - first_failure >= retry.budget_s):
+                    raise from_rpc_error(err) from None
+                time.sleep(retry.backoff(attempt))
+            finally:
+                call.cancel()
 
     def fetch_chunks(self, job_id, names=(), offset=0, chunk_bytes=0):
         req = jobs_pb2.FetchArtifactsRequest(job_id=job_id, names=list(names), offset=offset, chunk_bytes=chunk_bytes)

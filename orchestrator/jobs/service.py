@@ -11,6 +11,7 @@ artifacts back. Without one, submitted jobs stay QUEUED.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import threading
 import time
@@ -24,8 +25,10 @@ from orchestrator.jobs.store import JOB_STATES, JobStore
 from orchestrator.jobs.types import TERMINAL, JobEvent, JobRecord, JobSpec
 from orchestrator.recipes import builtin_names, load_recipe
 from services.common.auth import current_tenant
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from services.common.images import decode_image
+
+log = logging.getLogger("headforge.jobs")
 
 VERSION = "0.1.0"
 MAX_CHUNK_BYTES = 4 << 20
@@ -48,6 +51,7 @@ class JobsConfig(BaseModel):
     max_image_pixels: int = Field(40_000_000, ge=1, description="per input photo, width * height")
     retention_days: int = Field(0, ge=0, description="artifact retention after a job finishes; 0 = forever")
     watch_poll_s: float = Field(1.0, gt=0, description="how often a watch stream checks its caller is still there")
+    purge_interval_s: float = Field(3600.0, gt=0, description="how often expired artifacts are deleted")
 
 
 class Runtime(Protocol):
@@ -139,14 +143,50 @@ class JobsService:
         self._watch_lock = threading.Lock()
         self._watchers: dict[str, int] = {}
         self._recipes: list[RecipeInfo] | None = None
+        self._draining = threading.Event()
+        self._stopping = threading.Event()
+        self._purger: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the runtime (if any) and, with retention_days > 0, the periodic purge of expired artifacts."""
         if self.runtime is not None:
             self.runtime.start()
+        if self.config.retention_days and self._purger is None:
+            self._purger = threading.Thread(target=self._purge_loop, name="jobs-purge", daemon=True)
+            self._purger.start()
+
+    def _purge_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.purge_expired()
+            except Exception:   # noqa: BLE001 (a storage hiccup must not end the loop)
+                log.exception("purging expired artifacts failed")
+            self._stopping.wait(self.config.purge_interval_s)
+
+    def purge_expired(self, now: float | None = None) -> list[str]:
+        """Delete the artifacts of jobs that finished more than retention_days ago (the job records stay);
+        returns those jobs' ids. Records go first, so an artifact is never served without its file."""
+        if not self.config.retention_days:
+            return []
+        now = time.time() if now is None else now
+        expired = self.store.expired_jobs(now - self.config.retention_days * 86400)
+        for job_id in expired:
+            self.store.remove_artifacts(job_id)
+            self.artifacts.delete_job(job_id)
+        if expired:
+            log.info("purged expired artifacts", extra={"jobs": len(expired)})
+        return expired
+
+    def drain(self) -> None:
+        """The server is shutting down: open watch streams end with UNAVAILABLE within a poll interval, so
+        their clients reconnect (to this server's successor) with after_sequence instead of waiting out the
+        grace period."""
+        self._draining.set()
 
     def stop(self) -> None:
+        self._stopping.set()
         if self.runtime is not None:
             self.runtime.stop()
 
@@ -261,6 +301,9 @@ class JobsService:
         last_sent: dict[str, float] = {}     # stage -> monotonic time of its last progress event
         held: dict[str, JobEvent] = {}       # stage -> newest progress event not sent yet
         while alive():
+            if self._draining.is_set():
+                raise Unavailable("the jobs service is shutting down; watch again with after_sequence",
+                                  reason="SHUTTING_DOWN")
             now = time.monotonic()
             for stage, ev in list(held.items()):
                 if now - last_sent.get(stage, -1e9) >= interval:

@@ -23,6 +23,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
@@ -124,6 +125,13 @@ def _payload_from(kind: str, data: dict):
     return data
 
 
+class _Holder:
+    """One thread's connection (sqlite3.Connection cannot be weakly referenced itself)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+
 class JobStore:
     """Jobs in SQLite at `path` (created with its schema on first open). See the module docstring."""
 
@@ -133,7 +141,7 @@ class JobStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: weakref.WeakSet[_Holder] = weakref.WeakSet()   # a dead thread's connection is collected
         self._conns_lock = threading.Lock()
         self._changed = threading.Condition()
         self._generation = 0      # bumped on every write from this process (wait_events)
@@ -145,18 +153,17 @@ class JobStore:
     # -- plumbing ---------------------------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        holder = getattr(self._local, "holder", None)
+        if holder is None:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             conn.execute("PRAGMA synchronous=NORMAL")   # durable across process crashes in WAL mode
-            conn.execute("PRAGMA foreign_keys=OFF")
-            self._local.conn = conn
+            holder = self._local.holder = _Holder(conn)
             with self._conns_lock:
-                self._conns.append(conn)
-        return conn
+                self._conns.add(holder)
+        return holder.conn
 
     class _Tx:
         def __init__(self, store: "JobStore", mode: str):
@@ -189,12 +196,12 @@ class JobStore:
 
     def close(self) -> None:
         with self._conns_lock:
-            for conn in self._conns:
+            for holder in list(self._conns):
                 try:
-                    conn.close()
+                    holder.conn.close()
                 except sqlite3.Error:
                     pass
-            self._conns.clear()
+            self._conns = weakref.WeakSet()
         self._local = threading.local()
 
     @staticmethod
@@ -475,6 +482,22 @@ class JobStore:
                                                        record.sha256, record.stage, record.created_at))
             self._emit(c, job_id, "artifact", asdict(record), now, record.stage)
         self._notify()
+
+    def expired_jobs(self, finished_before: float) -> list[str]:
+        """Finished jobs (finished_at before the given time) that still have artifacts (retention)."""
+        with self._read() as c:
+            return [r["id"] for r in c.execute(
+                "SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < ? "
+                "AND EXISTS (SELECT 1 FROM artifacts a WHERE a.job_id = jobs.id) ORDER BY n", (finished_before,))]
+
+    def remove_artifacts(self, job_id: str) -> int:
+        """Forget a job's artifacts (their files are the ArtifactStore's to delete); returns the bytes freed."""
+        with self._write() as c:
+            freed = c.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM artifacts WHERE job_id = ?",
+                              (job_id,)).fetchone()[0]
+            c.execute("DELETE FROM artifacts WHERE job_id = ?", (job_id,))
+            c.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (time.time(), job_id))
+        return freed
 
     # -- events -----------------------------------------------------------------------------------------
 

@@ -363,3 +363,79 @@ def test_fetch_artifacts_chunks_offsets_and_resume(setup, photo, tmp_path):
     (resumed / "export/head.ply.part").write_bytes(big[:1_000_000])
     assert setup.a.fetch(job.id, ["export/head.ply"], dest_dir=resumed) == [resumed / "export/head.ply"]
     assert (resumed / "export/head.ply").read_bytes() == big and not (resumed / "export/head.ply.part").exists()
+
+
+# -- a watcher across a server restart -------------------------------------------------------------------
+
+def test_watch_reconnects_across_a_server_restart(tmp_path, photo):
+    """SIGTERM drains the server: its watch streams end with UNAVAILABLE at once (not after the grace period),
+    the client reconnects with after_sequence to the next server on the same store, and sees every state,
+    stage and artifact event exactly once, including those written while no server was up."""
+    from services.common.client import RetryPolicy
+    from services.common.process import ServiceProcess
+    from tests.integration.test_server_runtime import free_port
+
+    port = free_port()
+    args = ["jobs", "--port", str(port), "--store", str(tmp_path / "jobs.db"), "--artifacts",
+            str(tmp_path / "artifacts"), "--grace-s", "20"]
+    server = ServiceProcess(args, tmp_path / "jobs1.log")
+    client = GrpcJobsClient(server.address, retry=RetryPolicy(max_attempts=100, initial_backoff_s=0.05,
+                                                              max_backoff_s=0.3, budget_s=60))
+    store, arts = JobStore(tmp_path / "jobs.db"), ArtifactStore(str(tmp_path / "artifacts"))
+    job = client.submit([photo], recipe=RECIPE)
+    store.claim_next(4)
+    store.set_stage_state(job.id, "preprocess", "running")
+    events, failures = [], []
+
+    def watch():
+        try:
+            events.extend(client.watch(job.id))
+        except Exception as e:   # noqa: BLE001 (asserted below)
+            failures.append(e)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - t0 < 10          # the open stream did not hold the 20 s grace period
+        store.set_stage_state(job.id, "preprocess", "succeeded")           # written while no server is up
+        store.add_artifact(job.id, arts.write(job.id, "metrics.json", b"{}", "preprocess"))
+        server = ServiceProcess(args, tmp_path / "jobs2.log")
+        store.set_stage_state(job.id, "init", "running")
+        time.sleep(0.5)
+        store.set_job_state(job.id, "succeeded")
+        watcher.join(60)
+    finally:
+        server.stop()
+        client.close()
+    assert not failures and not watcher.is_alive()
+    assert [e.kind for e in events].count("snapshot") == 2
+    changes = [(e.kind, e.payload.get("current") if e.kind != "artifact" else e.payload.name)
+               for e in events if e.kind not in ("snapshot", "progress")]
+    kept = [(e.kind, e.payload.get("current") if e.kind != "artifact" else e.payload.name)
+            for e in store.events_after(job.id, 0) if e.kind != "progress"]
+    # the first snapshot already covered the first two events (claim, preprocess running)
+    assert changes == kept[2:] and changes[-1] == ("state", "succeeded")
+    store.close()
+
+
+def test_retention_purges_expired_artifacts(tmp_path, photo):
+    service = JobsService(JobsConfig(store_path=str(tmp_path / "j.db"), artifacts_url=str(tmp_path / "a"),
+                                     retention_days=2))
+    client = InProcessJobsClient(service, "tenant-a")
+    old, recent = client.submit([photo], recipe=RECIPE), client.submit([photo], recipe=RECIPE)
+    for job in (old, recent):
+        service.store.claim_next(4)
+        service.store.add_artifact(job.id, service.artifacts.write(job.id, "export/head.ply", b"x" * 10, "export"))
+        service.store.set_job_state(job.id, "succeeded")
+    assert service.purge_expired() == [] and client.describe().storage_bytes == 20
+    service.store._conn().execute("UPDATE jobs SET finished_at = finished_at - 3 * 86400 WHERE id = ?", (old.id,))
+    assert service.purge_expired() == [old.id] and client.describe().storage_bytes == 10
+    assert client.get(old.id).artifacts == [] and client.get(old.id).state == "succeeded"   # the record stays
+    assert not service.artifacts.exists(old.id, "export/head.ply") and list(client.fetch_chunks(old.id)) == []
+    assert service.artifacts.exists(recent.id, "export/head.ply")
+    assert service.purge_expired(now=time.time() + 3 * 86400) == [recent.id]
