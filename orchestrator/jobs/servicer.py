@@ -150,9 +150,7 @@ class JobsServicer(jobs_pb2_grpc.JobsServiceServicer):
 
     def Submit(self, request, context):
         which = request.WhichOneof("recipe")
-        images = []
-        for i, img in enumerate(request.images):
-            images.append(img.data)
+        images = [img.data for img in request.images]
         r = SubmitRequest(recipe_name=request.recipe_name if which == "recipe_name" else "",
                           recipe_yaml=request.recipe_yaml if which == "recipe_yaml" else "",
                           images=images, prompt=request.prompt, options=dict(request.options),

@@ -176,8 +176,14 @@ class JobStore:
 
         def __exit__(self, exc_type, exc, tb):
             if exc_type is None:
-                self.conn.execute("COMMIT")
-            else:
+                try:
+                    self.conn.execute("COMMIT")
+                    return False
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+            if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             return False
 
@@ -411,13 +417,16 @@ class JobStore:
             return [self._record(c, r) for r in c.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY n")]
 
     def set_job_state(self, job_id: str, state: str, error_message: str = "", error_reason: str = "") -> JobRecord:
-        """Any transition the runtime decides (e.g. RUNNING -> SUCCEEDED/FAILED/CANCELLED, or back to QUEUED);
-        terminal states set finished_at and clear cancel_requested. Emits a "state" event when it changes."""
+        """A transition the runtime decides (RUNNING -> SUCCEEDED/FAILED/CANCELLED, or back to QUEUED to run it
+        again); terminal states set finished_at and clear cancel_requested. Emits a "state" event when it
+        changes. A terminal job stays terminal: FailedPrecondition for a move to another state."""
         _check(state, JOB_STATES, "job state")
         now = time.time()
         with self._write() as c:
             row = self._row(c, job_id)
             previous = row["state"]
+            if previous in TERMINAL and state != previous:
+                raise FailedPrecondition(f"job {job_id!r} is already {previous.upper()}", reason="JOB_FINISHED")
             if previous != state or error_message != row["error_message"] or error_reason != row["error_reason"]:
                 terminal = state in TERMINAL
                 c.execute("UPDATE jobs SET state = ?, error_message = ?, error_reason = ?, updated_at = ?, "

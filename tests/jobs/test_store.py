@@ -102,6 +102,8 @@ def test_cancel_rules(store):
     store.set_job_state(done.id, "failed", "boom", "STAGE_FAILED")
     with pytest.raises(FailedPrecondition):
         store.request_cancel("a", done.id)
+    with pytest.raises(FailedPrecondition):
+        store.set_job_state(done.id, "running")          # a terminal job stays terminal
 
 
 def test_stages_progress_artifacts_and_events(store):
