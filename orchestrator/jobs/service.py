@@ -34,7 +34,6 @@ VERSION = "0.1.0"
 MAX_CHUNK_BYTES = 4 << 20
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_IDEMPOTENCY_KEY = 128
-MAX_IMAGES = 5
 
 
 class JobsConfig(BaseModel):
@@ -228,18 +227,13 @@ class JobsService:
         if request.models_dir and not _under(request.models_dir, cfg.model_roots):
             raise PermissionDenied(f"models_dir {request.models_dir!r} is not under an allowed model root "
                                    f"({cfg.model_roots or 'none configured'})", reason="MODELS_DIR_NOT_ALLOWED")
-        used = self.store.storage_bytes(tenant)
-        if used >= cfg.max_storage_bytes:
-            raise ResourceExhausted(f"tenant {tenant!r} stores {used} artifact bytes, the limit is "
-                                    f"{cfg.max_storage_bytes}; delete old jobs' artifacts", reason="STORAGE_QUOTA",
-                                    metadata={"quota": "max_storage_bytes", "limit": str(cfg.max_storage_bytes),
-                                              "used": str(used)})
         spec = JobSpec(tenant=tenant, recipe=loaded.source, recipe_yaml=loaded.yaml, recipe_sha256=loaded.sha256,
                        stage_names=[s.name for s in loaded.recipe.stages], images=list(request.images),
                        prompt=request.prompt, models_dir=models_dir, priority=request.priority,
                        display_name=request.display_name or loaded.recipe.name, labels=dict(request.labels),
                        idempotency_key=request.idempotency_key)
-        return self.store.create(spec, max_active=cfg.max_active_jobs)
+        # quotas are checked in the store's transaction, after an idempotent resubmission found its job
+        return self.store.create(spec, max_active=cfg.max_active_jobs, max_storage_bytes=cfg.max_storage_bytes)
 
     def get(self, job_id: str) -> JobRecord:
         return self.store.get(current_tenant(), job_id)

@@ -252,10 +252,11 @@ class JobStore:
 
     # -- jobs -------------------------------------------------------------------------------------------
 
-    def create(self, spec: JobSpec, *, max_active: int | None = None) -> JobRecord:
+    def create(self, spec: JobSpec, *, max_active: int | None = None,
+               max_storage_bytes: int | None = None) -> JobRecord:
         """Queue a job (stages PENDING). With an idempotency_key used by the same tenant within 24 h, the
-        existing job instead. max_active: refuse (ResourceExhausted, metadata limit/used) when the tenant
-        already has that many QUEUED + RUNNING jobs, checked in the same transaction as the insert."""
+        existing job instead. Quotas, checked in the insert's transaction (ResourceExhausted with metadata
+        quota/limit/used): max_active QUEUED + RUNNING jobs, max_storage_bytes of artifacts."""
         now = time.time()
         with self._write() as c:
             if spec.idempotency_key:
@@ -271,6 +272,13 @@ class JobStore:
                         f"tenant {spec.tenant!r} has {used} queued or running jobs, the limit is {max_active}",
                         reason="TOO_MANY_ACTIVE_JOBS",
                         metadata={"quota": "max_active_jobs", "limit": str(max_active), "used": str(used)})
+            if max_storage_bytes is not None:
+                used = self._storage(c, spec.tenant)
+                if used >= max_storage_bytes:
+                    raise ResourceExhausted(
+                        f"tenant {spec.tenant!r} stores {used} artifact bytes, the limit is {max_storage_bytes}",
+                        reason="STORAGE_QUOTA",
+                        metadata={"quota": "max_storage_bytes", "limit": str(max_storage_bytes), "used": str(used)})
             job_id = secrets.token_urlsafe(16)
             c.execute("INSERT INTO jobs (id, tenant, display_name, recipe, recipe_yaml, recipe_sha256, prompt, "
                       "models_dir, state, priority, labels, created_at, updated_at, idempotency_key) "
@@ -548,8 +556,12 @@ class JobStore:
         with self._read() as c:
             return self._active(c, tenant)
 
+    @staticmethod
+    def _storage(c: sqlite3.Connection, tenant: str) -> int:
+        return c.execute("SELECT COALESCE(SUM(a.size_bytes), 0) FROM artifacts a JOIN jobs j ON j.id = a.job_id "
+                         "WHERE j.tenant = ?", (tenant,)).fetchone()[0]
+
     def storage_bytes(self, tenant: str) -> int:
         """Bytes of the tenant's artifacts."""
         with self._read() as c:
-            return c.execute("SELECT COALESCE(SUM(a.size_bytes), 0) FROM artifacts a JOIN jobs j ON j.id = a.job_id "
-                             "WHERE j.tenant = ?", (tenant,)).fetchone()[0]
+            return self._storage(c, tenant)

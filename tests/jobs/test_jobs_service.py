@@ -226,13 +226,14 @@ def test_storage_quota(tmp_path, photo):
     service = JobsService(JobsConfig(store_path=str(tmp_path / "j.db"), artifacts_url=str(tmp_path / "a"),
                                      max_storage_bytes=100))
     client = InProcessJobsClient(service, "tenant-a")
-    job = client.submit([photo], recipe=RECIPE)
+    job = client.submit([photo], recipe=RECIPE, idempotency_key="first")
     service.store.claim_next(4)
     service.store.add_artifact(job.id, service.artifacts.write(job.id, "big.bin", b"x" * 150, "export"))
     service.store.set_job_state(job.id, "succeeded")
     with pytest.raises(ResourceExhausted) as e:
         client.submit([photo], recipe=RECIPE)
     assert e.value.metadata == {"quota": "max_storage_bytes", "limit": "100", "used": "150"}
+    assert client.submit([photo], recipe=RECIPE, idempotency_key="first").id == job.id   # a retry still answers
     assert client.describe().storage_bytes == 150
     assert InProcessJobsClient(service, "tenant-b").submit([photo], recipe=RECIPE).state == "queued"
 
@@ -270,7 +271,7 @@ def test_watch_progress_rate_limited_then_ends_and_resumes(setup, photo):
     kinds = [e.kind for e in events]
     assert events[-1].kind == "state" and events[-1].payload["current"] == "succeeded"      # stream ends there
     progress = [e for e in events if e.kind == "progress"]
-    assert 2 <= len(progress) <= 4 * elapsed + 2, [p.payload.step for p in progress]        # rate limited
+    assert 1 <= len(progress) <= 4 * elapsed + 2, [p.payload.step for p in progress]        # rate limited
     assert progress[-1].payload.step == 30 and progress[-1].payload.metrics["loss"] == pytest.approx(1 / 30)
     end_of_optimise = next(i for i, e in enumerate(events) if e.kind == "stage"
                            and e.payload == {"stage": "optimise", "previous": "running", "current": "succeeded"})

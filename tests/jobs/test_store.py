@@ -215,3 +215,17 @@ def test_wait_events_wakes_on_this_process_and_polls_other_processes(store, tmp_
     finally:
         assert proc.wait(60) == 0
     assert [e.payload["current"] for e in events] == ["succeeded"]
+
+
+def test_claims_from_several_processes_take_each_job_once(store, tmp_path):
+    ids = {store.create(spec(tenant=f"t{i % 4}")).id for i in range(30)}
+    code = ("import sys; sys.path[:0] = ['.', 'protos']; from orchestrator.jobs.store import JobStore; "
+            f"s = JobStore({str(tmp_path / 'jobs.db')!r}); got = []\n"
+            "while (job := s.claim_next(100)) is not None:\n    got.append(job.id)\nprint(' '.join(got))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    claimed = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    flat = [job_id for got in claimed for job_id in got]
+    assert sorted(flat) == sorted(ids)            # every job claimed, none twice
+    assert all(j.attempts == 1 for j in store.running_jobs())
