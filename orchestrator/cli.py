@@ -1,6 +1,12 @@
 """The `headforge` command.
 
-    headforge serve face|render|guidance ... run a service process (gRPC, health, reflection, metrics)
+    headforge serve face|render|guidance|jobs ... run a service process (gRPC, health, reflection, metrics)
+    headforge submit IMAGE... [--recipe R]   queue a job on a jobs service (prints its id)
+    headforge status [JOB_ID]                one job, or the list of your jobs
+    headforge watch JOB_ID                   progress until the job ends (exit 0 = succeeded)
+    headforge fetch JOB_ID [--out DIR]       download artifacts (sha256 checked)
+    headforge cancel JOB_ID
+    headforge recipes                        the built-in recipes (no server needed)
     headforge face analyze IMAGE [--json]    analyse faces in a photo (in-process, or --target HOST:PORT)
     headforge face compare A B               same person?
     headforge models make-tiny DIR           write tiny random models in the real on-disk formats (tests)
@@ -11,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from services.common.errors import HeadForgeError
 
-_LATER = {"inversion": 5, "jobs": 6}
+_LATER = {"inversion": 5}
+DEFAULT_JOBS_TARGET = "127.0.0.1:50051"
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -24,7 +32,8 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=50051, help="0 = any free port (printed on stdout)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
     p.add_argument("--tokens-file", default=None, help="YAML {tokens: {TOKEN: TENANT}}; none = local mode")
-    p.add_argument("--max-workers", type=int, default=8)
+    p.add_argument("--max-workers", type=int, default=None,
+                   help="handler threads; default 8, jobs 64 (every open WatchProgress stream holds one)")
     p.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     p.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
     p.add_argument("--log-level", default="INFO")
@@ -56,7 +65,8 @@ def cmd_serve(args) -> int:
 
     logs.configure(f"{args.service}", args.log_level)
     config = ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port,
-                          tokens_file=args.tokens_file, max_workers=args.max_workers,
+                          tokens_file=args.tokens_file,
+                          max_workers=args.max_workers or (64 if args.service == "jobs" else 8),
                           max_message_bytes=args.max_message_bytes, grace_s=args.grace_s)
     if args.service == "render":
         import torch
@@ -73,6 +83,8 @@ def cmd_serve(args) -> int:
                               max_pending_steps_per_scene=args.max_pending_steps)
         return serve_forever("render", config, register_render(RenderService(limits, device=args.device,
                                                                              max_message_bytes=args.max_message_bytes)))
+    if args.service == "jobs":
+        return _serve_jobs(args, config)
     if args.service == "guidance":
         from services.guidance.config import GuidanceConfig, load_config
         from services.guidance.service import GuidanceService
@@ -95,6 +107,206 @@ def cmd_serve(args) -> int:
 
     face_config = _face_config(args).model_copy(update={"max_message_bytes": args.max_message_bytes})
     return serve_forever("face", config, register(FaceService(face_config)))
+
+
+def _jobs_config(args):
+    from orchestrator.jobs.service import JobsConfig
+
+    return JobsConfig(store_path=args.store, artifacts_url=args.artifacts, model_roots=args.model_root or [],
+                      default_models_dir=args.default_models_dir, max_active_jobs=args.max_active_jobs,
+                      max_storage_bytes=args.max_storage_bytes, max_watch_streams=args.max_watch_streams,
+                      max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels,
+                      retention_days=args.retention_days)
+
+
+def make_runtime(service):
+    """The runtime that executes the jobs of this process's JobsService: an object with start() / stop()
+    that claims QUEUED jobs from service.store and writes stages, progress and artifacts to service.store and
+    service.artifacts. Hook for the Ray orchestrator (issue 6); until it lands, None: jobs stay QUEUED."""
+    return None
+
+
+def _serve_jobs(args, config) -> int:
+    from orchestrator.jobs.service import JobsService
+    from orchestrator.jobs.servicer import register as register_jobs
+    from services.common.server import serve_forever
+
+    service = JobsService(_jobs_config(args))
+    service.runtime = make_runtime(service)
+    service.start()
+    return serve_forever("jobs", config, register_jobs(service), on_drain=service.drain, on_stop=service.stop)
+
+
+def _jobs_client(args):
+    from orchestrator.jobs.client import GrpcJobsClient
+
+    return GrpcJobsClient(args.target, token=args.token, timeout_s=args.timeout_s)
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"headforge: {flag} wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _when(seconds) -> str:
+    import datetime as dt
+
+    if not seconds:
+        return "-"
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_dict(job) -> dict:
+    from dataclasses import asdict
+
+    return asdict(job)
+
+
+def _stage_summary(stage) -> str:
+    text = f"{stage.name}={stage.state}"
+    if stage.progress is not None and stage.progress.total:
+        text += f"({stage.progress.step}/{stage.progress.total})"
+    return text
+
+
+def cmd_submit(args) -> int:
+    recipe_yaml = Path(args.recipe_file).read_text() if args.recipe_file else ""
+    recipe = "" if recipe_yaml else (args.recipe or "sds_gaussians")
+    client = _jobs_client(args)
+    try:
+        job = client.submit([Path(p) for p in args.images], recipe=recipe, recipe_yaml=recipe_yaml,
+                            prompt=args.prompt, options=_pairs(args.option, "--option"),
+                            labels=_pairs(args.label, "--label"), priority=args.priority,
+                            display_name=args.name, models_dir=args.models_dir,
+                            idempotency_key=args.idempotency_key)
+    finally:
+        client.close()
+    print(job.id)
+    return 0
+
+
+def cmd_status(args) -> int:
+    client = _jobs_client(args)
+    try:
+        if args.job_id:
+            jobs = [client.get(args.job_id)]
+        else:
+            jobs, _ = client.list(states=args.state or (), recipe=args.recipe or "", page_size=args.limit)
+    finally:
+        client.close()
+    if args.json:
+        data = [_job_dict(j) for j in jobs]
+        print(json.dumps(data[0] if args.job_id else data, indent=1))
+        return 0
+    if args.job_id:
+        j = jobs[0]
+        print(f"{j.id}  {j.state.upper()}{' (cancel requested)' if j.cancel_requested else ''}  {j.display_name}  "
+              f"recipe={j.recipe}  priority={j.priority}")
+        print(f"  created {_when(j.created_at)}  started {_when(j.started_at)}  finished {_when(j.finished_at)}"
+              + (f"  queue position {j.queue_position}" if j.state == "queued" else ""))
+        if j.error_message:
+            print(f"  error: {j.error_message} ({j.error_reason})")
+        print("  stages: " + ", ".join(_stage_summary(s) for s in j.stages))
+        for a in j.artifacts:
+            print(f"  artifact {a.name}  {a.size_bytes} bytes  {a.mime_type}")
+        return 0
+    if not jobs:
+        print("no jobs")
+    for j in jobs:
+        running = next((s for s in j.stages if s.state == "running"), None)
+        print(f"{j.id}  {j.state.upper():9s}  {_when(j.created_at)}  {j.display_name}"
+              + (f"  [{_stage_summary(running)}]" if running else ""))
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    client = _jobs_client(args)
+    console = Console()
+    state = "queued"
+    error = ""
+    tasks: dict[str, int] = {}
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[info]}"), console=console, transient=False) as bars:
+            def bar(stage: str, total: int | None = None) -> int:
+                if stage not in tasks:
+                    tasks[stage] = bars.add_task(stage, total=total or None, info="")
+                return tasks[stage]
+
+            for ev in client.watch(args.job_id):
+                if ev.kind == "snapshot":
+                    job = ev.payload
+                    state, error = job.state, job.error_message
+                    console.print(f"job {job.id} ({job.display_name}): {job.state.upper()}")
+                    for s in job.stages:
+                        p = s.progress
+                        t = bar(s.name, p.total if p else None)
+                        if p is not None:
+                            bars.update(t, completed=p.step)
+                        if s.state == "succeeded":
+                            bars.update(t, completed=bars.tasks[t].total or 1, total=bars.tasks[t].total or 1)
+                elif ev.kind == "state":
+                    state, error = ev.payload["current"], ev.payload.get("error_message", "")
+                    console.print(f"job: {state.upper()}" + (f" ({error})" if error else ""))
+                elif ev.kind == "stage":
+                    t = bar(ev.payload["stage"])
+                    bars.update(t, info=ev.payload["current"])
+                    if ev.payload["current"] == "succeeded":
+                        total = bars.tasks[t].total or 1
+                        bars.update(t, completed=total, total=total)
+                elif ev.kind == "progress":
+                    p = ev.payload
+                    t = bar(p.stage, p.total)
+                    info = " ".join(f"{k}={v:.4g}" for k, v in list(p.metrics.items())[:3])
+                    bars.update(t, completed=p.step, total=p.total or None, info=info)
+                elif ev.kind == "artifact":
+                    console.print(f"artifact {ev.payload.name} ({ev.payload.size_bytes} bytes)")
+    finally:
+        client.close()
+    console.print(f"finished: {state.upper()}" + (f": {error}" if error and state != "succeeded" else ""))
+    return 0 if state == "succeeded" else 1
+
+
+def cmd_fetch(args) -> int:
+    client = _jobs_client(args)
+    try:
+        paths = client.fetch(args.job_id, args.name or (), Path(args.out))
+    finally:
+        client.close()
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    client = _jobs_client(args)
+    try:
+        job = client.cancel(args.job_id)
+    finally:
+        client.close()
+    print(f"{job.id}: {job.state.upper()}" + (" (cancel requested)" if job.cancel_requested else ""))
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from orchestrator.jobs.service import recipe_infos
+
+    for r in recipe_infos():
+        if args.yaml:
+            print(f"# {r.name}\n{r.yaml}")
+            continue
+        images = str(r.min_images) if r.min_images == r.max_images else f"{r.min_images}-{r.max_images}"
+        print(f"{r.name}: {r.description}")
+        print(f"  images: {images}  prompt: {'required' if r.prompt_required else 'optional'}  output: {r.output}")
+    return 0
 
 
 def _face_client(args):
@@ -175,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a service process")
-    serve.add_argument("service", choices=["face", "render", "guidance", *_LATER])
+    serve.add_argument("service", choices=["face", "render", "guidance", "jobs", *_LATER])
     _add_server_flags(serve)
     _add_face_flags(serve)
     render = serve.add_argument_group("render service")
@@ -190,7 +402,68 @@ def build_parser() -> argparse.ArgumentParser:
     guidance.add_argument("--max-batch-images", type=int, default=None)
     guidance.add_argument("--max-queue-delay-ms", type=float, default=None)
     guidance.add_argument("--max-queue-depth", type=int, default=None)
+    jobs = serve.add_argument_group("jobs service")
+    jobs.add_argument("--store", default="jobs/jobs.db", help="SQLite job store file")
+    jobs.add_argument("--artifacts", default="jobs/artifacts", help="artifact root: a path or fsspec URL")
+    jobs.add_argument("--model-root", action="append", help="allowed parent of models_dir (repeatable)")
+    jobs.add_argument("--default-models-dir", default="", help="models_dir of jobs that give none")
+    jobs.add_argument("--max-active-jobs", type=int, default=4, help="queued + running jobs per tenant")
+    jobs.add_argument("--max-storage-bytes", type=int, default=20 << 30, help="artifact bytes per tenant")
+    jobs.add_argument("--max-watch-streams", type=int, default=16, help="open WatchProgress streams per tenant")
+    jobs.add_argument("--max-image-bytes", type=int, default=20 << 20, help="per input photo")
+    jobs.add_argument("--retention-days", type=int, default=0, help="artifact retention; 0 = forever")
     serve.set_defaults(func=cmd_serve)
+
+    def jobs_client_flags(p):
+        p.add_argument("--target", default=os.environ.get("HEADFORGE_JOBS", DEFAULT_JOBS_TARGET),
+                       help="HOST:PORT of the jobs service (env HEADFORGE_JOBS)")
+        p.add_argument("--token", default=os.environ.get("HEADFORGE_TOKEN"), help="bearer token (env HEADFORGE_TOKEN)")
+        p.add_argument("--timeout-s", type=float, default=60.0)
+
+    p = sub.add_parser("submit", help="queue a job on a jobs service; prints its id")
+    p.add_argument("images", nargs="*", help="input photos")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--recipe", default=None, help="built-in recipe (default sds_gaussians); see `headforge recipes`")
+    which.add_argument("--recipe-file", default=None, help="a recipe YAML file")
+    p.add_argument("--option", action="append", metavar="K=V", help="recipe override by dotted path, YAML value")
+    p.add_argument("--prompt", default="")
+    p.add_argument("--label", action="append", metavar="K=V")
+    p.add_argument("--priority", type=int, default=0, help="-10..10, higher first")
+    p.add_argument("--name", default="", help="display name")
+    p.add_argument("--models-dir", default="")
+    p.add_argument("--idempotency-key", default="")
+    jobs_client_flags(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="one job, or the list of your jobs")
+    p.add_argument("job_id", nargs="?")
+    p.add_argument("--state", action="append", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--recipe", default="")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    jobs_client_flags(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("watch", help="follow a job's progress until it ends (exit 0 = succeeded)")
+    p.add_argument("job_id")
+    jobs_client_flags(p)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("fetch", help="download a job's artifacts")
+    p.add_argument("job_id")
+    p.add_argument("--out", default=".", help="destination folder")
+    p.add_argument("--name", action="append", help="only this artifact (repeatable)")
+    jobs_client_flags(p)
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("cancel", help="cancel a job")
+    p.add_argument("job_id")
+    jobs_client_flags(p)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("recipes", help="list the built-in recipes")
+    p.add_argument("--yaml", action="store_true", help="print each recipe's resolved YAML")
+    p.set_defaults(func=cmd_recipes)
 
     face = sub.add_parser("face", help="face analysis").add_subparsers(dest="face_command", required=True)
     for name, func in (("analyze", cmd_face_analyze), ("compare", cmd_face_compare)):

@@ -93,9 +93,12 @@ def start(
     return RunningServer(server, health_servicer, port, config.grace_s)
 
 
-def serve_forever(name: str, config: ServerConfig, register: Callable[[grpc.Server], list[str]]) -> int:
+def serve_forever(name: str, config: ServerConfig, register: Callable[[grpc.Server], list[str]],
+                  on_drain: Callable[[], None] | None = None, on_stop: Callable[[], None] | None = None) -> int:
     """Run a service until SIGTERM/SIGINT, then drain. Prints one JSON line on stdout when ready:
-    {"event": "serving", "service": NAME, "address": "HOST:PORT"} (tests and supervisors read it)."""
+    {"event": "serving", "service": NAME, "address": "HOST:PORT"} (tests and supervisors read it).
+    on_drain runs when the drain starts (e.g. the jobs service ends its open watch streams so clients
+    reconnect elsewhere), on_stop after it, before the process exits (e.g. it stops its runtime)."""
     running = start(name, config, register)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,7 +110,17 @@ def serve_forever(name: str, config: ServerConfig, register: Callable[[grpc.Serv
     while not stop.wait(0.5):
         pass
     log.info("draining", extra={"grace_s": config.grace_s})
+    if on_drain is not None:
+        try:
+            on_drain()
+        except Exception:
+            log.exception("on_drain failed")
     running.stop()
+    if on_stop is not None:
+        try:
+            on_stop()
+        except Exception:
+            log.exception("on_stop failed")
     log.info("stopped")
     for stream in (sys.stdout, sys.stderr):
         stream.flush()

@@ -1,0 +1,92 @@
+"""The `headforge` job commands as a user runs them, against a `headforge serve jobs` process on loopback.
+The test process plays the runtime on the same store and artifact root (a real JobStore, not a mock)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from orchestrator.jobs.artifacts import ArtifactStore
+from orchestrator.jobs.store import JobStore
+from orchestrator.jobs.types import Progress
+from services.common.process import ROOT
+from tests.conftest import png_bytes
+
+
+def headforge(server, *args: str, token: str = "tok-a", timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HEADFORGE_JOBS": server.address, "HEADFORGE_TOKEN": token}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photos") / "me.png"
+    path.write_bytes(png_bytes(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)))
+    return path
+
+
+def test_recipes_without_a_server():
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "recipes"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "HEADFORGE_JOBS": "127.0.0.1:1"})
+    assert r.returncode == 0, r.stderr
+    assert "sds_gaussians: One photo to 3D Gaussians" in r.stdout and "images: 1" in r.stdout
+
+
+def test_submit_status_cancel(jobs_server, photo):
+    r = headforge(jobs_server, "submit", str(photo), "--recipe", "sds_gaussians", "--option",
+                  "stages.optimise.iterations=20", "--label", "exp=cli", "--name", "cli job")
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    r = headforge(jobs_server, "status", job_id)
+    assert r.returncode == 0 and job_id in r.stdout and "QUEUED" in r.stdout and "preprocess=pending" in r.stdout
+    r = headforge(jobs_server, "status", "--json")
+    assert r.returncode == 0 and job_id in [j["id"] for j in json.loads(r.stdout)]
+    r = headforge(jobs_server, "status", job_id, token="tok-b")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr and "Traceback" not in r.stderr
+    r = headforge(jobs_server, "cancel", job_id)
+    assert r.returncode == 0 and "CANCELLED" in r.stdout
+    r = headforge(jobs_server, "watch", job_id)
+    assert r.returncode == 1 and "CANCELLED" in r.stdout     # already terminal: not a success
+    r = headforge(jobs_server, "submit", str(photo), "--option", "stages.optimise.iterations=-1")
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "stages[2].params.iterations" in r.stderr
+
+
+def test_watch_until_succeeded_then_fetch(jobs_server, photo, tmp_path):
+    r = headforge(jobs_server, "submit", str(photo))
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip()
+    store, arts = JobStore(jobs_server.store_path), ArtifactStore(str(jobs_server.artifacts_root))
+
+    def runtime():
+        time.sleep(1.0)
+        assert store.claim_next(8).id == job_id
+        for stage in ("preprocess", "init", "optimise"):
+            store.set_stage_state(job_id, stage, "running")
+            if stage == "optimise":
+                for step in range(1, 11):
+                    store.record_progress(job_id, Progress(stage, step, 10, metrics={"loss": 0.1 * step}))
+                    time.sleep(0.05)
+            store.set_stage_state(job_id, stage, "succeeded")
+        store.add_artifact(job_id, arts.write(job_id, "export/head.ply", b"ply\n" * 1000, "export"))
+        store.set_job_state(job_id, "succeeded")
+
+    t = threading.Thread(target=runtime)
+    t.start()
+    r = headforge(jobs_server, "watch", job_id)
+    t.join()
+    assert r.returncode == 0, r.stderr
+    assert "SUCCEEDED" in r.stdout and "export/head.ply" in r.stdout and "optimise" in r.stdout
+    out = tmp_path / "out"
+    r = headforge(jobs_server, "fetch", job_id, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(out / "export/head.ply")]
+    assert (out / "export/head.ply").read_bytes() == b"ply\n" * 1000
+    store.close()
