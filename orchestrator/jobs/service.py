@@ -291,7 +291,7 @@ class JobsService:
                     yield ev
         if done:
             return
-        cursor = seq
+        cursor = max(seq, after_sequence)
         last_sent: dict[str, float] = {}     # stage -> monotonic time of its last progress event
         held: dict[str, JobEvent] = {}       # stage -> newest progress event not sent yet
         while alive():
