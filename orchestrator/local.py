@@ -53,6 +53,8 @@ def run_local(loaded: LoadedRecipe, images: list[bytes], prompt: str, out_dir: P
                         started[event["stage"]] = time.perf_counter()
                     elif event["stage"] in started:
                         stage_seconds[event["stage"]] = round(time.perf_counter() - started[event["stage"]], 2)
+                        if event["state"] == "succeeded":
+                            bar.update(tasks[event["stage"]], completed=bar.tasks[tasks[event["stage"]]].total)
                 elif kind == "progress":
                     p = event["progress"]
                     info = " ".join(f"{k}={v:.4g}" for k, v in p.metrics.items())

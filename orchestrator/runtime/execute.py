@@ -17,7 +17,6 @@ import logging
 import traceback
 from typing import Callable
 
-from orchestrator.jobs.types import Progress
 from orchestrator.recipes import load_recipe
 from orchestrator.stages import evaluate, optimise, preprocess, scene
 from orchestrator.stages.context import JobCancelled, StageContext
@@ -80,7 +79,6 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         ctx.state["current_stage"] = ""
         ctx.checkpoint()
         emit({"kind": "stage", "stage": spec.name, "state": "succeeded"})
-        emit({"kind": "progress", "progress": Progress(spec.name, 1, 1, "done")})
     scene.close_scene(ctx)
     emit({"kind": "done", "state": "succeeded", "error_message": "", "error_reason": ""})
     return "succeeded"

@@ -182,10 +182,7 @@ class RayRuntime:
             self.store.set_job_state(job_id, "failed", f"{why} ({attempt} attempts)", "WORKER_DIED")
             return "failed"
         log.warning("job %s: %s; resuming from its checkpoint", job_id, why)
-        running = next((s.name for s in job.stages if s.state == "running"), None)
-        if running:
-            self.store.add_resume(job_id, running)
-        return None
+        return None   # the new worker's executor reports the stage it resumes
 
     def _kill_later(self, job_id: str, actor) -> None:
         time.sleep(self.cancel_grace_s)

@@ -41,6 +41,8 @@ def run(ctx: StageContext, params: OptimiseParams) -> None:
     camera, photo, mask = _reference(ctx, params.resolution) if "reference" in ctx.state else (None, None, None)
     steps_done = ctx.state.setdefault("steps", {})
     start = int(steps_done.get(ctx.stage, 0))
+    if start:   # a resumed job: say from where (kept in the checkpointed state, for reports and tests)
+        ctx.state.setdefault("resumed_from", []).append({"stage": ctx.stage, "step": start})
     c = params.cameras
     for step in range(start, total):
         ctx.check_cancelled()

@@ -7,6 +7,7 @@ import numpy as np
 
 from orchestrator.stages.context import StageContext
 from orchestrator.stages.params import ExportParams, InitParams
+from services.common.errors import HeadForgeError
 from services.common.images import decode_png
 from services.render.optim import LrSchedule, OptimizerSpec
 
@@ -32,7 +33,7 @@ def run_init(ctx: StageContext, params: InitParams) -> None:
         init = {"sphere_radius": params.radius}
     info = ctx.clients.render.create_scene(params.representation, init, optimizer=_optimizer(params.lrs),
                                            seed=ctx.seed + 1, label=ctx.job_id)
-    ctx.state["scene"] = {"kind": params.representation, "lrs": params.model_dump()["lrs"]}
+    ctx.state["scene"] = {"kind": params.representation, "lrs": params.model_dump()["lrs"], "live_id": info.scene_id}
     ctx.scratch["scene_id"] = info.scene_id
     ctx.checkpoint(ctx.clients.render.get_state(info.scene_id))
 
@@ -42,10 +43,15 @@ def ensure_scene(ctx: StageContext) -> str:
     scene back from the last checkpoint."""
     if "scene_id" not in ctx.scratch:
         scene = ctx.state["scene"]
+        if scene.get("live_id"):    # the previous worker's scene, if the render service still holds it
+            try:
+                ctx.clients.render.close_scene(scene["live_id"])
+            except HeadForgeError:
+                pass
         info = ctx.clients.render.create_scene(scene["kind"], asset=(ctx.read_artifact(ctx.state["scene_checkpoint"]),
                                                                      "checkpoint"),
                                                optimizer=_optimizer(scene.get("lrs", {})), label=ctx.job_id)
-        ctx.scratch["scene_id"] = info.scene_id
+        ctx.scratch["scene_id"] = scene["live_id"] = info.scene_id
     return ctx.scratch["scene_id"]
 
 
@@ -55,7 +61,7 @@ def close_scene(ctx: StageContext) -> None:
     if scene_id is not None:
         try:
             ctx.clients.render.close_scene(scene_id)
-        except Exception:  # noqa: BLE001 - already gone (expired, or the service restarted)
+        except HeadForgeError:   # already gone (expired, or the service restarted)
             pass
 
 
