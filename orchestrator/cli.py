@@ -119,11 +119,32 @@ def _jobs_config(args):
                       retention_days=args.retention_days)
 
 
-def make_runtime(service):
-    """The runtime that executes the jobs of this process's JobsService: an object with start() / stop()
-    that claims QUEUED jobs from service.store and writes stages, progress and artifacts to service.store and
-    service.artifacts. Hook for the Ray orchestrator (issue 6); until it lands, None: jobs stay QUEUED."""
-    return None
+def _amounts(items, flag: str) -> dict[str, float]:
+    """NAME=AMOUNT flags -> {name: amount}."""
+    out = {}
+    for name, value in _pairs(items, flag).items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"headforge: {flag} wants NAME=NUMBER, got {name}={value}") from None
+    return out
+
+
+def make_runtime(service, args):
+    """The Ray runtime executing this JobsService's jobs: one actor per running subject with the declared
+    share, services at the given endpoints (in-process in each actor, or gRPC addresses)."""
+    from orchestrator.runtime.endpoints import Endpoints
+    from orchestrator.runtime.ray_runtime import ActorShare, RayRuntime
+
+    url = service.artifacts.root_url
+    if "://" not in url:   # Ray workers do not share this process's working directory
+        url = Path(url).resolve().as_uri()
+    endpoints = Endpoints(face=args.face, render=args.render, guidance=args.guidance,
+                          guidance_config=args.guidance_config, token=args.service_token)
+    share = ActorShare(num_cpus=args.subject_cpus, num_gpus=args.subject_gpus,
+                       resources=_amounts(args.subject_resource, "--subject-resource"))
+    return RayRuntime(service.store, url, endpoints, share=share, max_active_per_tenant=args.max_running_per_tenant,
+                      ray_address=args.ray_address, ray_resources=_amounts(args.ray_resource, "--ray-resource"))
 
 
 def _serve_jobs(args, config) -> int:
@@ -132,7 +153,7 @@ def _serve_jobs(args, config) -> int:
     from services.common.server import serve_forever
 
     service = JobsService(_jobs_config(args))
-    service.runtime = make_runtime(service)
+    service.runtime = make_runtime(service, args) if args.runtime == "ray" else None
     service.start()
     return serve_forever("jobs", config, register_jobs(service), on_drain=service.drain, on_stop=service.stop)
 
@@ -376,6 +397,34 @@ def cmd_models_make_tiny(args) -> int:
     return 0
 
 
+def cmd_cluster(args) -> int:
+    from orchestrator import cluster
+
+    directory = Path(args.dir)
+    if args.cluster_command == "up":
+        state = cluster.up(directory, args.guidance_config, args.jobs_port, args.tokens_file)
+        print(f"HeadForge is up (supervisor pid {state['pid']}); jobs service at {state['jobs']}")
+        for name, address in state["services"].items():
+            print(f"  {name:<9} {address}")
+        print(f"submit with: headforge submit PHOTO --target {state['jobs']}   (stop: headforge cluster down)")
+        return 0
+    if args.cluster_command == "down":
+        print("stopped" if cluster.down(directory) else "no cluster running")
+        return 0
+    state = cluster.status(directory)
+    if args.jobs_address:
+        if not state["running"]:
+            return 1
+        print(state["jobs"])
+        return 0
+    if not state["running"]:
+        print("no cluster running")
+        return 1
+    for name, address in state["services"].items():
+        print(f"{name:<9} {address:<22} {state['health'][name]}")
+    return 0 if all(h == "SERVING" for h in state["health"].values()) else 1
+
+
 def cmd_demo(args) -> int:
     from orchestrator.demo import run_demo
 
@@ -412,6 +461,21 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--max-watch-streams", type=int, default=16, help="open WatchProgress streams per tenant")
     jobs.add_argument("--max-image-bytes", type=int, default=20 << 20, help="per input photo")
     jobs.add_argument("--retention-days", type=int, default=0, help="artifact retention; 0 = forever")
+    jobs.add_argument("--runtime", choices=["ray", "none"], default="ray",
+                      help="none: accept and store jobs without running them (another process runs them)")
+    jobs.add_argument("--face", default="inprocess", help="face service HOST:PORT, or inprocess (in each worker)")
+    jobs.add_argument("--render", default="inprocess", help="render service HOST:PORT, or inprocess")
+    jobs.add_argument("--guidance", default="inprocess", help="guidance service HOST:PORT, or inprocess")
+    jobs.add_argument("--guidance-config", default=None, help="model repository of in-process guidance")
+    jobs.add_argument("--service-token", default=None, help="bearer token for the services")
+    jobs.add_argument("--ray-address", default=None, help="an existing Ray cluster; default: start Ray locally")
+    jobs.add_argument("--ray-resource", action="append", help="NAME=AMOUNT declared on a local Ray "
+                      "(e.g. fake_gpu=1 on a CPU machine)")
+    jobs.add_argument("--subject-cpus", type=float, default=1.0, help="CPUs held by each running subject")
+    jobs.add_argument("--subject-gpus", type=float, default=0.0, help="GPU share of each subject (0.25 = 4 per GPU)")
+    jobs.add_argument("--subject-resource", action="append", help="NAME=AMOUNT each subject holds "
+                      "(e.g. fake_gpu=0.25)")
+    jobs.add_argument("--max-running-per-tenant", type=int, default=2, help="subjects running at once per tenant")
     serve.set_defaults(func=cmd_serve)
 
     def jobs_client_flags(p):
@@ -487,6 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = models.add_parser("make-tiny", help="tiny random models in the real formats (tests only)")
     tiny.add_argument("dir")
     tiny.set_defaults(func=cmd_models_make_tiny)
+
+    cl = sub.add_parser("cluster", help="run all services + jobs on this machine in the background")
+    cl.add_argument("cluster_command", choices=["up", "down", "status"])
+    cl.add_argument("--dir", default=".headforge", help="state, store, artifacts and logs")
+    cl.add_argument("--guidance-config", default=None, help="guidance model repository (default: analytic prior)")
+    cl.add_argument("--jobs-port", type=int, default=50050)
+    cl.add_argument("--tokens-file", default=None)
+    cl.add_argument("--jobs-address", action="store_true", help="status: print only the jobs address")
+    cl.set_defaults(func=cmd_cluster)
 
     demo = sub.add_parser("demo", help="run the demo on a bundled portrait")
     demo.add_argument("--out", default="out/demo")

@@ -92,9 +92,11 @@ class RayRuntime:
         self._threads: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
+        self._owns_ray = False
 
     def start(self) -> None:
         if not ray.is_initialized():
+            self._owns_ray = True
             if self.ray_address:
                 ray.init(address=self.ray_address, logging_level="ERROR")
             else:
@@ -113,6 +115,8 @@ class RayRuntime:
             ray.kill(actor)
         for t in list(self._threads.values()):
             t.join(timeout=5)
+        if self._owns_ray:   # a local Ray this runtime started: its processes go with it
+            ray.shutdown()
 
     def actor_pid(self, job_id: str) -> int | None:
         actor = self.actors.get(job_id)

@@ -22,7 +22,9 @@ def models_root(tmp_path_factory) -> Path:
 def jobs_server(tmp_path_factory, models_root):
     d = tmp_path_factory.mktemp("jobs-server")
     (d / "tokens.yaml").write_text("tokens: {tok-a: tenant-a, tok-b: tenant-b}\n")
-    proc = ServiceProcess(["jobs", "--port", "0", "--store", str(d / "jobs.db"), "--artifacts", str(d / "artifacts"),
+    # --runtime none: these tests play the runtime themselves, writing to the same store (tests/orchestrator
+    # runs jobs for real)
+    proc = ServiceProcess(["jobs", "--runtime", "none", "--port", "0", "--store", str(d / "jobs.db"), "--artifacts", str(d / "artifacts"),
                            "--tokens-file", str(d / "tokens.yaml"), "--max-active-jobs", str(MAX_ACTIVE),
                            "--max-watch-streams", str(MAX_STREAMS), "--model-root", str(models_root),
                            "--max-workers", "8", "--grace-s", "2"], d / "jobs.log")

@@ -377,7 +377,7 @@ def test_watch_reconnects_across_a_server_restart(tmp_path, photo):
     from tests.integration.test_server_runtime import free_port
 
     port = free_port()
-    args = ["jobs", "--port", str(port), "--store", str(tmp_path / "jobs.db"), "--artifacts",
+    args = ["jobs", "--runtime", "none", "--port", str(port), "--store", str(tmp_path / "jobs.db"), "--artifacts",
             str(tmp_path / "artifacts"), "--grace-s", "20"]
     server = ServiceProcess(args, tmp_path / "jobs1.log")
     client = GrpcJobsClient(server.address, retry=RetryPolicy(max_attempts=100, initial_backoff_s=0.05,

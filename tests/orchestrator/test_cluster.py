@@ -1,0 +1,35 @@
+"""`headforge cluster up|status|down`: the whole system in the background on this machine (services and
+the jobs service with its Ray runtime as supervised processes); a job submitted to it completes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from services.common.process import ROOT
+from tests.integration.test_server_runtime import free_port
+
+
+def headforge(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cluster_up_run_a_job_down(tmp_path):
+    d = str(tmp_path / "cluster")
+    up = headforge("cluster", "up", "--dir", d, "--jobs-port", str(free_port()))
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = headforge("cluster", "status", "--dir", d)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.count("SERVING") == 4
+        target = headforge("cluster", "status", "--dir", d, "--jobs-address").stdout.strip()
+        sub = headforge("submit", "--recipe", "analytic_prior", "--option", "stages.optimise.iterations=10",
+                        "--target", target)
+        assert sub.returncode == 0, sub.stderr
+        watch = headforge("watch", sub.stdout.split()[-1], "--target", target)
+        assert watch.returncode == 0, watch.stdout + watch.stderr
+    finally:
+        down = headforge("cluster", "down", "--dir", d)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert headforge("cluster", "status", "--dir", d).returncode == 1
