@@ -74,7 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="out/bench.json")
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--only", choices=["face", "render", "guidance"], default=None)
+    parser.add_argument("--only", choices=["face", "render", "guidance", "orchestrator"], default=None)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()}}
@@ -88,6 +88,10 @@ def main() -> int:
         from tests.bench.guidance import bench_guidance
 
         report["guidance_distill"] = bench_guidance()
+    if args.only in (None, "orchestrator"):
+        from tests.bench.orchestrator import bench_orchestrator
+
+        report["orchestrator"] = bench_orchestrator()
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
