@@ -26,7 +26,6 @@ DeadlineExceeded, RESOURCE_EXHAUSTED -> ResourceExhausted, INVALID_ARGUMENT -> I
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -100,15 +99,12 @@ def _load_config(unet_dir: Path | str | None, config: dict | None) -> tuple[UNet
         return UNetConfig(config), "the given config"
     if unet_dir is None:
         raise ValueError("TritonUNet needs unet_dir (the diffusers unet folder) or config")
+    from services.guidance.triton_repo import read_unet_config
+
     path = Path(unet_dir)
-    path = path if path.name.endswith(".json") else path / "config.json"
-    if not path.is_file():
-        raise ModelFilesError(f"UNet config not found: {path} (TritonUNet needs the diffusers unet folder's "
-                              f"config.json locally; the weights only on the Triton server)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFilesError(f"{path}: not a readable JSON file: {exc}") from exc
+    path = path.parent if path.name.endswith(".json") else path
+    data = read_unet_config(path)
+    path = path / "config.json"
     for key in ("in_channels", "cross_attention_dim"):
         if not isinstance(data.get(key), int):
             raise ModelFilesError(f"{path}: {key} missing or not an integer (not a diffusers UNet config)")
