@@ -28,6 +28,7 @@ STAGES: dict[str, Callable] = {
     "preprocess": preprocess.run,
     "init": scene.run_init,
     "optimise": optimise.run,
+    "convert": scene.run_convert,
     "export": scene.run_export,
     "evaluate": evaluate.run,
 }

@@ -71,6 +71,15 @@ class OptimiseParams(_Strict):
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
+class ConvertParams(_Strict):
+    """Replace the job's scene by another representation of the same head. mesh_to_gaussians: Gaussians on
+    points sampled over the mesh surface, coloured by its texture (PSHead-style refinement after a mesh)."""
+
+    to: Literal["gaussians"] = "gaussians"
+    num_points: int = Field(20000, ge=16, le=2_000_000)
+    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)
+
+
 class ExportParams(_Strict):
     formats: list[Literal["glb", "ply", "npz", "obj_zip"]] = Field(default_factory=lambda: ["ply"], min_length=1)
 
@@ -84,6 +93,7 @@ STAGE_PARAMS: dict[str, type[BaseModel]] = {
     "preprocess": PreprocessParams,
     "init": InitParams,
     "optimise": OptimiseParams,
+    "convert": ConvertParams,
     "export": ExportParams,
     "evaluate": EvaluateParams,
 }

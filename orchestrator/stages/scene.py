@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.stages.context import StageContext
-from orchestrator.stages.params import ExportParams, InitParams
-from services.common.errors import HeadForgeError
+from orchestrator.stages.params import ConvertParams, ExportParams, InitParams
+from services.common.errors import HeadForgeError, InvalidArgument
 from services.common.images import decode_png
 from services.render.optim import LrSchedule, OptimizerSpec
 
@@ -29,8 +29,12 @@ def run_init(ctx: StageContext, params: InitParams) -> None:
         mask = decode_png(ctx.read_artifact(ctx.state["reference"]["mask"]))[..., 0] > 127
         mean = photo[mask].mean(0) if mask.any() else np.full(3, 0.5)
         init["colors"] = np.tile(mean, (params.num_points, 1)).astype(np.float32)
-    if params.representation == "mesh":
-        init = {"sphere_radius": params.radius}
+    if params.representation == "mesh":   # an icosphere with a UV texture
+        import trimesh
+
+        sphere = trimesh.creation.icosphere(subdivisions=3, radius=params.radius)
+        init = {"vertices": np.asarray(sphere.vertices, np.float32), "faces": np.asarray(sphere.faces, np.int32),
+                "texture_size": 256}
     info = ctx.clients.render.create_scene(params.representation, init, optimizer=_optimizer(params.lrs),
                                            seed=ctx.seed + 1, label=ctx.job_id)
     ctx.state["scene"] = {"kind": params.representation, "lrs": params.model_dump()["lrs"], "live_id": info.scene_id}
@@ -63,6 +67,33 @@ def close_scene(ctx: StageContext) -> None:
             ctx.clients.render.close_scene(scene_id)
         except HeadForgeError:   # already gone (expired, or the service restarted)
             pass
+
+
+def run_convert(ctx: StageContext, params: ConvertParams) -> None:
+    """mesh -> Gaussians: sample the exported GLB's surface (colours from its texture) and start a Gaussian
+    scene there; the mesh scene is closed and the job continues on the new one."""
+    import io
+
+    import trimesh
+
+    scene = ctx.state["scene"]
+    if scene["kind"] != "mesh":
+        raise InvalidArgument("convert", f"converts a mesh scene to Gaussians; the job's scene is {scene['kind']}")
+    mesh = trimesh.load(io.BytesIO(ctx.clients.render.export(ensure_scene(ctx), "glb")), file_type="glb",
+                        force="mesh")
+    points, faces = trimesh.sample.sample_surface_even(mesh, params.num_points, seed=ctx.seed)
+    colors = np.full((len(points), 3), 0.5, np.float32)
+    visual = mesh.visual
+    if isinstance(visual, trimesh.visual.TextureVisuals) and visual.uv is not None and visual.material is not None:
+        bary = trimesh.triangles.points_to_barycentric(mesh.triangles[faces], points)
+        uv = np.einsum("nk,nkj->nj", bary, visual.uv[mesh.faces[faces]])
+        colors = visual.material.to_color(uv)[:, :3].astype(np.float32) / 255
+    close_scene(ctx)
+    info = ctx.clients.render.create_scene("gaussians", {"points": points.astype(np.float32), "colors": colors},
+                                           optimizer=_optimizer(params.lrs), seed=ctx.seed + 2, label=ctx.job_id)
+    ctx.state["scene"] = {"kind": "gaussians", "lrs": params.model_dump()["lrs"], "live_id": info.scene_id}
+    ctx.scratch["scene_id"] = info.scene_id
+    ctx.checkpoint(ctx.clients.render.get_state(info.scene_id))
 
 
 def run_export(ctx: StageContext, params: ExportParams) -> None:

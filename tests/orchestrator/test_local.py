@@ -78,3 +78,21 @@ def test_a_photo_without_a_face_fails_cleanly(tmp_path):
                        show_progress=False)
     assert result.state == "failed" and result.error_reason == "NO_FACE" and "no face" in result.error_message
     assert not (tmp_path / "out").exists()
+
+
+def test_mesh_then_convert_to_gaussians(tmp_path):
+    """init a textured mesh (sphere), convert it to Gaussians on its surface, optimise those against the
+    analytic prior, export a PLY: the convert stage hands the job to a new scene."""
+    from plyfile import PlyData
+
+    text = load_recipe("analytic_prior").yaml.replace("representation: gaussians", "representation: mesh")
+    data = __import__("yaml").safe_load(text)
+    lrs = data["stages"][0]["params"].pop("lrs")       # the Gaussian groups' rates move to the convert stage
+    data["stages"].insert(1, {"name": "convert", "kind": "convert", "params": {"num_points": 600, "lrs": lrs}})
+    data["stages"][2]["params"]["iterations"] = 5
+    result = run_local(load_recipe(text=__import__("yaml").safe_dump(data)), [], "", tmp_path / "out",
+                       show_progress=False)
+    assert result.state == "succeeded", result.error_message
+    vertices = PlyData.read(str(tmp_path / "out" / "export" / "head.ply"))["vertex"]
+    radii = np.sqrt(vertices["x"] ** 2 + vertices["y"] ** 2 + vertices["z"] ** 2)
+    assert vertices.count == 600 and np.median(radii) == pytest.approx(0.9, rel=0.15)   # on the sphere
