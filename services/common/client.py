@@ -19,15 +19,17 @@ from services.common.server import channel_options
 
 @dataclass
 class RetryPolicy:
-    """Retry calls that fail with UNAVAILABLE (server restarting, not yet up) with exponential backoff
-    and full jitter. Gives up after max_attempts or once budget_s seconds have passed since the first
-    attempt, whichever comes first."""
+    """Retry calls that fail with UNAVAILABLE (server restarting, not yet up), and RESOURCE_EXHAUSTED
+    errors whose reason is listed in retry_reasons (e.g. the guidance queue's "QUEUE_FULL"), with
+    exponential backoff and full jitter. Gives up after max_attempts or once budget_s seconds have passed
+    since the first attempt, whichever comes first."""
 
     max_attempts: int = 8
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 5.0
     multiplier: float = 2.0
     budget_s: float = 60.0
+    retry_reasons: tuple[str, ...] = ()
 
     def backoff(self, attempt: int) -> float:
         cap = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** attempt)
@@ -54,7 +56,9 @@ class GrpcTransport:
             try:
                 return method(request, timeout=timeout, metadata=self.metadata)
             except grpc.RpcError as err:
-                retryable = err.code() == grpc.StatusCode.UNAVAILABLE
+                retryable = err.code() == grpc.StatusCode.UNAVAILABLE or (
+                    err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and self.retry.retry_reasons
+                    and from_rpc_error(err).reason in self.retry.retry_reasons)
                 attempt += 1
                 elapsed = time.monotonic() - first
                 if not retryable or attempt >= self.retry.max_attempts or elapsed >= self.retry.budget_s:

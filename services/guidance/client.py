@@ -10,6 +10,8 @@ Both take and return services.guidance.types dataclasses and raise HeadForgeErro
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from headforge.v1 import guidance_pb2, guidance_pb2_grpc
@@ -54,10 +56,14 @@ def _array(msg) -> np.ndarray | None:
 
 
 class GrpcGuidanceClient:
-    """The same interface over gRPC (retries UNAVAILABLE with backoff; see services.common.client)."""
+    """The same interface over gRPC. Retries UNAVAILABLE and a full queue (RESOURCE_EXHAUSTED, QUEUE_FULL)
+    with backoff (see services.common.client)."""
 
     def __init__(self, target: str, *, token: str | None = None, timeout_s: float = 300.0,
                  retry: RetryPolicy | None = None):
+        retry = retry or RetryPolicy()
+        if "QUEUE_FULL" not in retry.retry_reasons:
+            retry = replace(retry, retry_reasons=(*retry.retry_reasons, "QUEUE_FULL"))
         self.transport = GrpcTransport(target, token=token, timeout_s=timeout_s, retry=retry)
         self.stub = guidance_pb2_grpc.GuidanceServiceStub(self.transport.channel)
 

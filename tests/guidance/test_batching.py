@@ -168,3 +168,43 @@ def test_priority_is_served_first():
             f.result(10)
     assert order == ["first", "high", "low"]
     svc.close()
+
+
+def test_grpc_client_backs_off_on_a_full_queue():
+    """Over gRPC (an in-process server): with the worker held and the one queue slot taken, a raw call is
+    RESOURCE_EXHAUSTED QUEUE_FULL, while the guidance client retries with backoff and succeeds once the
+    queue drains."""
+    from services.common.client import RetryPolicy
+    from services.common.server import ServerConfig, start
+    from services.guidance.client import GrpcGuidanceClient
+    from services.guidance.servicer import register
+
+    svc = analytic_service(max_queue_delay_ms=0, max_queue_depth=1)
+    gate = _Gate(svc.backbones["analytic"])
+    svc.backbones["analytic"] = gate
+    server = start("guidance", ServerConfig(host="127.0.0.1", port=0), register(svc))
+    address = f"127.0.0.1:{server.port}"
+    x = np.full((1, 3, 32, 32), 0.5, np.float32)
+    patient = GrpcGuidanceClient(address, retry=RetryPolicy(max_attempts=1000, max_backoff_s=0.2, budget_s=30))
+    impatient = GrpcGuidanceClient(address, retry=RetryPolicy(max_attempts=1))
+    impatient.transport.retry.retry_reasons = ()          # no QUEUE_FULL retry: see the raw status
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(patient.distill, DistillRequest(images=x, seed=1))
+            assert gate.entered.wait(10)
+            queued = pool.submit(patient.distill, DistillRequest(images=x, seed=2))
+            while svc.batcher.depth() < 1:
+                time.sleep(0.01)
+            with pytest.raises(ResourceExhausted) as e:
+                impatient.distill(DistillRequest(images=x, seed=3))
+            assert e.value.reason == "QUEUE_FULL"
+            third = pool.submit(patient.distill, DistillRequest(images=x, seed=3))
+            time.sleep(0.5)
+            gate.release.set()
+            assert all(f.result(30).grad.shape == x.shape for f in (first, queued, third))
+        assert svc.batcher.stats.rejected >= 2          # the raw call and at least one of the retried ones
+    finally:
+        patient.close()
+        impatient.close()
+        server.stop()
+        svc.close()
