@@ -194,10 +194,12 @@ def to_uint8(img: torch.Tensor, size: int | None = None) -> np.ndarray:
 
 def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBatch, label: np.ndarray | None,
            settings: InvertSettings, *, mask: torch.Tensor | None = None, lpips: LPIPS | None = None,
-           cancelled: Callable[[], bool] = lambda: False) -> Iterator[ProgressEvent | InversionOutcome]:
+           cancelled: Callable[[], bool] = lambda: False, w_stats: tuple[torch.Tensor, float] | None = None
+           ) -> Iterator[ProgressEvent | InversionOutcome]:
     """Run the inversion; yields ProgressEvents and finally the InversionOutcome. camera: one
     world-unit camera at the neural resolution; label: the 25-float conditioning label (None = frontal).
-    Raises Cancelled when cancelled() turns true (checked every step)."""
+    Raises Cancelled when cancelled() turns true (checked every step). w_stats: a cached
+    generator.w_stats(label) result."""
     s = settings
     gen = generator
     dev = next(gen.parameters()).device
@@ -209,7 +211,7 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
     num_ws, w_dim = gen.num_ws, gen.cfg.w_dim
     start = time.perf_counter()
 
-    w_avg, w_std = gen.w_stats(label)
+    w_avg, w_std = w_stats if w_stats is not None else gen.w_stats(label)
     if s.init_latent is not None:
         init = torch.as_tensor(np.asarray(s.init_latent, np.float32), device=dev)
         init = init.expand(num_ws, w_dim) if init.ndim == 1 else init

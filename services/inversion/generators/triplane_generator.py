@@ -142,6 +142,12 @@ class GeneratorConfig:
         return self.output_resolution > self.neural_resolution
 
     @property
+    def num_ws(self) -> int:
+        """Latents per image: the synthesis blocks' convolutions (b4: 1, others: 2) + 1."""
+        blocks = int(math.log2(self.plane_resolution)) - 1
+        return 1 + 2 * (blocks - 1) + 1
+
+    @property
     def world_scale(self) -> float:
         return self.world_units_per_generator_unit
 
