@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--lpips-vgg", default=None, help="VGG16 weights (torchvision state dict .pth/.safetensors)")
     inv.add_argument("--lpips-lin", default=None, help="LPIPS lin weights (the lpips package's weights/v0.1/vgg.pth)")
     inv.add_argument("--session-idle-ttl-s", type=float, default=1800)
+    inv.add_argument("--max-sessions-per-tenant", type=int, default=8)
     inv.add_argument("--max-concurrent-inversions", type=int, default=2)
     serve.set_defaults(func=cmd_serve)
 

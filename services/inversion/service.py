@@ -216,7 +216,9 @@ class InversionService:
 
     def world_camera(self, cfg: GeneratorConfig, cam: GanCamera, field_name: str, size: int | None = None
                      ) -> PinholeCamera:
-        """A validated world-unit camera; intrinsics rescaled to `size` pixels when given (square only)."""
+        """A validated world-unit camera; intrinsics rescaled to `size` pixels when given (square only).
+        A plain PinholeCamera is taken as world units."""
+        cam = as_gan_camera(cam)
         if cam.kind == "eg3d":
             try:
                 world = cfg.camera_from_label(cam.label, size or cfg.neural_resolution)
@@ -249,25 +251,14 @@ class InversionService:
         for name, e in self._entries.items():
             fmt = checkpoint.weights_format(e.path)
             cfg, reason, sha = None, "", ""
-            if e.loaded is not None:
-                cfg, sha = e.loaded.generator.cfg, e.loaded.sha256
-            elif e.error is not None:
-                reason = e.error.reason or "GENERATOR_LOAD_FAILED"
-            elif fmt == "pickle" and not self.config.trust_pickles:
-                reason = "PICKLE_NOT_TRUSTED"
-            elif fmt == "":
-                reason = "GENERATOR_NOT_FOUND"
+            if fmt == "pickle" and not self.config.trust_pickles:
+                reason = "PICKLE_NOT_TRUSTED"  # never unpickled without the flag, not even to describe it
             else:
-                try:
-                    data = checkpoint.read_config(e.path)
-                    cfg = checkpoint.parse_config(data, e.path) if data else None
+                try:  # loads on first Describe (it would load on first use anyway): the answer is the truth
+                    gen = self._load(e)
+                    cfg, sha = gen.cfg, e.loaded.sha256
                 except HeadForgeError as err:
-                    reason = err.reason
-            if cfg is None and not reason:
-                try:
-                    cfg = self._load(e).cfg
-                except HeadForgeError as err:
-                    reason = err.reason
+                    reason = err.reason or "GENERATOR_LOAD_FAILED"
             gens.append(GeneratorInfo(name, name == default, cfg.kind if cfg else "", fmt, not reason, reason,
                                       e.path, sha, cfg, cfg.crop_style if cfg else ""))
         st = self.lpips() if (self.config.lpips_vgg or self._lpips) else LpipsStatus(None, "none",
