@@ -86,7 +86,8 @@ def extract_mesh(query, box_size: float, resolution: int, threshold: float, *, d
         mesh.invert()
     v = np.asarray(mesh.vertices, dtype=np.float32)
     f = np.asarray(mesh.faces, dtype=np.int32)
-    n = np.asarray(mesh.vertex_normals, dtype=np.float32)
+    # normals from the final winding on a fresh object (split / invert can leave stale cached normals)
+    n = np.asarray(trimesh.Trimesh(v, f, process=False).vertex_normals, dtype=np.float32)
     colors = None
     if vertex_colors and len(v):
         with torch.no_grad():

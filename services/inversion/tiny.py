@@ -4,8 +4,8 @@ weights, 32x32 feature planes, 32-pixel neural rendering, 64-pixel output after 
     write_tiny_generators(DIR / "inversion")  ->  DIR/inversion/{tiny-triplane, tiny-trigrid, tiny-pyramid}
 
 With shape_prior (the default for written generators) the random generator is nudged for a few hundred
-Adam steps so that, for any latent, its raw density is roughly 40 * (0.6 - |x| / box half side) (a
-blob of radius ~0.5 of the box at the mesh threshold 5, with a sharp edge) while the colours and the per-latent variation stay
+Adam steps so that, for any latent, its raw density is roughly clamp(200 * (0.6 - |x| / b), -20, 40) (b = box half
+side: a blob of radius ~0.6 b with a sharp edge) while the colours and the per-latent variation stay
 random: marching cubes then finds one closed surface and renders look like a solid object. Pure random
 weights (shape_prior=False) give a semi-transparent cloud.
 """
@@ -21,7 +21,7 @@ from services.inversion.generators.triplane_generator import GeneratorConfig, Tr
 
 TINY = dict(z_dim=32, w_dim=32, mapping_layers=2, plane_resolution=32, channels=8, channel_base=1024,
             channel_max=64, decoder_hidden=32, decoder_features=8, neural_resolution=32, output_resolution=64,
-            sr_channels=(16,), samples_per_ray=24, importance_samples=24, default_density_threshold=5.0)
+            sr_channels=(16,), samples_per_ray=24, importance_samples=24, default_density_threshold=10.0)
 
 TINY_CONFIGS = {
     "tiny-triplane": GeneratorConfig(kind="triplane", plane_axes="eg3d", **TINY),
@@ -44,7 +44,9 @@ def tiny_generator(name: str = "tiny-triplane", seed: int = 0, shape_prior: bool
 
 def fit_shape_prior(gen: TriplaneGenerator, steps: int = 200, seed: int = 0, radius: float = 0.6) -> None:
     """Adam on every synthesis and decoder weight: raw density at random box points towards
-    40 * (radius - |x| / b), for random latents (the tiny configs' mesh threshold 5 sits at |x| ~ 0.48 b)."""
+    clamp(200 * (radius - |x| / b), -20, 40), for random latents: a sharp edge, so the volume rendering's
+    visible surface and the mesh iso-surface (threshold 10, EG3D's default, as in the tiny configs) stay
+    within ~0.1 world units of each other."""
     g = torch.Generator().manual_seed(seed + 1)
     b = gen.settings.box_size
     params = [p for n, p in gen.named_parameters() if not n.startswith("backbone.mapping.")]
@@ -56,7 +58,7 @@ def fit_shape_prior(gen: TriplaneGenerator, steps: int = 200, seed: int = 0, rad
         ws = gen.map(z)
         pts = (torch.rand(4096, 3, generator=g) * 2 - 1) * b
         raw, _ = gen.query(gen.synthesize(ws))(pts)
-        target = 40.0 * (radius - pts.norm(dim=-1) / b)
+        target = (200.0 * (radius - pts.norm(dim=-1) / b)).clamp(-20.0, 40.0)
         loss = (raw - target).square().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
