@@ -2,7 +2,8 @@
 
 Face Analyze on a 512x512 portrait (scikit-image's astronaut), in-process and over gRPC on loopback
 (a real `headforge serve face` process), sequential and with concurrent callers; render + backward per
-representation (tests/bench/render.py).
+representation (tests/bench/render.py); inversion and PTI steps/s (tests/bench/inversion.py: the tiny
+generator on CPU, a full-size PanoHead-architecture generator with random weights on CUDA).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="out/bench.json")
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--only", choices=["face", "render"], default=None)
+    parser.add_argument("--only", choices=["face", "render", "inversion"], default=None)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()}}
@@ -83,6 +84,10 @@ def main() -> int:
         from tests.bench.render import bench_render
 
         report["render_plus_backward"] = bench_render()
+    if args.only in (None, "inversion"):
+        from tests.bench.inversion import bench_inversion
+
+        report["inversion"] = bench_inversion()
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
