@@ -213,3 +213,25 @@ def test_lpips_loads_lpips_format_files_and_states_its_fallback(tmp_path):
         LPIPS.from_files(tmp_path / "vgg16.pth", tmp_path / "wrong.pth")
     with pytest.raises(FailedPrecondition, match="VGG16"):
         LPIPS.from_files(tmp_path / "vgg.pth")
+
+
+def test_cli_convert_gan_needs_the_trust_flag(tmp_path):
+    import subprocess
+    import sys
+
+    from services.common.process import ROOT
+
+    with open(tmp_path / "network.pkl", "wb") as f:
+        pickle.dump({"G_ema": OfficialLike(tiny_generator("tiny-triplane", seed=5))}, f)
+
+    def headforge(*args):
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", "models", "convert-gan", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    r = headforge(str(tmp_path / "network.pkl"), str(tmp_path / "out"))
+    assert r.returncode == 1 and "PICKLE_NOT_TRUSTED" not in r.stdout and "--trust-pickles" in r.stderr
+    assert not (tmp_path / "out").exists()
+    r = headforge(str(tmp_path / "network.pkl"), str(tmp_path / "out"), "--trust-pickle", "--set", "azimuth_max=45")
+    assert r.returncode == 0, r.stderr
+    loaded = load_generator(tmp_path / "out")
+    assert loaded.weights_format == "safetensors" and loaded.generator.cfg.azimuth_max == 45
