@@ -54,11 +54,13 @@ class InProcessInversionClient:
         return self.service.describe()
 
     def invert(self, image: np.ndarray, camera, *, generator: str = "", conditioning_camera=None, mask=None,
-               settings: InvertSettings | None = None, on_progress: ProgressCallback | None = None) -> InvertResult:
+               settings: InvertSettings | None = None, on_progress: ProgressCallback | None = None,
+               cancelled=lambda: False) -> InvertResult:
+        """cancelled: polled every step; True stops the inversion (Cancelled) and creates no session."""
         result = None
         for ev in self.service.invert(np.asarray(image), _gan(camera), generator=generator,
                                       conditioning_camera=None if conditioning_camera is None else _gan(conditioning_camera),
-                                      mask=mask, settings=settings):
+                                      mask=mask, settings=settings, cancelled=cancelled):
             if isinstance(ev, InvertResult):
                 result = ev
             elif on_progress is not None:

@@ -356,3 +356,15 @@ def test_portrait_photo_through_face_analysis(service, face_service, astronaut):
     with pytest.raises(InvalidArgument) as e:
         invert_portrait(face, inv, np.full((256, 256, 3), 128, np.uint8), generator="tiny-trigrid")
     assert e.value.reason == "NO_FACE"
+
+
+def test_cancel_in_process_creates_no_session(service, portrait):
+    from services.inversion.invert import Cancelled
+
+    image, cam, _ = portrait
+    before = service.store.count()
+    polls = []
+    with pytest.raises(Cancelled):
+        InProcessInversionClient(service).invert(image, cam, settings=InvertSettings(steps=500),
+                                                 cancelled=lambda: polls.append(1) or len(polls) > 2)
+    assert service.store.count() == before and len(polls) == 3
