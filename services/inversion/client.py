@@ -31,7 +31,8 @@ from services.common.images import decode_png, to_image_input
 from services.inversion import servicer as conv
 from services.inversion.invert import InvertSettings, ProgressEvent
 from services.inversion.mesh import MeshResult
-from services.inversion.service import Description, GanCamera, InversionService, InvertResult, Latent
+from services.inversion.service import Description, GanCamera, InversionService, InvertResult
+from services.inversion.service import Latent  # noqa: F401 (re-exported: sources are str | Latent)
 
 ProgressCallback = Callable[[ProgressEvent], None]
 

@@ -37,7 +37,7 @@ from services.inversion.generators.triplane_generator import GeneratorConfig, Tr
 from services.inversion.invert import InversionOutcome, InvertSettings, Metrics, ProgressEvent, invert, to_uint8
 from services.inversion.lpips import LpipsStatus, load_lpips
 from services.inversion.mesh import MeshResult, extract_mesh
-from services.inversion.sessions import InversionLimits, Session, SessionStore, session_bytes
+from services.inversion.sessions import InversionLimits, SessionStore, session_bytes
 from services.render.cameras import CameraBatch
 
 log = logging.getLogger("headforge.inversion")

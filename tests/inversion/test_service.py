@@ -166,7 +166,6 @@ def test_latent_source_and_other_kinds(clients, portrait):
 def test_cameras_in_three_forms_agree(clients, portrait):
     a, _ = clients
     _, cam, w = portrait
-    service_cfg = GanCamera  # noqa: F841 (the forms are GanCamera's)
     gen_cam = PinholeCamera(cam.K, cam.world_to_camera.copy(), cam.width, cam.height)
     gen_cam.world_to_camera[:3, 3] /= 2.0  # generator units: half the world's
     from services.inversion.tiny import TINY_CONFIGS
@@ -203,7 +202,6 @@ def test_sessions_are_per_tenant_and_capped(clients, portrait):
 
 def _bad_cases(image, cam, w):
     nan_cam = PinholeCamera(cam.K * np.nan, cam.world_to_camera, 32, 32)
-    behind = PinholeCamera(cam.K, cam.world_to_camera.copy(), 32, 32)
     from services.inversion.tiny import TINY_CONFIGS
 
     behind = TINY_CONFIGS["tiny-triplane"].frontal_camera(azimuth=150)
