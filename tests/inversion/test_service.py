@@ -366,3 +366,37 @@ def test_cancel_in_process_creates_no_session(service, portrait):
         InProcessInversionClient(service).invert(image, cam, settings=InvertSettings(steps=500),
                                                  cancelled=lambda: polls.append(1) or len(polls) > 2)
     assert service.store.count() == before and len(polls) == 3
+
+
+def test_options_on_the_wire_keep_unset_and_zero_apart():
+    from headforge.v1 import inversion_pb2
+    from services.inversion import servicer as conv
+
+    defaults = conv.settings_from_proto(inversion_pb2.InvertOptions())
+    assert (defaults.latent_space, defaults.steps, defaults.lr, defaults.lr_rampup, defaults.w_noise,
+            defaults.noise_regularization, defaults.lpips_resolution, defaults.pti_steps, defaults.pti_lr) == \
+        ("w_plus", 500, 0.01, 0.05, 0.05, 1e5, 256, 350, 3e-4)
+    zeros = conv.settings_from_proto(inversion_pb2.InvertOptions(lr_rampup=0, w_noise=0, noise_regularization=0,
+                                                                 lpips_weight=0))
+    assert (zeros.lr_rampup, zeros.w_noise, zeros.noise_regularization, zeros.lpips_weight) == (0, 0, 0, 0)
+    s = InvertSettings(latent_space="w", steps=7, lr=0.02, pti=True, pti_steps=3, seed=9, preview_size=8,
+                       init_latent=np.ones(32, np.float32), lpips_weight=0.5)
+    back = conv.settings_from_proto(conv.settings_to_proto(s))
+    assert back.init_latent.shape == (32,)
+    from dataclasses import asdict
+
+    a, b = asdict(back), asdict(s)
+    assert a.pop("latent_space") == b.pop("latent_space") == "w"
+    a.pop("init_latent"), b.pop("init_latent")
+    assert a == pytest.approx(b, rel=1e-6)  # floats travel as float32
+
+
+def test_render_service_accepts_density_scale_option(portrait, service):
+    _, cam, w = portrait
+    npz = service.export_field(Latent(w))
+    rs = RenderService(device="cpu")
+    thin = rs.create_scene("triplane", asset=(npz, "npz"), options={"density_scale": "0.25"})
+    exact = rs.create_scene("triplane", asset=(npz, "npz"))
+    a_thin = rs.render(thin.scene_id, [cam], ["alpha"]).outputs["alpha"]
+    a = rs.render(exact.scene_id, [cam], ["alpha"]).outputs["alpha"]
+    assert a_thin.sum() < a.sum()
