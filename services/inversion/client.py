@@ -29,7 +29,7 @@ from services.common.client import GrpcTransport, RetryPolicy
 from services.common.errors import InvalidArgument, from_rpc_error
 from services.common.images import decode_png, to_image_input
 from services.inversion import servicer as conv
-from services.inversion.invert import InvertSettings, ProgressEvent
+from services.inversion.invert import Cancelled, InvertSettings, ProgressEvent
 from services.inversion.mesh import MeshResult
 from services.inversion.service import Description, GanCamera, InversionService, InvertResult
 from services.inversion.service import Latent  # noqa: F401 (re-exported: sources are str | Latent)
@@ -109,13 +109,20 @@ class GrpcInversionClient:
         return _describe_from_proto(r)
 
     def _stream(self, method, request):
+        yield from self._iterate(method(request, timeout=self.transport.timeout_s, metadata=self.transport.metadata))
+
+    @staticmethod
+    def _iterate(call):
         try:
-            yield from method(request, timeout=self.transport.timeout_s, metadata=self.transport.metadata)
+            yield from call
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
     def invert(self, image: np.ndarray, camera, *, generator: str = "", conditioning_camera=None, mask=None,
-               settings: InvertSettings | None = None, on_progress: ProgressCallback | None = None) -> InvertResult:
+               settings: InvertSettings | None = None, on_progress: ProgressCallback | None = None,
+               cancelled=lambda: False) -> InvertResult:
+        """cancelled: polled at every progress event; True cancels the call (the server stops at its next
+        step and creates no session) and raises Cancelled."""
         req = inversion_pb2.InvertRequest(generator=generator, image=to_image_input(np.asarray(image)),
                                           camera=conv.camera_to_proto(camera),
                                           options=conv.settings_to_proto(settings or InvertSettings()))
@@ -127,7 +134,11 @@ class GrpcInversionClient:
                 m = (np.clip(m, 0, 1) * 255 + 0.5).astype(np.uint8)
             req.mask.CopyFrom(to_image_input(np.repeat(m[..., None], 3, axis=2) if m.ndim == 2 else m))
         result = None
-        for ev in self._stream(self.stub.Invert, req):
+        call = self.stub.Invert(req, timeout=self.transport.timeout_s, metadata=self.transport.metadata)
+        for ev in self._iterate(call):
+            if cancelled():
+                call.cancel()
+                raise Cancelled("inversion cancelled by the caller", reason="CANCELLED")
             if ev.HasField("result"):
                 result = _result_from_proto(ev.result)
             elif on_progress is not None:

@@ -356,6 +356,18 @@ def test_portrait_photo_through_face_analysis(service, face_service, astronaut):
     assert e.value.reason == "NO_FACE"
 
 
+def test_cancel_through_the_client_interface(clients, portrait):
+    from services.inversion.invert import Cancelled
+
+    a, _ = clients
+    image, cam, _ = portrait
+    polls = []
+    with pytest.raises(Cancelled):
+        a.invert(image, cam, settings=InvertSettings(steps=500, progress_every=1),
+                 cancelled=lambda: polls.append(1) or len(polls) > 2)
+    assert len(polls) == 3
+
+
 def test_cancel_in_process_creates_no_session(service, portrait):
     from services.inversion.invert import Cancelled
 
