@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -207,7 +208,7 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
     mask = None if mask is None else mask.to(dev)
     cam = camera.to(device=dev)
     objective = Objective(target, mask, lpips, s.lpips_resolution)
-    rng = torch.Generator(device="cpu").manual_seed(int(s.seed) if s.seed else int(torch.seed() % (2 ** 63)))
+    rng = torch.Generator(device="cpu").manual_seed(int(s.seed) if s.seed else secrets.randbits(63))
     num_ws, w_dim = gen.num_ws, gen.cfg.w_dim
     start = time.perf_counter()
 
@@ -233,7 +234,7 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
     def preview(img):
         return to_uint8(img, s.preview_size) if s.preview_size else None
 
-    def scalars(loss, mse, perc, lr):
+    def scalars(loss, mse, perc, lr):  # at this step's latent (with its w noise)
         loss, mse = float(loss.detach()), float(mse.detach())
         out = {"loss": loss, "mse": mse, "lr": lr,
                "psnr": 10 * math.log10(1.0 / max(mse, 1e-10))}
@@ -253,7 +254,7 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
         w_noise = torch.randn(w_opt.shape, generator=rng).to(dev) * scale
         img = gen.render(full(w_opt + w_noise), cam, ("rgb",), noise=noise)["rgb"]
         mse = objective.mse(img)
-        perc = objective.perceptual(img)
+        perc = objective.perceptual(img) if s.lpips_weight > 0 else None
         loss = s.l2_weight * mse + (s.lpips_weight * perc if perc is not None else 0.0)
         if optimise_noise:
             loss = loss + s.noise_regularization * noise_regularizer(noise)
