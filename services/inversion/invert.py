@@ -130,6 +130,12 @@ class InversionOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so step timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float:
     """StyleGAN's projector ramp at progress t in [0, 1]."""
     ramp = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
@@ -269,6 +275,7 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
         if (step + 1) % s.progress_every == 0 or step + 1 == s.steps:
             yield ProgressEvent("invert", step + 1, s.steps, scalars(loss, mse, perc, lr),
                                 time.perf_counter() - start, preview(img))
+    _sync(dev)
     latent_time = time.perf_counter() - t0
     ws = full(w_opt.detach()).clone()
     noise = {k: v.detach() for k, v in noise.items()}
@@ -298,6 +305,7 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
             if (step + 1) % s.progress_every == 0 or step + 1 == s.pti_steps:
                 yield ProgressEvent("pti", step + 1, s.pti_steps, scalars(loss, mse, perc, s.pti_lr),
                                     time.perf_counter() - start, preview(img))
+        _sync(dev)
         pti_time = time.perf_counter() - t0
         tuned.requires_grad_(False)
         tuned.eval()
