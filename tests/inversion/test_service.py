@@ -412,3 +412,12 @@ def test_render_service_accepts_density_scale_option(portrait, service):
     a_thin = rs.render(thin.scene_id, [cam], ["alpha"]).outputs["alpha"]
     a = rs.render(exact.scene_id, [cam], ["alpha"]).outputs["alpha"]
     assert a_thin.sum() < a.sum()
+
+
+def test_trusted_server_serves_the_pickle(models_dir, portrait):
+    _, cam, w = portrait
+    svc = InversionService(InversionConfig(generators={"pickled": str(models_dir / "inversion" / "pickled")},
+                                           trust_pickles=True, device="cpu"))
+    (g,) = svc.describe().generators
+    assert g.available and g.weights_format == "pickle" and g.kind == "triplane" and len(g.sha256) == 16
+    assert svc.render(Latent(w), [cam], ["alpha"])["alpha"].shape == (1, 1, 32, 32)
