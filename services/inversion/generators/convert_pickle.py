@@ -16,7 +16,9 @@ settings. Everything else is inferred from tensor shapes:
                           to PanoHead's 3)
   synthesis widths        conv1.weight rows per block -> channel_base / channel_max
   decoder                 decoder.net.0.weight (hidden, C), decoder.net.2.weight (1 + K, hidden)
-  super-resolution        superresolution.block<i>.conv1.weight rows; output = neural * 2^blocks
+  super-resolution        superresolution.block<i>.conv1.weight rows; neural resolution from
+                          init_kwargs / the network's neural_rendering_resolution / half the first SR
+                          block's noise size; output = neural * 2^blocks
 The official modules use the same parameter names and equalised-lr storage as ours (layers.py), so
 tensors copy by name; official-only buffers (e.g. unused fp16 flags) are ignored and reported.
 `overrides` (GeneratorConfig fields) win over everything inferred, e.g. {"kind": "trigrid",
@@ -105,6 +107,9 @@ def infer_config(state: dict[str, torch.Tensor], init_kwargs: dict | None = None
     neural = int(rk.get("neural_rendering_resolution", kw.get("neural_rendering_resolution", 0)) or 0)
     img_res = int(kw.get("img_resolution", 0) or 0)
     if sr_blocks:
+        noise0 = state.get("superresolution.block0.conv1.noise_const")
+        if not neural and noise0 is not None:  # the first SR block works at twice the neural resolution
+            neural = int(noise0.shape[-1]) // 2
         neural = neural or (img_res >> len(sr_blocks) if img_res else 64)
         output = neural << len(sr_blocks)
         sr_channels = tuple(shape(f"superresolution.block{i}.conv1.weight")[0] for i in sr_blocks)
@@ -156,5 +161,8 @@ def convert_network_pickle(path: str | Path, *, trust: bool, overrides: dict | N
         raise FailedPrecondition(f"{path}: the network has no state_dict()", reason="CHECKPOINT_MISMATCH")
     state = {k: v for k, v in net.state_dict().items() if isinstance(v, torch.Tensor)}
     init_kwargs = getattr(net, "init_kwargs", None)
-    cfg = infer_config(state, dict(init_kwargs) if isinstance(init_kwargs, dict) else None, overrides)
+    init_kwargs = dict(init_kwargs) if isinstance(init_kwargs, dict) else {}
+    if isinstance(getattr(net, "neural_rendering_resolution", None), int):  # EG3D keeps it as an attribute
+        init_kwargs.setdefault("neural_rendering_resolution", net.neural_rendering_resolution)
+    cfg = infer_config(state, init_kwargs, overrides)
     return convert_state(state, cfg, str(path))
