@@ -178,6 +178,7 @@ def test_converter_reads_an_official_style_pickle(tmp_path):
     assert (c.kind, c.plane_resolution, c.channels, c.w_dim, c.z_dim, c.neural_resolution, c.output_resolution) == \
         ("triplane", 32, 8, 32, 32, 32, 64)
     assert (c.samples_per_ray, c.importance_samples, c.ray_start) == (20, 12, 0.0)
+    assert c.c_scale == 0.0  # the official mapping's default when rendering_kwargs has no c_scale
     assert (c.channel_base, c.channel_max, c.sr_channels) == (1024, 64, (16,))
     ws = latent(src)
     cam = CameraBatch.from_pinholes([c.frontal_camera()])

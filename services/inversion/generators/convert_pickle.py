@@ -11,9 +11,14 @@ ray_end, depth_resolution, depth_resolution_importance, avg_camera_radius, avg_c
 settings. Everything else is inferred from tensor shapes:
   c_dim / w_dim / z_dim   backbone.mapping.embed.weight (w_dim, c_dim), fc0.weight (w_dim, z_dim + w_dim)
   plane resolution        the largest synthesis block b<R>
-  channels x depth        the last block's torgb.weight rows = 3 * C * D. The kind cannot be told from
-                          shapes: "triplane" unless overrides say {"kind": "trigrid"} (D then defaults
-                          to PanoHead's 3)
+  channels x depth        the last block's torgb.weight rows = 3 * C * D, D from rendering_kwargs
+                          triplane_depth (PanoHead; D > 1 means "trigrid"), else "triplane" unless
+                          overrides say {"kind": "trigrid"} (D then defaults to PanoHead's 3)
+  conditioning            c_scale from rendering_kwargs (0 when c_gen_conditioning_zero; the official
+                          default 0 when rendering_kwargs lack it; 1 without rendering_kwargs)
+Not converted (their tensors are ignored and logged): PanoHead's background network (bcg_synthesis),
+camera self-adaptation mapping (t_mapping) and optional raw toRGB layer; decoders with an activation
+other than EG3D's sigmoid are refused.
   synthesis widths        conv1.weight rows per block -> channel_base / channel_max
   decoder                 decoder.net.0.weight (hidden, C), decoder.net.2.weight (1 + K, hidden)
   super-resolution        superresolution.block<i>.conv1.weight rows; neural resolution from
@@ -97,8 +102,9 @@ def infer_config(state: dict[str, torch.Tensor], init_kwargs: dict | None = None
     below = [widths[r] * r for r in blocks if widths[r] < channel_max]
     channel_base = min(below) if below else channel_max * R
     img_channels = shape(f"backbone.synthesis.b{R}.torgb.weight")[0]
-    kind = ov.get("kind") or kw.get("headforge_kind") or "triplane"  # shapes cannot tell a tri-grid apart
-    depth = int(ov.get("depth", 3 if kind != "triplane" else 1))
+    rk_depth = int(rk.get("triplane_depth", 1) or 1)  # PanoHead's rendering_kwargs
+    kind = ov.get("kind") or ("trigrid" if rk_depth > 1 else "triplane")  # shapes alone cannot tell
+    depth = int(ov.get("depth", rk_depth if rk_depth > 1 else (3 if kind != "triplane" else 1)))
     if img_channels % (3 * depth):
         raise FailedPrecondition(f"torgb has {img_channels} outputs, not 3 x C x depth {depth}", reason="CHECKPOINT_MISMATCH")
     hidden, channels = shape("decoder.net.0.weight")
@@ -121,7 +127,14 @@ def infer_config(state: dict[str, torch.Tensor], init_kwargs: dict | None = None
         v = rk.get(key, default)
         return float(v) if isinstance(v, (int, float)) else default
 
-    values = dict(kind=kind, z_dim=z_dim, w_dim=w_dim, c_dim=c_dim, mapping_layers=mapping_layers,
+    activation = rk.get("decoder_activation", "sigmoid")
+    if activation != "sigmoid":
+        raise FailedPrecondition(f"decoder_activation {activation!r} is not supported (only EG3D's sigmoid decoder, "
+                                 "which the render service's field format also uses)", reason="CHECKPOINT_MISMATCH")
+    # the official mapping() multiplies the label by rendering_kwargs.get('c_scale', 0)
+    c_scale = 0.0 if rk.get("c_gen_conditioning_zero") else num("c_scale", 0.0 if rk else 1.0)
+
+    values = dict(kind=kind, z_dim=z_dim, w_dim=w_dim, c_dim=c_dim, c_scale=c_scale, mapping_layers=mapping_layers,
                   plane_resolution=R, channels=img_channels // (3 * depth), depth=depth, channel_base=channel_base,
                   channel_max=channel_max, use_noise=any(k.endswith("noise_const") for k in state),
                   decoder_hidden=hidden, decoder_features=features,

@@ -49,7 +49,9 @@ RENDER_OUTPUTS = frozenset({"rgb", "rgb_raw", "alpha", "depth", "normal_camera",
 class GeneratorConfig:
     """Architecture and rendering settings of one generator (checkpoint.py stores it as config.json).
 
-    Sizes: z_dim, w_dim latent widths; c_dim camera-label width (25, or 0 = unconditional);
+    Sizes: z_dim, w_dim latent widths; c_dim camera-label width (25, or 0 = unconditional), c_scale
+    the factor on the label before the mapping network (EG3D / PanoHead's rendering_kwargs c_scale;
+    0 = conditioning off);
     plane_resolution R (power of two), channels C per plane, depth D slices (1 for "triplane"),
     pyramid_levels (sides, each a synthesis block resolution; "pyramid_trigrid" only); channel_base /
     channel_max the synthesis widths min(channel_base // res, channel_max). Decoder: decoder_hidden
@@ -67,6 +69,7 @@ class GeneratorConfig:
     z_dim: int = 512
     w_dim: int = 512
     c_dim: int = 25
+    c_scale: float = 1.0
     mapping_layers: int = 2
     plane_resolution: int = 256
     channels: int = 32
@@ -392,7 +395,7 @@ class TriplaneGenerator(nn.Module):
         if self.cfg.c_dim:
             if label is None:
                 label = self.cfg.label(self.cfg.frontal_camera())
-            c = torch.as_tensor(np.asarray(label, np.float32), device=dev).expand(samples, -1)
+            c = torch.as_tensor(np.asarray(label, np.float32), device=dev).expand(samples, -1) * self.cfg.c_scale
         w = self.mapping(z, c)[:, 0]
         w_avg = w.mean(0)
         return w_avg, float(((w - w_avg).square().sum() / samples) ** 0.5)
@@ -404,7 +407,7 @@ class TriplaneGenerator(nn.Module):
         if self.cfg.c_dim:
             if label is None:
                 label = self.cfg.label(self.cfg.frontal_camera())
-            c = torch.as_tensor(np.asarray(label, np.float32), device=z.device).expand(z.shape[0], -1)
+            c = torch.as_tensor(np.asarray(label, np.float32), device=z.device).expand(z.shape[0], -1) * self.cfg.c_scale
         return self.mapping(z, c)
 
     # export ----------------------------------------------------------------------------------------
