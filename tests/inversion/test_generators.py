@@ -72,6 +72,25 @@ def test_upsample_keeps_a_constant_image_constant():
     assert torch.allclose(y[..., 2:-2, 2:-2], torch.ones_like(y[..., 2:-2, 2:-2]), atol=1e-6)
 
 
+def test_up_convolution_is_transposed_convolution_then_fir_blur():
+    """The official StyleGAN2 up-sampling layer is conv_transpose2d(x, w, stride 2) followed by the FIR
+    filter (gain 4) with one pixel of padding each side (conv2d_resample's fast path); ours computes FIR
+    up-sampling then the flipped kernel. Same operator, padding included."""
+    import torch.nn.functional as F
+
+    from services.inversion.generators.layers import modulated_conv2d
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(1, 4, 6, 6, generator=g), torch.randn(5, 4, 3, 3, generator=g)
+    styles = torch.ones(1, 4)
+    ours = modulated_conv2d(x, w, styles, demodulate=False, padding=1, up=True, resample_filter=fir_filter())
+    t = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)                    # (1, 5, 13, 13)
+    f = (fir_filter() * 4)[None, None].expand(5, 1, 4, 4)
+    official = F.conv2d(F.pad(t, (1, 1, 1, 1)), f, groups=5)                   # (1, 5, 12, 12)
+    assert ours.shape == official.shape == (1, 5, 12, 12)
+    assert torch.allclose(ours, official, atol=1e-5)
+
+
 def test_camera_label_round_trip_and_pose_range():
     c = TINY_CONFIGS["tiny-triplane"]
     cam = c.frontal_camera(azimuth=25, elevation=-10)

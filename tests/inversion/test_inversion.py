@@ -2,8 +2,8 @@
 known latent is inverted back (W+ from w_avg), and PTI raises the reconstruction quality further.
 
 Figures (2-core CPU, one torch thread, tiny tri-plane: 32^2 x 8 planes, 32 px neural, 64 px output):
-17.0 dB at w_avg -> 41.1 dB after 120 W+ steps (with LPIPS on a tiny random VGG) -> 46.1 dB after 60
-PTI steps, ~19 steps/s (run with -s to see the line). The test asserts >= 28 dB and +1 dB for PTI
+17.0 dB at w_avg -> 40.4 dB after 120 W+ steps (with LPIPS on a tiny random VGG) -> 45.4 dB after 60
+PTI steps, 14-24 steps/s depending on the load (run with -s to see the line). The test asserts >= 28 dB and +1 dB for PTI
 (margins for other seeds and machines).
 """
 

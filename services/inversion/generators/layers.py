@@ -8,9 +8,10 @@ name (see convert_pickle.py).
 
 Deviations from the official code, stated once: no custom CUDA kernels (bias_act / upfirdn2d are
 written with plain torch ops, same maths); the 2x up-sampling convolution is computed as FIR
-up-sampling followed by a 3x3 convolution with the flipped kernel, the same linear operator as the
-official transposed convolution + FIR blur up to the placement of the padding (not verified against
-official weights: none are available here); no fp16 paths.
+up-sampling (with a one-pixel margin) followed by an unpadded 3x3 convolution with the flipped kernel,
+the same linear operator as the official transposed convolution + FIR blur (tests/inversion checks it
+against that construction; not checked against the official code or weights, none being available
+here); no fp16 paths.
 
 Tensor shapes: images / feature maps (N, C, H, W); latents w (N, w_dim); ws (N, num_ws, w_dim).
 """
@@ -57,15 +58,16 @@ def fir_filter(taps=(1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
     return f / f.sum()
 
 
-def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def upsample2d(x: torch.Tensor, f: torch.Tensor, margin: int = 0) -> torch.Tensor:
     """2x up-sampling: zero insertion, then the FIR filter f (k, k) with gain 4 (upfirdn2d.upsample2d's
-    padding: (k + 1) // 2 before, (k - 2) // 2 after). x (N, C, H, W) -> (N, C, 2H, 2W)."""
+    padding: (k + 1) // 2 before, (k - 2) // 2 after, plus `margin` more on each side).
+    x (N, C, H, W) -> (N, C, 2H + 2 margin, 2W + 2 margin)."""
     N, C, H, W = x.shape
     z = x.new_zeros((N, C, H, 2, W, 2))
     z[:, :, :, 0, :, 0] = x
     z = z.reshape(N, C, 2 * H, 2 * W)
     k = f.shape[-1]
-    p0, p1 = (k + 1) // 2, (k - 2) // 2
+    p0, p1 = (k + 1) // 2 + margin, (k - 2) // 2 + margin
     z = F.pad(z, (p0, p1, p0, p1))
     w = (f.to(x) * 4).flip([0, 1])[None, None].expand(C, 1, k, k)
     return F.conv2d(z, w, groups=C)
@@ -110,9 +112,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     w = weight.unsqueeze(0) * styles.reshape(N, 1, I, 1, 1)
     if demodulate:
         w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(N, O, 1, 1, 1)
-    if up:
-        x = upsample2d(x, resample_filter)
+    if up:  # the filtered image continues past the border: the kernel then runs without zero padding
+        x = upsample2d(x, resample_filter, margin=padding)
         w = w.flip([3, 4])
+        padding = 0
     x = x.reshape(1, N * I, *x.shape[2:])
     out = F.conv2d(x, w.reshape(N * O, I, kh, kw), padding=padding, groups=N)
     return out.reshape(N, O, *out.shape[2:])
@@ -147,7 +150,7 @@ class SynthesisLayer(nn.Module):
                 noise = (torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype)
                          if noise_mode == "random" else self.noise_const)
             x = x + noise * self.noise_strength
-        return bias_act(x, self.bias, "lrelu", clamp=None if self.conv_clamp is None else self.conv_clamp * LRELU_GAIN)
+        return bias_act(x, self.bias, "lrelu", clamp=self.conv_clamp)  # the clamp applies after the lrelu gain
 
 
 class ToRGBLayer(nn.Module):
