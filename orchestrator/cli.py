@@ -9,7 +9,9 @@
     headforge recipes                        the built-in recipes (no server needed)
     headforge face analyze IMAGE [--json]    analyse faces in a photo (in-process, or --target HOST:PORT)
     headforge face compare A B               same person?
+    headforge serve inversion --models-dir DIR   3D-GAN inversion (generators under DIR/inversion/<name>)
     headforge models make-tiny DIR           write tiny random models in the real on-disk formats (tests)
+    headforge models convert-gan PKL OUT --trust-pickle   official EG3D/PanoHead pickle -> safetensors
     headforge demo [--out DIR]               the demo on a bundled portrait
 """
 
@@ -23,7 +25,6 @@ from pathlib import Path
 
 from services.common.errors import HeadForgeError
 
-_LATER = {"inversion": 5}
 DEFAULT_JOBS_TARGET = "127.0.0.1:50051"
 
 
@@ -56,10 +57,6 @@ def _face_config(args):
 
 
 def cmd_serve(args) -> int:
-    if args.service in _LATER:
-        print(f"headforge serve {args.service}: not built yet (tracked in issue {_LATER[args.service]})",
-              file=sys.stderr)
-        return 2
     from services.common import logs
     from services.common.server import ServerConfig, serve_forever
 
@@ -102,6 +99,8 @@ def cmd_serve(args) -> int:
             guidance_config = guidance_config.model_copy(
                 update={"batching": guidance_config.batching.model_copy(update=batching)})
         return serve_forever("guidance", config, register_guidance(GuidanceService(guidance_config)))
+    if args.service == "inversion":
+        return serve_forever("inversion", config, register_inversion_service(args))
     from services.face.service import FaceService
     from services.face.servicer import register
 
@@ -328,6 +327,39 @@ def cmd_recipes(args) -> int:
         print(f"{r.name}: {r.description}")
         print(f"  images: {images}  prompt: {'required' if r.prompt_required else 'optional'}  output: {r.output}")
     return 0
+def _inversion_config(args):
+    from services.inversion.service import InversionConfig
+    from services.inversion.sessions import InversionLimits
+
+    generators = {}
+    if args.models_dir:
+        generators.update(InversionConfig.from_models_dir(args.models_dir).generators)
+    for spec in args.generator or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--generator takes NAME=DIR, got {spec!r}")
+        generators[name] = path
+    limits = InversionLimits(session_idle_ttl_s=args.session_idle_ttl_s, max_sessions_per_tenant=args.max_sessions_per_tenant,
+                             max_tenant_bytes=args.max_tenant_bytes,
+                             max_concurrent_inversions=args.max_concurrent_inversions)
+    return InversionConfig(generators=generators, default_generator=args.default_generator or "",
+                           trust_pickles=args.trust_pickles, device=args.device, lpips_vgg=args.lpips_vgg,
+                           lpips_lin=args.lpips_lin, limits=limits, max_message_bytes=args.max_message_bytes,
+                           max_image_pixels=args.max_image_pixels)
+
+
+def register_inversion_service(args):
+    import os
+
+    import torch
+
+    torch.set_flush_denormal(True)
+    if os.environ.get("HEADFORGE_TORCH_THREADS"):  # small models on a shared CPU: fewer threads are faster
+        torch.set_num_threads(int(os.environ["HEADFORGE_TORCH_THREADS"]))
+    from services.inversion.service import InversionService
+    from services.inversion.servicer import register
+
+    return register(InversionService(_inversion_config(args)))
 
 
 def _face_client(args):
@@ -386,14 +418,41 @@ def cmd_face_compare(args) -> int:
 
 def cmd_models_make_tiny(args) -> int:
     from services.face.backends.tiny_insightface import write_tiny_pack
-
     from services.guidance.tiny_models import write_tiny_models
+    from services.inversion.tiny import write_tiny_generators
 
     path = write_tiny_pack(Path(args.dir) / "insightface" / "buffalo_l")
     print(f"tiny InsightFace pack (random weights, for tests only): {path}")
     config = write_tiny_models(Path(args.dir) / "guidance")
     print(f"tiny diffusion models (random weights, for tests only): {config.parent}; "
           f"serve them with `headforge serve guidance --config {config}`")
+    for p in write_tiny_generators(Path(args.dir) / "inversion"):
+        print(f"tiny 3D-GAN generator (random weights + shape prior, for tests only): {p}")
+    return 0
+
+
+def cmd_models_convert_gan(args) -> int:
+    import json as _json
+
+    from services.inversion.generators.checkpoint import save_generator
+    from services.inversion.generators.convert_pickle import convert_network_pickle
+
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=JSON_VALUE, got {item!r}")
+        try:
+            overrides[key] = _json.loads(value)
+        except _json.JSONDecodeError:
+            overrides[key] = value
+    if args.kind:
+        overrides["kind"] = args.kind
+    gen = convert_network_pickle(args.pickle, trust=args.trust_pickle, overrides=overrides)
+    out = save_generator(gen, args.out, source=f"converted from {args.pickle}")
+    c = gen.cfg
+    print(f"{out}: {c.kind}, planes {c.plane_resolution} x {c.channels} ch x depth {c.depth}, "
+          f"w_dim {c.w_dim}, num_ws {gen.num_ws}, neural {c.neural_resolution} -> {c.output_resolution}")
     return 0
 
 
@@ -436,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a service process")
-    serve.add_argument("service", choices=["face", "render", "guidance", "jobs", *_LATER])
+    serve.add_argument("service", choices=["face", "render", "guidance", "inversion", "jobs"])
     _add_server_flags(serve)
     _add_face_flags(serve)
     render = serve.add_argument_group("render service")
@@ -476,6 +535,17 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--subject-resource", action="append", help="NAME=AMOUNT each subject holds "
                       "(e.g. fake_gpu=0.25)")
     jobs.add_argument("--max-running-per-tenant", type=int, default=2, help="subjects running at once per tenant")
+    inv = serve.add_argument_group("inversion service (--device, --max-sessions-per-tenant, --max-tenant-bytes too)")
+    inv.add_argument("--models-dir", default=None, help="serve every generator under DIR/inversion/<name>")
+    inv.add_argument("--generator", action="append", help="NAME=DIR, repeatable (checkpoint directory)")
+    inv.add_argument("--default-generator", default=None)
+    inv.add_argument("--trust-pickles", action="store_true",
+                     help="allow official EG3D/PanoHead .pkl weights (pickles run code when loaded)")
+    inv.add_argument("--lpips-vgg", default=None, help="VGG16 weights (torchvision state dict .pth/.safetensors)")
+    inv.add_argument("--lpips-lin", default=None, help="LPIPS lin weights (the lpips package's weights/v0.1/vgg.pth)")
+    inv.add_argument("--session-idle-ttl-s", type=float, default=1800)
+    inv.add_argument("--max-sessions-per-tenant", type=int, default=8)
+    inv.add_argument("--max-concurrent-inversions", type=int, default=2)
     serve.set_defaults(func=cmd_serve)
 
     def jobs_client_flags(p):
@@ -551,6 +621,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = models.add_parser("make-tiny", help="tiny random models in the real formats (tests only)")
     tiny.add_argument("dir")
     tiny.set_defaults(func=cmd_models_make_tiny)
+    conv = models.add_parser("convert-gan", help="official EG3D/PanoHead pickle -> HeadForge safetensors generator")
+    conv.add_argument("pickle")
+    conv.add_argument("out")
+    conv.add_argument("--trust-pickle", action="store_true", help="required: unpickling runs code from the file")
+    conv.add_argument("--kind", choices=["triplane", "trigrid", "pyramid_trigrid"], default=None)
+    conv.add_argument("--set", action="append", help="GeneratorConfig override KEY=JSON, e.g. depth=3, repeatable")
+    conv.set_defaults(func=cmd_models_convert_gan)
 
     cl = sub.add_parser("cluster", help="run all services + jobs on this machine in the background")
     cl.add_argument("cluster_command", choices=["up", "down", "status"])

@@ -3,7 +3,9 @@
 Face Analyze on a 512x512 portrait (scikit-image's astronaut), in-process and over gRPC on loopback
 (a real `headforge serve face` process), sequential and with concurrent callers; render + backward per
 representation (tests/bench/render.py); guidance Distill throughput with dynamic batching
-(tests/bench/guidance.py).
+(tests/bench/guidance.py); inversion and PTI steps/s (tests/bench/inversion.py: the tiny generator on CPU, a
+full-size PanoHead-architecture generator with random weights on CUDA); subjects/hour on Ray
+(tests/bench/orchestrator.py).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="out/bench.json")
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--only", choices=["face", "render", "guidance", "orchestrator"], default=None)
+    parser.add_argument("--only", choices=["face", "render", "guidance", "inversion", "orchestrator"], default=None)
     args = parser.parse_args()
     report = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()}}
@@ -92,6 +94,10 @@ def main() -> int:
         from tests.bench.orchestrator import bench_orchestrator
 
         report["orchestrator"] = bench_orchestrator()
+    if args.only in (None, "inversion"):
+        from tests.bench.inversion import bench_inversion
+
+        report["inversion"] = bench_inversion()
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -38,6 +38,3 @@ def test_face_analyze_bad_input_exits_nonzero_with_a_message(tmp_path):
     assert r.returncode == 1 and "missing.png" in r.stderr
 
 
-def test_serve_unbuilt_service_says_which_issue():
-    r = headforge("serve", "inversion", "--port", "0")
-    assert r.returncode == 2 and "issue 5" in r.stderr

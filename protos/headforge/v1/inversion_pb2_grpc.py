@@ -82,8 +82,11 @@ class InversionServiceServicer:
         (stage "invert", then "pti") and ends with one event holding the result and a new session id.
         Cancelling the call stops the work and creates no session. Errors: INVALID_ARGUMENT (undecodable
         or non-square image, bad camera, mask size differs from the image, options out of range, unknown
-        generator); FAILED_PRECONDITION (pickle weights without the trust flag, generator failed to load);
-        RESOURCE_EXHAUSTED (session count or memory caps, GPU busy).
+        generator, a camera outside the generator's pose range widened by its margin: reason
+        CAMERA_OUTSIDE_POSE_RANGE); FAILED_PRECONDITION (pickle weights without the trust flag, generator
+        failed to load: CHECKPOINT_MISMATCH / GENERATOR_NOT_FOUND naming what was expected);
+        RESOURCE_EXHAUSTED (session count or memory caps, INVERSION_BUSY when the server's concurrent
+        inversions are all running).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,7 +96,8 @@ class InversionServiceServicer:
         """Renders a session or a latent from N cameras: rgb, and depth / normals / alpha by volume rendering.
         Errors: INVALID_ARGUMENT (no camera, NaN or degenerate camera, unknown output, latent of the wrong
         shape, neural_resolution with "rgb" on a super-resolution generator); NOT_FOUND; PERMISSION_DENIED;
-        FAILED_PRECONDITION (pickle weights without the trust flag).
+        FAILED_PRECONDITION (pickle weights without the trust flag). Cameras outside the generator's pose
+        range are rendered (the server logs a warning): unreliable, but how one looks behind an EG3D head.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -99,6 +99,7 @@ class FieldConfig:
     plane_reduction: str = "mean"
     plane_axes: str = "xy_xz_zy"
     density_activation: str = "softplus"
+    density_scale: float = 1.0
     samples_per_ray: int = 48
     importance_samples: int = 48
     ray_start: float = 0.0
@@ -180,8 +181,8 @@ class FieldConfig:
         return volume.VolumeSettings(
             samples_per_ray=self.samples_per_ray, importance_samples=self.importance_samples,
             box_size=self.box_size, ray_start=self.ray_start, ray_end=self.ray_end,
-            density_activation=self.density_activation, normal_method=self.normal_method,
-            normal_eps=eps, chunk_rays=self.chunk_rays)
+            density_activation=self.density_activation, density_scale=self.density_scale,
+            normal_method=self.normal_method, normal_eps=eps, chunk_rays=self.chunk_rays)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -199,6 +200,8 @@ OPTIONS = {
     "ray_end": "fixed far distance along rays in world units (with ray_start)",
     "plane_reduction": "how the three planes' features combine: mean (EG3D, PanoHead) or sum (pyramid default)",
     "density_activation": "softplus (EG3D: softplus(raw - 1)) or trunc_exp",
+    "density_scale": "factor on the activated density (default 1; 0.5 for a 3D-GAN field exported by the "
+                     "inversion service, whose densities are per generator unit = 2 world units)",
     "plane_axes": "plane axis layout: xy_xz_zy (default), eg3d, panohead",
     "rgb_channels": "decoded colour channels, >= 3 (extra ones are the 'features' output)",
     "hidden": "decoder hidden widths, comma-separated (default 64)",
@@ -509,6 +512,7 @@ class FieldRepresentation(Representation):
         meta = {"box_size": c.box_size, "ray_start": c.ray_start, "ray_end": c.ray_end,
                 "samples_per_ray": c.samples_per_ray, "importance_samples": c.importance_samples,
                 "plane_reduction": c.plane_reduction, "density_activation": c.density_activation,
+                "density_scale": c.density_scale,
                 "rgb_channels": c.rgb_channels, "plane_axes": c.plane_axes}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buf = io.BytesIO()
@@ -638,7 +642,8 @@ def _parse_npz(data: bytes, options: Mapping[str, Any] | None) -> tuple[FieldCon
             bad(f"{k} has NaN or infinite values")
 
     settings = {k: meta[k] for k in ("box_size", "ray_start", "ray_end", "samples_per_ray", "importance_samples",
-                                     "plane_reduction", "density_activation", "plane_axes") if k in meta}
+                                     "plane_reduction", "density_activation", "density_scale", "plane_axes")
+                if k in meta}
     for k in ("ray_start", "ray_end"):
         if settings.get(k) in (None, "auto"):
             settings[k] = 0.0

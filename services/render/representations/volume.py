@@ -98,6 +98,9 @@ class VolumeSettings:
     finite-difference step in world units (> 0). chunk_rays: rays per chunk. checkpoint: "auto"
     (checkpoint chunks when gradients are on and a render evaluates more than `checkpoint_samples`
     field points, normal probes included: about 1 KB of saved activations each), "always", "never".
+    density_scale: multiplies the activated density (> 0; 1 = densities per world unit). A field
+    trained in other length units (a 3D-GAN whose head spans [-0.5, 0.5], rendered here in world units
+    where it spans [-1, 1]) renders as trained with density_scale = 1 / (world units per its unit).
     """
 
     samples_per_ray: int = 48
@@ -111,8 +114,11 @@ class VolumeSettings:
     chunk_rays: int = 4096
     checkpoint: str = "auto"
     checkpoint_samples: int = 1 << 21
+    density_scale: float = 1.0
 
     def __post_init__(self):
+        if not (self.density_scale > 0 and self.density_scale < float("inf")):
+            raise ValueError(f"density_scale must be > 0, got {self.density_scale}")
         if self.samples_per_ray < 2:
             raise ValueError(f"samples_per_ray must be >= 2, got {self.samples_per_ray}")
         if self.importance_samples < 0:
@@ -210,10 +216,14 @@ def importance_samples(t: torch.Tensor, weights: torch.Tensor, n: int,
 # compositing
 
 
-def composite_weights(t: torch.Tensor, raw_density: torch.Tensor, activation: str) -> torch.Tensor:
+def composite_weights(t: torch.Tensor, raw_density: torch.Tensor, activation: str,
+                      density_scale: float = 1.0) -> torch.Tensor:
     """Interval weights (R, S-1) from sorted distances t (R, S) and raw densities (R, S) at the samples
-    (interval density = activation(mean of the end points' raw values), EG3D's midpoint rule)."""
+    (interval density = density_scale * activation(mean of the end points' raw values), EG3D's midpoint
+    rule)."""
     sigma = activate_density(0.5 * (raw_density[:, :-1] + raw_density[:, 1:]), activation)
+    if density_scale != 1.0:
+        sigma = sigma * density_scale
     tau = sigma * (t[:, 1:] - t[:, :-1])
     # exp(-cumsum) instead of cumprod(1 - alpha): exact transmittance, no 1e-10 fudge
     optical_depth = torch.cumsum(tau, -1)
@@ -285,14 +295,14 @@ def march_rays(query: Query, origins: torch.Tensor, dirs: torch.Tensor, near: to
         raw, colour, n = _evaluate(query, points_at(t), normals, eps)
         if settings.importance_samples > 0:
             with torch.no_grad():
-                w = composite_weights(t, raw, settings.density_activation)
+                w = composite_weights(t, raw, settings.density_activation, settings.density_scale)
             t_fine = importance_samples(t, w, settings.importance_samples, uniforms)
             raw_f, colour_f, n_f = _evaluate(query, points_at(t_fine), normals, eps)
             t, raw, colour, n = _merge(t, t_fine, raw, raw_f, colour, colour_f, n, n_f)
     else:
         t = torch.sort(t, dim=-1).values
         raw, colour, n = _evaluate(query, points_at(t), normals, eps)
-    w = composite_weights(t, raw, settings.density_activation)
+    w = composite_weights(t, raw, settings.density_activation, settings.density_scale)
     out = {"colour": integrate(w, colour), "alpha": w.sum(-1),
            "distance": (w * 0.5 * (t[:, :-1] + t[:, 1:])).sum(-1)}
     if n is not None:

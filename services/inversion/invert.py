@@ -1,0 +1,318 @@
+"""GAN inversion: latent optimisation (W or W+) then Pivotal Tuning, transport-free.
+
+Latent optimisation follows the StyleGAN2 / EG3D projector:
+  start   w_avg (the mean of mapping(z, c) over 2,000 z with the conditioning camera c) or a given latent;
+  loss    l2_weight * MSE + lpips_weight * LPIPS at min(lpips_resolution, S) pixels (area
+          down-sampling), both restricted to the mask when one is given (pixels outside are replaced
+          by the target's), + noise_regularization * the StyleGAN2 noise regulariser (the sum over
+          noise buffers and scales of the squared autocorrelation at a one-pixel shift, halving
+          the resolution down to 8x8) when the generator has noise inputs;
+  lr      Adam (betas 0.9, 0.999) at lr * ramp(t), t = step / steps: linear warm-up over lr_rampup,
+          cosine decay over the last lr_rampdown;
+  w noise Gaussian noise of scale w_std * w_noise * max(0, 1 - t / w_noise_ramp)^2 added to the
+          latent each step (exploration early on, none at the end);
+  noise   the generator's constant noise buffers are optimised too (and renormalised to mean 0,
+          std 1 after each step) when noise_regularization > 0; kept fixed otherwise.
+PTI (Roich et al.): a copy of the generator (all but the mapping network, which PTI does not use) is
+fine-tuned with Adam at pti_lr on pti_l2_weight * MSE + pti_lpips_weight * LPIPS with the pivot latent
+fixed. The PTI paper's locality regulariser is not implemented.
+
+Images: target (1, 3, S, S) in [0, 1] at the generator's output resolution; mask (1, 1, S, S) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import grpc
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from services.common.errors import HeadForgeError, InvalidArgument
+from services.inversion.generators.triplane_generator import TriplaneGenerator
+from services.inversion.lpips import LPIPS
+from services.render.cameras import CameraBatch
+
+
+class Cancelled(HeadForgeError):
+    code = grpc.StatusCode.CANCELLED
+
+
+@dataclass
+class InvertSettings:
+    """InvertOptions with the proto's defaults applied (see inversion.proto)."""
+
+    latent_space: str = "w_plus"
+    steps: int = 500
+    lr: float = 0.01
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    w_noise: float = 0.05
+    w_noise_ramp: float = 0.75
+    noise_regularization: float = 1e5
+    l2_weight: float = 1.0
+    lpips_weight: float = 1.0
+    lpips_resolution: int = 256
+    init_latent: np.ndarray | None = None
+    pti: bool = False
+    pti_steps: int = 350
+    pti_lr: float = 3e-4
+    pti_l2_weight: float = 1.0
+    pti_lpips_weight: float = 1.0
+    seed: int = 0
+    progress_every: int = 10
+    preview_size: int = 0
+
+    def validate(self, num_ws: int, w_dim: int) -> "InvertSettings":
+        """InvalidArgument naming the option ("options.<name>")."""
+        def need(cond, name, why):
+            if not cond:
+                raise InvalidArgument(f"options.{name}", why)
+
+        need(self.latent_space in ("w", "w_plus"), "latent_space", "W or W_PLUS")
+        need(0 <= self.steps <= 10000, "steps", f"must be in 0..10000, got {self.steps}")
+        need(0 <= self.pti_steps <= 5000, "pti_steps", f"must be in 0..5000, got {self.pti_steps}")
+        for name in ("lr", "pti_lr"):
+            v = getattr(self, name)
+            need(math.isfinite(v) and 0 < v <= 1, name, f"must be in (0, 1], got {v}")
+        for name in ("lr_rampup", "lr_rampdown", "w_noise_ramp"):
+            v = getattr(self, name)
+            need(math.isfinite(v) and 0 <= v <= 1, name, f"must be in [0, 1], got {v}")
+        for name in ("w_noise", "noise_regularization", "l2_weight", "lpips_weight", "pti_l2_weight",
+                     "pti_lpips_weight"):
+            v = getattr(self, name)
+            need(math.isfinite(v) and v >= 0, name, f"must be finite and >= 0, got {v}")
+        need(self.l2_weight + self.lpips_weight > 0, "l2_weight", "l2_weight and lpips_weight are both 0")
+        need(16 <= self.lpips_resolution <= 1024, "lpips_resolution", f"must be in 16..1024, got {self.lpips_resolution}")
+        need(1 <= self.progress_every <= 10000, "progress_every", "must be in 1..10000")
+        need(0 <= self.preview_size <= 1024, "preview_size", "must be in 0..1024")
+        if self.init_latent is not None:
+            a = np.asarray(self.init_latent, dtype=np.float32)
+            need(a.shape in ((w_dim,), (num_ws, w_dim)), "init_latent",
+                 f"shape {list(a.shape)}; expected ({num_ws}, {w_dim}) or ({w_dim},)")
+            need(bool(np.isfinite(a).all()), "init_latent", "contains NaN or infinite values")
+        return self
+
+
+@dataclass
+class Metrics:
+    mse: float
+    psnr: float
+    lpips: float   # NaN without an LPIPS model
+
+
+@dataclass
+class ProgressEvent:
+    stage: str                 # "invert" or "pti"
+    step: int
+    total_steps: int
+    scalars: dict[str, float]
+    elapsed_s: float
+    preview: np.ndarray | None = None   # (P, P, 3) uint8
+
+
+@dataclass
+class InversionOutcome:
+    ws: torch.Tensor                            # (1, num_ws, w_dim) pivot
+    noise: dict[str, torch.Tensor]              # optimised noise buffers (res, res)
+    tuned: TriplaneGenerator | None             # PTI copy (shares the mapping network)
+    latent_metrics: Metrics
+    pti_metrics: Metrics | None
+    reconstruction: np.ndarray                  # (S, S, 3) uint8
+    steps_per_s: float = 0.0
+    pti_steps_per_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so step timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float:
+    """StyleGAN's projector ramp at progress t in [0, 1]."""
+    ramp = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    if rampup > 0:
+        ramp *= min(1.0, t / rampup)
+    return base * ramp
+
+
+def noise_regularizer(noise: dict[str, torch.Tensor]) -> torch.Tensor:
+    """StyleGAN2's: squared autocorrelation at a one-pixel shift per scale (down to 8x8)."""
+    reg = None
+    for v in noise.values():
+        v = v[None, None]
+        while True:
+            term = (v * torch.roll(v, 1, dims=3)).mean().square() + (v * torch.roll(v, 1, dims=2)).mean().square()
+            reg = term if reg is None else reg + term
+            if v.shape[2] <= 8:
+                break
+            v = F.avg_pool2d(v, 2)
+    return reg if reg is not None else torch.zeros(())
+
+
+class Objective:
+    """Masked L2 + LPIPS against one target image."""
+
+    def __init__(self, target: torch.Tensor, mask: torch.Tensor | None, lpips: LPIPS | None, lpips_resolution: int):
+        self.target, self.mask, self.lpips = target, mask, lpips
+        self.size = min(lpips_resolution, target.shape[-1])
+        self.target_small = self._small(target)
+
+    def _small(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.shape[-1] == self.size else F.interpolate(x, size=(self.size, self.size), mode="area")
+
+    def mse(self, img: torch.Tensor) -> torch.Tensor:
+        d = (img - self.target).square()
+        if self.mask is None:
+            return d.mean()
+        return (d * self.mask).sum() / (self.mask.sum() * 3).clamp_min(1.0)
+
+    def perceptual(self, img: torch.Tensor) -> torch.Tensor | None:
+        if self.lpips is None:
+            return None
+        if self.mask is not None:
+            img = img * self.mask + self.target * (1 - self.mask)
+        return self.lpips(self._small(img), self.target_small).mean()
+
+    @torch.no_grad()
+    def metrics(self, img: torch.Tensor) -> Metrics:
+        mse = float(self.mse(img.clamp(0, 1)))
+        p = self.perceptual(img.clamp(0, 1))
+        return Metrics(mse, 10 * math.log10(1.0 / max(mse, 1e-10)), float(p) if p is not None else float("nan"))
+
+
+def to_uint8(img: torch.Tensor, size: int | None = None) -> np.ndarray:
+    """(1, 3, H, W) in [0, 1] -> (size, size, 3) uint8 (area / bilinear resize when size differs)."""
+    img = img.detach().float().clamp(0, 1)
+    if size and size != img.shape[-1]:
+        mode = "area" if size < img.shape[-1] else "bilinear"
+        img = F.interpolate(img, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return (img[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBatch, label: np.ndarray | None,
+           settings: InvertSettings, *, mask: torch.Tensor | None = None, lpips: LPIPS | None = None,
+           cancelled: Callable[[], bool] = lambda: False, w_stats: tuple[torch.Tensor, float] | None = None
+           ) -> Iterator[ProgressEvent | InversionOutcome]:
+    """Run the inversion; yields ProgressEvents and finally the InversionOutcome. camera: one
+    world-unit camera at the neural resolution; label: the 25-float conditioning label (None = frontal).
+    Raises Cancelled when cancelled() turns true (checked every step). w_stats: a cached
+    generator.w_stats(label) result."""
+    s = settings
+    gen = generator
+    dev = next(gen.parameters()).device
+    target = target.to(dev)
+    mask = None if mask is None else mask.to(dev)
+    cam = camera.to(device=dev)
+    objective = Objective(target, mask, lpips, s.lpips_resolution)
+    rng = torch.Generator(device="cpu").manual_seed(int(s.seed) if s.seed else secrets.randbits(63))
+    num_ws, w_dim = gen.num_ws, gen.cfg.w_dim
+    start = time.perf_counter()
+
+    w_avg, w_std = w_stats if w_stats is not None else gen.w_stats(label)
+    if s.init_latent is not None:
+        init = torch.as_tensor(np.asarray(s.init_latent, np.float32), device=dev)
+        init = init.expand(num_ws, w_dim) if init.ndim == 1 else init
+    else:
+        init = w_avg.to(dev).expand(num_ws, w_dim)
+    if s.latent_space == "w":
+        w_opt = init.mean(0, keepdim=True)[None].clone()          # (1, 1, w_dim), broadcast
+    else:
+        w_opt = init[None].clone()                                  # (1, num_ws, w_dim)
+    w_opt.requires_grad_(True)
+    optimise_noise = s.noise_regularization > 0 and bool(gen.noise_buffers())
+    noise = {k: v.detach().clone().requires_grad_(optimise_noise) for k, v in gen.noise_buffers().items()}
+    params = [w_opt] + (list(noise.values()) if optimise_noise else [])
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=s.lr)
+
+    def full(w):
+        return w.expand(1, num_ws, w_dim)
+
+    def preview(img):
+        return to_uint8(img, s.preview_size) if s.preview_size else None
+
+    def scalars(loss, mse, perc, lr):  # at this step's latent (with its w noise)
+        loss, mse = float(loss.detach()), float(mse.detach())
+        out = {"loss": loss, "mse": mse, "lr": lr,
+               "psnr": 10 * math.log10(1.0 / max(mse, 1e-10))}
+        if perc is not None:
+            out["lpips"] = float(perc.detach())
+        return out
+
+    t0 = time.perf_counter()
+    for step in range(s.steps):
+        if cancelled():
+            raise Cancelled("inversion cancelled", reason="CANCELLED")
+        t = step / s.steps
+        lr = lr_schedule(t, s.lr, s.lr_rampup, s.lr_rampdown)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        scale = w_std * s.w_noise * max(0.0, 1.0 - t / s.w_noise_ramp) ** 2 if s.w_noise_ramp > 0 else 0.0
+        w_noise = torch.randn(w_opt.shape, generator=rng).to(dev) * scale
+        img = gen.render(full(w_opt + w_noise), cam, ("rgb",), noise=noise)["rgb"]
+        mse = objective.mse(img)
+        perc = objective.perceptual(img) if s.lpips_weight > 0 else None
+        loss = s.l2_weight * mse + (s.lpips_weight * perc if perc is not None else 0.0)
+        if optimise_noise:
+            loss = loss + s.noise_regularization * noise_regularizer(noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if optimise_noise:
+            with torch.no_grad():
+                for v in noise.values():
+                    v -= v.mean()
+                    v /= v.square().mean().sqrt().clamp_min(1e-8)
+        if (step + 1) % s.progress_every == 0 or step + 1 == s.steps:
+            yield ProgressEvent("invert", step + 1, s.steps, scalars(loss, mse, perc, lr),
+                                time.perf_counter() - start, preview(img))
+    _sync(dev)
+    latent_time = time.perf_counter() - t0
+    ws = full(w_opt.detach()).clone()
+    noise = {k: v.detach() for k, v in noise.items()}
+    with torch.no_grad():
+        img = gen.render(ws, cam, ("rgb",), noise=noise)["rgb"]
+    latent_metrics = objective.metrics(img)
+
+    tuned, pti_metrics, pti_time = None, None, 0.0
+    if s.pti:
+        tuned = copy.deepcopy(gen, memo={id(gen.backbone.mapping): gen.backbone.mapping})
+        tuned.requires_grad_(False)
+        tparams = tuned.tunable_parameters()
+        for p in tparams:
+            p.requires_grad_(True)
+        popt = torch.optim.Adam(tparams, lr=s.pti_lr)
+        t0 = time.perf_counter()
+        for step in range(s.pti_steps):
+            if cancelled():
+                raise Cancelled("inversion cancelled", reason="CANCELLED")
+            img = tuned.render(ws, cam, ("rgb",), noise=noise)["rgb"]
+            mse = objective.mse(img)
+            perc = objective.perceptual(img) if s.pti_lpips_weight > 0 else None
+            loss = s.pti_l2_weight * mse + (s.pti_lpips_weight * perc if perc is not None else 0.0)
+            popt.zero_grad(set_to_none=True)
+            loss.backward()
+            popt.step()
+            if (step + 1) % s.progress_every == 0 or step + 1 == s.pti_steps:
+                yield ProgressEvent("pti", step + 1, s.pti_steps, scalars(loss, mse, perc, s.pti_lr),
+                                    time.perf_counter() - start, preview(img))
+        _sync(dev)
+        pti_time = time.perf_counter() - t0
+        tuned.requires_grad_(False)
+        tuned.eval()
+        with torch.no_grad():
+            img = tuned.render(ws, cam, ("rgb",), noise=noise)["rgb"]
+        pti_metrics = objective.metrics(img)
+    yield InversionOutcome(ws, noise, tuned, latent_metrics, pti_metrics, to_uint8(img),
+                           s.steps / latent_time if s.steps and latent_time > 0 else 0.0,
+                           s.pti_steps / pti_time if s.pti and s.pti_steps and pti_time > 0 else 0.0,
+                           {"latent_s": latent_time, "pti_s": pti_time, "total_s": time.perf_counter() - start})

@@ -1,0 +1,84 @@
+"""Tiny generators in the real on-disk format (checkpoint.py), for tests, benchmarks and the demo: random
+weights, 32x32 feature planes, 32-pixel neural rendering, 64-pixel output after super-resolution.
+
+    write_tiny_generators(DIR / "inversion")  ->  DIR/inversion/{tiny-triplane, tiny-trigrid, tiny-pyramid}
+
+With shape_prior (the default for written generators) the random generator is nudged for a few hundred
+Adam steps so that, for any latent, its raw density is roughly clamp(200 * (0.6 - |x| / b), -20, 40) (b = box half
+side: a blob of radius ~0.6 b with a sharp edge) while the colours and the per-latent variation stay
+random: marching cubes then finds one closed surface and renders look like a solid object. Pure random
+weights (shape_prior=False) give a semi-transparent cloud.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from services.inversion.generators.checkpoint import save_generator
+from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
+
+TINY = dict(z_dim=32, w_dim=32, mapping_layers=2, plane_resolution=32, channels=8, channel_base=1024,
+            channel_max=64, decoder_hidden=32, decoder_features=8, neural_resolution=32, output_resolution=64,
+            sr_channels=(16,), samples_per_ray=24, importance_samples=24, default_density_threshold=10.0)
+
+TINY_CONFIGS = {
+    "tiny-triplane": GeneratorConfig(kind="triplane", plane_axes="eg3d", **TINY),
+    "tiny-trigrid": GeneratorConfig(kind="trigrid", depth=3, plane_axes="panohead", crop_style="head",
+                                    azimuth_min=-180, azimuth_max=180, **TINY),
+    "tiny-pyramid": GeneratorConfig(kind="pyramid_trigrid", depth=3, pyramid_levels=(8, 16, 32), plane_axes="panohead",
+                                    plane_reduction="sum", crop_style="head", azimuth_min=-180, azimuth_max=180, **TINY),
+}
+
+
+def tiny_generator(name: str = "tiny-triplane", seed: int = 0, shape_prior: bool = False,
+                   prior_steps: int = 200) -> TriplaneGenerator:
+    """A tiny generator with random weights drawn from `seed` (see the module docstring)."""
+    torch.manual_seed(seed)
+    gen = TriplaneGenerator(TINY_CONFIGS[name])
+    if shape_prior:
+        fit_shape_prior(gen, prior_steps, seed)
+    return gen.eval().requires_grad_(False)
+
+
+def fit_shape_prior(gen: TriplaneGenerator, steps: int = 200, seed: int = 0, radius: float = 0.6) -> None:
+    """Adam on every synthesis and decoder weight: raw density at random box points towards
+    clamp(200 * (radius - |x| / b), -20, 40), for random latents: a sharp edge, so the volume rendering's
+    visible surface and the mesh iso-surface (threshold 10, EG3D's default, as in the tiny configs) stay
+    within ~0.1 world units of each other."""
+    g = torch.Generator().manual_seed(seed + 1)
+    b = gen.settings.box_size
+    params = [p for n, p in gen.named_parameters() if not n.startswith("backbone.mapping.")]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(steps):
+        z = torch.randn(1, gen.cfg.z_dim, generator=g)
+        ws = gen.map(z)
+        pts = (torch.rand(4096, 3, generator=g) * 2 - 1) * b
+        raw, _ = gen.query(gen.synthesize(ws))(pts)
+        target = (200.0 * (radius - pts.norm(dim=-1) / b)).clamp(-20.0, 40.0)
+        loss = (raw - target).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    gen.requires_grad_(False)
+    with torch.no_grad():  # the tracked mean latent, as training would leave it
+        gen.mapping.w_avg.copy_(gen.map(torch.randn(1000, gen.cfg.z_dim, generator=g))[:, 0].mean(0))
+
+
+def write_tiny_generators(directory: str | Path, names=tuple(TINY_CONFIGS), shape_prior: bool = True) -> list[Path]:
+    """Write each tiny generator to directory/<name> (config.json + model.safetensors)."""
+    out = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: extra threads only wait on each other on a busy machine
+    try:
+        for i, name in enumerate(names):
+            gen = tiny_generator(name, seed=i, shape_prior=shape_prior)
+            out.append(save_generator(gen, Path(directory) / name,
+                                      source=f"tiny random generator (headforge models make-tiny), seed {i}, "
+                                             f"shape prior {shape_prior}; for tests only"))
+    finally:
+        torch.set_num_threads(threads)
+    return out
