@@ -189,8 +189,8 @@ class RayRuntime:
         return None   # the new worker's executor reports the stage it resumes
 
     def _kill_later(self, job_id: str, actor) -> None:
-        time.sleep(self.cancel_grace_s)
-        try:
+        """Kill a cancelled job's actor that has not stopped within cancel_grace_s (never after stop())."""
+        if self._stop.wait(self.cancel_grace_s) or not ray.is_initialized():
+            return
+        if self.actors.get(job_id) is actor:
             ray.kill(actor)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
