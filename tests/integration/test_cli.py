@@ -39,5 +39,5 @@ def test_face_analyze_bad_input_exits_nonzero_with_a_message(tmp_path):
 
 
 def test_serve_unbuilt_service_says_which_issue():
-    r = headforge("serve", "guidance", "--port", "0")
-    assert r.returncode == 2 and "issue 4" in r.stderr
+    r = headforge("serve", "inversion", "--port", "0")
+    assert r.returncode == 2 and "issue 5" in r.stderr
