@@ -176,8 +176,12 @@ def _generate_clients(args):
 
 
 def _set_threads(n: int) -> None:
+    import logging
+
     import torch
 
+    # the head template is open at the neck on purpose: the render service's "topology problems" note is noise here
+    logging.getLogger("services.render.representations.mesh").setLevel(logging.ERROR)
     # the CPU rasteriser's small ops wait on each other with more threads on a busy 2-core machine
     torch.set_num_threads(max(1, n))
     torch.set_flush_denormal(True)

@@ -108,6 +108,15 @@ def _wrap_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return b[pad:-pad, pad:-pad]
 
 
+def _upsample_wrap(img: np.ndarray) -> np.ndarray:
+    """x2 bilinear upsampling that wraps round in u (columns)."""
+    h, w = img.shape[:2]
+    p = np.concatenate([img[:, -1:], img, img[:, :1]], 1).astype(np.float32)
+    up = cv2.resize(p, (2 * (w + 2), 2 * h), interpolation=cv2.INTER_LINEAR)
+    up = up.reshape(2 * h, 2 * (w + 2), -1)
+    return up[:, 2:-2]
+
+
 def push_pull(image: np.ndarray, weight: np.ndarray, min_size: int = 4) -> np.ndarray:
     """Smooth scattered-data fill: every texel takes its own colour where weight is 1 and a blend of
     coarser averages elsewhere (a pull-push pyramid; wraps in u). image (T, T, C), weight (T, T) in [0, 1]."""
@@ -121,8 +130,7 @@ def push_pull(image: np.ndarray, weight: np.ndarray, min_size: int = 4) -> np.nd
     cs = wi.reshape(h // 2, 2, w // 2, 2, -1).sum((1, 3))
     coarse_img = np.where(ws[..., None] > 0, cs / np.maximum(ws, 1e-12)[..., None], 0.0)
     coarse = push_pull(coarse_img, np.clip(ws, 0, 1), min_size)
-    up = np.repeat(np.repeat(coarse, 2, 0), 2, 1)
-    up = _wrap_blur(up, 0.8)
+    up = _upsample_wrap(coarse)
     return image * weight[..., None] + up * (1 - weight[..., None])
 
 
@@ -148,7 +156,7 @@ def complete_texture(texture: np.ndarray, visibility: np.ndarray, template, tone
     fill = push_pull(mirrored, known.astype(np.float32))
     regions = region_map(template, T)
     palette = np.stack([tones.skin, tones.hair, tones.skin * 0.92, tones.skin * 0.85]).astype(np.float32)
-    prior = _wrap_blur(palette[regions], T / 64)
+    prior = _wrap_blur(palette[regions], T / 24)
     dist = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5)
     beta = np.clip(dist / (0.06 * T), 0, 1)[..., None]
     fill = fill * (1 - beta) + prior * beta

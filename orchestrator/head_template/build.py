@@ -205,7 +205,7 @@ def _regions(verts: np.ndarray) -> np.ndarray:
     front = np.clip(z / 0.9, 0, 1)
     hairline = 0.78 * front + (-0.35) * (1 - front) + 0.1 * (np.abs(x) / 0.8)
     region[y > hairline] = 1
-    ear = (np.abs(x) > 0.66) & (np.abs(y - 0.08) < 0.32) & (np.abs(z + 0.12) < 0.22)
+    ear = ((np.abs(x) - 0.8) / 0.2) ** 2 + ((y - 0.08) / 0.34) ** 2 + ((z + 0.12) / 0.24) ** 2 < 1
     region[ear] = 2
     region[(y < -0.75) & ~((z > 0.35) & (y > -1.05))] = 3
     return region
@@ -248,6 +248,7 @@ def build_template(cols: int = 112, cap_rows: int = 34, tube_rows: int = 56) -> 
     region = _regions(verts)
     # pull the anchor vertices exactly onto the generic landmarks (a smooth, local deformation)
     verts = rbf_deform(verts, verts[anchors], TEMPLATE_68)
+    verts = 0.5 * (verts + verts[mirror] * [-1.0, 1.0, 1.0])   # exact symmetry (the solve is ill-conditioned)
     boundary = vid[-1]
     return HeadTemplate(verts, faces, uvs, uv_faces, anchors, mirror, R, C, boundary, region)
 
