@@ -74,11 +74,10 @@ def prepare_image(image) -> np.ndarray:
     return rgb
 
 
-def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0):
+def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw: float = MAX_YAW_DEG):
     """(rgb, face, analysis, warnings): the face to build, in a working image that may be upscaled so the
     face is big enough for the fit. Raises NoFaceError / FailedPrecondition with a message a user can act on."""
-    require_index = face_index >= 0
-    if not require_index:
+    if face_index < 0:
         raise InvalidArgument("face_index", f"must be >= 0, got {face_index}")
     warnings: list[str] = []
     opts = AnalyzeOptions(skip_crop=True)
@@ -113,8 +112,8 @@ def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0):
                 warnings.append(f"small face ({side:.0f} px): the photo was upscaled x{factor:.2f} for the fit; "
                                 "expect a soft texture")
                 rgb, face, res = big, best, res2
-    if abs(face.pose.yaw) > MAX_YAW_DEG:
-        warnings.append(f"head yaw {face.pose.yaw:+.0f} deg is beyond the +-{MAX_YAW_DEG:.0f} deg the fast fit "
+    if abs(face.pose.yaw) > max_yaw:
+        warnings.append(f"head yaw {face.pose.yaw:+.0f} deg is beyond the +-{max_yaw:.0f} deg the fast fit "
                         "supports: the far side of the face is mirrored from the near side and may be distorted")
     if abs(face.pose.pitch) > MAX_PITCH_DEG:
         warnings.append(f"head pitch {face.pose.pitch:+.0f} deg is beyond the +-{MAX_PITCH_DEG:.0f} deg the fast "
