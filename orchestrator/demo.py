@@ -24,3 +24,45 @@ def run_demo(out: Path, progress=None):
     (out / "input.png").write_bytes(encode_png(image))
     return run_fast(image, out, face_client=InProcessFaceClient(), render_client=InProcessRenderClient(),
                     progress=progress, source_name="skimage.data.astronaut()")
+
+
+def turntable_strip(gif_path: Path, frames: int = 8):
+    """frames evenly spaced turntable frames side by side, (S, frames * S, 3) uint8."""
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    all_frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(gif_path))]
+    step = max(1, len(all_frames) // frames)
+    return np.concatenate(all_frames[::step][:frames], 1)
+
+
+def write_docs_picture(out: Path) -> None:
+    """The README picture: turntables of the astronaut and of matplotlib's Grace Hopper (needs matplotlib).
+    `python -m orchestrator.demo docs/turntable.jpg`"""
+    import tempfile
+
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    from orchestrator.fast import run_fast
+    from services.face.client import InProcessFaceClient
+    from services.render.client import InProcessRenderClient
+
+    face, render = InProcessFaceClient(), InProcessRenderClient()
+    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, image in (("astronaut", demo_portrait()), ("hopper", hopper)):
+            result = run_fast(image, Path(tmp) / name, face_client=face, render_client=render)
+            rows.append(turntable_strip(result.turntable))
+    Image.fromarray(np.concatenate(rows, 0)).save(out, quality=88)
+
+
+if __name__ == "__main__":
+    import sys
+
+    import torch
+
+    torch.set_num_threads(1)
+    write_docs_picture(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/turntable.jpg"))

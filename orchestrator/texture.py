@@ -91,7 +91,9 @@ def mirror_fill(texture: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray
     total = own + mir
     out = np.where(total[..., None] > 0, (texture * own[..., None] + tex_m * mir[..., None])
                    / np.maximum(total, 1e-12)[..., None], 0.0)
-    conf = np.clip(np.maximum(visibility, 0.8 * vis_m * (1 - trust_own)) / 0.3, 0, 1)
+    # grazing texels are stretched samples of the photo: they fade into the smooth fill
+    seen = np.maximum(visibility, 0.8 * vis_m * (1 - trust_own))
+    conf = np.clip((seen - 0.22) / 0.33, 0, 1)
     conf = np.where(total > 0, conf, 0.0)
     return out.astype(np.float32), conf.astype(np.float32), (mir > own) & (mir > 0)
 
@@ -153,7 +155,7 @@ def complete_texture(texture: np.ndarray, visibility: np.ndarray, template, tone
     T = texture.shape[0]
     mirrored, conf, took_mirror = mirror_fill(texture, visibility)
     known = conf > 0
-    fill = push_pull(mirrored, known.astype(np.float32))
+    fill = push_pull(mirrored, conf)
     regions = region_map(template, T)
     palette = np.stack([tones.skin, tones.hair, tones.skin * 0.92, tones.skin * 0.85]).astype(np.float32)
     prior = _wrap_blur(palette[regions], T / 24)
