@@ -159,6 +159,12 @@ def complete_texture(texture: np.ndarray, visibility: np.ndarray, template, tone
     regions = region_map(template, T)
     palette = np.stack([tones.skin, tones.hair, tones.skin * 0.92, tones.skin * 0.85]).astype(np.float32)
     prior = _wrap_blur(palette[regions], T / 24)
+    # hair is not paint: faint strands running down the scalp (deterministic noise, long in v, short in u)
+    rng = np.random.default_rng(7)
+    strands = cv2.GaussianBlur(rng.normal(size=(T, T)).astype(np.float32), (0, 0), sigmaX=T / 512, sigmaY=T / 40)
+    strands = strands / max(float(strands.std()), 1e-6)
+    scalp = _wrap_blur((regions == REGION_SCALP).astype(np.float32), T / 48)
+    prior = prior * (1 + 0.08 * strands * scalp)[..., None]
     dist = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5)
     beta = np.clip(dist / (0.06 * T), 0, 1)[..., None]
     fill = fill * (1 - beta) + prior * beta

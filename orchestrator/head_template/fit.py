@@ -5,9 +5,10 @@
    3D landmarks from the face service (which project exactly onto the photo's 2D landmarks). The affine
    part scales the whole head to the subject's face; the spline part shapes the face locally.
 2. refine_silhouette: through the render service (any RenderClient: in-process or gRPC), the mesh's
-   rendered alpha at the photo's camera is pulled onto the photo's head mask (hair included) above the
-   jaw line, with Laplacian and edge-length regularisers. Only silhouette pixels carry gradients, so the
-   face inside keeps its landmark fit; landmark_error measures it before and after.
+   rendered alpha at the photo's camera is pulled onto the photo's head mask (hair included, made convex)
+   above the jaw line. Only silhouette pixels carry gradients; each step's displacement is spread
+   smoothly over the cranium while the face, ears and neck stay pinned, so the face keeps its landmark
+   fit (landmark_error measures it before and after).
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ def smoothing_operator(template, spread: float = 400.0):
     A = (A + A.T).tocsr()
     L = sp.diags(np.asarray(A.sum(1)).ravel()) - A
     face = (tv[:, 2] > 0.25) & (tv[:, 1] < 0.62) & (tv[:, 1] > -1.05) & (np.abs(tv[:, 0]) < 0.62)
-    # only the cranium moves (its outline carries the hair volume); face, ears, neck stay where they are
-    pinned = face | (template.region == 2) | (template.region == 3) | ((template.region == 0) & (tv[:, 1] < 0.15))
+    # only the cranium and ears move (the outline carries the hair volume); face and neck stay where they are
+    pinned = face | (template.region == 3) | ((template.region == 0) & (tv[:, 1] < -0.1))
     lu = splu((sp.identity(V) + spread * L + sp.diags(pinned * 1e3)).tocsc())
     return lambda d: lu.solve(np.ascontiguousarray(d, np.float64))
 
@@ -191,12 +192,25 @@ def head_box(head_mask: np.ndarray, lm68: np.ndarray, grow: float = 1.25) -> tup
     return float(c[0] - half), float(c[1] - half), float(c[0] + half), float(c[1] + half)
 
 
+def silhouette_target(head_mask: np.ndarray, lm68: np.ndarray) -> np.ndarray:
+    """The outline the cranium is fitted to: the head mask above the jaw line, made convex (GrabCut's
+    notches and stray wisps would become bumps on the skull), float (H, W) in {0, 1}."""
+    m = (np.asarray(head_mask) > 0).astype(np.uint8)
+    m[below_jaw_mask(lm68, m.shape)] = 0
+    pts = cv2.findNonZero(m)
+    if pts is None:
+        return m.astype(np.float32)
+    hull = np.zeros_like(m)
+    cv2.fillConvexPoly(hull, cv2.convexHull(pts), 1)
+    return hull.astype(np.float32)
+
+
 def _crop_problem(camera, head_mask, lm68, size):
     box = head_box(head_mask, lm68)
     cam = crop_camera(camera, box, size)
     s = size / (box[2] - box[0])
     M = np.array([[s, 0, -box[0] * s], [0, s, -box[1] * s]])
-    target = cv2.warpAffine((np.asarray(head_mask) > 0).astype(np.float32), M, (size, size), flags=cv2.INTER_AREA)
+    target = cv2.warpAffine(silhouette_target(head_mask, lm68), M, (size, size), flags=cv2.INTER_AREA)
     lm = (lm68 - [box[0], box[1]]) * s
     ignore = below_jaw_mask(lm, (size, size), margin=-0.02 * size)
     return cam, target, (~ignore).astype(np.float32)
