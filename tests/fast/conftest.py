@@ -58,3 +58,13 @@ def astronaut_head(astronaut, face_client, render_client, tmp_path_factory):
     result = run_fast(astronaut, out, face_client=face_client, render_client=render_client,
                       progress=lambda stage, f: calls.append((stage, f)))
     return result, calls
+
+
+@pytest.fixture(scope="session")
+def render_server(tmp_path_factory):
+    """A `headforge serve render` process on loopback (local mode)."""
+    from services.common.process import ServiceProcess
+
+    server = ServiceProcess(["render", "--port", "0"], tmp_path_factory.mktemp("logs") / "render.log")
+    yield server
+    server.stop()

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
 from orchestrator.head_template.fit import (fit_to_landmarks, landmark_error, rbf_deform, refine_silhouette)
 
 
@@ -46,15 +44,6 @@ def test_silhouette_fit_through_the_render_service_matches_the_head_mask(templat
     from tests.fast.test_template import check_clean_mesh
 
     check_clean_mesh(fit.vertices, template.faces, template.cols)   # still a clean, unfolded mesh
-
-
-@pytest.fixture(scope="module")
-def render_server(tmp_path_factory):
-    from services.common.process import ServiceProcess
-
-    server = ServiceProcess(["render", "--port", "0"], tmp_path_factory.mktemp("logs") / "render.log")
-    yield server
-    server.stop()
 
 
 def test_silhouette_fit_over_grpc_matches_in_process(template, astronaut_face, render_client, render_server):

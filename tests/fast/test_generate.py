@@ -92,6 +92,26 @@ def test_grace_hopper_head_is_recognised(hopper, face_client, render_client, tmp
     assert m["views"]["left_frontal"]["face_found"] and m["views"]["right_frontal"]["face_found"]
 
 
+def test_fast_over_grpc_services(astronaut, astronaut_head, face_server, render_server, tmp_path):
+    """The same recipe with both services in their own processes, reached over gRPC."""
+    from orchestrator.fast import run_fast
+    from services.face.client import GrpcFaceClient
+    from services.render.client import GrpcRenderClient
+
+    face, render = GrpcFaceClient(face_server.address), GrpcRenderClient(render_server.address)
+    face.wait_ready()
+    render.wait_ready()
+    try:
+        result = run_fast(astronaut, tmp_path / "grpc", face_client=face, render_client=render, turntable_frames=4)
+    finally:
+        face.close()
+        render.close()
+    local, _ = astronaut_head
+    assert result.metrics["views"]["frontal"]["distance"] < 0.45
+    assert abs(result.metrics["identity_similarity"] - local.metrics["identity_similarity"]) < 0.02
+    assert result.glb.stat().st_size > 100_000
+
+
 def test_several_faces_largest_by_default_or_by_index(astronaut, hopper, face_client):
     from orchestrator.fast import analyse_photo
 
