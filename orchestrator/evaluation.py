@@ -154,7 +154,10 @@ def evaluate_scene(render_client, face_client, scene_id: str, ref: Reference, *,
         "protocol": {"views_deg": PROTOCOL_VIEWS, "elevation_deg": 0.0, "radius": VIEW_RADIUS,
                      "fov_deg": VIEW_FOV_DEG, "render_size": size},
         "face_model": {"backend": desc.identity_backend, "metric": desc.metric,
-                       "same_person_threshold": desc.same_person_threshold},
+                       "same_person_threshold": desc.same_person_threshold,
+                       "note": ("dlib cosines run high (different people often score > 0.8): compare them with "
+                                "each other, not with the papers' ArcFace/AdaFace/CosFace figures")
+                       if desc.identity_backend == "dlib" else ""},
         "identity_similarity": round(identity, 4),
         "identity_views_with_face": int(sum(per_view[n]["face_found"] for n in ID_VIEWS)),
         "views": per_view,
