@@ -224,7 +224,7 @@ def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0,
     progress(stage, overall_fraction) is called as the run goes. Raises NoFaceError / FailedPrecondition
     for photos the recipe cannot use (nothing is written then)."""
     from orchestrator.evaluation import Reference, evaluate_scene
-    from orchestrator.head_template.build import VERSION as TEMPLATE_VERSION, _source_hash, load_template
+    from orchestrator.head_template.build import VERSION as TEMPLATE_VERSION, load_template, template_hash
     from orchestrator.head_template.fit import fit_to_landmarks, landmark_error, mesh_glb, refine_silhouette
     from orchestrator.texture import complete_texture, photo_tones, projection_mask
 
@@ -329,7 +329,7 @@ def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0,
                      "box": [round(float(v), 1) for v in face.box], "score": round(float(face.score), 3),
                      "yaw_deg": round(face.pose.yaw, 1), "pitch_deg": round(face.pose.pitch, 1),
                      "roll_deg": round(face.pose.roll, 1)},
-            "fit": {"template_version": TEMPLATE_VERSION, "template_hash": _source_hash(),
+            "fit": {"template_version": TEMPLATE_VERSION, "template_hash": template_hash(),
                     "vertices": int(len(vertices)), "faces": int(len(template.faces)),
                     "landmark_rms_px": {"template": round(err_template, 2), "landmark_fit": round(err_lm, 2),
                                         "silhouette_fit": round(err_fit, 2)},

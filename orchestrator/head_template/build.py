@@ -110,10 +110,6 @@ class HeadTemplate:
     boundary: np.ndarray
     region: np.ndarray
 
-    @property
-    def uv_per_corner(self) -> np.ndarray:
-        return self.uvs[self.uv_faces]
-
 
 def _azimuths(cols: int) -> tuple[np.ndarray, np.ndarray]:
     s = -1.0 + 2.0 * np.arange(cols) / cols
@@ -190,9 +186,7 @@ def _mesh_from_grid(pos: np.ndarray, v_rows: np.ndarray):
     # orientation: azimuth grows from -x (s = -1, the back) through +z; make the winding outward
     vv = verts[faces]
     n = np.cross(vv[:, 1] - vv[:, 0], vv[:, 2] - vv[:, 0])
-    centre = vv.mean(1) - np.array([0.0, 0.0, 0.0])
-    centre[:, 1] = 0.0  # outward from the vertical axis (the tube) / from the origin (the cap)
-    if (np.einsum("ij,ij->i", n, vv.mean(1) * [1, 0, 1]) < 0).mean() > 0.5:
+    if (np.einsum("ij,ij->i", n, vv.mean(1) * [1, 0, 1]) < 0).mean() > 0.5:   # outward from the vertical axis
         faces = faces[:, ::-1].copy()
         uv_faces = uv_faces[:, ::-1].copy()
     return verts, faces, uvs, uv_faces, vid
@@ -257,7 +251,8 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("HEADFORGE_CACHE", Path.home() / ".cache" / "headforge"))
 
 
-def _source_hash() -> str:
+def template_hash() -> str:
+    """Identifies the template's source (this file, fit.py, the generic landmarks): the cache key."""
     src = Path(__file__).read_bytes() + Path(__file__).with_name("fit.py").read_bytes()
     return hashlib.sha256(src + TEMPLATE_68.tobytes()).hexdigest()[:12]
 
@@ -265,7 +260,7 @@ def _source_hash() -> str:
 @lru_cache(maxsize=1)
 def load_template() -> HeadTemplate:
     """The template, from the on-disk cache (keyed by this file's source) or built and cached."""
-    path = _cache_dir() / f"head_template_v{VERSION}_{_source_hash()}.npz"
+    path = _cache_dir() / f"head_template_v{VERSION}_{template_hash()}.npz"
     if path.exists():
         try:
             z = np.load(path)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 
@@ -67,13 +66,12 @@ def landmark_error(vertices: np.ndarray, anchors: np.ndarray, camera: PinholeCam
 
 
 def below_jaw_mask(lm68: np.ndarray, shape: tuple[int, int], margin: float = 0.0) -> np.ndarray:
-    """bool (H, W): pixels below the jaw polyline (neck, shoulders), extended outwards."""
+    """bool (H, W): pixels below the jaw polyline (neck, shoulders); margin > 0 moves the line down."""
     up = lm68[27] - lm68[8]
     up = up / max(np.linalg.norm(up), 1e-6)
     jaw = lm68[0:17] - up * margin
     far = float(np.linalg.norm(shape)) * 2
-    side = np.array([up[1], -up[0]])
-    poly = np.concatenate([[jaw[0] - side * far * 0.0 - up * 0.0], jaw, [jaw[-1] - up * far], [jaw[0] - up * far]])
+    poly = np.concatenate([jaw, [jaw[-1] - up * far], [jaw[0] - up * far]])
     m = np.zeros(shape, np.uint8)
     cv2.fillPoly(m, [np.round(poly).astype(np.int32)], 1)
     return m.astype(bool)
