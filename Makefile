@@ -21,6 +21,7 @@ install: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m services.common.protogen
 
+# `headforge demo` = `headforge generate` on scikit-image's astronaut: out/demo/asset.glb, turntable.gif, report.json
 demo: $(STAMP)
 	$(VENV)/bin/headforge demo --out out/demo
 

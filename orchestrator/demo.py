@@ -1,62 +1,68 @@
-"""`make demo`: face analysis on a real bundled portrait (scikit-image's astronaut).
-
-Writes the input, an annotated overlay (box, 68 landmarks, head mask, pose axes), the aligned crop with
-its head mask, and analysis.json; prints where they are. Later issues replace this with the 3D head.
-"""
+"""`make demo`: the fast recipe on a real portrait that an installed package ships (scikit-image's
+astronaut, Eileen Collins): a textured 3D head (asset.glb), a turntable, a contact sheet and report.json
+in out/demo, everything in-process on the CPU with the shipped dlib models."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 
-from services.common.images import encode_png
-
-
-def overlay(image: np.ndarray, face) -> np.ndarray:
-    """The photo with the head mask tinted, the box, the landmarks and the head's axes drawn."""
-    out = image.copy()
-    if face.head_mask is not None:
-        tint = out.astype(np.float32)
-        m = face.head_mask > 0
-        tint[m] = tint[m] * 0.6 + np.array([80, 160, 255]) * 0.4
-        out = tint.astype(np.uint8)
-    x0, y0, x1, y1 = (int(round(v)) for v in face.box)
-    cv2.rectangle(out, (x0, y0), (x1, y1), (255, 220, 0), 1)
-    for x, y in face.landmarks_68:
-        cv2.circle(out, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1)
-    origin = face.landmarks_3d_68[30]
-    axes = np.array([origin, origin + [0.5, 0, 0], origin + [0, 0.5, 0], origin + [0, 0, 0.5]])
-    p = face.camera.project(axes)
-    for end, colour in zip(p[1:], [(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        cv2.line(out, tuple(int(v) for v in p[0]), tuple(int(v) for v in end), colour, 2)
-    return out
-
-
-def run_demo(out: Path) -> int:
+def demo_portrait():
     from skimage import data
 
-    from services.face.client import InProcessFaceClient
-    from services.face.convert import face_to_dict
+    return data.astronaut()
 
+
+def run_demo(out: Path, progress=None):
+    from orchestrator.fast import run_fast
+    from services.common.images import encode_png
+    from services.face.client import InProcessFaceClient
+    from services.render.client import InProcessRenderClient
+
+    image = demo_portrait()
     out.mkdir(parents=True, exist_ok=True)
-    image = data.astronaut()
-    client = InProcessFaceClient()
-    result = client.analyze(image)
     (out / "input.png").write_bytes(encode_png(image))
-    if not result.faces:
-        print("no face found in the demo portrait")
-        return 1
-    face = result.faces[0]
-    (out / "overlay.png").write_bytes(encode_png(overlay(image, face)))
-    (out / "aligned_crop.png").write_bytes(encode_png(face.aligned_crop))
-    (out / "crop_head_mask.png").write_bytes(encode_png(face.crop_head_mask))
-    (out / "analysis.json").write_text(json.dumps(
-        {"faces": [face_to_dict(f) for f in result.faces], "models": [vars(m) for m in result.models]}, indent=1))
-    print(f"{len(result.faces)} face(s); largest: yaw {face.pose.yaw:+.1f}, pitch {face.pose.pitch:+.1f}, "
-          f"roll {face.pose.roll:+.1f} deg, detector score {face.score:.2f}")
-    for name in ("overlay.png", "aligned_crop.png", "crop_head_mask.png", "analysis.json"):
-        print(f"  {out / name}")
-    return 0
+    return run_fast(image, out, face_client=InProcessFaceClient(), render_client=InProcessRenderClient(),
+                    progress=progress, source_name="skimage.data.astronaut()")
+
+
+def turntable_strip(gif_path: Path, frames: int = 8):
+    """frames evenly spaced turntable frames side by side, (S, frames * S, 3) uint8."""
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    all_frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(gif_path))]
+    step = max(1, len(all_frames) // frames)
+    return np.concatenate(all_frames[::step][:frames], 1)
+
+
+def write_docs_picture(out: Path) -> None:
+    """The README picture: turntables of the astronaut and of matplotlib's Grace Hopper (needs matplotlib).
+    `python -m orchestrator.demo docs/turntable.jpg`"""
+    import tempfile
+
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    from orchestrator.fast import run_fast
+    from services.face.client import InProcessFaceClient
+    from services.render.client import InProcessRenderClient
+
+    face, render = InProcessFaceClient(), InProcessRenderClient()
+    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, image in (("astronaut", demo_portrait()), ("hopper", hopper)):
+            result = run_fast(image, Path(tmp) / name, face_client=face, render_client=render)
+            rows.append(turntable_strip(result.turntable))
+    Image.fromarray(np.concatenate(rows, 0)).save(out, quality=88)
+
+
+if __name__ == "__main__":
+    import sys
+
+    import torch
+
+    torch.set_num_threads(1)
+    write_docs_picture(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/turntable.jpg"))

@@ -1,0 +1,361 @@
+"""The `fast` recipe: one portrait -> a textured 3D head on a CPU in well under a minute, no weights
+beyond the shipped dlib models.
+
+    analyse   face service: 68 landmarks, 3D landmarks and pose, the photo's camera, head/face masks,
+              identity embedding (largest face, or face_index)
+    fit       the project's head template (orchestrator/head_template) deformed to the 3D landmarks,
+              then its silhouette fitted to the head mask through the render service
+    texture   the photo back-projected by the render service, the unseen side mirrored, the rest
+              inpainted towards hair / skin tones from the photo (orchestrator/texture.py)
+    export    asset.glb (render service export), texture.png
+    turntable turntable.gif (render service)
+    evaluate  the papers' protocol (orchestrator/evaluation.py) -> report.json, contact_sheet.png
+
+Services are reached only through their client interfaces (in-process or gRPC). Artifacts are written to
+a temporary folder beside out_dir and moved into place only when every stage succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.images import any_to_rgb8, encode_png
+from services.face.types import AnalyzeOptions
+
+RECIPE = "fast"
+MAX_SIDE = 1024            # larger photos are downscaled to this longer side first
+MIN_FACE_PX = 40           # a face box shorter side below this is refused
+GOOD_FACE_PX = 80            # faces smaller than this are upscaled (x4 at most) before the fit
+MAX_YAW_DEG = 30.0         # beyond this the fit is out of its range: a warning in the report
+MAX_PITCH_DEG = 25.0
+ARTIFACTS = ("asset.glb", "texture.png", "turntable.gif", "contact_sheet.png", "report.json")
+
+# progress weights of the stages (fractions of the whole run)
+STAGES = {"analyse": 0.10, "fit": 0.30, "texture": 0.20, "export": 0.05, "turntable": 0.10, "evaluate": 0.25}
+
+
+class NoFaceError(FailedPrecondition):
+    pass
+
+
+@dataclass
+class FastResult:
+    out_dir: Path
+    glb: Path
+    turntable: Path
+    contact_sheet: Path
+    report: Path
+    texture: Path
+    timings: dict[str, float]
+    metrics: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_image(image) -> np.ndarray:
+    """Any image a user sends (bytes, path, array) -> uint8 RGB with the longer side at most MAX_SIDE."""
+    if isinstance(image, (str, os.PathLike)):
+        image = Path(image).read_bytes()
+    rgb = any_to_rgb8(image, max_pixels=40_000_000)
+    h, w = rgb.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        s = MAX_SIDE / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw: float = MAX_YAW_DEG):
+    """(rgb, face, analysis, warnings): the face to build, in a working image that may be upscaled so the
+    face is big enough for the fit. Raises NoFaceError / FailedPrecondition with a message a user can act on."""
+    if face_index < 0:
+        raise InvalidArgument("face_index", f"must be >= 0, got {face_index}")
+    warnings: list[str] = []
+    opts = AnalyzeOptions(skip_crop=True)
+    res = face_client.analyze(rgb, opts)
+    if not res.faces and max(rgb.shape[:2]) <= 2048:   # small faces: let the detector look closer
+        res = face_client.analyze(rgb, AnalyzeOptions(skip_crop=True, upsample=2))
+    if not res.faces:
+        raise NoFaceError(f"no face found in the photo ({rgb.shape[1]}x{rgb.shape[0]} px). The fast recipe needs "
+                          f"a roughly frontal face at least {MIN_FACE_PX} px tall.", reason="NO_FACE")
+    if face_index >= len(res.faces):
+        raise FailedPrecondition(f"--face-index {face_index} asked for, but the photo has {len(res.faces)} face(s) "
+                                 f"(0 = the largest)", reason="FACE_INDEX")
+    if len(res.faces) > 1:
+        warnings.append(f"{len(res.faces)} faces found; built face {face_index} "
+                        f"({'the largest' if face_index == 0 else 'by --face-index'})")
+    face = res.faces[face_index]
+    x0, y0, x1, y1 = face.box
+    side = float(min(x1 - x0, y1 - y0))
+    if side < MIN_FACE_PX:
+        raise FailedPrecondition(f"the face is {side:.0f} px; the fast recipe needs at least {MIN_FACE_PX} px "
+                                 "(face box side). Use a closer or larger photo.", reason="FACE_TOO_SMALL")
+    if side < GOOD_FACE_PX:
+        factor = min(4.0, GOOD_FACE_PX / side, 2048 / max(rgb.shape[:2]))
+        if factor > 1.05:
+            h, w = rgb.shape[:2]
+            big = cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
+            res2 = face_client.analyze(big, opts)
+            centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2]) * factor
+            if res2.faces:
+                best = min(res2.faces, key=lambda f: np.linalg.norm(np.array([(f.box[0] + f.box[2]) / 2,
+                                                                             (f.box[1] + f.box[3]) / 2]) - centre))
+                warnings.append(f"small face ({side:.0f} px): the photo was upscaled x{factor:.2f} for the fit; "
+                                "expect a soft texture")
+                rgb, face, res = big, best, res2
+    if abs(face.pose.yaw) > max_yaw:
+        warnings.append(f"head yaw {face.pose.yaw:+.0f} deg is beyond the +-{max_yaw:.0f} deg the fast fit "
+                        "supports: the far side of the face is mirrored from the near side and may be distorted")
+    if abs(face.pose.pitch) > MAX_PITCH_DEG:
+        warnings.append(f"head pitch {face.pose.pitch:+.0f} deg is beyond the +-{MAX_PITCH_DEG:.0f} deg the fast "
+                        "fit supports")
+    return rgb, face, res, warnings
+
+
+class _Progress:
+    def __init__(self, callback):
+        self.callback = callback
+        self.done = 0.0
+
+    def stage(self, name: str, fraction: float) -> None:
+        if self.callback:
+            self.callback(name, self.done + STAGES[name] * min(max(fraction, 0.0), 1.0))
+
+    def finish(self, name: str) -> None:
+        self.done += STAGES[name]
+        if self.callback:
+            self.callback(name, self.done)
+
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    out = img.copy()
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    cv2.rectangle(out, (4, 4), (12 + w, 12 + h), (255, 255, 255), -1)
+    cv2.putText(out, text, (8, 8 + h), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+    return out
+
+
+def _tile(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = size / max(h, w)
+    r = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    out = np.full((size, size, 3), 255, np.uint8)
+    y, x = (size - r.shape[0]) // 2, (size - r.shape[1]) // 2
+    out[y:y + r.shape[0], x:x + r.shape[1]] = r
+    return out
+
+
+def _shade(normals: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A grey Lambert picture of world normals (3, H, W) for looking at the geometry."""
+    light = np.array([0.35, 0.45, 1.0])
+    light = light / np.linalg.norm(light)
+    s = np.clip((normals * light[:, None, None]).sum(0), 0, 1) * 0.75 + 0.2
+    img = s * alpha + 0.86 * (1 - alpha)
+    return (np.repeat(img[..., None], 3, 2) * 255).astype(np.uint8)
+
+
+def contact_sheet(photo: np.ndarray, renders: dict[str, np.ndarray], geometry: list[np.ndarray],
+                  texture: np.ndarray, metrics: dict, tile: int = 256, head_box=None) -> np.ndarray:
+    """Input | photo camera | frontal | +-30 ; +-45 | +-90 | rear ; geometry | texture | figures."""
+    views = metrics.get("views", {})
+
+    def lab(name: str) -> str:
+        v = views.get(name)
+        if not v:
+            return name
+        return f"{name} d={v['distance']:.2f}" if v.get("distance") is not None else f"{name} no face"
+
+    ref_view = renders["reference_view"]
+    if head_box is not None:   # the photo's camera, cropped to the head
+        x0, y0, x1, y1 = (int(round(v)) for v in head_box)
+        H, W = ref_view.shape[:2]
+        pad = np.pad(ref_view, ((H, H), (W, W), (0, 0)), mode="edge")
+        ref_view = pad[y0 + H:y1 + H, x0 + W:x1 + W]
+    row1 = [_label(_tile(photo, tile), "input"), _label(_tile(ref_view, tile), "photo camera"),
+            _label(_tile(renders["frontal"], tile), lab("frontal")),
+            _label(_tile(renders["left_frontal"], tile), lab("left_frontal")),
+            _label(_tile(renders["right_frontal"], tile), lab("right_frontal"))]
+    row2 = [_label(_tile(renders[n], tile), lab(n)) for n in ("yaw_+45", "yaw_-45", "left", "right")]
+    row2.append(_label(_tile(renders["rear"], tile), "rear"))
+    row3 = [_label(_tile(g, tile), "geometry") for g in geometry[:3]]
+    row3.append(_label(_tile((texture * 255).astype(np.uint8), tile), "texture"))
+    row3.append(np.full((tile, tile, 3), 255, np.uint8))
+    text = [f"ID (mean cos, 4 views) {metrics['identity_similarity']:.3f}",
+            f"PSNR {metrics['psnr_db']:.2f} dB  SSIM {metrics['ssim']:.3f}",
+            f"LPIPS / CLIP-I: {'n/a' if isinstance(metrics['lpips'], str) else metrics['lpips']} / "
+            f"{'n/a' if isinstance(metrics['clip_i'], str) else metrics['clip_i']}"]
+    for k, t in enumerate(text):
+        cv2.putText(row3[-1], t[:34], (6, 30 + 26 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    return np.concatenate([np.concatenate(r, 1) for r in (row1, row2, row3)], 0)
+
+
+def _turntable(render_client, scene_id: str, frames: int, size: int, progress) -> list[np.ndarray]:
+    from orchestrator.evaluation import VIEW_BACKGROUND, to_uint8, view_camera
+
+    cams = [view_camera(360.0 * k / frames, size, elevation=5.0) for k in range(frames)]
+    out = []
+    for start in range(0, frames, 6):
+        r = render_client.render(scene_id, cams[start:start + 6], ["rgb"], background=np.array(VIEW_BACKGROUND))
+        out += [to_uint8(img) for img in r.outputs["rgb"]]
+        progress(len(out) / frames)
+    return out
+
+
+def _write_gif(path: Path, frames: list[np.ndarray], ms: int = 80) -> None:
+    from PIL import Image
+
+    ims = [Image.fromarray(f).convert("P", palette=Image.ADAPTIVE, colors=255) for f in frames]
+    ims[0].save(path, save_all=True, append_images=ims[1:], duration=ms, loop=0, optimize=False)
+
+
+def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0, progress=None,
+             texture_size: int = 1024, fit_steps: int = 16, turntable_frames: int = 24, turntable_size: int = 256,
+             clip_model: str | None = None, source_name: str = "") -> FastResult:
+    """Build a textured head from one portrait. image: bytes, a path or a uint8 (H, W, 3) array.
+    progress(stage, overall_fraction) is called as the run goes. Raises NoFaceError / FailedPrecondition
+    for photos the recipe cannot use (nothing is written then)."""
+    from orchestrator.evaluation import Reference, evaluate_scene
+    from orchestrator.head_template.build import VERSION as TEMPLATE_VERSION, load_template, template_hash
+    from orchestrator.head_template.fit import fit_to_landmarks, landmark_error, mesh_glb, refine_silhouette
+    from orchestrator.texture import complete_texture, photo_tones, projection_mask
+
+    out_dir = Path(out_dir)
+    p = _Progress(progress)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    if isinstance(image, (str, os.PathLike)):
+        source_name = source_name or str(image)
+        image = Path(image).read_bytes()
+    raw = image if isinstance(image, (bytes, bytearray)) else np.ascontiguousarray(image).tobytes()
+    digest = hashlib.sha256(raw).hexdigest()
+
+    # analyse -------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    p.stage("analyse", 0.0)
+    rgb = prepare_image(image)
+    rgb, face, analysis, warnings = analyse_photo(face_client, rgb, face_index)
+    timings["analyse"] = time.perf_counter() - t
+    p.finish("analyse")
+
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    scenes: list[str] = []
+    try:
+        # fit -------------------------------------------------------------------------------------
+        t = time.perf_counter()
+        template = load_template()
+        cam, lm68 = face.camera, face.landmarks_68
+        err_template = landmark_error(template.vertices, template.anchors, cam, lm68)
+        v_lm = fit_to_landmarks(template, face.landmarks_3d_68)
+        err_lm = landmark_error(v_lm, template.anchors, cam, lm68)
+        p.stage("fit", 0.1)
+        sil = refine_silhouette(render_client, template, v_lm, cam, face.head_mask, lm68, steps=fit_steps,
+                                progress=lambda k, n: p.stage("fit", 0.1 + 0.9 * k / n))
+        vertices = sil.vertices
+        err_fit = landmark_error(vertices, template.anchors, cam, lm68)
+        timings["fit"] = time.perf_counter() - t
+        p.finish("fit")
+
+        # texture ---------------------------------------------------------------------------------
+        t = time.perf_counter()
+        grey = np.full((texture_size, texture_size, 3), 0.5, np.float32)
+        scene = render_client.create_scene("mesh", asset=(mesh_glb(vertices, template, grey), "glb"), label="fast-tex")
+        scenes.append(scene.scene_id)
+        p.stage("texture", 0.2)
+        mask = projection_mask(face.head_mask, lm68)
+        bp = render_client.back_project(scene.scene_id, rgb, cam, mask=mask, min_cosine=0.2)
+        render_client.close_scene(scenes.pop())
+        p.stage("texture", 0.6)
+        tones = photo_tones(rgb, lm68, face.head_mask, face.face_mask)
+        tex, tex_stats = complete_texture(bp.texture.transpose(1, 2, 0), bp.visibility[0], template, tones)
+        final = render_client.create_scene("mesh", asset=(mesh_glb(vertices, template, tex), "glb"), label="fast")
+        scenes.append(final.scene_id)
+        timings["texture"] = time.perf_counter() - t
+        p.finish("texture")
+
+        # export ----------------------------------------------------------------------------------
+        t = time.perf_counter()
+        glb = render_client.export(final.scene_id, "glb")
+        (work / "asset.glb").write_bytes(glb)
+        (work / "texture.png").write_bytes(encode_png((tex * 255 + 0.5).astype(np.uint8)))
+        timings["export"] = time.perf_counter() - t
+        p.finish("export")
+
+        # turntable -------------------------------------------------------------------------------
+        t = time.perf_counter()
+        frames = _turntable(render_client, final.scene_id, turntable_frames, turntable_size,
+                            lambda f: p.stage("turntable", f))
+        _write_gif(work / "turntable.gif", frames)
+        timings["turntable"] = time.perf_counter() - t
+        p.finish("turntable")
+
+        # evaluate --------------------------------------------------------------------------------
+        t = time.perf_counter()
+        ref = Reference(rgb, cam, face.head_mask, face.embedding, face.embedding_norm)
+        ev = evaluate_scene(render_client, face_client, final.scene_id, ref, clip_model=clip_model,
+                            progress=lambda k, n: p.stage("evaluate", 0.8 * k / n))
+        from orchestrator.evaluation import view_camera
+
+        geo = render_client.render(final.scene_id, [view_camera(a, 256) for a in (0, 35, 90)],
+                                   ["normal_world", "alpha"])
+        geometry = [_shade(n, a[0]) for n, a in zip(geo.outputs["normal_world"], geo.outputs["alpha"])]
+        from orchestrator.head_template.fit import head_box
+
+        sheet = contact_sheet(rgb, ev.renders, geometry, tex, ev.metrics, head_box=head_box(face.head_mask, lm68))
+        (work / "contact_sheet.png").write_bytes(encode_png(sheet))
+        timings["evaluate"] = time.perf_counter() - t
+        p.finish("evaluate")
+        render_client.close_scene(scenes.pop())
+        timings["total"] = time.perf_counter() - t_all
+
+        fr = ev.metrics["views"]["frontal"]
+        if not fr["face_found"] or not fr.get("same_person", False):
+            warnings.append("the frontal render is not recognised as the input's person by the face model")
+        report = {
+            "recipe": RECIPE,
+            "input": {"source": source_name, "sha256": digest, "working_width": int(rgb.shape[1]),
+                      "working_height": int(rgb.shape[0])},
+            "face": {"index": face_index, "faces_found": len(analysis.faces),
+                     "box": [round(float(v), 1) for v in face.box], "score": round(float(face.score), 3),
+                     "yaw_deg": round(face.pose.yaw, 1), "pitch_deg": round(face.pose.pitch, 1),
+                     "roll_deg": round(face.pose.roll, 1)},
+            "fit": {"template_version": TEMPLATE_VERSION, "template_hash": template_hash(),
+                    "vertices": int(len(vertices)), "faces": int(len(template.faces)),
+                    "landmark_rms_px": {"template": round(err_template, 2), "landmark_fit": round(err_lm, 2),
+                                        "silhouette_fit": round(err_fit, 2)},
+                    "mask_iou": {"before": round(sil.iou_before, 4), "after": round(sil.iou_after, 4)},
+                    "silhouette_steps": sil.steps},
+            "texture": {"size": texture_size, **{k: (round(v, 4) if isinstance(v, float) else v)
+                                                  for k, v in tex_stats.items()}},
+            "metrics": ev.metrics,
+            "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "models": {"face": [vars(m) for m in analysis.models],
+                       "render": {"kind": "mesh", "backend": getattr(scene, "backend", "")},
+                       "head_template": f"headforge-template-v{TEMPLATE_VERSION}"},
+            "warnings": warnings,
+            "artifacts": list(ARTIFACTS),
+        }
+        (work / "report.json").write_text(json.dumps(report, indent=1))
+        # move into place: all or nothing
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ARTIFACTS:
+            os.replace(work / name, out_dir / name)
+    finally:
+        for sid in scenes:
+            try:
+                render_client.close_scene(sid)
+            except Exception:
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+    return FastResult(out_dir, out_dir / "asset.glb", out_dir / "turntable.gif", out_dir / "contact_sheet.png",
+                      out_dir / "report.json", out_dir / "texture.png", report["timings_s"], ev.metrics, warnings)

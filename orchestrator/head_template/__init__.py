@@ -1,0 +1,1 @@
+"""HeadForge's own head template (build.py) and its per-subject fitting (fit.py)."""
