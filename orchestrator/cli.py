@@ -12,7 +12,7 @@
     headforge serve inversion --models-dir DIR   3D-GAN inversion (generators under DIR/inversion/<name>)
     headforge models make-tiny DIR           write tiny random models in the real on-disk formats (tests)
     headforge models convert-gan PKL OUT --trust-pickle   official EG3D/PanoHead pickle -> safetensors
-    headforge generate IMAGE [--out DIR]     portrait -> textured 3D head (the `fast` recipe, in-process)
+    headforge generate IMAGE [--recipe R]    portrait -> 3D head in this process (default recipe: fast)
     headforge eval OUT_DIR --reference IMAGE the papers' evaluation protocol on a generated head
     headforge demo [--out DIR]               `generate` on a bundled portrait (scikit-image's astronaut)
 """
@@ -546,9 +546,39 @@ def _print_generate_summary(result) -> None:
         print(f"warning: {w}")
 
 
+def _generate_with_recipe(args) -> int:
+    """Any recipe, in this process (orchestrator/local.py): the same stages a cluster job runs."""
+    from orchestrator.local import run_local
+    from orchestrator.recipes import load_recipe, load_recipe_file
+    from orchestrator.runtime.endpoints import INPROCESS, Endpoints
+
+    options = _pairs(args.option, "--option")
+    loaded = load_recipe_file(args.recipe_file, options) if args.recipe_file else load_recipe(args.recipe, options=options)
+    guidance_config = args.guidance_config
+    if guidance_config is None and args.models and (Path(args.models) / "guidance" / "guidance.yaml").is_file():
+        guidance_config = str(Path(args.models) / "guidance" / "guidance.yaml")
+    endpoints = Endpoints(face=args.target or INPROCESS, render=args.render_target or INPROCESS,
+                          guidance=args.guidance_target or INPROCESS, guidance_config=guidance_config,
+                          token=args.token)
+    images = [Path(args.image).read_bytes()] if args.image else []
+    result = run_local(loaded, images, args.prompt, Path(args.out), endpoints=endpoints,
+                       show_progress=not args.no_progress)
+    if result.state != "succeeded":
+        print(f"headforge generate: {result.state}: {result.error_message}", file=sys.stderr)
+        return 1
+    print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
+    for name in result.artifacts:
+        print(f"  {name}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from orchestrator.fast import run_fast
 
+    if args.recipe_file or (args.recipe or "fast") != "fast" or args.option:
+        return _generate_with_recipe(args)
+    if not args.image:
+        raise SystemExit("headforge generate: the fast recipe needs a photo")
     _set_threads(args.threads)
     face, render = _generate_clients(args)
     with _progress_bar(not args.no_progress) as bar:
@@ -750,9 +780,17 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--jobs-address", action="store_true", help="status: print only the jobs address")
     cl.set_defaults(func=cmd_cluster)
 
-    gen = sub.add_parser("generate", help="portrait -> textured 3D head (the fast recipe, in-process)")
-    gen.add_argument("image")
+    gen = sub.add_parser("generate", help="portrait -> 3D head in this process (default: the fast recipe)")
+    gen.add_argument("image", nargs="?", help="the portrait (text-only recipes take none)")
     gen.add_argument("--out", default="out/head", help="output folder (written only when the run succeeds)")
+    gen.add_argument("--recipe", default=None, help="a built-in recipe (default fast); see `headforge recipes`")
+    gen.add_argument("--recipe-file", default=None, help="your own recipe YAML")
+    gen.add_argument("--option", action="append", metavar="K=V", help="recipe override by dotted path")
+    gen.add_argument("--prompt", default="")
+    gen.add_argument("--models", default=None, help="model folder (as `headforge models make-tiny` writes it); "
+                     "its guidance/guidance.yaml configures in-process guidance")
+    gen.add_argument("--guidance-config", default=None, help="guidance model repository YAML (in-process)")
+    gen.add_argument("--guidance-target", default=None, help="HOST:PORT of a guidance service")
     gen.add_argument("--texture-size", type=int, default=1024)
     gen.add_argument("--no-progress", action="store_true")
     _add_generate_flags(gen)

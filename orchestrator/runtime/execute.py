@@ -18,7 +18,7 @@ import traceback
 from typing import Callable
 
 from orchestrator.recipes import load_recipe
-from orchestrator.stages import evaluate, optimise, preprocess, scene
+from orchestrator.stages import evaluate, fast_head, optimise, preprocess, scene
 from orchestrator.stages.context import JobCancelled, StageContext
 from services.common.errors import HeadForgeError
 
@@ -31,6 +31,7 @@ STAGES: dict[str, Callable] = {
     "convert": scene.run_convert,
     "export": scene.run_export,
     "evaluate": evaluate.run,
+    "fast_head": fast_head.run,
 }
 STATE_ARTIFACT = "checkpoints/state.json"
 

@@ -89,7 +89,17 @@ class EvaluateParams(_Strict):
     turntable_frames: int = Field(24, ge=4, le=360)
 
 
+class FastHeadParams(_Strict):
+    """The whole fast recipe as one stage (orchestrator/fast.py): template fit, texture, turntable, eval."""
+
+    face_index: int = Field(0, ge=0)
+    texture_size: int = Field(1024, ge=64, le=4096)
+    fit_steps: int = Field(16, ge=0, le=1000)
+    turntable_frames: int = Field(24, ge=4, le=360)
+
+
 STAGE_PARAMS: dict[str, type[BaseModel]] = {
+    "fast_head": FastHeadParams,
     "preprocess": PreprocessParams,
     "init": InitParams,
     "optimise": OptimiseParams,

@@ -33,3 +33,16 @@ def test_cluster_up_run_a_job_down(tmp_path):
         down = headforge("cluster", "down", "--dir", d)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert headforge("cluster", "status", "--dir", d).returncode == 1
+
+
+def test_generate_with_a_recipe_and_list_recipes(tmp_path):
+    out = tmp_path / "prior"
+    r = headforge("generate", "--recipe", "analytic_prior", "--option", "stages.optimise.iterations=5",
+                  "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (out / "export" / "head.ply").is_file() and (out / "report.json").is_file()
+    bad = headforge("generate", "--recipe", "analytic_prior", "--option", "stages.optimise.iterations=-1",
+                    "--out", str(tmp_path / "bad"))
+    assert bad.returncode != 0 and "stages[1].params.iterations" in bad.stderr and not (tmp_path / "bad").exists()
+    listing = headforge("recipes")
+    assert listing.returncode == 0 and all(n in listing.stdout for n in ("fast", "sds_gaussians", "analytic_prior"))

@@ -96,3 +96,17 @@ def test_mesh_then_convert_to_gaussians(tmp_path):
     vertices = PlyData.read(str(tmp_path / "out" / "export" / "head.ply"))["vertex"]
     radii = np.sqrt(vertices["x"] ** 2 + vertices["y"] ** 2 + vertices["z"] ** 2)
     assert vertices.count == 600 and np.median(radii) == pytest.approx(0.9, rel=0.15)   # on the sphere
+
+
+def test_the_fast_recipe_as_a_stage(tmp_path, astronaut):
+    """The embedded default as a recipe stage: the same files `headforge generate` writes become artifacts."""
+    import trimesh
+
+    options = {"stages.fast.texture_size": "256", "stages.fast.fit_steps": "4", "stages.fast.turntable_frames": "4"}
+    result = run_local(load_recipe("fast", options=options), [encode_png(astronaut)], "", tmp_path / "out",
+                       show_progress=False)
+    assert result.state == "succeeded", result.error_message
+    for name in ("asset.glb", "turntable.gif", "contact_sheet.png", "report.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+    mesh = trimesh.load(tmp_path / "out" / "asset.glb", force="mesh")
+    assert len(mesh.faces) > 10000 and mesh.visual.material is not None

@@ -163,3 +163,12 @@ def test_cancel_mid_stage_frees_the_scene(cluster):
 def _open_scenes(cluster) -> float:
     """Scenes open in the render process (its headforge_render_scenes gauge)."""
     return sample(scrape(cluster["render_metrics_port"]), "headforge_render_scenes")
+
+
+def test_the_fast_recipe_runs_as_a_cluster_job(cluster, astronaut):
+    store = cluster["store"]
+    job_id = submit(store, "fast", {"stages.fast.texture_size": "256", "stages.fast.fit_steps": "4",
+                                    "stages.fast.turntable_frames": "4"}, [encode_png(astronaut)])
+    job = wait(store, job_id)
+    assert job.state == "succeeded", job.error_message
+    assert {"asset.glb", "turntable.gif", "contact_sheet.png", "report.json"} <= {a.name for a in job.artifacts}
