@@ -227,7 +227,6 @@ def refine_silhouette(render_client, template, vertices: np.ndarray, camera: Pin
     from services.render.service import GradientTerm
 
     crop_cam, target, weight = _crop_problem(camera, head_mask, lm68, size)
-    w = h = size
     camera = crop_cam
     probe = 1e-4   # the service's step is lr * g / eps = probe * g: small and linear in the gradient
     spec = OptimizerSpec(lrs={"vertices": LrSchedule.constant(probe * 1e6)}, frozen={"texture"}, betas=(0.0, 0.999),

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from services.common.errors import FailedPrecondition, InvalidArgument, require
+from services.common.errors import FailedPrecondition, require
 from services.common.images import any_to_rgb8
 from services.face.backends import load_detector, load_recognizer
 from services.face.config import FaceConfig

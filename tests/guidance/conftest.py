@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from services.guidance.backbones.analytic import builtin_exemplars
 from services.guidance.config import BatchingConfig, GuidanceConfig
 from services.guidance.service import GuidanceService
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.helpers import single_thread  # noqa: F401 - one torch thread for every module here
 
 
 def analytic_service(**batching) -> GuidanceService:

@@ -7,19 +7,13 @@ from __future__ import annotations
 import pickle
 
 import pytest
-import torch
 
 from services.common.process import ServiceProcess
 from services.inversion.generators.checkpoint import save_generator
 from services.inversion.tiny import tiny_generator, write_tiny_generators
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from tests.helpers import single_thread  # noqa: F401 - one torch thread for every module here
 
 
 @pytest.fixture(scope="session")

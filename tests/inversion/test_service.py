@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from services.common import auth
 from services.common.cameras import PinholeCamera
 from services.common.errors import (FailedPrecondition, HeadForgeError, InvalidArgument, NotFound, PermissionDenied,
                                     ResourceExhausted)
@@ -22,38 +21,14 @@ from services.inversion.invert import InvertSettings
 from services.inversion.service import GanCamera, InversionConfig, InversionService, Latent
 from services.inversion.sessions import InversionLimits
 from services.render.service import RenderService
+from tests.helpers import Tenant as _Tenant
 
 FAST = InvertSettings(steps=12, lr=0.05, pti=True, pti_steps=4, seed=1, progress_every=4, preview_size=16)
 
 
-class Tenant:
-    """A client acting for one tenant (in-process: the tenant context the gRPC interceptor would set);
-    closes its sessions when the test ends."""
+def Tenant(client, tenant: str | None = None):   # noqa: N802 - reads like the class it makes
+    return _Tenant(client, tenant, created_by="invert", id_field="session_id", close_method="close_session")
 
-    def __init__(self, client, tenant: str | None = None):
-        self.client, self.tenant, self.created = client, tenant, []
-
-    def __getattr__(self, name):
-        attr = getattr(self.client, name)
-
-        def call(*args, **kw):
-            token = auth.set_tenant(self.tenant) if self.tenant else None
-            try:
-                result = attr(*args, **kw)
-            finally:
-                if token is not None:
-                    auth.reset_tenant(token)
-            if name == "invert":
-                self.created.append(result.session_id)
-            return result
-        return call
-
-    def cleanup(self):
-        for sid in self.created:
-            try:
-                self.close_session(sid)
-            except (NotFound, PermissionDenied):
-                pass
 
 
 @pytest.fixture(scope="module")

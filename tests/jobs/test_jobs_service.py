@@ -13,7 +13,6 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest

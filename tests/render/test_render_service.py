@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common import auth
 from services.common.cameras import orbit_camera, sample_orbit_cameras
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from services.common.process import ServiceProcess
@@ -16,6 +15,7 @@ from services.render.optim import LrSchedule, OptimizerSpec
 from services.render.procedural_head import head_mesh, render_head
 from services.render.service import GradientTerm, RegularizerTerm, RenderService
 from services.render.sessions import RenderLimits
+from tests.helpers import Tenant as _Tenant
 
 LIMITS = dict(max_scenes_per_tenant=4, max_pending_steps_per_scene=3)
 
@@ -32,36 +32,9 @@ def render_server(tmp_path_factory):
     server.stop()
 
 
-class Tenant:
-    """A client acting for one tenant (in-process: the tenant context the gRPC interceptor would set);
-    closes the scenes it created when the test ends, so tests sharing a server do not hit its caps."""
+def Tenant(client, tenant: str | None = None):   # noqa: N802 - reads like the class it makes
+    return _Tenant(client, tenant, created_by="create_scene", id_field="scene_id", close_method="close_scene")
 
-    def __init__(self, client, tenant: str | None = None):
-        self.client, self.tenant, self.created = client, tenant, []
-
-    def __getattr__(self, name):
-        attr = getattr(self.client, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kw):
-            token = auth.set_tenant(self.tenant) if self.tenant else None
-            try:
-                result = attr(*args, **kw)
-            finally:
-                if token is not None:
-                    auth.reset_tenant(token)
-            if name == "create_scene":
-                self.created.append(result.scene_id)
-            return result
-        return call
-
-    def cleanup(self):
-        for sid in self.created:
-            try:
-                self.close_scene(sid)
-            except (NotFound, PermissionDenied):
-                pass
 
 
 @pytest.fixture(params=["inprocess", "grpc"])

@@ -1,0 +1,53 @@
+"""Small helpers shared by the test suites."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from services.common import auth
+from services.common.errors import NotFound, PermissionDenied
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Torch on one thread for a module: small CPU kernels on a shared 2-core machine run faster so and the
+    timings do not depend on what else runs. Import it into a conftest.py to apply it to a folder."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Tenant:
+    """A client acting for one tenant (in-process: the tenant context the gRPC interceptor would set) that
+    remembers what it created (the `created_by` method's result attribute `id_field`) and closes it with
+    `close_method` when the test ends, so tests sharing a server do not run into its caps."""
+
+    def __init__(self, client, tenant: str | None = None, *, created_by: str, id_field: str, close_method: str):
+        self.client, self.tenant, self.created = client, tenant, []
+        self._created_by, self._id_field, self._close = created_by, id_field, close_method
+
+    def __getattr__(self, name):
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kw):
+            token = auth.set_tenant(self.tenant) if self.tenant else None
+            try:
+                result = attr(*args, **kw)
+            finally:
+                if token is not None:
+                    auth.reset_tenant(token)
+            if name == self._created_by:
+                self.created.append(getattr(result, self._id_field))
+            return result
+        return call
+
+    def cleanup(self):
+        for resource_id in self.created:
+            try:
+                getattr(self, self._close)(resource_id)
+            except (NotFound, PermissionDenied):
+                pass
