@@ -7,7 +7,6 @@ run never leaves files that look complete."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import tempfile
@@ -68,12 +67,6 @@ def run_local(loaded: LoadedRecipe, images: list[bytes], prompt: str, out_dir: P
             return LocalResult(verdict.get("state", "failed"), None, verdict.get("error_message", ""),
                                verdict.get("error_reason", ""), stage_seconds)
         job_dir = Path(work) / job_id
-        report = {"recipe": loaded.source, "recipe_sha256": loaded.sha256, "stage_seconds": stage_seconds,
-                  "total_seconds": round(sum(stage_seconds.values()), 2)}
-        metrics = job_dir / "metrics.json"
-        if metrics.is_file():
-            report["metrics"] = json.loads(metrics.read_text())
-        (job_dir / "report.json").write_text(json.dumps(report, indent=1))
         shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
+from dataclasses import asdict
 from typing import Callable
 
 from orchestrator.recipes import load_recipe
@@ -63,6 +65,7 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
             emit({"kind": "resumed", "stage": spec.name})
         ctx.state["current_stage"] = spec.name
         emit({"kind": "stage", "stage": spec.name, "state": "running"})
+        started = time.perf_counter()
         try:
             ctx.check_cancelled()
             STAGES[spec.kind](ctx, loaded.params[spec.name])
@@ -78,12 +81,36 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
             log.error("job %s stage %s failed:\n%s", job_id, spec.name, traceback.format_exc())
             return _fail(ctx, spec.name, emit, f"{spec.name}: {type(e).__name__}: {e}", "STAGE_ERROR")
         completed.append(spec.name)
+        seconds = ctx.state.setdefault("stage_seconds", {})
+        seconds[spec.name] = round(seconds.get(spec.name, 0.0) + time.perf_counter() - started, 2)
         ctx.state["current_stage"] = ""
         ctx.checkpoint()
         emit({"kind": "stage", "stage": spec.name, "state": "succeeded"})
     scene.close_scene(ctx)
+    if not artifacts.exists(job_id, "report.json"):   # a stage may write its own (fast_head does)
+        write("report.json", json.dumps(_report(loaded, ctx, artifacts, clients), indent=1).encode(), "")
     emit({"kind": "done", "state": "succeeded", "error_message": "", "error_reason": ""})
     return "succeeded"
+
+
+def _report(loaded, ctx: StageContext, artifacts, clients) -> dict:
+    """report.json: recipe and its hash, seconds per stage (summed over resumes), the evaluation's metrics,
+    warnings, and the models that served the job."""
+    report = {"recipe": loaded.recipe.name, "recipe_sha256": loaded.sha256,
+              "stage_seconds": ctx.state.get("stage_seconds", {}),
+              "total_seconds": round(sum(ctx.state.get("stage_seconds", {}).values()), 2),
+              "resumed_from": ctx.state.get("resumed_from", []), "warnings": ctx.state.get("warnings", [])}
+    if artifacts.exists(ctx.job_id, "metrics.json"):
+        report["metrics"] = json.loads(artifacts.read(ctx.job_id, "metrics.json"))
+    models = {}
+    try:
+        models["face"] = [asdict(m) for m in clients.face.describe().models]
+        models["guidance"] = {info.name: [asdict(m) for m in info.models]
+                              for info, _ in clients.guidance.describe().backbones}
+    except HeadForgeError as e:   # the report is still written; it says what could not be asked
+        models["unavailable"] = e.message
+    report["models"] = models
+    return report
 
 
 def _fail(ctx: StageContext, stage: str, emit: Emit, message: str, reason: str) -> str:

@@ -110,3 +110,14 @@ def test_the_fast_recipe_as_a_stage(tmp_path, astronaut):
         assert (tmp_path / "out" / name).is_file(), name
     mesh = trimesh.load(tmp_path / "out" / "asset.glb", force="mesh")
     assert len(mesh.faces) > 10000 and mesh.visual.material is not None
+
+
+def test_report_names_the_recipe_timings_and_models(tmp_path):
+    result = run_local(load_recipe("analytic_prior", options={"stages.optimise.iterations": "3"}), [], "",
+                       tmp_path / "out", show_progress=False)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["recipe"] == "analytic_prior" and len(report["recipe_sha256"]) == 64
+    assert set(report["stage_seconds"]) == {"init", "optimise", "export"} and report["total_seconds"] > 0
+    assert {m["role"] for m in report["models"]["face"]} >= {"detector"}
+    assert report["models"]["guidance"]["analytic"][0]["backend"] == "analytic"
+    assert result.state == "succeeded"
