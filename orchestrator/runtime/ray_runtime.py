@@ -97,6 +97,7 @@ class RayRuntime:
     def start(self) -> None:
         if not ray.is_initialized():
             self._owns_ray = True
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no phoning home from a job server
             if self.ray_address:
                 ray.init(address=self.ray_address, logging_level="ERROR")
             else:

@@ -36,7 +36,7 @@ def test_batched_results_equal_unbatched():
     assert alone.batcher.stats.largest_batch_requests == 1
     alone.close()
 
-    batched = analytic_service(max_queue_delay_ms=300, max_batch_images=16)
+    batched = analytic_service(max_queue_delay_ms=1000, max_batch_images=16)
     got = _concurrently(batched, reqs)
     stats = batched.batcher.stats
     batched.close()
@@ -126,7 +126,7 @@ def test_deadline_and_queue_full():
 
 
 def test_one_bad_request_fails_alone():
-    svc = analytic_service(max_queue_delay_ms=300)
+    svc = analytic_service(max_queue_delay_ms=1000)
     svc.backbones["analytic"] = _PoisonRow(svc.backbones["analytic"])
     x = np.full((1, 3, 32, 32), 0.5, np.float32)
     good = [DistillRequest(images=x, seed=i + 1, timesteps=TimestepSchedule(t=[0.5])) for i in range(2)]
@@ -144,29 +144,38 @@ def test_one_bad_request_fails_alone():
 
 
 def test_priority_is_served_first():
+    """With the worker held, a high-priority request queued after a low-priority one runs before it (the
+    execution order is read from the timesteps the model sees: t 0.1 first, 0.2 low, 0.3 high)."""
     svc = analytic_service(max_queue_delay_ms=0, max_batch_images=1)
     gate = _Gate(svc.backbones["analytic"])
     svc.backbones["analytic"] = gate
-    order = []
+    executed = []
+    inner_predict = gate.predict_noise
+
+    def recording_predict(latents, steps, cond):
+        executed.append(int(steps[0]))
+        return inner_predict(latents, steps, cond)
+
+    gate.predict_noise = recording_predict
     x = np.full((1, 3, 32, 32), 0.5, np.float32)
 
-    def call(name, priority):
-        svc.distill(DistillRequest(images=x, seed=1, queue=QueueOptions(priority=priority)))
-        order.append(name)
+    def call(t, priority):
+        svc.distill(DistillRequest(images=x, seed=1, guidance_scale=1.0, timesteps=TimestepSchedule(t=[t]),
+                                   queue=QueueOptions(priority=priority)))
 
     with ThreadPoolExecutor(3) as pool:
-        f0 = pool.submit(call, "first", 0)
+        f0 = pool.submit(call, 0.1, 0)
         assert gate.entered.wait(5)
-        f1 = pool.submit(call, "low", -5)
+        f1 = pool.submit(call, 0.2, -5)
         while svc.batcher.depth() < 1:
             time.sleep(0.01)
-        f2 = pool.submit(call, "high", 5)
+        f2 = pool.submit(call, 0.3, 5)
         while svc.batcher.depth() < 2:
             time.sleep(0.01)
         gate.release.set()
         for f in (f0, f1, f2):
             f.result(10)
-    assert order == ["first", "high", "low"]
+    assert executed == [100, 300, 200]
     svc.close()
 
 

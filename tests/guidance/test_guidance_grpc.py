@@ -37,7 +37,7 @@ def config_path(tmp_path_factory):
     path = d / "guidance" / "both.yaml"
     path.write_text(yaml.safe_dump({
         "backbones": [{"name": "analytic", "backend": "analytic", "default": True}, *tiny],
-        "batching": {"max_batch_images": 16, "max_queue_delay_ms": 150, "max_queue_depth": 32}}))
+        "batching": {"max_batch_images": 16, "max_queue_delay_ms": 400, "max_queue_depth": 32}}))
     return path
 
 
@@ -77,7 +77,7 @@ def test_describe(client_a):
     assert sd.variants == ("sds", "isd") and sd.identity_embedding_dim == 512
     assert [c.name for c in sd.controls] == ["landmarks", "normal"] and sd.loras[0].output_kind == "normal"
     assert {m.role for m in sd.models} >= {"unet", "vae", "text_encoder"} and all(len(m.sha256) == 16 for m in sd.models)
-    assert d.max_batch_images == 16 and d.max_queue_delay_ms == 150 and d.device == "cpu"
+    assert d.max_batch_images == 16 and d.max_queue_delay_ms == 400 and d.device == "cpu"
 
 
 def test_isd_over_grpc_equals_in_process(client_a, local):

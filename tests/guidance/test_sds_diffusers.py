@@ -90,7 +90,7 @@ def test_batched_equals_unbatched_with_adapter_controls_and_lora(tiny_guidance_y
     expected = [solo.distill(r).grad for r in reqs]
     solo.close()
     batched = GuidanceService(load_config(tiny_guidance_yaml, device="cpu").model_copy(
-        update={"batching": BatchingConfig(max_queue_delay_ms=400)}))
+        update={"batching": BatchingConfig(max_queue_delay_ms=1500)}))
     with ThreadPoolExecutor(4) as pool:
         got = [r.grad for r in pool.map(batched.distill, reqs)]
     stats = batched.batcher.stats
