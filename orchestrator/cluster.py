@@ -98,7 +98,8 @@ def status(directory: Path) -> dict:
 
 def _run(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None) -> int:
     """The supervisor process itself (started detached by `up`)."""
-    from orchestrator.runtime.supervisor import ServiceSpec, Supervisor, free_port
+    from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
+    from services.common.process import free_port
 
     common = ["--tokens-file", tokens_file] if tokens_file else []
     ports = {name: free_port() for name in ("face", "render", "guidance")}

@@ -45,6 +45,18 @@ def view_camera(azimuth: float, size: int = 512, elevation: float = 0.0) -> Pinh
                         target=VIEW_TARGET)
 
 
+def encode_gif(frames: list[np.ndarray], ms: int = 80) -> bytes:
+    """(H, W, 3) uint8 frames -> a looping GIF (adaptive palette), bytes."""
+    import io
+
+    from PIL import Image
+
+    ims = [Image.fromarray(f).convert("P", palette=Image.ADAPTIVE, colors=255) for f in frames]
+    buf = io.BytesIO()
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=ms, loop=0, optimize=False)
+    return buf.getvalue()
+
+
 def to_uint8(rgb_chw: np.ndarray) -> np.ndarray:
     return (np.clip(np.asarray(rgb_chw).transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
 

@@ -211,10 +211,9 @@ def _turntable(render_client, scene_id: str, frames: int, size: int, progress) -
 
 
 def _write_gif(path: Path, frames: list[np.ndarray], ms: int = 80) -> None:
-    from PIL import Image
+    from orchestrator.evaluation import encode_gif
 
-    ims = [Image.fromarray(f).convert("P", palette=Image.ADAPTIVE, colors=255) for f in frames]
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=ms, loop=0, optimize=False)
+    path.write_bytes(encode_gif(frames, ms))
 
 
 def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0, progress=None,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from services.common import auth
 from services.common.errors import NotFound, PermissionDenied
+from services.common.process import ROOT
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -51,3 +56,9 @@ class Tenant:
                 getattr(self, self._close)(resource_id)
             except (NotFound, PermissionDenied):
                 pass
+
+
+def headforge(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `headforge` command as a user would (a fresh process from the repository root)."""
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from services.common.cameras import PinholeCamera
+from services.common.cameras import camera_for_box as crop_camera  # noqa: F401 (re-exported)
 
 
 def rbf_deform(points: np.ndarray, src: np.ndarray, dst: np.ndarray, smooth: float = 1e-6,
@@ -167,18 +168,6 @@ def smoothing_operator(template, spread: float = 400.0):
     pinned = face | (template.region == 3) | ((template.region == 0) & (tv[:, 1] < -0.1))
     lu = splu((sp.identity(V) + spread * L + sp.diags(pinned * 1e3)).tocsc())
     return lambda d: lu.solve(np.ascontiguousarray(d, np.float64))
-
-
-def crop_camera(camera: PinholeCamera, box: tuple[float, float, float, float], size: int) -> PinholeCamera:
-    """The camera that sees the pixel box (x0, y0, x1, y1, square) of `camera`'s image at size x size."""
-    x0, y0, x1, y1 = box
-    s = size / (x1 - x0)
-    K = camera.K.copy()
-    K[0, 0] *= s
-    K[1, 1] *= s
-    K[0, 2] = (K[0, 2] - x0) * s
-    K[1, 2] = (K[1, 2] - y0) * s
-    return PinholeCamera(K, camera.world_to_camera.copy(), size, size)
 
 
 def head_box(head_mask: np.ndarray, lm68: np.ndarray, grow: float = 1.25) -> tuple[float, float, float, float]:

@@ -5,21 +5,14 @@ Used by `headforge cluster up` and by the fault tests."""
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.process import ServiceProcess
+from services.common.process import ServiceProcess, free_port
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

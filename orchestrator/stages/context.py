@@ -70,11 +70,3 @@ def camera_to_json(cam: PinholeCamera) -> dict:
 def camera_from_json(d: dict) -> PinholeCamera:
     return PinholeCamera(np.asarray(d["K"], np.float64), np.asarray(d["world_to_camera"], np.float64),
                          int(d["width"]), int(d["height"]))
-
-
-def scaled_camera(cam: PinholeCamera, size: int) -> PinholeCamera:
-    """The same camera for a square image of `size` pixels (cam must be square)."""
-    s = size / cam.width
-    K = np.asarray(cam.K, np.float64).copy()
-    K[:2] *= s
-    return PinholeCamera(K, np.asarray(cam.world_to_camera), size, size)

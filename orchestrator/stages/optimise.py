@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 
 from orchestrator.recipes.schema import schedule_at
-from orchestrator.stages.context import StageContext, camera_from_json, scaled_camera
+from orchestrator.stages.context import StageContext, camera_from_json
 from orchestrator.stages.params import OptimiseParams, Term
 from orchestrator.stages.scene import ensure_scene
-from services.common.cameras import sample_orbit_cameras
+from services.common.cameras import camera_for_box, sample_orbit_cameras
 from services.common.images import decode_png
 from services.guidance.types import Conditions, DistillRequest, TimestepSchedule
 from services.render.service import GradientTerm, RegularizerTerm
@@ -25,7 +25,8 @@ def _reference(ctx: StageContext, resolution: int):
     mask = decode_png(ctx.read_artifact(ref["mask"]))[..., 0]
     photo = np.asarray(Image.fromarray(photo).resize((resolution, resolution), Image.BILINEAR), np.float32) / 255
     mask = np.asarray(Image.fromarray(mask).resize((resolution, resolution), Image.BILINEAR), np.float32) / 255
-    camera = scaled_camera(camera_from_json(ref["camera"]), resolution)
+    full = camera_from_json(ref["camera"])
+    camera = camera_for_box(full, (0, 0, full.width, full.height), resolution)
     return camera, photo.transpose(2, 0, 1)[None], mask[None, None]
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from orchestrator.stages.context import StageContext, camera_to_json
 from orchestrator.stages.params import PreprocessParams
-from services.common.cameras import PinholeCamera
+from services.common.cameras import camera_for_box
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_image, encode_png
 from services.face.types import AnalyzeOptions
@@ -56,11 +56,7 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
     size = params.crop_size
     photo = np.asarray(Image.fromarray(photo).resize((size, size), Image.LANCZOS))
     mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.BILINEAR))
-    K = np.asarray(face.camera.K, np.float64).copy()
-    K[0, 2] -= left
-    K[1, 2] -= top
-    K[:2] *= size / side
-    camera = PinholeCamera(K, np.asarray(face.camera.world_to_camera), size, size)
+    camera = camera_for_box(face.camera, (left, top, left + side, top + side), size)
     ctx.artifact("preprocess/reference.png", encode_png(photo))
     ctx.artifact("preprocess/reference_mask.png", encode_png(np.repeat(mask[..., None], 3, axis=-1)))
     face_json = {"box": [float(v) for v in face.box], "score": face.score,
@@ -71,6 +67,7 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
                               "camera": camera_to_json(camera)}
     if face.embedding is not None:
         ctx.state["reference"]["embedding"] = [float(v) for v in face.embedding]
+        ctx.state["reference"]["embedding_norm"] = float(face.embedding_norm)
     if abs(face.pose.yaw) > 45:
         ctx.state.setdefault("warnings", []).append(f"profile view (yaw {face.pose.yaw:.0f} deg): the far side is "
                                                     "unconstrained by the photo")

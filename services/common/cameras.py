@@ -71,6 +71,19 @@ class PinholeCamera:
         return cls(intrinsics(msg.fx, msg.fy, msg.cx, msg.cy), m, msg.width, msg.height).validate(field)
 
 
+def camera_for_box(camera: PinholeCamera, box: tuple[float, float, float, float], size: int) -> PinholeCamera:
+    """The camera that sees the square pixel box (x0, y0, x1, y1) of `camera`'s image at size x size
+    (crop then resize: the extrinsics are unchanged)."""
+    x0, y0, x1, _ = box
+    s = size / (x1 - x0)
+    K = np.asarray(camera.K, np.float64).copy()
+    K[0, 0] *= s
+    K[1, 1] *= s
+    K[0, 2] = (K[0, 2] - x0) * s
+    K[1, 2] = (K[1, 2] - y0) * s
+    return PinholeCamera(K, np.asarray(camera.world_to_camera, np.float64).copy(), size, size)
+
+
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
 

@@ -60,8 +60,9 @@ def run_distill(backbone: Backbone, works: list[DistillWork]) -> list[DistillOut
         z = backbone.encode_images(torch.cat([resize(x, (r, r)) for x in leaves]))
     steps = torch.cat([w.steps for w in works])
     noise = torch.cat([w.noise for w in works]).to(z)
-    alphas = backbone.alphas_cumprod()[steps.cpu()].to(z).view(-1, 1, 1, 1)
-    weights = torch.cat([sds_weight(w.weighting, backbone.alphas_cumprod()[w.steps.cpu()]) for w in works]).to(z)
+    schedule = backbone.alphas_cumprod()
+    alphas = schedule[steps.cpu()].to(z).view(-1, 1, 1, 1)
+    weights = torch.cat([sds_weight(w.weighting, schedule[w.steps.cpu()]) for w in works]).to(z)
     guidance = torch.cat([torch.full((len(w.steps),), float(w.guidance_scale)) for w in works])
     with torch.no_grad():
         z_t = alphas.sqrt() * z.detach() + (1 - alphas).sqrt() * noise

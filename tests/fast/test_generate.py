@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from services.common.process import ROOT
 from tests.conftest import png_bytes
-
-
-def headforge(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+from tests.helpers import headforge
 
 
 def test_astronaut_head_is_recognised_and_reported(astronaut_head):

@@ -80,7 +80,8 @@ def test_triton_entries_cannot_have_adapters(tiny_guidance_yaml, standin_url, tm
 def test_real_triton_backbone(tiny_guidance_yaml, tmp_path):
     """The same comparison against a real tritonserver (python backend) when one is installed."""
     from services.guidance.triton_repo import write_triton_repository
-    from services.guidance.triton_server import find_tritonserver, free_port, start_tritonserver
+    from services.common.process import free_port
+    from services.guidance.triton_server import find_tritonserver, start_tritonserver
 
     install = find_tritonserver()
     if install is None:

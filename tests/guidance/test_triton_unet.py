@@ -37,7 +37,8 @@ from services.common.errors import (DeadlineExceeded, FailedPrecondition, Resour
 from services.guidance.backbones.base import ModelFilesError  # noqa: E402
 from services.guidance.backbones.triton_unet import TritonUNet  # noqa: E402
 from services.guidance.triton_repo import write_triton_repository  # noqa: E402
-from services.guidance.triton_server import find_tritonserver, free_port, start_tritonserver  # noqa: E402
+from services.common.process import free_port  # noqa: E402
+from services.guidance.triton_server import find_tritonserver, start_tritonserver  # noqa: E402
 
 CROSS_DIM = 32
 

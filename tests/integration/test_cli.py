@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from services.common.process import ROOT
 from tests.conftest import png_bytes
-
-
-def headforge(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+from tests.helpers import headforge
 
 
 def test_face_analyze_json_and_images(tmp_path, astronaut):

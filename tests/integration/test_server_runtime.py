@@ -8,7 +8,6 @@ import ctypes
 import json
 import platform
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from headforge.v1 import common_pb2, face_pb2, face_pb2_grpc
 from services.common.client import RetryPolicy
 from services.common.errors import InvalidArgument, Unauthenticated, Unavailable
-from services.common.process import ServiceProcess
+from services.common.process import ServiceProcess, free_port
 from services.face.client import GrpcFaceClient
 from tests.conftest import jpeg_bytes, png_bytes
 
@@ -37,12 +36,6 @@ TOKEN, TENANT = "tok-a", "tenant-a"
 # Loopback only: never let an http(s)_proxy variable route a test call elsewhere.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def channel(address: str) -> grpc.Channel:

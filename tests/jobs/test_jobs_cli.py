@@ -18,12 +18,11 @@ from orchestrator.jobs.store import JobStore
 from orchestrator.jobs.types import Progress
 from services.common.process import ROOT
 from tests.conftest import png_bytes
+from tests.helpers import headforge as run_headforge
 
 
 def headforge(server, *args: str, token: str = "tok-a", timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HEADFORGE_JOBS": server.address, "HEADFORGE_TOKEN": token}
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return run_headforge(*args, timeout=timeout, env={"HEADFORGE_JOBS": server.address, "HEADFORGE_TOKEN": token})
 
 
 @pytest.fixture(scope="module")

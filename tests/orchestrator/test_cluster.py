@@ -3,16 +3,8 @@ the jobs service with its Ray runtime as supervised processes); a job submitted 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from services.common.process import ROOT
-from tests.integration.test_server_runtime import free_port
-
-
-def headforge(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+from services.common.process import free_port
+from tests.helpers import headforge
 
 
 def test_cluster_up_run_a_job_down(tmp_path):

@@ -4,12 +4,10 @@ Ray, services in-process inside each subject's actor, a declared fake GPU shared
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from services.common.process import ROOT, ServiceProcess
+from services.common.process import ServiceProcess
+from tests.helpers import headforge
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +20,6 @@ def jobs_with_ray(tmp_path_factory):
                           d / "jobs.log")
     yield proc
     proc.stop()
-
-
-def headforge(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_submit_watch_fetch(jobs_with_ray, tmp_path):

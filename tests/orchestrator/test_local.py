@@ -69,7 +69,7 @@ def test_photo_to_gaussians_slice_writes_every_artifact(tmp_path, astronaut, tin
     assert set(report["stage_seconds"]) == {"preprocess", "init", "optimise", "export", "evaluate"}
     assert set(report["metrics"]["identity"]) == {"left_frontal", "left", "right_frontal", "right"}
     assert report["metrics"]["lpips"].startswith("not available")
-    assert report["metrics"]["reference_view"]["psnr_masked"] > 0
+    assert report["metrics"]["reference_view"]["psnr_db"] > 0
 
 
 def test_a_photo_without_a_face_fails_cleanly(tmp_path):
