@@ -21,8 +21,8 @@ from pathlib import Path
 
 from services.common.images import encode_png
 from services.common.process import ServiceProcess
-from services.face.client import GrpcFaceClient, InProcessFaceClient
-from services.face.types import AnalyzeOptions
+
+SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion")
 
 
 def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
@@ -46,6 +46,9 @@ def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
 
 def bench_face(n: int) -> dict:
     from skimage import data
+
+    from services.face.client import GrpcFaceClient, InProcessFaceClient
+    from services.face.types import AnalyzeOptions
 
     image = encode_png(data.astronaut())
     results = {}
@@ -76,25 +79,29 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="out/bench.json")
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--only", choices=["face", "render", "guidance", "inversion", "orchestrator"], default=None)
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if not only <= set(SECTIONS):
+        parser.error(f"--only: unknown section(s) {sorted(only - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     report = {"machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()}}
-    if args.only in (None, "face"):
+    if "face" in only:
         report["face_analyze_512"] = bench_face(args.calls)
-    if args.only in (None, "render"):
+    if "render" in only:
         from tests.bench.render import bench_render
 
         report["render_plus_backward"] = bench_render()
-    if args.only in (None, "guidance"):
+    if "guidance" in only:
         from tests.bench.guidance import bench_guidance
 
         report["guidance_distill"] = bench_guidance()
-    if args.only in (None, "orchestrator"):
+    if "orchestrator" in only:
         from tests.bench.orchestrator import bench_orchestrator
 
         report["orchestrator"] = bench_orchestrator()
-    if args.only in (None, "inversion"):
+    if "inversion" in only:
         from tests.bench.inversion import bench_inversion
 
         report["inversion"] = bench_inversion()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU half of issue 3 (and the GPU figures of the guidance and inversion benchmarks), in one command
+# on a lent GPU machine, from the repository root, with `.whl` carried (tests/gpu/fetch_wheels.sh):
+#   - pytest -m gpu tests/render (the only gpu-marked tests): gsplat vs the torch Gaussian rasteriser,
+#     nvdiffrast vs the torch mesh rasteriser, DMTet at resolution 512;
+#   - the render, guidance and inversion benchmarks (JSON) with CUDA present.
+# Logs and JSON go to $OUT (the device tool's folder) or out/gpu.
+set -uo pipefail
+out="${OUT:-out/gpu}"
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH="$PWD:$PWD/protos:/tmp/site" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python3 -c "import torch, gsplat, nvdiffrast.torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'gsplat', gsplat.__version__)" | tee -a "$out/gpu.txt"
+status=0
+python3 -m pytest -q -m gpu -p no:cacheprovider tests/render 2>&1 | tee "$out/pytest_gpu.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+python3 -m tests.bench.run --only "${BENCH:-render,guidance,inversion}" --out "$out/bench_gpu.json" 2>&1 \
+  | tail -n 80 > "$out/bench_gpu.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+cat "$out/bench_gpu.log"
+exit $status
