@@ -516,6 +516,57 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _first_hits(origin: np.ndarray, dirs: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force ray casting (Moller-Trumbore, float64, both sides): for rays origin + t dirs (R, 3)
+    against triangles (F, 3, 3), the nearest hit's triangle index (R,) (-1 for none) and its t (R,)."""
+    e1, e2 = tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]
+    s = origin - tris[:, 0]
+    q = np.cross(s, e1)
+    best_t, best = np.full(len(dirs), np.inf), np.full(len(dirs), -1)
+    for lo in range(0, len(dirs), 256):
+        d = dirs[lo:lo + 256, None]
+        p = np.cross(d, e2)
+        det = (p * e1).sum(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = (p * s).sum(-1) / det
+            b = (q * d).sum(-1) / det
+            t = (q * e2).sum(-1) / det
+        hit = (np.abs(det) > 1e-12) & (a >= 0) & (b >= 0) & (a + b <= 1) & (t > 0)
+        t = np.where(hit, t, np.inf)
+        best[lo:lo + 256] = np.where(np.isfinite(t.min(1)), t.argmin(1), -1)
+        best_t[lo:lo + 256] = t.min(1)
+    return best, best_t
+
+
+def test_visibility_and_depth_match_ray_casting():
+    """An independent reference for the z-buffer: one ray through every pixel centre (u + 0.5, v + 0.5)
+    of an off-centre, non-square camera, intersected with every triangle. The first triangle hit is the
+    rasteriser's triangle id, and the hit's camera z its depth."""
+    v, f, _ = head(24)
+    batch = CameraBatch.from_pinholes([orbit_camera(35, 15, 2.6, fov_deg=45, width=56, height=44),
+                                       orbit_camera(-120, -10, 2.8, fov_deg=40, width=56, height=44)],
+                                      dtype=torch.float64)
+    batch.K[1, 0, 2] += 4.5
+    batch.K[1, 1, 1] *= 1.15
+    raster = TorchRasterizer()
+    frags = raster.rasterize(torch.tensor(v, dtype=torch.float64), torch.tensor(f), batch)
+    depth = raster.depth(frags)[:, 0].numpy()
+    vv, uu = np.meshgrid(np.arange(44) + 0.5, np.arange(56) + 0.5, indexing="ij")
+    for i in range(len(batch)):
+        K, w2c = batch.K[i].numpy(), batch.world_to_camera[i].numpy()
+        dirs = np.stack([uu, vv, np.ones_like(uu)], -1).reshape(-1, 3) @ np.linalg.inv(K).T @ w2c[:3, :3]
+        origin = -w2c[:3, :3].T @ w2c[:3, 3]
+        expected, t = _first_hits(origin, dirs, v.astype(np.float64)[f])
+        expected_z = t * (dirs @ w2c[2, :3])  # camera z of the hit
+        got = frags.tri_id[i].numpy().reshape(-1)
+        assert (expected >= 0).mean() > 0.3 and (expected < 0).mean() > 0.2, "the head must be partly in view"
+        # a pixel centre on a shared edge may go to either triangle, at the same depth
+        assert (got == expected).mean() > 0.99, (got == expected).mean()
+        assert ((got >= 0) != (expected >= 0)).sum() <= 2
+        hit = (got >= 0) & (expected >= 0)
+        np.testing.assert_allclose(depth[i].reshape(-1)[hit], expected_z[hit], rtol=0, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------------------- nvdiffrast
 
 def test_opengl_clip_positions_match_opencv_projection():
