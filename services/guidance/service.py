@@ -22,7 +22,8 @@ from services.common.auth import current_tenant
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, require
 from services.common.images import encode_png
 from services.common.tensors import require_finite
-from services.guidance.backbones.base import Backbone, ControlSpec
+from services.guidance.backbones.base import (Backbone, ControlSpec, convert_normal_gradients,
+                                             convert_normal_pictures)
 from services.guidance.backbones.registry import load_backbone
 from services.guidance.batching import DynamicBatcher
 from services.guidance.cache import ConditionsCache
@@ -117,12 +118,15 @@ class GuidanceService:
         steps = choose_steps(req.timesteps, n, np.random.default_rng(seed), info.num_train_timesteps)
         noise = self._noise(req.noise, latent_shape, seed, "noise")
         cond = self._conditions(name, bb, req.conditions, n, cameras, r, images.shape[-2:])
+        _, convention = self._output_kind(bb, req.conditions)
+        images = convert_normal_pictures(images, convention)
         work = DistillWork(images=torch.from_numpy(images).to(bb.device), resolution=r, cond=cond,
                            steps=torch.from_numpy(steps).to(bb.device), noise=noise.to(bb.device),
                            guidance_scale=guidance, weighting=req.weighting, grad_clip=req.grad_clip,
                            want_denoised=req.return_denoised)
         out = self._submit(bb, work, run_distill, n, req.queue)
-        grad = out.grad.detach().cpu().numpy().astype(np.float16 if req.grad_dtype == "float16" else np.float32)
+        grad = convert_normal_gradients(out.grad.detach().cpu().numpy(), convention)
+        grad = grad.astype(np.float16 if req.grad_dtype == "float16" else np.float32)
         t = steps.tolist()
         diagnostics = [ImageDiagnostics(timestep=int(t[i]), t=t[i] / info.num_train_timesteps,
                                         weight=float(out.weights[i]), loss=float(out.loss[i]),
@@ -130,7 +134,8 @@ class GuidanceService:
                        for i in range(n)]
         return DistillResult(grad=grad, diagnostics=diagnostics, seed=seed, backbone=name,
                              noise=noise.numpy() if req.return_noise else None,
-                             denoised=out.denoised.cpu().numpy().astype(np.float32) if out.denoised is not None else None)
+                             denoised=None if out.denoised is None else
+                             convert_normal_pictures(out.denoised.cpu().numpy().astype(np.float32), convention))
 
     def denoise(self, req: DenoiseRequest) -> DenoiseResult:
         name, bb = self._backbone(req.conditions.backbone)
@@ -140,10 +145,11 @@ class GuidanceService:
         require(0 < req.strength <= 1, "strength", f"must be in (0, 1], got {req.strength}")
         num_steps = req.num_steps or 10
         require(1 <= num_steps <= 1000, "num_steps", f"must be 1..1000, got {req.num_steps}")
-        work, seed = self._sample_work("denoise", name, bb, req, images, num_steps, req.strength, req.noise)
+        work, seed, convention = self._sample_work("denoise", name, bb, req, images, num_steps, req.strength,
+                                                   req.noise)
         out = self._submit(bb, work, run_sampling, n, req.queue)
-        return DenoiseResult(images=out.images.cpu().numpy().astype(req.images.dtype if req.images.dtype == np.float16
-                                                                      else np.float32),
+        result = convert_normal_pictures(out.images.cpu().numpy(), convention)
+        return DenoiseResult(images=result.astype(req.images.dtype if req.images.dtype == np.float16 else np.float32),
                              start_timestep=out.start_timestep, seed=seed)
 
     def inpaint(self, req: InpaintRequest) -> InpaintResult:
@@ -156,10 +162,12 @@ class GuidanceService:
         require(0 < strength <= 1, "strength", f"must be in (0, 1], got {req.strength}")
         num_steps = req.num_steps or 30
         require(1 <= num_steps <= 1000, "num_steps", f"must be 1..1000, got {req.num_steps}")
-        work, seed = self._sample_work("inpaint", name, bb, req, images, num_steps, strength, None)
+        work, seed, convention = self._sample_work("inpaint", name, bb, req, images, num_steps, strength, None)
         work.mask = torch.from_numpy(mask).to(bb.device)
         out = self._submit(bb, work, run_sampling, n, req.queue)
-        return InpaintResult(images=out.images.cpu().numpy().astype(np.float32), seed=seed)
+        result = convert_normal_pictures(out.images.cpu().numpy().astype(np.float32), convention)
+        # unmasked pixels come back bit-identical (1 - (1 - x) need not be x in floating point)
+        return InpaintResult(images=np.where(mask == 0, images, result), seed=seed)
 
     def generate(self, req: GenerateRequest) -> GenerateResult:
         name, bb = self._backbone(req.conditions.backbone)
@@ -189,8 +197,8 @@ class GuidanceService:
         work = SampleWork(mode="generate", cond=cond, noise=noise.to(bb.device), guidance_scale=guidance,
                           scheduler=scheduler, num_steps=num_steps, generators=gens)
         out = self._submit(bb, work, run_sampling, n, req.queue)
-        images = out.images.cpu().numpy().astype(np.float32)
-        kind = self._output_kind(bb, req.conditions)
+        kind, convention = self._output_kind(bb, req.conditions)
+        images = convert_normal_pictures(out.images.cpu().numpy().astype(np.float32), convention)
         if kind == "depth":
             images = images.mean(axis=1, keepdims=True)
         png = [encode_png(_to_uint8(im)) for im in images] if req.encode_png else []
@@ -287,18 +295,25 @@ class GuidanceService:
         latent = (n, info.latent_channels, r // info.latent_scale_factor, r // info.latent_scale_factor)
         noise = self._noise(noise_given, latent, seed, "noise")
         cond = self._conditions(name, bb, req.conditions, n, cameras, r, images.shape[-2:])
+        _, convention = self._output_kind(bb, req.conditions)
+        images = convert_normal_pictures(images, convention)
         gens = [torch.Generator().manual_seed(seed + i) for i in range(n)] if bb.device.type == "cpu" else None
         work = SampleWork(mode=mode, cond=cond, noise=noise.to(bb.device), guidance_scale=self._guidance(req.guidance_scale),
                           scheduler=self._scheduler(req.scheduler, info), num_steps=num_steps, strength=strength,
                           images=torch.from_numpy(images).to(bb.device), generators=gens)
-        return work, seed
+        return work, seed, convention
 
-    def _output_kind(self, bb: Backbone, c: Conditions) -> str:
-        kinds = {s.name: s.output_kind for s in bb.info.loras}
+    def _output_kind(self, bb: Backbone, c: Conditions) -> tuple[str, str]:
+        """What the backbone produces under these conditions (the first non-RGB LoRA's kind, else the
+        backbone's) and the normal convention to convert pictures with ("opencv" = none)."""
+        specs = {s.name: s for s in bb.info.loras}
+        kind, convention = bb.info.output_kind, bb.info.normal_convention
         for lora, _ in c.loras:
-            if kinds.get(lora, "rgb") != "rgb":
-                return kinds[lora]
-        return bb.info.output_kind
+            spec = specs.get(lora)
+            if spec is not None and spec.output_kind != "rgb":
+                kind, convention = spec.output_kind, spec.normal_convention
+                break
+        return kind, convention if kind == "normal" else "opencv"
 
     # -- conditions ---------------------------------------------------------------------------------------
     def _encode_text(self, name: str, bb: Backbone, prompts: list[str]) -> torch.Tensor:

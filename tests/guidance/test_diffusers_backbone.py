@@ -306,6 +306,9 @@ def test_pickles_need_the_flag_and_bad_config_is_a_model_files_error(tiny, entry
     bad_output = {**entry, "loras": [{**entry["loras"][0], "output_kind": "sketch"}]}
     with pytest.raises(ModelFilesError, match="sketch"):
         load_diffusers_backbone(bad_output, tiny, "cpu")
+    bad_frame = {**entry, "loras": [{**entry["loras"][0], "normal_convention": "directx"}]}
+    with pytest.raises(ModelFilesError, match="directx"):
+        load_diffusers_backbone(bad_frame, tiny, "cpu")
 
 
 def test_hf_repo_id_resolves_from_the_local_cache_only(tiny, tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from services.guidance.backbones.analytic import AnalyticBackbone, AnalyticBackboneConfig, sd_alphas_cumprod
-from services.guidance.backbones.base import BatchConditions
+from services.guidance.backbones.base import NORMAL_CONVENTIONS, BatchConditions, ModelFilesError
+from services.guidance.config import BatchingConfig, GuidanceConfig
+from services.guidance.service import GuidanceService
 from services.guidance.types import (Conditions, DenoiseRequest, DistillRequest, GenerateRequest, InpaintRequest,
                                      TimestepSchedule)
 from tests.guidance.conftest import psnr
@@ -164,3 +166,57 @@ def test_denoise_inpaint_generate_reach_the_prior(analytic, exemplars):
     assert min(psnr(im, exemplars[0]) for im in g.images) > 25
     again = analytic.generate(GenerateRequest(conditions=Conditions(prompt="red disc"), num_images=1, num_steps=25, seed=5))
     np.testing.assert_allclose(again.images[0], g.images[1], atol=1e-6)   # image i uses seed + i
+
+
+def _sphere_normals(size: int = 32) -> np.ndarray:
+    """OpenCV camera-frame unit normals (3, R, R) of a sphere seen head-on (x right, y down, z < 0 toward the
+    camera), 0 outside its disc."""
+    r = (np.arange(size) + 0.5) / size * 2 - 1
+    y, x = np.meshgrid(r, r, indexing="ij")
+    z = -np.sqrt(np.clip(1 - x ** 2 - y ** 2, 0, 1))
+    return np.where(x ** 2 + y ** 2 < 0.8, np.stack([x, y, z]), 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("convention", ["opengl", "bae"])
+def test_normal_models_are_served_in_opencv_pictures(tmp_path, convention):
+    """A normal-map model trained in another camera frame (an analytic prior whose one exemplar is a sphere's
+    normal map drawn in `convention`, declared in its config) speaks the API's OpenCV (n + 1) / 2 pictures:
+    Generate returns the OpenCV picture, Distill drives an OpenCV picture to it (its gradient converted),
+    Denoise and Inpaint take and return OpenCV pictures, unmasked pixels bit-identical."""
+    normals = _sphere_normals()
+    opencv_pic = (normals + 1) / 2
+    model_pic = (np.array(NORMAL_CONVENTIONS[convention], np.float32)[:, None, None] * normals + 1) / 2
+    assert psnr(opencv_pic, model_pic) < 10, "the two conventions must draw different pictures"
+    np.savez(tmp_path / "sphere.npz", images=model_pic[None], labels=np.array(["sphere"]))
+    entry = {"name": "normals", "backend": "analytic", "default": True, "exemplars": str(tmp_path / "sphere.npz"),
+             "output_kind": "normal", "normal_convention": convention}
+    svc = GuidanceService(GuidanceConfig(backbones=[entry], device="cpu",
+                                         batching=BatchingConfig(max_queue_delay_ms=0)))
+    try:
+        g = svc.generate(GenerateRequest(conditions=Conditions(prompt="sphere"), num_steps=25, seed=4))
+        assert g.output_kind == "normal" and psnr(g.images[0], opencv_pic) > 25
+
+        x = _start(3)
+        for i in range(150):
+            r = svc.distill(DistillRequest(images=x, conditions=Conditions(prompt="sphere"), guidance_scale=7.5,
+                                           seed=i + 1, return_denoised=True))
+            x = np.clip(x - 0.5 * r.grad, 0, 1)
+        assert psnr(x[0], opencv_pic) > 35
+        assert psnr(r.denoised[0], opencv_pic) > psnr(r.denoised[0], model_pic) + 10
+
+        noisy = np.clip(opencv_pic + np.random.default_rng(0).normal(0, 0.2, opencv_pic.shape), 0, 1)[None]
+        d = svc.denoise(DenoiseRequest(images=noisy.astype(np.float32), strength=0.6, num_steps=10, seed=1))
+        assert psnr(d.images[0], opencv_pic) > psnr(noisy[0], opencv_pic) + 5
+
+        mask = np.zeros((1, 32, 32), np.float32)
+        mask[:, :, 16:] = 1
+        half = opencv_pic[None].copy()
+        half[..., 16:] = 0.3
+        ip = svc.inpaint(InpaintRequest(images=half, mask=mask, conditions=Conditions(prompt="sphere"), num_steps=25,
+                                        seed=2))
+        np.testing.assert_array_equal(ip.images[..., :16], half[..., :16])
+        assert psnr(ip.images[0, :, :, 16:], opencv_pic[:, :, 16:]) > 25
+    finally:
+        svc.close()
+    with pytest.raises(ModelFilesError, match="normal_convention"):
+        GuidanceService(GuidanceConfig(backbones=[{**entry, "normal_convention": "directx"}], device="cpu"))

@@ -121,6 +121,29 @@ def test_sampling_rpcs_on_the_tiny_backbone(tiny_service):
     assert default and info.identity_embedding_dim == 512 and {c.kind for c in info.controls} == {"landmarks", "normal"}
 
 
+def test_a_normal_loras_convention_converts_its_pictures(tiny_service, tiny_guidance_yaml):
+    """The same tiny SD with its normal LoRA declared "opengl" instead of "opencv": with the LoRA active,
+    Generate's pictures are the OpenCV ones with y and z negated (1 - x), x unchanged; without it, RGB as is."""
+    config = load_config(tiny_guidance_yaml, device="cpu")
+    entry = config.backbones[0]
+    entry = {**entry, "loras": [{**lora, "normal_convention": "opengl"} if lora["name"] == "normal" else lora
+                                for lora in entry["loras"]]}
+    other = GuidanceService(config.model_copy(update={"backbones": [entry],
+                                                      "batching": BatchingConfig(max_queue_delay_ms=0)}))
+    try:
+        for loras, flipped in (([("normal", 1.0)], True), ([], False)):
+            req = GenerateRequest(conditions=Conditions(prompt="a normal map of a face", loras=loras), num_steps=3,
+                                  seed=7, width=64, height=64)
+            a, b = tiny_service.generate(req).images[0], other.generate(req).images[0]
+            np.testing.assert_array_equal(b[0], a[0])
+            if flipped:
+                np.testing.assert_allclose(b[1:], 1 - a[1:], atol=1e-6)
+            else:
+                np.testing.assert_array_equal(b, a)
+    finally:
+        other.close()
+
+
 def test_missing_model_files_name_the_file_and_layout(tiny_guidance_yaml, tmp_path):
     import shutil
 

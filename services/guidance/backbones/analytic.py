@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from services.face.backends.base import ModelRecord
-from services.guidance.backbones.base import BackboneInfo, BatchConditions, ControlSpec, ModelFilesError
+from services.guidance.backbones.base import (OUTPUT_KINDS, BackboneInfo, BatchConditions, ControlSpec,
+                                             ModelFilesError, check_normal_convention)
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -57,6 +58,9 @@ class AnalyticBackboneConfig(BaseModel):
     exemplars: str = ""
     sigma: float = 0.05
     native_resolution: int = 32
+    # what the exemplars are: "normal" exemplars are normal-map pictures in `normal_convention`
+    output_kind: str = "rgb"
+    normal_convention: str = "opencv"
 
 
 class AnalyticBackbone:
@@ -64,6 +68,10 @@ class AnalyticBackbone:
 
     def __init__(self, config: AnalyticBackboneConfig, base_dir: Path | None = None, device="cpu"):
         self.device = torch.device(device)
+        if config.output_kind not in OUTPUT_KINDS:
+            raise ModelFilesError(f"analytic backbone {config.name!r}: output_kind {config.output_kind!r}; expected "
+                                  f"one of {list(OUTPUT_KINDS)}")
+        check_normal_convention(config.normal_convention, f"analytic backbone {config.name!r}")
         if config.exemplars:
             path = Path(config.exemplars)
             path = path if path.is_absolute() or base_dir is None else base_dir / path
@@ -80,6 +88,7 @@ class AnalyticBackbone:
         self._alphas = sd_alphas_cumprod()
         self.info = BackboneInfo(
             name=config.name, backend="analytic", family="analytic", native_resolution=images.shape[-1],
+            output_kind=config.output_kind, normal_convention=config.normal_convention,
             latent_scale_factor=1, latent_channels=3, num_train_timesteps=NUM_TRAIN_TIMESTEPS,
             variants=("sds",), controls=(), schedulers=("ddim", "ddpm", "euler"),
             models=(ModelRecord("exemplars", "analytic", config.exemplars or "builtin"),))

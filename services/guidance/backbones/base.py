@@ -37,6 +37,41 @@ class ModelFilesError(FailedPrecondition):
         super().__init__(message, reason="MODEL_FILES")
 
 
+# Normal-map conventions a model can be trained in, as the sign of each axis relative to the API's OpenCV
+# camera frame (x right, y down, z forward): "opencv" as is; "opengl" x right, y up, z toward the viewer;
+# "bae" x left, y up, z toward the viewer (Bae et al. / ScanNet, lllyasviel's normalbae). Pictures are
+# (n + 1) / 2 in every convention, so converting negates channels: x -> 1 - x, its own inverse.
+NORMAL_CONVENTIONS = {"opencv": (1, 1, 1), "opengl": (1, -1, -1), "bae": (-1, -1, -1)}
+
+
+def check_normal_convention(name: str, where: str) -> None:
+    """ModelFilesError naming `where` when `name` is not one of NORMAL_CONVENTIONS."""
+    if name not in NORMAL_CONVENTIONS:
+        raise ModelFilesError(f"{where}: normal_convention {name!r}; expected one of {list(NORMAL_CONVENTIONS)}")
+
+
+def _map_channels(x, convention: str, fn):
+    """x (N, 3, H, W) numpy or torch with fn applied to the channels `convention` negates."""
+    flipped = [c for c, sign in enumerate(NORMAL_CONVENTIONS[convention]) if sign < 0]
+    if not flipped:
+        return x
+    out = x.copy() if isinstance(x, np.ndarray) else x.clone()
+    for c in flipped:
+        out[:, c] = fn(x[:, c])
+    return out
+
+
+def convert_normal_pictures(images, convention: str):
+    """Normal-map pictures (N, 3, H, W) in [0, 1] between the OpenCV convention and `convention` (either
+    direction: the map is an involution). numpy array or torch tensor in, same type out."""
+    return _map_channels(images, convention, lambda c: 1 - c)
+
+
+def convert_normal_gradients(grad, convention: str):
+    """dLoss/dPicture (N, 3, H, W) w.r.t. the model-convention picture -> w.r.t. the OpenCV picture."""
+    return _map_channels(grad, convention, lambda c: -c)
+
+
 @dataclass(frozen=True)
 class ControlSpec:
     """A loaded ControlNet: its Describe name and the kind of picture it takes ("" = custom, by name)."""
@@ -49,6 +84,7 @@ class ControlSpec:
 class LoraSpec:
     name: str
     output_kind: str = "rgb"   # what the backbone produces with this LoRA active (ID-to-3D: "normal", "albedo")
+    normal_convention: str = "opencv"  # with output_kind "normal": the frame it was trained in (NORMAL_CONVENTIONS)
 
 
 @dataclass
@@ -59,6 +95,7 @@ class BackboneInfo:
     backend: str                       # "diffusers" | "triton" | "analytic"
     family: str                        # "sd15", "sd21", "analytic", ...
     output_kind: str = "rgb"
+    normal_convention: str = "opencv"  # with output_kind "normal" (NORMAL_CONVENTIONS)
     native_resolution: int = 512
     latent_scale_factor: int = 8
     latent_channels: int = 4

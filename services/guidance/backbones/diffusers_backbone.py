@@ -45,6 +45,7 @@ from services.guidance.backbones.base import (
     ControlSpec,
     LoraSpec,
     ModelFilesError,
+    check_normal_convention,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,6 +92,7 @@ class LoraConfig(BaseModel):
     weight_name: str = "pytorch_lora_weights.safetensors"
     subfolder: str = ""
     output_kind: str = "rgb"  # one of base.OUTPUT_KINDS: what the backbone produces with this LoRA active
+    normal_convention: str = "opencv"  # output_kind "normal": the frame it was trained in (base.NORMAL_CONVENTIONS)
     allow_pickle: bool = False
 
 
@@ -105,6 +107,7 @@ class DiffusersBackboneConfig(BaseModel):
     path: str                 # SD folder (relative to the YAML file, or absolute) or an HF repo id in the local cache
     default: bool = False
     output_kind: str = "rgb"
+    normal_convention: str = "opencv"     # output_kind "normal": the frame it was trained in (base.NORMAL_CONVENTIONS)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     variant: str | None = None            # e.g. "fp16" for diffusion_pytorch_model.fp16.safetensors
     allow_pickle: bool = False            # accept .bin weights in the SD and ControlNet folders
@@ -314,6 +317,7 @@ class DiffusersBackbone:
         sample = sample[0] if isinstance(sample, (list, tuple)) else sample
         self.info = BackboneInfo(
             name=config.name, backend="diffusers", family=config.family, output_kind=config.output_kind,
+            normal_convention=config.normal_convention,
             native_resolution=int(sample) * self.latent_scale_factor,
             latent_scale_factor=self.latent_scale_factor, latent_channels=int(vae_cfg.latent_channels),
             num_train_timesteps=int(self._scheduler_config.get("num_train_timesteps", 1000)),
@@ -322,7 +326,7 @@ class DiffusersBackbone:
             denoise=True, inpaint=True, generate=True,
             controls=tuple(ControlSpec(c.name, c.kind) for c in config.controlnets),
             identity_adapters=tuple(adapters), identity_embedding_dim=adapter_dim if adapters else 0,
-            loras=tuple(LoraSpec(lora.name, lora.output_kind) for lora in loras),
+            loras=tuple(LoraSpec(lora.name, lora.output_kind, lora.normal_convention) for lora in loras),
             default_negative_prompt=config.default_negative_prompt, models=tuple(records))
         self._set_loras(())
         self._set_ip_scales(None, 0.0)
@@ -534,12 +538,14 @@ def _check_config(cfg: DiffusersBackboneConfig):
         if lora.output_kind not in OUTPUT_KINDS:
             raise ModelFilesError(f"backbone {cfg.name!r}: LoRA {lora.name!r} has output_kind {lora.output_kind!r}; "
                                   f"expected one of {list(OUTPUT_KINDS)}")
+        check_normal_convention(lora.normal_convention, f"backbone {cfg.name!r}: LoRA {lora.name!r}")
         if lora.name.startswith("faceid_"):
             raise ModelFilesError(f"backbone {cfg.name!r}: LoRA name {lora.name!r} is reserved (faceid_<i> are the "
                                   f"identity adapters' own LoRAs)")
     if cfg.output_kind not in OUTPUT_KINDS:
         raise ModelFilesError(f"backbone {cfg.name!r}: output_kind {cfg.output_kind!r}; expected one of "
                               f"{list(OUTPUT_KINDS)}")
+    check_normal_convention(cfg.normal_convention, f"backbone {cfg.name!r}")
 
 
 def load_diffusers_backbone(config: DiffusersBackboneConfig | dict, base_dir: Path,
