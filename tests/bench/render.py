@@ -2,10 +2,13 @@
 
 CPU: 128x128, one view, every kind on the torch reference path. With CUDA: 512x512 with 100k
 Gaussians / ~100k triangles, on gsplat / nvdiffrast and on the torch reference on the same GPU.
+DMTet at its largest grid (512, 135M grid vertices): 256x256 on CPU, 512x512 on CUDA, with the peak
+memory (CUDA allocator peak, or the process's peak resident set on CPU).
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 
@@ -32,7 +35,7 @@ def _scene(kind: str, size: str, options: dict):
         v, f, _ = head_mesh(resolution=160 if size == "large" else 80)
         init = {"vertices": v, "faces": f, "texture_size": 512}
     elif kind == "dmtet":
-        init = {"grid_resolution": 128 if size == "large" else 48, "sphere_radius": 0.8}
+        init = {"grid_resolution": {"small": 48, "large": 128, "max": 512}[size], "sphere_radius": 0.8}
     else:
         init = {"resolution": 64, "channels": 16} if kind != "pyramid_trigrid" else {"levels": [8, 16, 32, 64]}
     return spec.create(init, 1, options, limits)
@@ -65,7 +68,14 @@ def bench_render() -> dict:
     out = {"cpu_128": {}}
     for kind in representations.KINDS:
         out["cpu_128"][kind] = time_kind(kind, device="cpu", resolution=128, size="small", options={})
+    out["dmtet_grid512_cpu_256"] = time_kind("dmtet", device="cpu", resolution=256, size="max", options={},
+                                             repeats=1)
+    out["dmtet_grid512_cpu_256"]["peak_rss_gib"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
     if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        out["dmtet_grid512_cuda_512"] = time_kind("dmtet", device="cuda", resolution=512, size="max", options={})
+        out["dmtet_grid512_cuda_512"]["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
         out["cuda_512"] = {}
         for kind, fast in (("gaussians", "gsplat"), ("mesh", "nvdiffrast")):
             for backend in (fast, "torch"):
