@@ -279,7 +279,8 @@ class JobStore:
                         f"tenant {spec.tenant!r} stores {used} artifact bytes, the limit is {max_storage_bytes}",
                         reason="STORAGE_QUOTA",
                         metadata={"quota": "max_storage_bytes", "limit": str(max_storage_bytes), "used": str(used)})
-            job_id = secrets.token_urlsafe(16)
+            # hex, not urlsafe base64: an id starting with "-" would read as an option on the command line
+            job_id = secrets.token_hex(16)
             c.execute("INSERT INTO jobs (id, tenant, display_name, recipe, recipe_yaml, recipe_sha256, prompt, "
                       "models_dir, state, priority, labels, created_at, updated_at, idempotency_key) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",

@@ -54,6 +54,18 @@ def test_create_get_inputs_and_tenancy(store, tmp_path):
     assert JobStore(tmp_path / "jobs.db").get("a", job.id).id == job.id   # reopened: schema kept
 
 
+def test_job_ids_are_plain_command_line_arguments(store):
+    """Every id the store hands out is taken as the positional job_id by the CLI (base64url ids starting
+    with "-" were read as options by `headforge watch`)."""
+    from orchestrator.cli import build_parser
+
+    parser = build_parser()
+    for _ in range(200):
+        job_id = store.create(spec()).id
+        for command in ("status", "watch", "fetch", "cancel"):
+            assert parser.parse_args([command, job_id]).job_id == job_id
+
+
 def test_idempotency_key_within_24h_same_tenant(store):
     first = store.create(spec(idempotency_key="k1"))
     assert store.create(spec(idempotency_key="k1", prompt="other")).id == first.id
