@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Protocol
 from pydantic import BaseModel, Field
 
 from orchestrator.jobs.artifacts import ArtifactStore, validate_name
+from orchestrator.jobs.metrics import export_store_gauges
 from orchestrator.jobs.store import JOB_STATES, JobStore
 from orchestrator.jobs.types import TERMINAL, JobEvent, JobRecord, JobSpec
 from orchestrator.recipes import builtin_names, load_recipe
@@ -137,6 +138,7 @@ class JobsService:
                  artifacts: ArtifactStore | None = None, runtime: Runtime | None = None):
         self.config = config or JobsConfig()
         self.store = store or JobStore(self.config.store_path)
+        export_store_gauges(self.store)
         self.artifacts = artifacts or ArtifactStore(self.config.artifacts_url)
         self.runtime = runtime   # the Ray orchestrator hooks in here (issue 6); None = jobs stay QUEUED
         self._watch_lock = threading.Lock()

@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
+from orchestrator.jobs import metrics
 from orchestrator.jobs.types import TERMINAL, ArtifactRecord, JobEvent, JobRecord, JobSpec, Progress, StageRecord
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
@@ -392,6 +393,7 @@ class JobStore:
                 self._emit(c, job_id, "state", {"previous": "queued", "current": "cancelled",
                                                 "error_message": "cancelled before it started",
                                                 "error_reason": "CANCELLED"}, now)
+                metrics.JOB_DURATION.labels(row["recipe"], "cancelled").observe(now - row["created_at"])
                 changed = True
             elif state == "running" and not row["cancel_requested"]:
                 c.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
@@ -417,8 +419,18 @@ class JobStore:
             self._emit(c, row["id"], "state", {"previous": "queued", "current": "running",
                                                "error_message": "", "error_reason": ""}, now)
             record = self._record(c, self._row(c, row["id"]))
+        if row["started_at"] is None:
+            metrics.JOB_QUEUE_WAIT.labels(row["recipe"]).observe(now - row["created_at"])
         self._notify()
         return record
+
+    def state_summary(self) -> tuple[dict[tuple[str, str], int], float | None]:
+        """Job counts by (state, tenant) and the created_at of the oldest QUEUED job (None: none queued)."""
+        with self._read() as c:
+            counts = {(r["state"], r["tenant"]): r["n"] for r in
+                      c.execute("SELECT state, tenant, COUNT(*) AS n FROM jobs GROUP BY state, tenant")}
+            oldest = c.execute("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'").fetchone()[0]
+        return counts, oldest
 
     def running_jobs(self) -> list[JobRecord]:
         """Every RUNNING job, oldest first (the runtime resumes them after a restart)."""
@@ -445,6 +457,8 @@ class JobStore:
                 self._emit(c, job_id, "state", {"previous": previous, "current": state,
                                                 "error_message": error_message, "error_reason": error_reason}, now)
             record = self._record(c, self._row(c, job_id))
+        if state in TERMINAL and previous != state:
+            metrics.JOB_DURATION.labels(row["recipe"], state).observe(now - row["created_at"])
         self._notify()
         return record
 
@@ -453,7 +467,8 @@ class JobStore:
         _check(state, STAGE_STATES, "stage state")
         now = time.time()
         with self._write() as c:
-            row = c.execute("SELECT state FROM stages WHERE job_id = ? AND name = ?", (job_id, stage)).fetchone()
+            row = c.execute("SELECT state, started_at FROM stages WHERE job_id = ? AND name = ?",
+                            (job_id, stage)).fetchone()
             if row is None:
                 self._row(c, job_id)
                 raise NotFound(f"job {job_id!r} has no stage {stage!r}", reason="STAGE_NOT_FOUND")
@@ -462,6 +477,8 @@ class JobStore:
                       "finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE job_id = ? AND name = ?",
                       (state, state, now, state in STAGE_TERMINAL, now, job_id, stage))
             self._emit(c, job_id, "stage", {"stage": stage, "previous": row["state"], "current": state}, now, stage)
+        if state in STAGE_TERMINAL and row["state"] != state and row["started_at"] is not None:
+            metrics.STAGE_DURATION.labels(stage, state).observe(now - row["started_at"])
         self._notify()
 
     def add_resume(self, job_id: str, stage: str) -> None:

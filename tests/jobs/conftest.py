@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.process import ServiceProcess
+from services.common.process import ServiceProcess, free_port
 
 MAX_ACTIVE = 3
 MAX_STREAMS = 2
@@ -24,10 +24,12 @@ def jobs_server(tmp_path_factory, models_root):
     (d / "tokens.yaml").write_text("tokens: {tok-a: tenant-a, tok-b: tenant-b}\n")
     # --runtime none: these tests play the runtime themselves, writing to the same store (tests/orchestrator
     # runs jobs for real)
-    proc = ServiceProcess(["jobs", "--runtime", "none", "--port", "0", "--store", str(d / "jobs.db"), "--artifacts", str(d / "artifacts"),
+    metrics_port = free_port()
+    proc = ServiceProcess(["jobs", "--runtime", "none", "--port", "0", "--metrics-port", str(metrics_port),
+                           "--store", str(d / "jobs.db"), "--artifacts", str(d / "artifacts"),
                            "--tokens-file", str(d / "tokens.yaml"), "--max-active-jobs", str(MAX_ACTIVE),
                            "--max-watch-streams", str(MAX_STREAMS), "--model-root", str(models_root),
                            "--max-workers", "8", "--grace-s", "2"], d / "jobs.log")
-    proc.store_path, proc.artifacts_root = d / "jobs.db", d / "artifacts"
+    proc.store_path, proc.artifacts_root, proc.metrics_port = d / "jobs.db", d / "artifacts", metrics_port
     yield proc
     proc.stop()

@@ -58,6 +58,26 @@ def test_submit_status_cancel(jobs_server, photo):
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "stages[2].params.iterations" in r.stderr
 
 
+def test_jobs_process_serves_job_gauges_from_the_store(jobs_server, photo):
+    """The jobs process's /metrics counts jobs by state and tenant from the shared store, including jobs
+    another process moved on (the runtime here is this test process)."""
+    from tests.integration.test_server_runtime import sample, scrape
+
+    r = headforge(jobs_server, "submit", str(photo))
+    assert r.returncode == 0, r.stderr
+    store = JobStore(jobs_server.store_path)
+    counts, _ = store.state_summary()
+    samples = scrape(jobs_server.metrics_port)
+    for (state, tenant), n in counts.items():
+        assert sample(samples, "headforge_jobs", state=state, tenant=tenant) == n, (state, tenant)
+    assert counts[("queued", "tenant-a")] >= 1
+    assert sample(samples, "headforge_jobs_oldest_queued_age_seconds") > 0
+    store.request_cancel("tenant-a", r.stdout.strip())   # the other tests here claim the oldest queued job
+    after = scrape(jobs_server.metrics_port)
+    assert sample(after, "headforge_jobs", state="cancelled", tenant="tenant-a") == \
+        sample(samples, "headforge_jobs", state="cancelled", tenant="tenant-a") + 1
+
+
 def test_watch_until_succeeded_then_fetch(jobs_server, photo, tmp_path):
     r = headforge(jobs_server, "submit", str(photo))
     assert r.returncode == 0, r.stderr

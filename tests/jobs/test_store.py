@@ -66,6 +66,47 @@ def test_job_ids_are_plain_command_line_arguments(store):
             assert parser.parse_args([command, job_id]).job_id == job_id
 
 
+def test_metrics_count_jobs_by_state_and_time_the_transitions(store):
+    """headforge_jobs{state, tenant} and the oldest queued age come from the store at scrape time; queue wait,
+    job and stage durations are observed at the transitions (each exactly once)."""
+    from prometheus_client import REGISTRY
+
+    from orchestrator.jobs.metrics import export_store_gauges
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    export_store_gauges(store)
+    before = {"wait": value("headforge_job_queue_wait_seconds_count", recipe="sds_gaussians"),
+              "ok": value("headforge_job_duration_seconds_count", recipe="sds_gaussians", state="succeeded"),
+              "cancel": value("headforge_job_duration_seconds_count", recipe="sds_gaussians", state="cancelled"),
+              "stage": value("headforge_stage_duration_seconds_count", stage="optimise", state="succeeded")}
+    a1, a2, b1 = store.create(spec("a")), store.create(spec("a")), store.create(spec("b"))
+    time.sleep(0.05)
+    assert value("headforge_jobs", state="queued", tenant="a") == 2
+    assert value("headforge_jobs", state="queued", tenant="b") == 1
+    assert value("headforge_jobs_oldest_queued_age_seconds") >= 0.05
+    claimed = store.claim_next(8)
+    assert claimed.id == a1.id
+    store.set_stage_state(a1.id, "optimise", "running")
+    store.set_stage_state(a1.id, "optimise", "succeeded")
+    store.set_stage_state(a1.id, "optimise", "succeeded")       # no change: not observed again
+    store.set_job_state(a1.id, "queued")                        # re-queued (a retry) ...
+    assert store.claim_next(8).id == a1.id                      # ... and restarted: its wait counted once
+    store.set_job_state(a1.id, "succeeded")
+    store.request_cancel("a", a2.id)
+    assert value("headforge_jobs", state="succeeded", tenant="a") == 1
+    assert value("headforge_jobs", state="cancelled", tenant="a") == 1
+    assert value("headforge_jobs", state="queued", tenant="a") == 0
+    assert value("headforge_job_queue_wait_seconds_count", recipe="sds_gaussians") == before["wait"] + 1
+    assert value("headforge_job_queue_wait_seconds_sum", recipe="sds_gaussians") > 0
+    assert value("headforge_job_duration_seconds_count", recipe="sds_gaussians", state="succeeded") == before["ok"] + 1
+    assert value("headforge_job_duration_seconds_count", recipe="sds_gaussians", state="cancelled") == before["cancel"] + 1
+    assert value("headforge_stage_duration_seconds_count", stage="optimise", state="succeeded") == before["stage"] + 1
+    store.request_cancel("b", b1.id)
+    assert value("headforge_jobs_oldest_queued_age_seconds") == 0.0
+
+
 def test_idempotency_key_within_24h_same_tenant(store):
     first = store.create(spec(idempotency_key="k1"))
     assert store.create(spec(idempotency_key="k1", prompt="other")).id == first.id
