@@ -393,12 +393,13 @@ class JobStore:
                 self._emit(c, job_id, "state", {"previous": "queued", "current": "cancelled",
                                                 "error_message": "cancelled before it started",
                                                 "error_reason": "CANCELLED"}, now)
-                metrics.JOB_DURATION.labels(row["recipe"], "cancelled").observe(now - row["created_at"])
                 changed = True
             elif state == "running" and not row["cancel_requested"]:
                 c.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
                 changed = True
             record = self._record(c, self._row(c, job_id))
+        if state == "queued":   # committed: observed like every other terminal transition
+            metrics.JOB_DURATION.labels(row["recipe"], "cancelled").observe(now - row["created_at"])
         if changed:
             self._notify()
         return record

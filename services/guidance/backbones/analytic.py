@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from services.face.backends.base import ModelRecord
-from services.guidance.backbones.base import (OUTPUT_KINDS, BackboneInfo, BatchConditions, ControlSpec,
-                                             ModelFilesError, check_normal_convention)
+from services.guidance.backbones.base import (BackboneInfo, BatchConditions, ControlSpec, ModelFilesError,
+                                             check_normal_convention, check_output_kind)
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -68,9 +68,7 @@ class AnalyticBackbone:
 
     def __init__(self, config: AnalyticBackboneConfig, base_dir: Path | None = None, device="cpu"):
         self.device = torch.device(device)
-        if config.output_kind not in OUTPUT_KINDS:
-            raise ModelFilesError(f"analytic backbone {config.name!r}: output_kind {config.output_kind!r}; expected "
-                                  f"one of {list(OUTPUT_KINDS)}")
+        check_output_kind(config.output_kind, f"analytic backbone {config.name!r}")
         check_normal_convention(config.normal_convention, f"analytic backbone {config.name!r}")
         if config.exemplars:
             path = Path(config.exemplars)

@@ -44,30 +44,35 @@ class ModelFilesError(FailedPrecondition):
 NORMAL_CONVENTIONS = {"opencv": (1, 1, 1), "opengl": (1, -1, -1), "bae": (-1, -1, -1)}
 
 
+def check_output_kind(kind: str, where: str) -> None:
+    """ModelFilesError naming `where` when `kind` is not one of OUTPUT_KINDS."""
+    if kind not in OUTPUT_KINDS:
+        raise ModelFilesError(f"{where}: output_kind {kind!r}; expected one of {list(OUTPUT_KINDS)}")
+
+
 def check_normal_convention(name: str, where: str) -> None:
     """ModelFilesError naming `where` when `name` is not one of NORMAL_CONVENTIONS."""
     if name not in NORMAL_CONVENTIONS:
         raise ModelFilesError(f"{where}: normal_convention {name!r}; expected one of {list(NORMAL_CONVENTIONS)}")
 
 
-def _map_channels(x, convention: str, fn):
-    """x (N, 3, H, W) numpy or torch with fn applied to the channels `convention` negates."""
+def _map_channels(x: np.ndarray, convention: str, fn) -> np.ndarray:
+    """x (N, 3, H, W) with fn applied to the channels `convention` negates (x itself when none)."""
     flipped = [c for c, sign in enumerate(NORMAL_CONVENTIONS[convention]) if sign < 0]
     if not flipped:
         return x
-    out = x.copy() if isinstance(x, np.ndarray) else x.clone()
-    for c in flipped:
-        out[:, c] = fn(x[:, c])
+    out = x.copy()
+    out[:, flipped] = fn(x[:, flipped])
     return out
 
 
-def convert_normal_pictures(images, convention: str):
+def convert_normal_pictures(images: np.ndarray, convention: str) -> np.ndarray:
     """Normal-map pictures (N, 3, H, W) in [0, 1] between the OpenCV convention and `convention` (either
-    direction: the map is an involution). numpy array or torch tensor in, same type out."""
+    direction: the map is an involution)."""
     return _map_channels(images, convention, lambda c: 1 - c)
 
 
-def convert_normal_gradients(grad, convention: str):
+def convert_normal_gradients(grad: np.ndarray, convention: str) -> np.ndarray:
     """dLoss/dPicture (N, 3, H, W) w.r.t. the model-convention picture -> w.r.t. the OpenCV picture."""
     return _map_channels(grad, convention, lambda c: -c)
 

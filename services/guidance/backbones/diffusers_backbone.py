@@ -39,13 +39,13 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.face.backends.base import ModelRecord
 from services.guidance.backbones.base import (
     CONTROL_KINDS,
-    OUTPUT_KINDS,
     BackboneInfo,
     BatchConditions,
     ControlSpec,
     LoraSpec,
     ModelFilesError,
     check_normal_convention,
+    check_output_kind,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -535,16 +535,12 @@ def _check_config(cfg: DiffusersBackboneConfig):
             raise ModelFilesError(f"backbone {cfg.name!r}: controlnet {c.name!r} has kind {c.kind!r}; expected one "
                                   f"of {list(CONTROL_KINDS)} or \"\" (custom)")
     for lora in cfg.loras:
-        if lora.output_kind not in OUTPUT_KINDS:
-            raise ModelFilesError(f"backbone {cfg.name!r}: LoRA {lora.name!r} has output_kind {lora.output_kind!r}; "
-                                  f"expected one of {list(OUTPUT_KINDS)}")
+        check_output_kind(lora.output_kind, f"backbone {cfg.name!r}: LoRA {lora.name!r}")
         check_normal_convention(lora.normal_convention, f"backbone {cfg.name!r}: LoRA {lora.name!r}")
         if lora.name.startswith("faceid_"):
             raise ModelFilesError(f"backbone {cfg.name!r}: LoRA name {lora.name!r} is reserved (faceid_<i> are the "
                                   f"identity adapters' own LoRAs)")
-    if cfg.output_kind not in OUTPUT_KINDS:
-        raise ModelFilesError(f"backbone {cfg.name!r}: output_kind {cfg.output_kind!r}; expected one of "
-                              f"{list(OUTPUT_KINDS)}")
+    check_output_kind(cfg.output_kind, f"backbone {cfg.name!r}")
     check_normal_convention(cfg.normal_convention, f"backbone {cfg.name!r}")
 
 
