@@ -75,7 +75,7 @@ def cmd_serve(args) -> int:
         torch.set_flush_denormal(True)
         from services.render.service import RenderService
         from services.render.servicer import register as register_render
-        from services.render.sessions import RenderLimits
+        from services.render.types import RenderLimits
 
         limits = RenderLimits(scene_idle_ttl_s=args.scene_idle_ttl_s, max_scenes_per_tenant=args.max_scenes_per_tenant,
                               max_tenant_bytes=args.max_tenant_bytes,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.cameras import PinholeCamera, orbit_camera
+from services.core.cameras import PinholeCamera, orbit_camera
 from services.face.types import AnalyzeOptions
 
 PROTOCOL_VIEWS = {"left_frontal": 30.0, "left": 90.0, "right_frontal": -30.0, "right": -90.0, "rear": 180.0}

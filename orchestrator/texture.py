@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.face.geometry.landmarks import JAW, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
+from services.core.landmarks import JAW, LEFT_EYE, MOUTH, NOSE, RIGHT_EYE
 
 REGION_SKIN, REGION_SCALP, REGION_EAR, REGION_NECK = 0, 1, 2, 3
 

@@ -2,7 +2,7 @@
 ears, neck) with a UV layout, built by the project itself (no scanned data, no downloads).
 
 Shape: a smooth union of ellipsoids and a neck cylinder (a signed distance field in the head frame,
-proportioned to services.face.geometry.landmarks.TEMPLATE_68: +Y up, face along +Z, 1 unit = 10 cm).
+proportioned to services.core.landmarks.TEMPLATE_68: +Y up, face along +Z, 1 unit = 10 cm).
 Mesh: the SDF is sampled along a grid of rays, cast from outside inwards so each ray keeps the outermost
 surface (no folds):
   - an upper cap: rays from the point (0, Y0, 0) at elevations 90° (the crown, one pole vertex) down to 0°;
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.face.geometry.landmarks import TEMPLATE_68
+from services.core.landmarks import TEMPLATE_68
 
 VERSION = 1
 Y0 = 0.25          # the upper cap's ray origin and the tube's first row (just above the eyes)
@@ -218,9 +218,9 @@ def build_template(cols: int = 112, cap_rows: int = 34, tube_rows: int = 56) -> 
     mirror[vid[1:]] = vid[1:][:, mcol]
     # anchors: nearest free vertex to each generic landmark; left-side points pick, their mirror partners
     # take the mirror vertex, midline points stay on the midline column (so the anchors are symmetric)
-    from services.face.geometry.landmarks import _MIRROR
+    from services.core.landmarks import MIRROR_68
 
-    partner = {**_MIRROR, **{v: k for k, v in _MIRROR.items()}}
+    partner = {**MIRROR_68, **{v: k for k, v in MIRROR_68.items()}}
     anchors = np.full(68, -1, np.int64)
     midline = vid[1:, C // 2]
     is_mid = np.zeros(len(verts), bool)

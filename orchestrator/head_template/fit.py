@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from services.common.cameras import PinholeCamera
-from services.common.cameras import camera_for_box as crop_camera  # noqa: F401 (re-exported)
+from services.core.cameras import PinholeCamera
+from services.core.cameras import camera_for_box as crop_camera  # noqa: F401 (re-exported)
 
 
 def rbf_deform(points: np.ndarray, src: np.ndarray, dst: np.ndarray, smooth: float = 1e-6,
@@ -212,8 +212,8 @@ def refine_silhouette(render_client, template, vertices: np.ndarray, camera: Pin
     eps is gradient descent), read the displacement back, spread it smoothly over the surface
     (smoothing_operator; the face stays pinned), normalise it to the step size and write it with SetState.
     Returns the new vertices and the mask IoU before/after."""
-    from services.render.optim import LrSchedule, OptimizerSpec
-    from services.render.service import GradientTerm
+    from services.render.types import LrSchedule, OptimizerSpec
+    from services.render.types import GradientTerm
 
     crop_cam, target, weight = _crop_problem(camera, head_mask, lm68, size)
     camera = crop_cam

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from orchestrator.jobs.types import ArtifactRecord, Progress
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 
 
 class Clients(Protocol):

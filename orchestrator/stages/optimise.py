@@ -13,10 +13,10 @@ from orchestrator.recipes.schema import schedule_at
 from orchestrator.stages.context import StageContext, camera_from_json
 from orchestrator.stages.params import OptimiseParams, Term
 from orchestrator.stages.scene import ensure_scene
-from services.common.cameras import camera_for_box, sample_orbit_cameras
+from services.core.cameras import camera_for_box, sample_orbit_cameras
 from services.common.images import decode_png
 from services.guidance.types import Conditions, DistillRequest, TimestepSchedule
-from services.render.service import GradientTerm, RegularizerTerm
+from services.render.types import GradientTerm, RegularizerTerm
 
 
 def _reference(ctx: StageContext, resolution: int):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from orchestrator.stages.context import StageContext, camera_to_json
 from orchestrator.stages.params import PreprocessParams
-from services.common.cameras import camera_for_box
+from services.core.cameras import camera_for_box
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_image, encode_png
 from services.face.types import AnalyzeOptions

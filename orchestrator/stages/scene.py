@@ -9,7 +9,7 @@ from orchestrator.stages.context import StageContext
 from orchestrator.stages.params import ConvertParams, ExportParams, InitParams
 from services.common.errors import HeadForgeError, InvalidArgument
 from services.common.images import decode_png
-from services.render.optim import LrSchedule, OptimizerSpec
+from services.render.types import LrSchedule, OptimizerSpec
 
 EXTENSIONS = {"glb": "glb", "ply": "ply", "npz": "npz", "obj_zip": "zip"}
 

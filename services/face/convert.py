@@ -6,9 +6,9 @@ import numpy as np
 
 from headforge.v1 import common_pb2, face_pb2
 from services.common import tensors
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.images import decode_png, encode_png
-from services.face.backends.base import ModelRecord
+from services.core.models import ModelRecord
 from services.face.types import AnalyzeOptions, AnalyzeResult, Description, Face, HeadPose
 
 _STYLE_TO_PROTO = {"ffhq": face_pb2.FFHQ, "head": face_pb2.HEAD}

@@ -15,7 +15,7 @@ from services.common.images import any_to_rgb8
 from services.face.backends import load_detector, load_recognizer
 from services.face.config import FaceConfig
 from services.face.geometry import alignment, masks
-from services.face.geometry.landmarks import five_from_68
+from services.core.landmarks import five_from_68
 from services.face.geometry.pose import fit_head_pose
 from services.face.types import (AnalyzeOptions, AnalyzeResult, CompareResult, Description, Face, HeadPose,
                                  IdentityLossResult)

@@ -7,8 +7,8 @@ from typing import Literal
 
 import numpy as np
 
-from services.common.cameras import PinholeCamera
-from services.face.backends.base import ModelRecord
+from services.core.cameras import PinholeCamera
+from services.core.models import ModelRecord
 
 CropStyle = Literal["ffhq", "head"]
 

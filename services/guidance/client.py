@@ -17,7 +17,7 @@ import numpy as np
 from headforge.v1 import guidance_pb2, guidance_pb2_grpc
 from services.common import tensors
 from services.common.client import GrpcTransport, RetryPolicy
-from services.face.backends.base import ModelRecord
+from services.core.models import ModelRecord
 from services.guidance import servicer as conv
 from services.guidance.backbones.base import BackboneInfo, ControlSpec, LoraSpec
 from services.guidance.service import GuidanceService

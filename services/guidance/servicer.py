@@ -12,7 +12,7 @@ import numpy as np
 
 from headforge.v1 import common_pb2, guidance_pb2, guidance_pb2_grpc
 from services.common import tensors
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.errors import InvalidArgument
 from services.guidance.service import GuidanceService
 from services.guidance.types import (Conditions, ControlInput, DenoiseRequest, DistillRequest, GenerateRequest,

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.cameras import PinholeCamera
-from services.face.backends.base import ModelRecord
+from services.core.cameras import PinholeCamera
+from services.core.models import ModelRecord
 from services.guidance.backbones.base import BackboneInfo
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from services.common.errors import HeadForgeError, InvalidArgument
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 from services.inversion.lpips import LPIPS
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 
 class Cancelled(HeadForgeError):

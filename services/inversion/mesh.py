@@ -22,7 +22,7 @@ from skimage import measure
 
 from services.common.errors import FailedPrecondition
 
-Query = "services.render.representations.volume.Query"
+Query = "services.core.volume.Query"
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from services.common.auth import current_tenant
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument, ResourceExhausted, require
 from services.inversion.generators import checkpoint
 from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
@@ -38,7 +38,7 @@ from services.inversion.invert import InversionOutcome, InvertSettings, Metrics,
 from services.inversion.lpips import LpipsStatus, load_lpips
 from services.inversion.mesh import MeshResult, extract_mesh
 from services.inversion.sessions import InversionLimits, SessionStore, session_bytes
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 log = logging.getLogger("headforge.inversion")
 
@@ -327,7 +327,7 @@ class InversionService:
         finally:
             self._busy.release()
         nbytes = session_bytes(outcome.ws, outcome.noise, outcome.tuned.tuned_bytes() if outcome.tuned else 0)
-        session = self.store.add(tenant, entry.name, outcome.ws, outcome.noise, outcome.tuned, label, nbytes)
+        session = self.store.add_session(tenant, entry.name, outcome.ws, outcome.noise, outcome.tuned, label, nbytes)
         yield InvertResult(session.id, self.store.expires_in(session), outcome.ws[0].cpu().numpy().astype(np.float32),
                            outcome.latent_metrics, outcome.pti_metrics, outcome.reconstruction, entry.name, nbytes,
                            outcome.steps_per_s, outcome.pti_steps_per_s)

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from headforge.v1 import common_pb2, face_pb2, inversion_pb2, inversion_pb2_grpc, render_pb2
 from services.common import tensors
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.errors import InvalidArgument, require
 from services.common.images import encode_png, image_input_to_rgb8
 from services.inversion.invert import InvertSettings, Metrics

@@ -10,7 +10,6 @@ uses a session refreshes it.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from services.common.errors import NotFound, PermissionDenied, ResourceExhausted
+from services.core.stores import StoreCaps, TenantStore, new_id
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 
 
@@ -54,82 +53,18 @@ def session_bytes(ws: torch.Tensor, noise: dict[str, torch.Tensor], tuned_bytes:
     return ws.numel() * ws.element_size() + sum(v.numel() * v.element_size() for v in noise.values()) + tuned_bytes
 
 
-class SessionStore:
-    """Thread-safe sessions per tenant (clock injectable for tests)."""
+class SessionStore(TenantStore[Session]):
+    """The tenant-capped session store (services.core.stores) with InversionLimits' caps."""
 
     def __init__(self, limits: InversionLimits, clock=time.monotonic):
+        lim = limits
+        super().__init__("inversion session", StoreCaps(
+            lim.session_idle_ttl_s, per_tenant=(lim.max_sessions_per_tenant, "max_sessions_per_tenant"),
+            item_bytes=(lim.max_session_bytes, "max_session_bytes"),
+            tenant_bytes=(lim.max_tenant_bytes, "max_tenant_bytes"),
+            total_bytes=(lim.max_total_bytes, "max_total_bytes")),
+            size_of=lambda s: s.nbytes, clock=clock, close_hint="CloseSession")
         self.limits = limits
-        self.clock = clock
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
 
-    def _expire_locked(self) -> None:
-        now = self.clock()
-        for sid in [s.id for s in self._sessions.values() if now - s.last_used > self.limits.session_idle_ttl_s]:
-            del self._sessions[sid]
-
-    def reserve(self, tenant: str, nbytes: int) -> None:
-        """RESOURCE_EXHAUSTED when a new session of nbytes would break a cap (nothing is held)."""
-        lim = self.limits
-        if nbytes > lim.max_session_bytes:
-            raise ResourceExhausted(f"the session would hold {nbytes} bytes, over the per-session cap of "
-                                    f"{lim.max_session_bytes}", reason="SESSION_TOO_LARGE",
-                                    metadata={"limit": "max_session_bytes", "value": str(lim.max_session_bytes),
-                                              "got": str(nbytes)})
-        with self._lock:
-            self._check_locked(tenant, nbytes)
-
-    def _check_locked(self, tenant: str, nbytes: int) -> None:
-        lim = self.limits
-        self._expire_locked()
-        mine = [s for s in self._sessions.values() if s.tenant == tenant]
-        if len(mine) >= lim.max_sessions_per_tenant:
-            raise ResourceExhausted(f"tenant has {len(mine)} inversion sessions, the cap is "
-                                    f"{lim.max_sessions_per_tenant}; close some (CloseSession) or wait for expiry",
-                                    reason="TOO_MANY_SESSIONS",
-                                    metadata={"limit": "max_sessions_per_tenant",
-                                              "value": str(lim.max_sessions_per_tenant)})
-        used = sum(s.nbytes for s in mine)
-        if used + nbytes > lim.max_tenant_bytes:
-            raise ResourceExhausted(f"tenant sessions would hold {used + nbytes} bytes, over {lim.max_tenant_bytes}",
-                                    reason="TENANT_MEMORY", metadata={"limit": "max_tenant_bytes",
-                                                                      "value": str(lim.max_tenant_bytes)})
-        total = sum(s.nbytes for s in self._sessions.values())
-        if total + nbytes > lim.max_total_bytes:
-            raise ResourceExhausted(f"the server's sessions would hold {total + nbytes} bytes, over "
-                                    f"{lim.max_total_bytes}", reason="SERVER_MEMORY",
-                                    metadata={"limit": "max_total_bytes", "value": str(lim.max_total_bytes)})
-
-    def add(self, tenant: str, generator: str, ws, noise, tuned, label, nbytes: int) -> Session:
-        self.reserve(tenant, nbytes)
-        with self._lock:
-            self._check_locked(tenant, nbytes)  # caps may have filled while the inversion ran
-            s = Session(secrets.token_hex(16), tenant, generator, ws, noise, tuned, label, nbytes, self.clock())
-            self._sessions[s.id] = s
-            return s
-
-    def get(self, tenant: str, session_id: str) -> Session:
-        """The session, refreshed; NotFound (unknown / expired / closed) or PermissionDenied."""
-        with self._lock:
-            self._expire_locked()
-            s = self._sessions.get(session_id)
-            if s is None:
-                raise NotFound(f"no inversion session {session_id!r} (unknown, expired or closed)",
-                               reason="SESSION_NOT_FOUND")
-            if s.tenant != tenant:
-                raise PermissionDenied(f"inversion session {session_id!r} belongs to another tenant", reason="NOT_OWNER")
-            s.last_used = self.clock()
-            return s
-
-    def close(self, tenant: str, session_id: str) -> None:
-        s = self.get(tenant, session_id)
-        with self._lock:
-            self._sessions.pop(s.id, None)
-
-    def count(self, tenant: str | None = None) -> int:
-        with self._lock:
-            self._expire_locked()
-            return sum(1 for s in self._sessions.values() if tenant is None or s.tenant == tenant)
-
-    def expires_in(self, session: Session) -> float:
-        return max(0.0, session.last_used + self.limits.session_idle_ttl_s - self.clock())
+    def add_session(self, tenant: str, generator: str, ws, noise, tuned, label, nbytes: int) -> Session:
+        return self.add(Session(new_id(), tenant, generator, ws, noise, tuned, label, nbytes, self.clock()))

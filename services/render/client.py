@@ -20,9 +20,9 @@ from services.common import tensors
 from services.common.client import GrpcTransport, RetryPolicy
 from services.common.errors import from_rpc_error
 from services.render import servicer as conv
-from services.render.optim import OptimizerSpec
-from services.render.service import (BackProjection, GradientTerm, RegularizerTerm, RenderDescription, RenderResult,
-                                     RenderService, SceneInfo, StepResult)
+from services.render.types import OptimizerSpec
+from services.render.service import RenderService
+from services.render.types import BackProjection, GradientTerm, RegularizerTerm, RenderDescription, RenderResult, SceneInfo, StepResult
 
 
 class InProcessRenderClient:

@@ -4,54 +4,12 @@ threestudio-style schedules [start_step, start_value, end_value, end_step], Adam
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+
 
 import torch
 from torch import nn
 
-Interpolation = Literal["linear", "exponential", "cosine"]
-
-
-@dataclass
-class LrSchedule:
-    """start_value before start_step, end_value after end_step, interpolated in between;
-    end_step <= start_step means the constant start_value."""
-
-    start_step: int = 0
-    start_value: float = 1e-3
-    end_value: float = 1e-3
-    end_step: int = 0
-    interpolation: Interpolation = "linear"
-
-    def __call__(self, step: int) -> float:
-        if self.end_step <= self.start_step or step <= self.start_step:
-            return self.start_value
-        if step >= self.end_step:
-            return self.end_value
-        f = (step - self.start_step) / (self.end_step - self.start_step)
-        a, b = self.start_value, self.end_value
-        if self.interpolation == "exponential" and a > 0 and b > 0:
-            return math.exp(math.log(a) * (1 - f) + math.log(b) * f)
-        if self.interpolation == "cosine":
-            return b + (a - b) * 0.5 * (1 + math.cos(math.pi * f))
-        return a + (b - a) * f
-
-    @classmethod
-    def constant(cls, value: float) -> "LrSchedule":
-        return cls(0, value, value, 0)
-
-
-@dataclass
-class OptimizerSpec:
-    kind: Literal["adam", "adan"] = "adam"
-    lrs: dict[str, LrSchedule] = field(default_factory=dict)  # groups not listed: the kind's defaults
-    frozen: set[str] = field(default_factory=set)
-    betas: tuple[float, ...] = ()
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.0
-
+from services.render.types import LrSchedule, OptimizerSpec
 
 class Adan(torch.optim.Optimizer):
     """Adan (Xie et al. 2022): Nesterov-style adaptive momentum with gradient differences.

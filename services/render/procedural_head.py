@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 # (centre, radii) of each part, world units
 _PARTS = [

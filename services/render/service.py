@@ -8,69 +8,23 @@ import hashlib
 import json
 import math
 import secrets
-from dataclasses import dataclass, field
+
 
 import numpy as np
 import torch
 
 from services.common.auth import current_tenant
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument, NotFound, ResourceExhausted, require
 from services.render import representations
-from services.render.cameras import CameraBatch
-from services.render.optim import OptimizerSpec, SceneOptimizer
-from services.render.sessions import RenderLimits, Scene, SceneStore, StepHandle
+from services.core.camera_batch import CameraBatch
+from services.render.optim import SceneOptimizer
+from services.render.sessions import Scene, SceneStore, StepHandle
+from services.render.types import (BackProjection, GradientTerm, KindDescription, OptimizerSpec, RegularizerTerm,
+                                   RenderDescription, RenderLimits, RenderResult, SceneInfo, StepResult)
 
 NON_DIFFERENTIABLE = {"uv", "triangle_id"}
 CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class SceneInfo:
-    scene_id: str
-    kind: str
-    backend: str
-    param_counts: dict[str, int]
-    step: int
-    memory_bytes: int
-    expires_in_s: float
-
-
-@dataclass
-class RenderResult:
-    outputs: dict[str, np.ndarray]
-    step_handle: str
-    step: int
-    handle_expires_in_s: float = 0.0
-
-
-@dataclass
-class GradientTerm:
-    step_handle: str
-    output: str
-    grad: np.ndarray | torch.Tensor
-    weight: float = 1.0
-    name: str = ""
-
-
-@dataclass
-class RegularizerTerm:
-    name: str
-    weight: float
-    params: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class StepResult:
-    step: int
-    skipped: bool
-    learning_rates: dict[str, float]
-    grad_norms: dict[str, float]
-    term_grad_norms: dict[str, float]
-    regularizer_values: dict[str, float]
-    num_gaussians: int = 0
-    densified: int = 0   # Gaussians added / removed by the automatic strategy in this call
-    pruned: int = 0
 
 
 class RenderService:
@@ -114,7 +68,7 @@ class RenderService:
             raise InvalidArgument("optimizer.groups", str(e.args[0])) from None
         if checkpoint is not None:
             _load_optimizer_state(opt, checkpoint)
-        scene = self.store.add(current_tenant(), kind, label, rep, opt)
+        scene = self.store.add_scene(current_tenant(), kind, label, rep, opt)
         return self._info(scene)
 
     def _info(self, scene: Scene) -> SceneInfo:
@@ -469,30 +423,3 @@ def _load_optimizer_state(opt: SceneOptimizer, checkpoint: dict) -> None:
                     state[key[len(prefix):]] = int(value) if adan else torch.tensor(float(value))
             if state:
                 opt.torch.state[p] = state
-
-
-@dataclass
-class BackProjection:
-    texture: np.ndarray       # (3, T, T) float32 in [0, 1]
-    visibility: np.ndarray    # (1, T, T) float32 in [0, 1]
-    texels_written: int
-
-
-@dataclass
-class KindDescription:
-    kind: str
-    backends: list[str]
-    default_lrs: dict[str, float]
-    outputs: list[str]
-    regularizers: list[str]
-    export_formats: list[str]
-    options: dict[str, str]
-
-
-@dataclass
-class RenderDescription:
-    kinds: list[KindDescription]
-    dmtet_resolutions: list[int]
-    device: str
-    limits: RenderLimits
-    max_message_bytes: int

@@ -11,11 +11,12 @@ from google.protobuf import timestamp_pb2
 
 from headforge.v1 import common_pb2, render_pb2, render_pb2_grpc
 from services.common import tensors
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.errors import InvalidArgument, ResourceExhausted, require
 from services.common.images import image_input_to_rgb8
-from services.render.optim import LrSchedule, OptimizerSpec
-from services.render.service import GradientTerm, RegularizerTerm, RenderService
+from services.render.types import LrSchedule, OptimizerSpec
+from services.render.service import RenderService
+from services.render.types import GradientTerm, RegularizerTerm
 
 SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 DType = tensors.DType

@@ -18,7 +18,7 @@ from services.inversion.generators.triplane_generator import GeneratorConfig, Tr
 from services.inversion.invert import InversionOutcome, InvertSettings, invert
 from services.inversion.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
 from services.inversion.tiny import tiny_generator
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 PANOHEAD = GeneratorConfig(kind="trigrid", z_dim=512, w_dim=512, c_dim=25, mapping_layers=2, plane_resolution=256,
                            channels=32, depth=3, channel_base=32768, channel_max=512, decoder_hidden=64,

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import torch
 
-from services.common.cameras import orbit_camera
+from services.core.cameras import orbit_camera
 from services.render import representations
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import head_mesh
-from services.render.sessions import RenderLimits
+from services.render.types import RenderLimits
 
 
 def _scene(kind: str, size: str, options: dict):

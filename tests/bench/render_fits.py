@@ -12,11 +12,12 @@ import time
 import numpy as np
 from PIL import Image
 
-from services.common.cameras import orbit_camera, sample_orbit_cameras
-from services.render.cameras import CameraBatch
-from services.render.optim import LrSchedule, OptimizerSpec
+from services.core.cameras import orbit_camera, sample_orbit_cameras
+from services.core.camera_batch import CameraBatch
+from services.render.types import LrSchedule, OptimizerSpec
 from services.render.procedural_head import head_mesh, render_head
-from services.render.service import GradientTerm, RenderService
+from services.render.service import RenderService
+from services.render.types import GradientTerm
 
 # short-run learning rates (the kinds' defaults are 3DGS's, tuned for 30k steps)
 GAUSSIAN_LRS = {"means": 1e-3, "scales": 1e-2, "quats": 5e-3, "opacities": 5e-2, "sh0": 3e-2, "shN": 1e-3}

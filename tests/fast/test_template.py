@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from services.face.geometry.landmarks import TEMPLATE_68
+from services.core.landmarks import TEMPLATE_68
 
 
 def _directed_edges(faces):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from services.common.auth import reset_tenant, set_tenant
-from services.common.cameras import orbit_camera
+from services.core.cameras import orbit_camera
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.guidance.service import view_suffix
 from services.guidance.types import (Conditions, ControlInput, DenoiseRequest, DistillRequest, GenerateRequest,

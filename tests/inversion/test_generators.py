@@ -17,7 +17,7 @@ from services.inversion.generators.layers import fir_filter, upsample2d
 from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
 from services.inversion.lpips import LPIPS, load_lpips, random_vgg_state
 from services.inversion.tiny import TINY_CONFIGS, tiny_generator
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 
 def latent(gen, seed=0):

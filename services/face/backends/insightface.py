@@ -11,7 +11,6 @@ similarity-aligned 112x112 crop. All models take RGB (insightface feeds BGR imag
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -22,8 +21,9 @@ import cv2
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.face.backends.base import Detection, ModelRecord
-from services.face.geometry.landmarks import ARCFACE_112
+from services.core.models import ModelRecord, file_sha256
+from services.face.backends.base import Detection
+from services.core.landmarks import ARCFACE_112
 
 LAYOUTS = {
     "buffalo_l": ("det_10g.onnx", "1k3d68.onnx", "2d106det.onnx", "genderage.onnx", "w600k_r50.onnx"),
@@ -101,11 +101,7 @@ class _ModelFile:
 
     @cached_property
     def sha256(self) -> str:
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()[:16]
+        return file_sha256(self.path)
 
     def record(self, role: str) -> ModelRecord:
         return ModelRecord(role, "insightface", self.path.name, self.sha256)
@@ -337,7 +333,7 @@ class InsightFaceRecognizer:
     def embed(self, image: np.ndarray, landmarks_68: np.ndarray, landmarks_5: np.ndarray) -> np.ndarray:
         """Raw (D,) float32 embedding of the face at landmarks_5 (onnxruntime, as insightface computes it)."""
         if landmarks_5 is None:
-            from services.face.geometry.landmarks import five_from_68
+            from services.core.landmarks import five_from_68
 
             landmarks_5 = five_from_68(landmarks_68)
         size = self.input_size

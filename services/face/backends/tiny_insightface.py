@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from services.face.geometry.landmarks import ARCFACE_112, TEMPLATE_68
+from services.core.landmarks import ARCFACE_112, TEMPLATE_68
 
 OPSET = 11          # the real packs are opset-11 exports
 IR_VERSION = 6

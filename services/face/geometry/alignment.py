@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.common.cameras import PinholeCamera, intrinsics, look_at, orbit_position
-from services.face.geometry.landmarks import LEFT_EYE, RIGHT_EYE
+from services.core.cameras import PinholeCamera, intrinsics, look_at, orbit_position
+from services.core.landmarks import LEFT_EYE, RIGHT_EYE
 
 EG3D_RADIUS = 2.7
 EG3D_TARGET = (0.0, 0.0, 0.2)

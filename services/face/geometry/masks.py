@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from services.face.geometry.landmarks import JAW, LEFT_BROW, RIGHT_BROW
+from services.core.landmarks import JAW, LEFT_BROW, RIGHT_BROW
 
 _WORK_SIZE = 200  # GrabCut runs on a crop around the head scaled to about this many pixels
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from services.common.cameras import PinholeCamera, focal_from_fov, intrinsics
-from services.face.geometry.landmarks import TEMPLATE_68
+from services.core.cameras import PinholeCamera, focal_from_fov, intrinsics
+from services.core.landmarks import TEMPLATE_68
 
 ASSUMED_FOV_DEG = 25.0
 # A frontal camera (azimuth 0) maps world to camera by flipping y and z.
@@ -34,7 +34,7 @@ class HeadPoseFit:
 
 def head_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """R = Ry(yaw) Rx(-pitch) Rz(roll), degrees: the head's rotation relative to a frontal camera."""
-    from services.common.cameras import rotation_x, rotation_y, rotation_z
+    from services.core.cameras import rotation_x, rotation_y, rotation_z
 
     return rotation_y(yaw) @ rotation_x(-pitch) @ rotation_z(roll)
 

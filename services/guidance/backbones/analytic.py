@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from services.face.backends.base import ModelRecord
+from services.core.models import ModelRecord
 from services.guidance.backbones.base import (BackboneInfo, BatchConditions, ControlSpec, ModelFilesError,
                                              check_normal_convention, check_output_kind)
 

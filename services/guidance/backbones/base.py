@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from services.common.errors import FailedPrecondition
-from services.face.backends.base import ModelRecord
+from services.core.models import ModelRecord
 
 # Names used across the service for control kinds, output kinds and distill variants (proto enums map to these).
 CONTROL_KINDS = ("landmarks", "canny", "normal", "depth")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.face.backends.base import ModelRecord
+from services.core.models import ModelRecord
 from services.guidance.backbones.base import (
     CONTROL_KINDS,
     BackboneInfo,

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from services.face.backends.base import ModelRecord
+from services.core.models import ModelRecord
 from services.guidance.backbones.base import ModelFilesError
 from services.guidance.backbones.diffusers_backbone import (_DTYPES, SD_LAYOUT, DiffusersBackbone,
                                                             DiffusersBackboneConfig, _require, _resolve_root,

@@ -24,7 +24,6 @@ PICKLE_NOT_TRUSTED for a pickle without the trust flag.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from services.common.errors import FailedPrecondition
+from services.core.models import file_sha256
 from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
 
 FORMAT = "headforge.gan"
@@ -52,14 +52,6 @@ class LoadedGenerator:
 
 def _fail(message: str, reason: str, **meta) -> FailedPrecondition:
     return FailedPrecondition(message, reason=reason, metadata={k: str(v) for k, v in meta.items()})
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def save_generator(generator: TriplaneGenerator, directory: str | Path, source: str = "") -> Path:

@@ -1,5 +1,5 @@
 """The 3D-aware generator: mapping -> StyleGAN2 synthesis of feature planes -> MLP decoder -> volume
-rendering (the render service's renderer, services/render/representations/volume.py) -> optional 2D
+rendering (the shared renderer, services/core/volume.py) -> optional 2D
 super-resolution. One class for the three kinds:
 
   "triplane"         EG3D: the synthesis output (3*C, R, R) viewed as planes (3, C, R, R).
@@ -28,19 +28,19 @@ from typing import Collection
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from services.common.cameras import PinholeCamera, intrinsics, look_at, orbit_position
-from services.render.cameras import CameraBatch
-from services.render.representations import fields as field_repr
-from services.render.representations import volume
+from services.core.cameras import PinholeCamera, intrinsics, look_at, orbit_position
+from services.core import volume
+from services.core.camera_batch import CameraBatch
+from services.core.field_npz import FieldArrays, write_field_npz
+from services.core.planes import FIELD_KINDS, PLANE_AXES, PLANE_REDUCTIONS, decode_osg, feature_sampler
 from services.inversion.generators.layers import FullyConnectedLayer
 from services.inversion.generators.mapping import MappingNetwork
 from services.inversion.generators.superres import SuperResolution
 from services.inversion.generators.synthesis import SynthesisNetwork
 
-KINDS = ("triplane", "trigrid", "pyramid_trigrid")
+KINDS = FIELD_KINDS
 CROP_STYLES = ("ffhq", "head")
 RENDER_OUTPUTS = frozenset({"rgb", "rgb_raw", "alpha", "depth", "normal_camera", "normal_world", "features"})
 
@@ -135,8 +135,8 @@ class GeneratorConfig:
              f"output_resolution ({s}) must be neural_resolution ({n}) times a power of two")
         need(self.box_warp > 0 and self.world_units_per_generator_unit > 0, "box_warp and world units must be > 0")
         need(self.crop_style in CROP_STYLES, f"crop_style must be one of {CROP_STYLES}")
-        need(self.plane_axes in field_repr.PLANE_AXES, f"plane_axes must be one of {tuple(field_repr.PLANE_AXES)}")
-        need(self.plane_reduction in field_repr.PLANE_REDUCTIONS, "plane_reduction must be mean or sum")
+        need(self.plane_axes in PLANE_AXES, f"plane_axes must be one of {tuple(PLANE_AXES)}")
+        need(self.plane_reduction in PLANE_REDUCTIONS, f"plane_reduction must be one of {PLANE_REDUCTIONS}")
         need(self.azimuth_min < self.azimuth_max and self.elevation_min < self.elevation_max, "empty pose range")
         self.volume_settings()  # raises ValueError
 
@@ -173,16 +173,16 @@ class GeneratorConfig:
             density_activation=self.density_activation, density_scale=1.0 / ws,
             normal_eps=2.0 * self.box_size / max(self.level_sides()), chunk_rays=8192)
 
-    def field_config(self) -> field_repr.FieldConfig:
-        """The render service's FieldConfig of an exported field (same sampling and decoder)."""
+    def field_meta(self) -> dict:
+        """The rendering settings an exported field file carries (services.core.field_npz.META_KEYS), in
+        world units: a render-service field scene made from the file samples and integrates as this
+        generator does (its normal step and chunking are the render service's own defaults)."""
         s = self.volume_settings()
-        return field_repr.FieldConfig(
-            kind=self.kind, resolution=self.plane_resolution, channels=self.channels, depth=self.depth,
-            levels=self.pyramid_levels, box_size=self.box_size, hidden=(self.decoder_hidden,),
-            rgb_channels=self.decoder_features, plane_reduction=self.plane_reduction, plane_axes=self.plane_axes,
-            density_activation=self.density_activation, density_scale=s.density_scale,
-            samples_per_ray=self.samples_per_ray, importance_samples=self.importance_samples,
-            ray_start=s.ray_start, ray_end=s.ray_end)
+        return {"box_size": s.box_size, "ray_start": s.ray_start, "ray_end": s.ray_end,
+                "samples_per_ray": s.samples_per_ray, "importance_samples": s.importance_samples,
+                "density_activation": s.density_activation, "density_scale": s.density_scale,
+                "plane_reduction": self.plane_reduction, "plane_axes": self.plane_axes,
+                "rgb_channels": self.decoder_features}
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -314,26 +314,15 @@ class TriplaneGenerator(nn.Module):
         return {f"level_{r}": levels[r].view(3, c.channels, c.depth, r, r) for r in c.pyramid_levels}
 
     def query(self, grids: dict[str, torch.Tensor]) -> volume.Query:
-        """points (P, 3) world units -> (raw density (P,), colour (P, K)): the render service's samplers
-        (fields.sample_planes / sample_trigrid, same axes, box and reduction) and this decoder."""
+        """points (P, 3) world units -> (raw density (P,), colour (P, K)): the shared samplers and OSG
+        decoder (services.core.planes: same axes, box and reduction as a render-service field scene)."""
         c = self.cfg
-        axes = field_repr.PLANE_AXES[c.plane_axes]
-        sample = field_repr.sample_planes if c.kind == "triplane" else field_repr.sample_trigrid
-        mean = c.plane_reduction == "mean"
-        box = self.settings.box_size
-        (w0, b0), (w1, b1) = self.decoder.plain_weights()
-        grid_list = list(grids.values())
+        features = feature_sampler(c.kind, list(grids.values()), plane_axes=c.plane_axes,
+                                   box_size=self.settings.box_size, reduction=c.plane_reduction)
+        layers = self.decoder.plain_weights()
 
         def query(points: torch.Tensor):
-            coords = points / box
-            total = None
-            for g in grid_list:
-                f = sample(g, coords, axes).sum(0)
-                total = f if total is None else total + f
-            x = total / 3 if mean else total
-            x = F.softplus(torch.addmm(b0[:, None], w0, x))
-            x = torch.addmm(b1[:, None], w1, x)
-            return x[0], (torch.sigmoid(x[1:]) * (1 + 2 * 0.001) - 0.001).t()
+            return decode_osg(layers, features(points))
 
         return query
 
@@ -417,31 +406,10 @@ class TriplaneGenerator(nn.Module):
                      dtype: str = "float32") -> bytes:
         """The NPZ (render.proto's field layout) of the field for ws: grids (3, C, R, R) or
         (3, D, C, R, R), the decoder with gains folded, and settings (box, rays, density scale)."""
-        grids = self.synthesize(ws, noise)
-        rep = field_repr.FieldRepresentation.from_config(self.cfg.field_config().as_dict())
-        tensors = {}
-        for name, g in grids.items():
+        grids = {}
+        for name, g in self.synthesize(ws, noise).items():
             g = g.detach().float().cpu()
-            tensors[f"field.grids.{name}"] = g if self.cfg.kind == "triplane" else g.permute(0, 2, 1, 3, 4).contiguous()
-        for i, (w, b) in enumerate(self.decoder.plain_weights()):
-            tensors[f"decoder.layers.{i}.weight"] = w.detach().float().cpu()
-            tensors[f"decoder.layers.{i}.bias"] = b.detach().float().cpu()
-        rep.load_state_tensors(tensors)
-        data = rep.export("npz")
-        if dtype == "float16":
-            data = _npz_grids_to_half(data)
-        return data
-
-
-def _npz_grids_to_half(data: bytes) -> bytes:
-    """Rewrite the feature grids of an NPZ as float16 (the decoder and metadata stay as they are)."""
-    import io
-
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for k in arrays:
-        if k == "planes" or k.startswith("level_"):
-            arrays[k] = arrays[k].astype(np.float16)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+            grids[name] = (g if self.cfg.kind == "triplane" else g.permute(0, 2, 1, 3, 4)).numpy()
+        decoder = [(w.detach().float().cpu().numpy(), b.detach().float().cpu().numpy())
+                   for w, b in self.decoder.plain_weights()]
+        return write_field_npz(FieldArrays(self.cfg.kind, grids, decoder, self.cfg.field_meta()), grid_dtype=dtype)

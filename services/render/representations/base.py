@@ -14,7 +14,7 @@ from typing import ClassVar, Collection
 import torch
 from torch import nn
 
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 ALL_OUTPUTS = ("rgb", "alpha", "depth", "normal_camera", "normal_world", "uv", "triangle_id")
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 from services.render.representations import mesh_io
 from services.render.representations.base import Representation
 from services.render.representations.mesh import laplacian_energy, normal_consistency, render_triangles, unique_edges

@@ -38,31 +38,23 @@ fit a tri-plane from random features to a procedural head in a few hundred steps
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, ClassVar, Collection, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from services.common.errors import InvalidArgument
-from services.render.cameras import CameraBatch
-from services.render.representations import volume
+from services.core.camera_batch import CameraBatch
+from services.core import volume
+from services.core.field_npz import FieldArrays, read_field_npz, write_field_npz
+from services.core.planes import FIELD_KINDS, PLANE_AXES, PLANE_REDUCTIONS, decode_osg, feature_sampler
 from services.render.representations.base import Representation
 
-KINDS = ("triplane", "trigrid", "pyramid_trigrid")
+KINDS = FIELD_KINDS
 DEFAULT_LEVELS = (8, 16, 32, 64, 128, 256, 512)
-PLANE_REDUCTIONS = ("mean", "sum")
-# per plane: indices of the world axes read as (u = width, v = height, w = depth)
-PLANE_AXES = {
-    "xy_xz_zy": ((0, 1, 2), (0, 2, 1), (2, 1, 0)),
-    "eg3d": ((0, 1, 2), (0, 2, 1), (2, 0, 1)),
-    "panohead": ((0, 1, 2), (0, 2, 1), (1, 2, 0)),
-}
 FIELD_OUTPUTS = frozenset({"rgb", "alpha", "depth", "normal_camera", "normal_world"})
 DEFAULT_PLANE_LR = 0.02
 DEFAULT_DECODER_LR = 0.005
@@ -278,24 +270,6 @@ def field_config(kind: str, init: Mapping[str, Any] | None = None,
 # sampling
 
 
-def sample_planes(planes: torch.Tensor, coords: torch.Tensor, axes) -> torch.Tensor:
-    """Bilinear features of three planes. planes (3, C, R, R) indexed [plane, channel, v, u]; coords
-    (P, 3) in [-1, 1] (zero outside); axes: per plane the (u, v, w) world-axis indices. -> (3, C, P)."""
-    uv = torch.stack([torch.stack((coords[:, a[0]], coords[:, a[1]]), -1) for a in axes])  # (3, P, 2)
-    out = F.grid_sample(planes, uv[:, None], mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.squeeze(2)  # a view (indexing would zero-fill a full-size gradient in backward)
-
-
-def sample_trigrid(grids: torch.Tensor, coords: torch.Tensor, axes) -> torch.Tensor:
-    """Trilinear features of three depth-D planes. grids (3, C, D, R, R) (channel-first: the NPZ's
-    (3, D, C, R, R) permuted) indexed [plane, channel, w, v, u]; coords (P, 3) in [-1, 1]; the depth
-    slices sit at w = (2k + 1) / D - 1 (align_corners=False). -> (3, C, P)."""
-    uvw = torch.stack([torch.stack([coords[:, i] for i in a], -1) for a in axes])  # (3, P, 3)
-    out = F.grid_sample(grids, uvw[:, None, None], mode="bilinear", padding_mode="zeros",
-                        align_corners=False)
-    return out.flatten(2)
-
-
 class FeatureField(nn.Module):
     """The feature grids of one kind. forward(points (P, 3) world units) -> features (P, C): planes
     reduced by mean or sum, levels summed."""
@@ -305,7 +279,7 @@ class FeatureField(nn.Module):
         self.kind = cfg.kind
         self.box_size = cfg.box_size
         self.reduction = cfg.plane_reduction
-        self.axes = PLANE_AXES[cfg.plane_axes]
+        self.plane_axes = cfg.plane_axes
         self.grids = nn.ParameterDict({n: nn.Parameter(torch.zeros(cfg.grid_shape(n))) for n in cfg.grid_names()})
 
     @property
@@ -319,21 +293,10 @@ class FeatureField(nn.Module):
         sampler per render."""
         if self.kind == "triplane":
             grids = [self.grids["planes"]]
-            sample = sample_planes
         else:
             grids = [g.permute(0, 2, 1, 3, 4).contiguous() for g in self.grids.values()]
-            sample = sample_trigrid
-        axes, box, mean = self.axes, self.box_size, self.reduction == "mean"
-
-        def features(points: torch.Tensor) -> torch.Tensor:
-            coords = points / box
-            total = None
-            for g in grids:
-                f = sample(g, coords, axes).sum(0)
-                total = f if total is None else total + f
-            return total / 3 if mean else total  # the mean over planes, scaled once after the level sum
-
-        return features
+        return feature_sampler(self.kind, grids, plane_axes=self.plane_axes, box_size=self.box_size,
+                               reduction=self.reduction)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """points (P, 3) world units -> features (P, C)."""
@@ -358,14 +321,8 @@ class FieldDecoder(nn.Module):
                 layer.bias.zero_()
 
     def decode_channels_first(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (C, P) -> raw density (P,), colour (P, K). Works on (width, P) activations, so the
-        big (P, C) transposes are never materialised."""
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = torch.addmm(layer.bias[:, None], layer.weight, x)
-            if i < last:
-                x = F.softplus(x)
-        return x[0], (torch.sigmoid(x[1:]) * (1 + 2 * 0.001) - 0.001).t()
+        """features (C, P) -> raw density (P,), colour (P, K) (planes.decode_osg)."""
+        return decode_osg([(layer.weight, layer.bias) for layer in self.layers], x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (P, C) -> raw density (P,), colour (P, K)."""
@@ -502,22 +459,15 @@ class FieldRepresentation(Representation):
         """"npz": render.proto's field layout (float32 arrays, uint8 "kind" and JSON "meta")."""
         if fmt != "npz":
             raise ValueError(f"{self.kind} cannot be exported as {fmt}")
-        arrays = {"kind": np.frombuffer(self.kind.encode(), dtype=np.uint8)}
-        for name, g in self.field.grids.items():
-            arrays[name] = g.detach().cpu().float().numpy()
-        for i, layer in enumerate(self.decoder.layers):
-            arrays[f"decoder.{i}.weight"] = layer.weight.detach().cpu().float().numpy()
-            arrays[f"decoder.{i}.bias"] = layer.bias.detach().cpu().float().numpy()
         c = self.cfg
         meta = {"box_size": c.box_size, "ray_start": c.ray_start, "ray_end": c.ray_end,
                 "samples_per_ray": c.samples_per_ray, "importance_samples": c.importance_samples,
                 "plane_reduction": c.plane_reduction, "density_activation": c.density_activation,
-                "density_scale": c.density_scale,
-                "rgb_channels": c.rgb_channels, "plane_axes": c.plane_axes}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+                "density_scale": c.density_scale, "rgb_channels": c.rgb_channels, "plane_axes": c.plane_axes}
+        return write_field_npz(FieldArrays(
+            self.kind, {name: g.detach().cpu().float().numpy() for name, g in self.field.grids.items()},
+            [(layer.weight.detach().cpu().float().numpy(), layer.bias.detach().cpu().float().numpy())
+             for layer in self.decoder.layers], meta))
 
     @classmethod
     def from_npz(cls, data: bytes, options: Mapping[str, Any] | None = None) -> "FieldRepresentation":
@@ -577,87 +527,20 @@ def load_field_npz(data: bytes, options: Mapping[str, Any] | None = None) -> Fie
 
 def _parse_npz(data: bytes, options: Mapping[str, Any] | None) -> tuple[FieldConfig, dict[str, torch.Tensor]]:
     """(config, state tensors keyed like state_dict()) from NPZ bytes; InvalidArgument("asset") when
-    malformed."""
-    def bad(why: str):
-        raise InvalidArgument("asset", why, reason="ASSET_UNDECODABLE")
-
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:  # zipfile, numpy format and pickle errors alike
-        bad(f"not a readable .npz: {e}")
-    try:
-        kind = arrays.pop("kind").tobytes().decode()
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except KeyError as e:
-        bad(f"missing {e.args[0]!r}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        bad(f"undecodable kind/meta: {e}")
-    if kind not in KINDS:
-        bad(f"unknown field kind {kind!r}")
-    if not isinstance(meta, dict):
-        bad("meta must be a JSON object")
-
-    grid_keys = sorted((k for k in arrays if k == "planes" or k.startswith("level_")),
-                       key=lambda k: int(k[6:]) if k.startswith("level_") and k[6:].isdigit() else -1)
-    dec_keys = [k for k in arrays if k.startswith("decoder.")]
-    extra = set(arrays) - set(grid_keys) - set(dec_keys)
-    if extra:
-        bad(f"unexpected arrays {sorted(extra)}")
-    expected_grid = ["planes"] if kind != "pyramid_trigrid" else None
-    if expected_grid and grid_keys != expected_grid:
-        bad(f"a {kind} file needs exactly 'planes', got {grid_keys}")
-    if kind == "pyramid_trigrid" and (not grid_keys or "planes" in grid_keys
-                                      or any(not k[6:].isdigit() for k in grid_keys)):
-        bad(f"a pyramid_trigrid file needs level_<R> arrays, got {grid_keys}")
-    ndim = 4 if kind == "triplane" else 5
-    shapes = {k: arrays[k].shape for k in grid_keys}
-    for k, s in shapes.items():
-        if len(s) != ndim or s[0] != 3 or s[-1] != s[-2]:
-            bad(f"{k} must be {'(3, C, R, R)' if ndim == 4 else '(3, D, C, R, R)'}, got {s}")
-        if k.startswith("level_") and s[-1] != int(k[6:]):
-            bad(f"{k} has side {s[-1]}")
-    if len({s[1:-2] for s in shapes.values()}) != 1:
-        bad(f"levels differ in depth/channels: {shapes}")
-    first = next(iter(shapes.values()))
-    channels, depth = first[-3], (1 if kind == "triplane" else first[1])
-
-    n_layers = len(dec_keys) // 2
-    want = {f"decoder.{i}.{p}" for i in range(n_layers) for p in ("weight", "bias")}
-    if n_layers < 2 or set(dec_keys) != want:
-        bad(f"decoder needs decoder.<i>.weight/bias for i = 0..L-1 (L >= 2), got {sorted(dec_keys)}")
-    widths = [channels]
-    for i in range(n_layers):
-        w, b = arrays[f"decoder.{i}.weight"].shape, arrays[f"decoder.{i}.bias"].shape
-        if len(w) != 2 or w[1] != widths[-1] or b != (w[0],):
-            bad(f"decoder.{i} has weight {w} and bias {b}; expected (out, {widths[-1]}) and (out,)")
-        widths.append(w[0])
-    rgb_channels = widths[-1] - 1
-    if int(meta.get("rgb_channels", rgb_channels)) != rgb_channels:
-        bad(f"meta rgb_channels {meta['rgb_channels']} but the decoder outputs {widths[-1]} = 1 + {rgb_channels}")
-    for k, a in arrays.items():
-        if a.dtype.kind != "f":
-            bad(f"{k} must be floating point, got {a.dtype}")
-        if not np.isfinite(a).all():
-            bad(f"{k} has NaN or infinite values")
-
-    settings = {k: meta[k] for k in ("box_size", "ray_start", "ray_end", "samples_per_ray", "importance_samples",
-                                     "plane_reduction", "density_activation", "density_scale", "plane_axes")
-                if k in meta}
+    malformed (services.core.field_npz checks the layout)."""
+    f = read_field_npz(data)
+    settings = {k: v for k, v in f.meta.items() if k not in ("box_size", "rgb_channels")}
     for k in ("ray_start", "ray_end"):
         if settings.get(k) in (None, "auto"):
             settings[k] = 0.0
     try:
-        init = {"resolution": first[-1], "channels": channels, "depth": depth,
-                "levels": [int(k[6:]) for k in grid_keys] if kind == "pyramid_trigrid" else []}
-        opts = {k: v for k, v in settings.items() if k != "box_size"}
-        opts.update({"hidden": widths[1:-1], "rgb_channels": rgb_channels})
-        opts.update(options or {})
-        cfg = field_config(kind, {**init, "box_size": settings.get("box_size", 1.0)}, opts)
+        init = {"resolution": f.resolution, "channels": f.channels, "depth": f.depth, "levels": f.levels}
+        opts = {**settings, "hidden": f.hidden, "rgb_channels": f.rgb_channels, **(options or {})}
+        cfg = field_config(f.kind, {**init, "box_size": f.meta.get("box_size", 1.0)}, opts)
     except InvalidArgument as e:
-        bad(f"bad settings: {e.message}")
-    tensors = {f"field.grids.{k}": torch.from_numpy(arrays[k].astype(np.float32)) for k in grid_keys}
-    for i in range(n_layers):
-        for p in ("weight", "bias"):
-            tensors[f"decoder.layers.{i}.{p}"] = torch.from_numpy(arrays[f"decoder.{i}.{p}"].astype(np.float32))
+        raise InvalidArgument("asset", f"bad settings: {e.message}", reason="ASSET_UNDECODABLE") from None
+    tensors = {f"field.grids.{k}": torch.from_numpy(g.astype(np.float32)) for k, g in f.grids.items()}
+    for i, (w, b) in enumerate(f.decoder):
+        tensors[f"decoder.layers.{i}.weight"] = torch.from_numpy(w.astype(np.float32))
+        tensors[f"decoder.layers.{i}.bias"] = torch.from_numpy(b.astype(np.float32))
     return cfg, tensors

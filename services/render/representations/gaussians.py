@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 from services.render.representations import gaussians_strategy as strategy_ops
 from services.render.representations.base import Representation
 from services.render.representations.gaussians_ply import read_ply, write_ply

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 from services.render.representations import mesh_io
 from services.render.representations.base import ALL_OUTPUTS, Representation
 from services.render.representations.mesh_io import DEFAULT_MAX_TRIANGLES, MeshData, MeshReport, MeshShapeError

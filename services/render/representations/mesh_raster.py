@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from services.common.cameras import opencv_to_opengl
-from services.render.cameras import CameraBatch
+from services.core.cameras import opencv_to_opengl
+from services.core.camera_batch import CameraBatch
 
 DEFAULT_NEAR = 1e-3
 # candidate (pixel, triangle) pairs evaluated at once by the torch z-buffer; ~40 bytes each

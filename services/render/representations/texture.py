@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 from services.render.representations.mesh_raster import (TorchRasterizer, project_vertices, rasterize_screen,
                                                          vertex_normals)
 

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from services.render.cameras import CameraBatch
+from services.core.camera_batch import CameraBatch
 
 DENSITY_ACTIVATIONS = ("softplus", "trunc_exp")
 NORMAL_METHODS = ("finite_difference", "autograd")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from services.common.cameras import PinholeCamera
+from services.core.cameras import PinholeCamera
 from services.common.errors import InvalidArgument
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # Half-face points in centimetres (x <= 0: the subject's right = image left in a frontal photo),
-# indexed by iBUG 68 number. The other half is the mirror image (see _MIRROR).
+# indexed by iBUG 68 number. The other half is the mirror image (see MIRROR_68).
 _HALF_CM = {
     # jaw, from the ear attachment down to the chin
     0: (-7.0, 1.5, 1.0), 1: (-6.9, -0.5, 1.5), 2: (-6.6, -2.6, 1.8), 3: (-6.1, -4.6, 2.4),
@@ -31,7 +31,7 @@ _HALF_CM = {
 }
 
 # iBUG index -> its mirror partner across the face's midline.
-_MIRROR = {
+MIRROR_68 = {
     **{i: 16 - i for i in range(17)},
     **{17 + i: 26 - i for i in range(5)},
     31: 35, 32: 34, 33: 33, 27: 27, 28: 28, 29: 29, 30: 30,
@@ -45,7 +45,7 @@ def _build_template() -> np.ndarray:
     pts = np.full((68, 3), np.nan)
     for i, p in _HALF_CM.items():
         pts[i] = p
-        j = _MIRROR[i]
+        j = MIRROR_68[i]
         pts[j] = (-p[0], p[1], p[2])
     assert not np.isnan(pts).any(), "template misses points"
     return pts / 10.0
