@@ -16,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.errors import DeadlineExceeded, Unavailable, from_rpc_error
 from services.common.server import channel_options
 
+INPROCESS = "inprocess"  # the endpoint that every service's client.connect() answers with an in-process client
+
 
 @dataclass
 class RetryPolicy:

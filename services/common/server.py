@@ -41,6 +41,25 @@ class ServerConfig(BaseModel):
     tokens_file: str | None = Field(None, description="YAML {tokens: {TOKEN: TENANT}}; none = local mode")
 
 
+def add_server_arguments(parser, *, default_max_workers: int = 8) -> None:
+    """The flags every `headforge serve NAME` takes (one per ServerConfig field, plus --log-level)."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=50051, help="0 = any free port (printed on stdout)")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
+    parser.add_argument("--tokens-file", default=None, help="YAML {tokens: {TOKEN: TENANT}}; none = local mode")
+    parser.add_argument("--max-workers", type=int, default=default_max_workers,
+                        help=f"handler threads (default {default_max_workers})")
+    parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--grace-s", type=float, default=30.0, help="drain time on SIGTERM")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def server_config(args) -> ServerConfig:
+    """The ServerConfig of parsed add_server_arguments flags."""
+    return ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port, tokens_file=args.tokens_file,
+                        max_workers=args.max_workers, max_message_bytes=args.max_message_bytes, grace_s=args.grace_s)
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)]
