@@ -40,6 +40,10 @@ evaluates more than `checkpoint_samples` field points, each chunk runs under (no
 checkpointing, so only per-ray outputs stay alive between the forward and backward passes, at the price
 of recomputing each chunk's forward during backward. Random numbers (stratified jitter,
 importance-sampling uniforms) are drawn before chunking, so the recomputation sees the same samples.
+
+One module (~450 lines) on purpose: sampling, compositing, normals and chunked marching share the
+settings and the order in which random numbers are drawn; split apart, that order would be a contract
+between modules.
 """
 
 from __future__ import annotations
