@@ -252,7 +252,7 @@ class InversionService:
             require(r == cfg.neural_resolution, "neural_resolution",
                     f"'rgb' on a super-resolution generator renders at the neural resolution {cfg.neural_resolution}; "
                     "ask for 'rgb_raw' at other resolutions")
-        cams = [cfg.world_camera(as_gan_camera(c), f"cameras[{i}]", r) for i, c in enumerate(cameras)]
+        cams = [cfg.world_camera(c, f"cameras[{i}]", r) for i, c in enumerate(cameras)]
         for i, c in enumerate(cams):
             if not cfg.pose_in_range(c):
                 az, el = cfg.camera_angles(c)

@@ -15,8 +15,9 @@ generator unit (VolumeSettings.density_scale = 1 / world_units_per_generator_uni
 generator renders as trained. Colours are in [0, 1] (EG3D's [-1, 1] feature images are 2c - 1; the
 super-resolution head sees and returns that range).
 
-Parameter names follow the official EG3D TriPlaneGenerator: backbone.mapping.*, backbone.synthesis.*,
-decoder.net.{0,2}.*, superresolution.block{i}.*.
+The architecture and rendering settings, and the camera conventions, are GeneratorConfig
+(generators/config.py). Parameter names follow the official EG3D TriPlaneGenerator: backbone.mapping.*,
+backbone.synthesis.*, decoder.net.{0,2}.*, superresolution.block{i}.*.
 """
 
 from __future__ import annotations
