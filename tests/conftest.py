@@ -59,7 +59,8 @@ def face_server(tmp_path_factory):
 
 @pytest.fixture(params=["inprocess", "grpc"])
 def face_client(request, face_service):
-    from services.face.client import GrpcFaceClient, InProcessFaceClient
+    from services.face.client import GrpcFaceClient
+    from services.face.service import InProcessFaceClient
 
     if request.param == "inprocess":
         yield InProcessFaceClient(face_service)

@@ -1,10 +1,12 @@
-"""The face service's one client interface, with an in-process and a gRPC implementation.
+"""The face service's client interface (FaceClient), its gRPC implementation, and connect().
 
-    client = InProcessFaceClient()                  # embedded: calls FaceService directly
-    client = GrpcFaceClient("127.0.0.1:50051")      # a `headforge serve face` process
+    client = connect("inprocess")                   # InProcessFaceClient (service.py): FaceService here
+    client = connect("127.0.0.1:50051")             # GrpcFaceClient: a `headforge serve face` process
     faces = client.analyze(open("me.jpg", "rb").read()).faces
 
 Both return services.face.types objects and raise services.common.errors.HeadForgeError subclasses.
+Importing this module loads neither torch nor the backends (the in-process client is imported inside
+connect()).
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import numpy as np
 
 from headforge.v1 import common_pb2, face_pb2, face_pb2_grpc
 from services.common import tensors
-from services.common.client import GrpcTransport, RetryPolicy
+from services.common.client import INPROCESS, GrpcTransport, RetryPolicy
 from services.common.images import to_image_input
 from services.face import convert
 from services.face.config import FaceConfig
-from services.face.service import FaceService
 from services.face.types import AnalyzeOptions, AnalyzeResult, CompareResult, Description, IdentityLossResult
 
 
@@ -39,30 +40,8 @@ class FaceClient(Protocol):
     def close(self) -> None: ...
 
 
-class InProcessFaceClient:
-    """Plain function calls on a FaceService in this process: no serialisation."""
-
-    def __init__(self, service: FaceService | None = None, config: FaceConfig | None = None):
-        self.service = service or FaceService(config)
-
-    def analyze(self, image, options=None):
-        return self.service.analyze(image, options)
-
-    def compare(self, a, b, **kw):
-        return self.service.compare(a, b, **kw)
-
-    def identity_loss(self, images, reference, landmarks=None):
-        return self.service.identity_loss(images, reference, landmarks)
-
-    def describe(self):
-        return self.service.describe()
-
-    def close(self) -> None:
-        pass
-
-
 class GrpcFaceClient:
-    """The same interface over gRPC, with deadlines and retries on UNAVAILABLE."""
+    """The FaceClient interface over gRPC, with deadlines and retries on UNAVAILABLE."""
 
     def __init__(self, target: str, *, token: str | None = None, timeout_s: float = 60.0,
                  retry: RetryPolicy | None = None):
@@ -94,9 +73,7 @@ class GrpcFaceClient:
         return convert.describe_from_proto(self.transport.call(self.stub.Describe, face_pb2.DescribeRequest()))
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        from services.face.servicer import SERVICE_NAME
-
-        self.transport.wait_ready(SERVICE_NAME, timeout_s)
+        self.transport.wait_ready(convert.SERVICE_NAME, timeout_s)
 
     def close(self) -> None:
         self.transport.close()
@@ -113,3 +90,15 @@ def _side(value, face_index: int, norm: float) -> face_pb2.CompareRequest.Side:
             return face_pb2.CompareRequest.Side(embedding=tensors.to_proto(arr.astype(np.float32)),
                                                 embedding_norm=norm)
     return face_pb2.CompareRequest.Side(image=to_image_input(value), face_index=face_index)
+
+
+def connect(endpoint: str, *, token: str | None = None, retry: RetryPolicy | None = None,
+            config: FaceConfig | None = None) -> FaceClient:
+    """endpoint "inprocess" (services.common.client.INPROCESS): an InProcessFaceClient on a new
+    FaceService built from config (default FaceConfig(): the dlib backends). "HOST:PORT": a GrpcFaceClient
+    with token and retry; config is ignored there (the server has its own)."""
+    if endpoint != INPROCESS:
+        return GrpcFaceClient(endpoint, token=token, retry=retry)
+    from services.face.service import InProcessFaceClient
+
+    return InProcessFaceClient(config=config)

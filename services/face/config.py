@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from pydantic import BaseModel, Field, model_validator
+from services.face.backends import DETECTORS, RECOGNIZERS
 
 
 class FaceConfig(BaseModel):
-    detector: Literal["dlib", "insightface"] = Field(
-        "dlib", description="face detection + 68 landmarks backend")
-    recognizer: Literal["dlib", "insightface"] = Field(
-        "dlib", description="identity embedding backend; insightface enables IdentityLoss")
+    detector: str = Field("dlib", description="face detection + 68 landmarks backend (a DETECTORS name)")
+    recognizer: str = Field(
+        "dlib", description="identity embedding backend (a RECOGNIZERS name); insightface enables IdentityLoss")
     insightface_dir: str | None = Field(
         None, description="an InsightFace model pack folder (buffalo_l / antelopev2 layout)")
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images are refused")
@@ -19,6 +18,20 @@ class FaceConfig(BaseModel):
     default_upsample: int = Field(1, ge=0, le=2, description="detector upsampling when a request says -1")
     default_min_face_size: float = Field(20.0, ge=0, description="px; smaller faces are dropped")
     max_identity_batch: int = Field(32, ge=1, description="IdentityLoss images per call")
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, name: str) -> str:
+        if name not in DETECTORS:
+            raise ValueError(f"unknown face detector {name!r}; known: {DETECTORS.names()}")
+        return name
+
+    @field_validator("recognizer")
+    @classmethod
+    def _known_recognizer(cls, name: str) -> str:
+        if name not in RECOGNIZERS:
+            raise ValueError(f"unknown face recognizer {name!r}; known: {RECOGNIZERS.names()}")
+        return name
 
     @model_validator(mode="after")
     def _pack_needed(self) -> "FaceConfig":

@@ -11,6 +11,7 @@ from services.common.images import decode_png, encode_png
 from services.core.models import ModelRecord
 from services.face.types import AnalyzeOptions, AnalyzeResult, Description, Face, HeadPose
 
+SERVICE_NAME = face_pb2.DESCRIPTOR.services_by_name["FaceService"].full_name
 _STYLE_TO_PROTO = {"ffhq": face_pb2.FFHQ, "head": face_pb2.HEAD}
 _STYLE_FROM_PROTO = {face_pb2.FFHQ: "ffhq", face_pb2.HEAD: "head", face_pb2.CROP_STYLE_UNSPECIFIED: "head"}
 
@@ -119,18 +120,3 @@ def describe_from_proto(m: face_pb2.DescribeResponse) -> Description:
                        m.identity_loss_available, m.metric, m.same_person_threshold, m.max_image_pixels,
                        m.max_message_bytes)
 
-
-def face_to_dict(f: Face) -> dict:
-    """JSON-friendly summary of a face (no pixel data)."""
-    cam = lambda c: {"K": c.K.round(4).tolist(), "world_to_camera": c.world_to_camera.round(6).tolist(),  # noqa: E731
-                     "width": c.width, "height": c.height}
-    return {
-        "box": [round(float(v), 2) for v in f.box], "score": round(float(f.score), 4),
-        "pose": {"yaw": round(f.pose.yaw, 2), "pitch": round(f.pose.pitch, 2), "roll": round(f.pose.roll, 2)},
-        "landmarks_5": f.landmarks_5.round(2).tolist(), "landmarks_68": f.landmarks_68.round(2).tolist(),
-        "landmarks_3d_68": f.landmarks_3d_68.round(4).tolist(),
-        "camera": cam(f.camera), "crop_camera": cam(f.crop_camera),
-        "crop_transform": f.crop_transform.round(6).tolist(), "eg3d_label": [round(float(v), 6) for v in f.eg3d_label],
-        "embedding": None if f.embedding is None else [round(float(v), 6) for v in f.embedding],
-        "embedding_norm": round(f.embedding_norm, 6),
-    }

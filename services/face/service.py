@@ -1,7 +1,8 @@
-"""The face service's logic, transport-free: numpy/torch in, services.face.types out.
+"""The face service's logic, transport-free: numpy/torch in, services.face.types out; and at the end
+InProcessFaceClient, the FaceClient interface (client.py) as plain calls on it.
 
-The in-process client calls this directly; the gRPC servicer converts protos and calls it too, so both
-transports share validation and behaviour.
+The gRPC servicer converts protos and calls the same FaceService, so both transports share validation
+and behaviour.
 """
 
 from __future__ import annotations
@@ -207,3 +208,24 @@ class FaceService:
         return out
 
 
+class InProcessFaceClient:
+    """The FaceClient interface as plain function calls on a FaceService in this process: no
+    serialisation. Without a service, one is built from config (default FaceConfig(): dlib)."""
+
+    def __init__(self, service: FaceService | None = None, config: FaceConfig | None = None):
+        self.service = service or FaceService(config)
+
+    def analyze(self, image, options: AnalyzeOptions | None = None) -> AnalyzeResult:
+        return self.service.analyze(image, options)
+
+    def compare(self, a, b, **kw) -> CompareResult:
+        return self.service.compare(a, b, **kw)
+
+    def identity_loss(self, images, reference, landmarks=None) -> IdentityLossResult:
+        return self.service.identity_loss(images, reference, landmarks)
+
+    def describe(self) -> Description:
+        return self.service.describe()
+
+    def close(self) -> None:
+        pass

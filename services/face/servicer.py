@@ -13,7 +13,6 @@ from services.face import convert
 from services.face.service import FaceService
 
 DType = tensors.DType
-SERVICE_NAME = face_pb2.DESCRIPTOR.services_by_name["FaceService"].full_name
 
 
 class FaceServicer(face_pb2_grpc.FaceServiceServicer):
@@ -62,5 +61,5 @@ def register(service: FaceService):
     """A register callback for services.common.server.start()."""
     def _register(server: grpc.Server) -> list[str]:
         face_pb2_grpc.add_FaceServiceServicer_to_server(FaceServicer(service), server)
-        return [SERVICE_NAME]
+        return [convert.SERVICE_NAME]
     return _register

@@ -91,3 +91,20 @@ class Description:
     same_person_threshold: float
     max_image_pixels: int
     max_message_bytes: int
+
+
+def face_to_dict(f: Face) -> dict:
+    """A JSON-friendly summary of a face (no pixel data): pixel coordinates of the input image, pose in
+    degrees, cameras as K / world_to_camera lists (`headforge face analyze --json` prints it)."""
+    cam = lambda c: {"K": c.K.round(4).tolist(), "world_to_camera": c.world_to_camera.round(6).tolist(),  # noqa: E731
+                     "width": c.width, "height": c.height}
+    return {
+        "box": [round(float(v), 2) for v in f.box], "score": round(float(f.score), 4),
+        "pose": {"yaw": round(f.pose.yaw, 2), "pitch": round(f.pose.pitch, 2), "roll": round(f.pose.roll, 2)},
+        "landmarks_5": f.landmarks_5.round(2).tolist(), "landmarks_68": f.landmarks_68.round(2).tolist(),
+        "landmarks_3d_68": f.landmarks_3d_68.round(4).tolist(),
+        "camera": cam(f.camera), "crop_camera": cam(f.crop_camera),
+        "crop_transform": f.crop_transform.round(6).tolist(), "eg3d_label": [round(float(v), 6) for v in f.eg3d_label],
+        "embedding": None if f.embedding is None else [round(float(v), 6) for v in f.embedding],
+        "embedding_norm": round(f.embedding_norm, 6),
+    }

@@ -29,92 +29,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import grpc
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from services.common.errors import HeadForgeError, InvalidArgument
+from services.core.camera_batch import CameraBatch
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 from services.inversion.lpips import LPIPS
-from services.core.camera_batch import CameraBatch
-
-
-class Cancelled(HeadForgeError):
-    code = grpc.StatusCode.CANCELLED
-
-
-@dataclass
-class InvertSettings:
-    """InvertOptions with the proto's defaults applied (see inversion.proto)."""
-
-    latent_space: str = "w_plus"
-    steps: int = 500
-    lr: float = 0.01
-    lr_rampup: float = 0.05
-    lr_rampdown: float = 0.25
-    w_noise: float = 0.05
-    w_noise_ramp: float = 0.75
-    noise_regularization: float = 1e5
-    l2_weight: float = 1.0
-    lpips_weight: float = 1.0
-    lpips_resolution: int = 256
-    init_latent: np.ndarray | None = None
-    pti: bool = False
-    pti_steps: int = 350
-    pti_lr: float = 3e-4
-    pti_l2_weight: float = 1.0
-    pti_lpips_weight: float = 1.0
-    seed: int = 0
-    progress_every: int = 10
-    preview_size: int = 0
-
-    def validate(self, num_ws: int, w_dim: int) -> "InvertSettings":
-        """InvalidArgument naming the option ("options.<name>")."""
-        def need(cond, name, why):
-            if not cond:
-                raise InvalidArgument(f"options.{name}", why)
-
-        need(self.latent_space in ("w", "w_plus"), "latent_space", "W or W_PLUS")
-        need(0 <= self.steps <= 10000, "steps", f"must be in 0..10000, got {self.steps}")
-        need(0 <= self.pti_steps <= 5000, "pti_steps", f"must be in 0..5000, got {self.pti_steps}")
-        for name in ("lr", "pti_lr"):
-            v = getattr(self, name)
-            need(math.isfinite(v) and 0 < v <= 1, name, f"must be in (0, 1], got {v}")
-        for name in ("lr_rampup", "lr_rampdown", "w_noise_ramp"):
-            v = getattr(self, name)
-            need(math.isfinite(v) and 0 <= v <= 1, name, f"must be in [0, 1], got {v}")
-        for name in ("w_noise", "noise_regularization", "l2_weight", "lpips_weight", "pti_l2_weight",
-                     "pti_lpips_weight"):
-            v = getattr(self, name)
-            need(math.isfinite(v) and v >= 0, name, f"must be finite and >= 0, got {v}")
-        need(self.l2_weight + self.lpips_weight > 0, "l2_weight", "l2_weight and lpips_weight are both 0")
-        need(16 <= self.lpips_resolution <= 1024, "lpips_resolution", f"must be in 16..1024, got {self.lpips_resolution}")
-        need(1 <= self.progress_every <= 10000, "progress_every", "must be in 1..10000")
-        need(0 <= self.preview_size <= 1024, "preview_size", "must be in 0..1024")
-        if self.init_latent is not None:
-            a = np.asarray(self.init_latent, dtype=np.float32)
-            need(a.shape in ((w_dim,), (num_ws, w_dim)), "init_latent",
-                 f"shape {list(a.shape)}; expected ({num_ws}, {w_dim}) or ({w_dim},)")
-            need(bool(np.isfinite(a).all()), "init_latent", "contains NaN or infinite values")
-        return self
-
-
-@dataclass
-class Metrics:
-    mse: float
-    psnr: float
-    lpips: float   # NaN without an LPIPS model
-
-
-@dataclass
-class ProgressEvent:
-    stage: str                 # "invert" or "pti"
-    step: int
-    total_steps: int
-    scalars: dict[str, float]
-    elapsed_s: float
-    preview: np.ndarray | None = None   # (P, P, 3) uint8
+from services.inversion.types import Cancelled, InvertSettings, Metrics, ProgressEvent
 
 
 @dataclass

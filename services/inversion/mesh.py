@@ -12,36 +12,15 @@ connected component; quadric decimation to at most max_faces (fast-simplificatio
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import trimesh
 from skimage import measure
 
 from services.common.errors import FailedPrecondition
+from services.inversion.types import MeshResult
 
 Query = "services.core.volume.Query"
-
-
-@dataclass
-class MeshResult:
-    vertices: np.ndarray        # (V, 3) float32 world units
-    faces: np.ndarray           # (F, 3) int32, CCW from outside
-    vertex_normals: np.ndarray  # (V, 3) float32 unit
-    vertex_colors: np.ndarray | None  # (V, 3) float32 in [0, 1]
-
-    def trimesh(self) -> trimesh.Trimesh:
-        colors = None if self.vertex_colors is None else (np.clip(self.vertex_colors, 0, 1) * 255 + 0.5).astype(np.uint8)
-        return trimesh.Trimesh(self.vertices, self.faces, vertex_normals=self.vertex_normals, vertex_colors=colors,
-                               process=False)
-
-    def encode(self, fmt: str) -> bytes:
-        """"glb" or "ply" file bytes."""
-        buf = io.BytesIO()
-        self.trimesh().export(buf, file_type=fmt)
-        return buf.getvalue()
 
 
 @torch.no_grad()

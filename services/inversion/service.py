@@ -1,12 +1,12 @@
-"""The inversion service's logic, transport-free (the in-process client calls it; the gRPC servicer
-converts protos and calls it too).
+"""The inversion service's logic, transport-free (the gRPC servicer converts protos and calls it), and
+at the end InProcessInversionClient, the client interface as plain calls on it.
 
 Generators are configured by name -> directory (checkpoint.py's format) and load lazily on first use;
 a generator that fails to load (missing files, mismatched tensors, a pickle without the trust flag)
 fails every call that needs it with FAILED_PRECONDITION and is reported unavailable by Describe.
 
 Cameras: GanCamera says which of the API's three forms a camera is in (world units, generator units,
-or an EG3D label); everything is converted to a world-unit PinholeCamera here.
+or an EG3D label); GeneratorConfig.world_camera turns each into a world-unit PinholeCamera.
 
 Pose range, as documented in the README: Invert REFUSES an input camera outside the generator's
 training range (Describe's azimuth/elevation range widened by pose_margin_deg) with INVALID_ARGUMENT
@@ -21,123 +21,28 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
 
 from services.common.auth import current_tenant
-from services.core.cameras import PinholeCamera
 from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument, ResourceExhausted, require
-from services.inversion.generators import checkpoint
-from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
-from services.inversion.invert import InversionOutcome, InvertSettings, Metrics, ProgressEvent, invert, to_uint8
-from services.inversion.lpips import LpipsStatus, load_lpips
-from services.inversion.mesh import MeshResult, extract_mesh
-from services.inversion.sessions import InversionLimits, SessionStore, session_bytes
 from services.core.camera_batch import CameraBatch
+from services.inversion.generators import checkpoint
+from services.inversion.generators.triplane_generator import TriplaneGenerator
+from services.inversion.invert import InversionOutcome, invert
+from services.inversion.lpips import LpipsStatus, load_lpips
+from services.inversion.mesh import extract_mesh
+from services.inversion.sessions import SessionStore, session_bytes
+from services.inversion.types import (Description, GanCamera, GeneratorInfo, InversionConfig, InvertResult,
+                                      InvertSettings, Latent, MeshOutput, MeshResult, ProgressCallback, ProgressEvent,
+                                      as_gan_camera)
 
 log = logging.getLogger("headforge.inversion")
 
 RENDER_OUTPUTS = ("rgb", "rgb_raw", "alpha", "depth", "normal_camera", "normal_world")
-
-
-class InversionConfig(BaseModel):
-    """How an inversion service is set up (`headforge serve inversion` flags of the same names)."""
-
-    generators: dict[str, str] = Field(default_factory=dict, description="name -> generator directory")
-    default_generator: str = Field("", description="empty = the first configured")
-    trust_pickles: bool = Field(False, description="allow official .pkl weights (they run code when loaded)")
-    device: str | None = Field(None, description="torch device; default cuda when available")
-    lpips_vgg: str | None = Field(None, description="VGG16 backbone weights (torchvision state dict)")
-    lpips_lin: str | None = Field(None, description="LPIPS lin weights (the lpips package's v0.1/vgg.pth)")
-    limits: InversionLimits = Field(default_factory=InversionLimits)
-    max_message_bytes: int = 64 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    w_stats_samples: int = Field(2000, ge=16, description="z samples for w_avg / w_std")
-
-    @classmethod
-    def from_models_dir(cls, models_dir: str | Path, **kw) -> "InversionConfig":
-        """Every generator directory under MODELS/inversion/<name>."""
-        root = Path(models_dir) / "inversion"
-        gens = {p.name: str(p) for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
-        return cls(generators=gens, **kw)
-
-
-@dataclass
-class GanCamera:
-    """A camera in one of the API's forms: kind "world" (PinholeCamera, world units), "generator"
-    (PinholeCamera in generator units, e.g. Face.crop_camera) or "eg3d" (25-float label)."""
-
-    kind: str
-    camera: PinholeCamera | None = None
-    label: np.ndarray | None = None
-
-    @classmethod
-    def world(cls, camera: PinholeCamera) -> "GanCamera":
-        return cls("world", camera=camera)
-
-    @classmethod
-    def generator(cls, camera: PinholeCamera) -> "GanCamera":
-        return cls("generator", camera=camera)
-
-    @classmethod
-    def eg3d(cls, label) -> "GanCamera":
-        return cls("eg3d", label=np.asarray(label, np.float32))
-
-
-def as_gan_camera(c) -> GanCamera:
-    return c if isinstance(c, GanCamera) else GanCamera.world(c)
-
-
-@dataclass
-class Latent:
-    """A latent source for an untuned generator: w (num_ws, w_dim) or (w_dim,)."""
-
-    w: np.ndarray
-    generator: str = ""
-    conditioning_camera: GanCamera | None = None
-
-
-@dataclass
-class GeneratorInfo:
-    name: str
-    is_default: bool
-    kind: str
-    weights_format: str
-    available: bool
-    unavailable_reason: str
-    path: str
-    sha256: str
-    config: GeneratorConfig | None
-    crop_style: str = ""
-
-
-@dataclass
-class Description:
-    generators: list[GeneratorInfo]
-    limits: InversionLimits
-    max_message_bytes: int
-    device: str
-    lpips: str
-    lpips_reason: str
-
-
-@dataclass
-class InvertResult:
-    session_id: str
-    expires_in_s: float
-    latent: np.ndarray                  # (num_ws, w_dim) float32
-    latent_metrics: Metrics
-    pti_metrics: Metrics | None
-    reconstruction: np.ndarray          # (S, S, 3) uint8
-    generator: str
-    session_bytes: int
-    steps_per_s: float = 0.0
-    pti_steps_per_s: float = 0.0
 
 
 @dataclass
@@ -212,37 +117,6 @@ class InversionService:
                 self._lpips = status
             return self._lpips
 
-    # cameras ---------------------------------------------------------------------------------------
-
-    def world_camera(self, cfg: GeneratorConfig, cam: GanCamera, field_name: str, size: int | None = None
-                     ) -> PinholeCamera:
-        """A validated world-unit camera; intrinsics rescaled to `size` pixels when given (square only).
-        A plain PinholeCamera is taken as world units."""
-        cam = as_gan_camera(cam)
-        if cam.kind == "eg3d":
-            try:
-                world = cfg.camera_from_label(cam.label, size or cfg.neural_resolution)
-                world.validate(field_name)
-            except ValueError as e:
-                raise InvalidArgument(f"{field_name}.eg3d_label", str(e)) from None
-            except InvalidArgument as e:
-                raise InvalidArgument(f"{field_name}.eg3d_label", e.message) from None
-            return world
-        c = cam.camera
-        require(c is not None, field_name, "no camera given")
-        c.validate(field_name)
-        require(c.width == c.height, f"{field_name}.width", f"cameras must be square, got {c.width}x{c.height}")
-        w2c = np.array(c.world_to_camera, dtype=np.float64)
-        if cam.kind == "generator":
-            w2c[:3, 3] *= cfg.world_scale
-        elif cam.kind != "world":
-            raise InvalidArgument(field_name, f"unknown camera kind {cam.kind!r}")
-        K = np.array(c.K, dtype=np.float64)
-        if size and size != c.width:
-            K[:2] *= size / c.width
-            return PinholeCamera(K, w2c, size, size)
-        return PinholeCamera(K, w2c, c.width, c.height)
-
     # describe --------------------------------------------------------------------------------------
 
     def describe(self) -> Description:
@@ -286,15 +160,15 @@ class InversionService:
         gen = self._load(entry)
         cfg = gen.cfg
         settings = (settings or InvertSettings()).validate(gen.num_ws, cfg.w_dim)
-        cam = self.world_camera(cfg, camera, "camera", cfg.neural_resolution)
+        cam = cfg.world_camera(camera, "camera", cfg.neural_resolution)
         if not cfg.pose_in_range(cam):
             az, el = cfg.camera_angles(cam)
             raise InvalidArgument("camera", f"view azimuth {az:.0f} deg, elevation {el:.0f} deg is outside the "
                                   f"generator's range (azimuth {cfg.azimuth_min:g}..{cfg.azimuth_max:g}, elevation "
                                   f"{cfg.elevation_min:g}..{cfg.elevation_max:g}, +-{cfg.pose_margin_deg:g} deg)",
                                   reason="CAMERA_OUTSIDE_POSE_RANGE")
-        cond = cam if conditioning_camera is None else self.world_camera(cfg, conditioning_camera,
-                                                                       "conditioning_camera", cfg.neural_resolution)
+        cond = cam if conditioning_camera is None else cfg.world_camera(conditioning_camera, "conditioning_camera",
+                                                                        cfg.neural_resolution)
         label = cfg.label(cond)
         tenant = current_tenant()
         noise_bytes = sum(v.numel() * v.element_size() for v in gen.noise_buffers().values())
@@ -350,7 +224,7 @@ class InversionService:
                     f"shape {list(w.shape)}; this generator takes ({n}, {d}) or ({d},)")
             require(bool(np.isfinite(w).all()), f"{field_name}.latent.w", "contains NaN or infinite values")
             if source.conditioning_camera is not None:
-                self.world_camera(gen.cfg, source.conditioning_camera, f"{field_name}.latent.conditioning_camera")
+                gen.cfg.world_camera(source.conditioning_camera, f"{field_name}.latent.conditioning_camera")
             ws = torch.as_tensor(w, device=self.device)
             ws = (ws.expand(n, d) if ws.ndim == 1 else ws)[None].contiguous()
             return gen, ws, None, None
@@ -371,14 +245,14 @@ class InversionService:
         gen, ws, noise, _ = self._source(source)
         cfg = gen.cfg
         if conditioning_camera is not None:
-            self.world_camera(cfg, conditioning_camera, "conditioning_camera")
+            cfg.world_camera(conditioning_camera, "conditioning_camera")
         r = neural_resolution or cfg.neural_resolution
         require(8 <= r <= 2048, "neural_resolution", f"must be in 8..2048, got {r}")
         if "rgb" in outputs and cfg.super_resolution:
             require(r == cfg.neural_resolution, "neural_resolution",
                     f"'rgb' on a super-resolution generator renders at the neural resolution {cfg.neural_resolution}; "
                     "ask for 'rgb_raw' at other resolutions")
-        cams = [self.world_camera(cfg, as_gan_camera(c), f"cameras[{i}]", r) for i, c in enumerate(cameras)]
+        cams = [cfg.world_camera(c, f"cameras[{i}]", r) for i, c in enumerate(cameras)]
         for i, c in enumerate(cams):
             if not cfg.pose_in_range(c):
                 az, el = cfg.camera_angles(c)
@@ -465,5 +339,51 @@ def _device_name(device: torch.device) -> str:
     return str(device)
 
 
-__all__ = ["InversionService", "InversionConfig", "GanCamera", "Latent", "InvertResult", "Description",
-           "ProgressEvent", "to_uint8"]
+
+class InProcessInversionClient:
+    """The InversionClient interface (client.py) as plain calls on an InversionService in this process
+    (no serialisation). Cameras: GanCamera or world-unit PinholeCamera."""
+
+    def __init__(self, service: InversionService):
+        self.service = service
+
+    def describe(self) -> Description:
+        return self.service.describe()
+
+    def invert(self, image: np.ndarray, camera, *, generator: str = "", conditioning_camera=None, mask=None,
+               settings: InvertSettings | None = None, on_progress: ProgressCallback | None = None,
+               cancelled: Callable[[], bool] = lambda: False) -> InvertResult:
+        """cancelled: polled every step; True stops the inversion (Cancelled) and creates no session."""
+        result = None
+        cond = None if conditioning_camera is None else as_gan_camera(conditioning_camera)
+        for ev in self.service.invert(np.asarray(image), as_gan_camera(camera), generator=generator,
+                                      conditioning_camera=cond, mask=mask, settings=settings, cancelled=cancelled):
+            if isinstance(ev, InvertResult):
+                result = ev
+            elif on_progress is not None:
+                on_progress(ev)
+        return result
+
+    def render(self, source, cameras, outputs=("rgb",), *, neural_resolution: int = 0, conditioning_camera=None,
+               dtype: str = "float32") -> dict[str, np.ndarray]:
+        cond = None if conditioning_camera is None else as_gan_camera(conditioning_camera)
+        out = self.service.render(source, [as_gan_camera(c) for c in cameras], outputs,
+                                  neural_resolution=neural_resolution, conditioning_camera=cond)
+        return {k: v.astype(np.float16) if dtype == "float16" else v for k, v in out.items()}
+
+    def extract_mesh(self, source, resolution: int = 0, density_threshold: float = 0.0, *,
+                     largest_component_only: bool = False, max_faces: int = 0, vertex_colors: bool = False,
+                     fmt: str = "tensors") -> MeshOutput:
+        mesh, data = self.service.extract_mesh(source, resolution, density_threshold,
+                                               largest_component_only=largest_component_only, max_faces=max_faces,
+                                               vertex_colors=vertex_colors, fmt=fmt)
+        return MeshOutput(mesh if fmt == "tensors" else None, data, len(mesh.vertices), len(mesh.faces))
+
+    def export_field(self, source, dtype: str = "float32") -> bytes:
+        return self.service.export_field(source, dtype)
+
+    def close_session(self, session_id: str) -> None:
+        self.service.close_session(session_id)
+
+    def close(self) -> None:
+        pass

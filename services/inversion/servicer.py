@@ -1,184 +1,18 @@
-"""gRPC inversion service: protos <-> InversionService. Errors are HeadForgeError, mapped by the runtime."""
+"""gRPC inversion service: protos -> convert -> InversionService -> convert -> protos. Errors are
+HeadForgeError, mapped by the runtime."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
-import time
 
 import grpc
-import numpy as np
-from google.protobuf import timestamp_pb2
 
-from headforge.v1 import common_pb2, face_pb2, inversion_pb2, inversion_pb2_grpc, render_pb2
-from services.common import tensors
-from services.core.cameras import PinholeCamera
-from services.common.errors import InvalidArgument, require
-from services.common.images import encode_png, image_input_to_rgb8
-from services.inversion.invert import InvertSettings, Metrics
-from services.inversion.service import Description, GanCamera, InversionService, InvertResult, Latent
-
-SERVICE_NAME = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name
-DType = tensors.DType
-KIND_ENUMS = {"triplane": inversion_pb2.GENERATOR_KIND_TRIPLANE, "trigrid": inversion_pb2.GENERATOR_KIND_TRIGRID,
-              "pyramid_trigrid": inversion_pb2.GENERATOR_KIND_PYRAMID_TRIGRID}
-KIND_NAMES = {v: k for k, v in KIND_ENUMS.items()}
-CROP_ENUMS = {"ffhq": face_pb2.FFHQ, "head": face_pb2.HEAD}
-MESH_FORMATS = {0: "tensors", inversion_pb2.ExtractMeshRequest.TENSORS: "tensors",
-                inversion_pb2.ExtractMeshRequest.GLB: "glb", inversion_pb2.ExtractMeshRequest.PLY: "ply"}
-MESH_FORMAT_ENUMS = {"tensors": inversion_pb2.ExtractMeshRequest.TENSORS, "glb": inversion_pb2.ExtractMeshRequest.GLB,
-                     "ply": inversion_pb2.ExtractMeshRequest.PLY}
-FIELD_FORMAT = render_pb2.ASSET_FORMAT_NPZ
-
-
-def _timestamp(seconds_from_now: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int((time.time() + seconds_from_now) * 1e9))
-    return ts
-
-
-# conversions shared with the gRPC client ------------------------------------------------------------
-
-def camera_from_proto(msg: inversion_pb2.InversionCamera, field: str) -> GanCamera | None:
-    """None when unset."""
-    which = msg.WhichOneof("source")
-    if which is None:
-        return None
-    if which == "eg3d_label":
-        v = list(msg.eg3d_label.values)
-        require(len(v) == 25, f"{field}.eg3d_label.values", f"needs 25 values, got {len(v)}")
-        return GanCamera.eg3d(np.asarray(v, np.float32))
-    cam = PinholeCamera.from_proto(getattr(msg, which), f"{field}.{which}")
-    return GanCamera.world(cam) if which == "camera" else GanCamera.generator(cam)
-
-
-def camera_to_proto(c) -> inversion_pb2.InversionCamera:
-    """A GanCamera or a (world-unit) PinholeCamera -> InversionCamera."""
-    if isinstance(c, PinholeCamera):
-        return inversion_pb2.InversionCamera(camera=c.to_proto())
-    if c.kind == "eg3d":
-        return inversion_pb2.InversionCamera(eg3d_label=inversion_pb2.Eg3dLabel(values=[float(x) for x in c.label]))
-    if c.kind == "generator":
-        return inversion_pb2.InversionCamera(generator_camera=c.camera.to_proto())
-    return inversion_pb2.InversionCamera(camera=c.camera.to_proto())
-
-
-def source_from_proto(msg: inversion_pb2.InversionSource, field: str = "source"):
-    which = msg.WhichOneof("source")
-    if which == "session_id":
-        return msg.session_id
-    if which == "latent":
-        lat = msg.latent
-        require(bool(lat.w.data) or bool(lat.w.shape), f"{field}.latent.w", "is empty")
-        w = np.array(tensors.from_proto(lat.w, f"{field}.latent.w", dtypes=[DType.FLOAT32, DType.FLOAT16], ndim=(1, 2)),
-                     dtype=np.float32)
-        return Latent(w, lat.generator, camera_from_proto(lat.conditioning_camera, f"{field}.latent.conditioning_camera"))
-    raise InvalidArgument(field, "give a session_id or a latent")
-
-
-def source_to_proto(source) -> inversion_pb2.InversionSource:
-    if isinstance(source, str):
-        return inversion_pb2.InversionSource(session_id=source)
-    lat = inversion_pb2.GanLatent(generator=source.generator, w=tensors.to_proto(np.asarray(source.w, np.float32)))
-    if source.conditioning_camera is not None:
-        lat.conditioning_camera.CopyFrom(camera_to_proto(source.conditioning_camera))
-    return inversion_pb2.InversionSource(latent=lat)
-
-
-def settings_from_proto(o: inversion_pb2.InvertOptions) -> InvertSettings:
-    """Proto3 zero / unset -> the documented defaults; validation happens in the service."""
-    s = InvertSettings()
-    if o.latent_space == inversion_pb2.InvertOptions.W:
-        s.latent_space = "w"
-    elif o.latent_space not in (0, inversion_pb2.InvertOptions.W_PLUS):
-        raise InvalidArgument("options.latent_space", f"unknown value {o.latent_space}")
-    s.steps = o.steps or s.steps
-    s.lr = o.lr or s.lr
-    for name in ("lr_rampup", "lr_rampdown", "w_noise", "w_noise_ramp", "noise_regularization", "l2_weight",
-                 "lpips_weight", "pti_l2_weight", "pti_lpips_weight"):
-        if o.HasField(name):
-            setattr(s, name, float(getattr(o, name)))
-    s.lpips_resolution = o.lpips_resolution or s.lpips_resolution
-    if o.init_latent.data or o.init_latent.shape:
-        s.init_latent = np.array(tensors.from_proto(o.init_latent, "options.init_latent",
-                                                    dtypes=[DType.FLOAT32, DType.FLOAT16], ndim=(1, 2)), np.float32)
-    s.pti = o.pti
-    s.pti_steps = o.pti_steps or s.pti_steps
-    s.pti_lr = o.pti_lr or s.pti_lr
-    s.seed = o.seed
-    s.progress_every = o.progress_every or s.progress_every
-    s.preview_size = o.preview_size
-    return s
-
-
-def settings_to_proto(s: InvertSettings) -> inversion_pb2.InvertOptions:
-    o = inversion_pb2.InvertOptions(
-        latent_space=inversion_pb2.InvertOptions.W if s.latent_space == "w" else inversion_pb2.InvertOptions.W_PLUS,
-        steps=s.steps, lr=s.lr, lr_rampup=s.lr_rampup, lr_rampdown=s.lr_rampdown, w_noise=s.w_noise,
-        w_noise_ramp=s.w_noise_ramp, noise_regularization=s.noise_regularization, l2_weight=s.l2_weight,
-        lpips_weight=s.lpips_weight, lpips_resolution=s.lpips_resolution, pti=s.pti, pti_steps=s.pti_steps,
-        pti_lr=s.pti_lr, pti_l2_weight=s.pti_l2_weight, pti_lpips_weight=s.pti_lpips_weight, seed=s.seed,
-        progress_every=s.progress_every, preview_size=s.preview_size)
-    if s.init_latent is not None:
-        o.init_latent.CopyFrom(tensors.to_proto(np.asarray(s.init_latent, np.float32)))
-    return o
-
-
-def metrics_to_proto(m: Metrics) -> inversion_pb2.ReconstructionMetrics:
-    return inversion_pb2.ReconstructionMetrics(mse=m.mse, psnr=m.psnr, lpips=m.lpips)
-
-
-def metrics_from_proto(m: inversion_pb2.ReconstructionMetrics) -> Metrics:
-    return Metrics(m.mse, m.psnr, m.lpips)
-
-
-def result_to_proto(r: InvertResult) -> inversion_pb2.InvertResult:
-    out = inversion_pb2.InvertResult(session_id=r.session_id, expires_at=_timestamp(r.expires_in_s),
-                                     latent=tensors.to_proto(r.latent), latent_metrics=metrics_to_proto(r.latent_metrics),
-                                     reconstruction=common_pb2.EncodedImage(data=encode_png(r.reconstruction),
-                                                                            mime_type="image/png"),
-                                     generator=r.generator, session_bytes=r.session_bytes)
-    if r.pti_metrics is not None:
-        out.pti_metrics.CopyFrom(metrics_to_proto(r.pti_metrics))
-    return out
-
-
-def describe_to_proto(d: Description) -> inversion_pb2.InversionDescribeResponse:
-    resp = inversion_pb2.InversionDescribeResponse(
-        session_idle_ttl_s=int(d.limits.session_idle_ttl_s), max_sessions_per_tenant=d.limits.max_sessions_per_tenant,
-        max_tenant_bytes=d.limits.max_tenant_bytes, max_session_bytes=d.limits.max_session_bytes,
-        max_message_bytes=d.max_message_bytes, device=d.device)
-    for g in d.generators:
-        msg = resp.generators.add(name=g.name, is_default=g.is_default, weights_format=g.weights_format,
-                                  available=g.available, unavailable_reason=g.unavailable_reason)
-        msg.models.add(role="generator", backend="headforge-torch", name=g.path, sha256=g.sha256)
-        msg.models.add(role="lpips", backend="headforge-torch", name=d.lpips)
-        c = g.config
-        if c is not None:
-            msg.kind = KIND_ENUMS[c.kind]
-            msg.output_resolution, msg.neural_resolution = c.output_resolution, c.neural_resolution
-            msg.super_resolution = c.super_resolution
-            msg.plane_resolution, msg.channels, msg.depth = c.plane_resolution, c.channels, c.depth
-            msg.pyramid_levels.extend(c.pyramid_levels)
-            msg.w_dim = c.w_dim
-            msg.num_ws = c.num_ws
-            msg.crop_style = CROP_ENUMS[c.crop_style]
-            msg.azimuth_min, msg.azimuth_max = c.azimuth_min, c.azimuth_max
-            msg.elevation_min, msg.elevation_max = c.elevation_min, c.elevation_max
-            msg.world_units_per_generator_unit = c.world_units_per_generator_unit
-            msg.box_size = c.box_size
-            msg.default_density_threshold = c.default_density_threshold
-    return resp
-
-
-def chunks(data: bytes, chunk_bytes: int):
-    digest = hashlib.sha256(data).hexdigest()
-    size = chunk_bytes or (1 << 20)
-    for offset in range(0, max(len(data), 1), size):
-        chunk = render_pb2.AssetChunk(offset=offset, data=data[offset:offset + size])
-        if offset == 0:
-            chunk.total_size, chunk.sha256, chunk.format = len(data), digest, FIELD_FORMAT
-        yield chunk
+from headforge.v1 import inversion_pb2, inversion_pb2_grpc
+from services.common.errors import require
+from services.common.images import image_input_to_rgb8
+from services.inversion import convert
+from services.inversion.service import InversionService
+from services.inversion.types import InvertResult
 
 
 class InversionServicer(inversion_pb2_grpc.InversionServiceServicer):
@@ -186,7 +20,7 @@ class InversionServicer(inversion_pb2_grpc.InversionServiceServicer):
         self.service = service
 
     def Describe(self, request, context):
-        return describe_to_proto(self.service.describe())
+        return convert.describe_to_proto(self.service.describe())
 
     def Invert(self, request, context):
         max_px = self.service.config.max_image_pixels
@@ -194,63 +28,47 @@ class InversionServicer(inversion_pb2_grpc.InversionServiceServicer):
         mask = None
         if request.mask.WhichOneof("source"):
             mask = image_input_to_rgb8(request.mask, max_pixels=max_px, field="mask")[..., 0]
-        camera = camera_from_proto(request.camera, "camera")
+        camera = convert.camera_from_proto(request.camera, "camera")
         require(camera is not None, "camera", "set camera, generator_camera or eg3d_label (Face.crop_camera / "
                                               "Face.eg3d_label)")
-        cond = camera_from_proto(request.conditioning_camera, "conditioning_camera")
-        settings = settings_from_proto(request.options)
+        cond = convert.camera_from_proto(request.conditioning_camera, "conditioning_camera")
+        settings = convert.settings_from_proto(request.options)
         stop = threading.Event()
         context.add_callback(stop.set)  # client cancelled or deadline passed
         for ev in self.service.invert(image, camera, generator=request.generator, conditioning_camera=cond,
                                       mask=mask, settings=settings,
                                       cancelled=lambda: stop.is_set() or not context.is_active()):
             if isinstance(ev, InvertResult):
-                yield inversion_pb2.InvertEvent(result=result_to_proto(ev))
+                yield inversion_pb2.InvertEvent(result=convert.result_to_proto(ev))
             else:
-                msg = inversion_pb2.InvertEvent(progress=common_pb2.Progress(
-                    stage=ev.stage, step=ev.step, total_steps=ev.total_steps, scalars=ev.scalars, elapsed_s=ev.elapsed_s))
-                if ev.preview is not None:
-                    msg.preview.CopyFrom(common_pb2.EncodedImage(data=encode_png(ev.preview), mime_type="image/png"))
-                yield msg
+                yield convert.progress_to_proto(ev)
 
     def Render(self, request, context):
-        require(request.dtype in (0, DType.FLOAT32, DType.FLOAT16), "dtype", "FLOAT32 or FLOAT16")
-        source = source_from_proto(request.source)
-        cams = [camera_from_proto(c, f"cameras[{i}]") for i, c in enumerate(request.cameras)]
+        dtype = convert.dtype_from_proto(request.dtype)
+        source = convert.source_from_proto(request.source)
+        cams = [convert.camera_from_proto(c, f"cameras[{i}]") for i, c in enumerate(request.cameras)]
         for i, c in enumerate(cams):
             require(c is not None, f"cameras[{i}]", "camera is unset")
         out = self.service.render(source, cams, list(request.outputs), neural_resolution=request.neural_resolution,
-                                  conditioning_camera=camera_from_proto(request.conditioning_camera,
-                                                                        "conditioning_camera"))
-        half = request.dtype == DType.FLOAT16
-        return inversion_pb2.InversionRenderResponse(
-            outputs={k: tensors.to_proto(v.astype(np.float16) if half else v) for k, v in out.items()})
+                                  conditioning_camera=convert.camera_from_proto(request.conditioning_camera,
+                                                                                "conditioning_camera"))
+        return convert.render_to_proto(out, dtype)
 
     def ExtractMesh(self, request, context):
-        fmt = MESH_FORMATS.get(request.format)
+        fmt = convert.MESH_FORMATS.get(request.format)
         require(fmt is not None, "format", "TENSORS, GLB or PLY")
-        mesh, data = self.service.extract_mesh(source_from_proto(request.source), request.resolution,
+        mesh, data = self.service.extract_mesh(convert.source_from_proto(request.source), request.resolution,
                                                request.density_threshold,
                                                largest_component_only=request.largest_component_only,
                                                max_faces=request.max_faces, vertex_colors=request.vertex_colors, fmt=fmt)
-        resp = inversion_pb2.ExtractMeshResponse(num_vertices=len(mesh.vertices), num_faces=len(mesh.faces))
-        if fmt == "tensors":
-            resp.vertices.CopyFrom(tensors.to_proto(mesh.vertices))
-            resp.faces.CopyFrom(tensors.to_proto(mesh.faces))
-            resp.vertex_normals.CopyFrom(tensors.to_proto(mesh.vertex_normals))
-            if mesh.vertex_colors is not None:
-                resp.vertex_colors.CopyFrom(tensors.to_proto(mesh.vertex_colors))
-        else:
-            resp.data = data
-        return resp
+        return convert.mesh_to_proto(mesh, data, fmt)
 
     def ExportField(self, request, context):
-        require(request.dtype in (0, DType.FLOAT32, DType.FLOAT16), "dtype", "FLOAT32 or FLOAT16")
+        dtype = convert.dtype_from_proto(request.dtype)
         limit = self.service.config.max_message_bytes // 2
         require(0 <= request.chunk_bytes <= limit, "chunk_bytes", f"must be 0..{limit}")
-        data = self.service.export_field(source_from_proto(request.source),
-                                         "float16" if request.dtype == DType.FLOAT16 else "float32")
-        yield from chunks(data, request.chunk_bytes)
+        data = self.service.export_field(convert.source_from_proto(request.source), dtype)
+        yield from convert.field_chunks(data, request.chunk_bytes)
 
     def CloseSession(self, request, context):
         self.service.close_session(request.session_id)
@@ -258,7 +76,8 @@ class InversionServicer(inversion_pb2_grpc.InversionServiceServicer):
 
 
 def register(service: InversionService):
+    """A register callback for services.common.server.start() / serve_forever()."""
     def _register(server: grpc.Server) -> list[str]:
         inversion_pb2_grpc.add_InversionServiceServicer_to_server(InversionServicer(service), server)
-        return [SERVICE_NAME]
+        return [convert.SERVICE_NAME]
     return _register

@@ -1,7 +1,7 @@
 """Inversion sessions: the pivot latent, the optimised noise buffers and (with PTI) the per-subject tuned
 generator of one inverted portrait, owned by the tenant that created it, with caps and idle expiry.
 
-Caps (InversionLimits, reported by Describe): sessions per tenant, bytes per session (tuned weights +
+Caps (types.InversionLimits, reported by Describe): sessions per tenant, bytes per session (tuned weights +
 latent + noise), bytes per tenant and for the whole server. Invert checks them before it starts
 (reserve) with the bytes it will need, and again when it stores the result, so a full tenant is told at
 once instead of after minutes of work. Idle sessions expire after session_idle_ttl_s; every call that
@@ -16,23 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
 
 from services.core.stores import StoreCaps, TenantStore, new_id
 from services.inversion.generators.triplane_generator import TriplaneGenerator
-
-
-class InversionLimits(BaseModel):
-    """Limits an inversion server enforces (Describe reports them)."""
-
-    session_idle_ttl_s: float = Field(1800, gt=0)
-    max_sessions_per_tenant: int = Field(8, ge=1)
-    max_session_bytes: int = Field(2 << 30, ge=1)
-    max_tenant_bytes: int = Field(4 << 30, ge=1)
-    max_total_bytes: int = Field(16 << 30, ge=1, description="all tenants together")
-    max_concurrent_inversions: int = Field(2, ge=1, description="Invert calls running at once; more: RESOURCE_EXHAUSTED")
-    max_render_pixels: int = Field(16 << 20, ge=1, description="N x S x S per Render call")
-    max_mesh_resolution: int = Field(512, ge=32, le=1024, description="ExtractMesh grid side the server allows")
+from services.inversion.types import InversionLimits
 
 
 @dataclass

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from services.inversion.generators.checkpoint import save_generator
-from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
+from services.inversion.generators.config import GeneratorConfig
+from services.inversion.generators.triplane_generator import TriplaneGenerator
 
 TINY = dict(z_dim=32, w_dim=32, mapping_layers=2, plane_resolution=32, channels=8, channel_base=1024,
             channel_max=64, decoder_hidden=32, decoder_features=8, neural_resolution=32, output_resolution=64,

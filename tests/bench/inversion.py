@@ -14,10 +14,12 @@ import time
 
 import torch
 
-from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
-from services.inversion.invert import InversionOutcome, InvertSettings, invert
+from services.inversion.generators.config import GeneratorConfig
+from services.inversion.generators.triplane_generator import TriplaneGenerator
+from services.inversion.invert import InversionOutcome, invert
 from services.inversion.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
 from services.inversion.tiny import tiny_generator
+from services.inversion.types import InvertSettings
 from services.core.camera_batch import CameraBatch
 
 PANOHEAD = GeneratorConfig(kind="trigrid", z_dim=512, w_dim=512, c_dim=25, mapping_layers=2, plane_resolution=256,

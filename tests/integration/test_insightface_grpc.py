@@ -8,8 +8,9 @@ import pytest
 
 from services.common.process import ServiceProcess
 from services.face.backends.tiny_insightface import write_tiny_pack
-from services.face.client import GrpcFaceClient, InProcessFaceClient
+from services.face.client import GrpcFaceClient
 from services.face.config import FaceConfig
+from services.face.service import InProcessFaceClient
 from tests.unit.test_insightface_backend import FACE_5, square_image, texture_image, to_chw
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from services.inversion.invert import (Cancelled, InversionOutcome, InvertSettings, invert, lr_schedule,
-                                       noise_regularizer)
+from services.inversion.invert import InversionOutcome, invert, lr_schedule, noise_regularizer
 from services.inversion.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
 from services.inversion.tiny import tiny_generator
+from services.inversion.types import Cancelled, InvertSettings
 from services.core.camera_batch import CameraBatch
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.inversion.service import InversionConfig, InversionService, Latent
+from services.inversion.service import InversionService
+from services.inversion.types import InversionConfig, Latent
 from services.render.service import RenderService
 
 

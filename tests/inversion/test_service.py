@@ -16,10 +16,10 @@ import torch
 from services.core.cameras import PinholeCamera
 from services.common.errors import (FailedPrecondition, HeadForgeError, InvalidArgument, NotFound, PermissionDenied,
                                     ResourceExhausted)
-from services.inversion.client import GrpcInversionClient, InProcessInversionClient, invert_portrait
-from services.inversion.invert import InvertSettings
-from services.inversion.service import GanCamera, InversionConfig, InversionService, Latent
-from services.inversion.sessions import InversionLimits
+from orchestrator.portrait_inversion import invert_portrait
+from services.inversion.client import GrpcInversionClient
+from services.inversion.service import InProcessInversionClient, InversionService
+from services.inversion.types import GanCamera, InversionConfig, InversionLimits, InvertSettings, Latent
 from services.render.service import RenderService
 from tests.helpers import Tenant as _Tenant
 
@@ -228,7 +228,7 @@ def test_bad_input_gets_the_documented_status(clients, portrait):
 
 def test_undecodable_image_over_grpc(inversion_server, portrait):
     from headforge.v1 import common_pb2, inversion_pb2, inversion_pb2_grpc
-    from services.inversion import servicer as conv
+    from services.inversion import convert as conv
 
     _, cam, _ = portrait
     channel = grpc.insecure_channel(inversion_server.address)
@@ -248,7 +248,7 @@ def test_undecodable_image_over_grpc(inversion_server, portrait):
 def test_cancelled_invert_creates_no_session_and_frees_the_slot(inversion_server, portrait):
     from headforge.v1 import inversion_pb2, inversion_pb2_grpc
     from services.common.images import to_image_input
-    from services.inversion import servicer as conv
+    from services.inversion import convert as conv
 
     image, cam, _ = portrait
     channel = grpc.insecure_channel(inversion_server.address)
@@ -319,7 +319,7 @@ def test_memory_caps(models_dir, portrait):
 def test_portrait_photo_through_face_analysis(service, face_service, astronaut):
     """A real photo: face analysis gives the HEAD crop and its camera, inversion takes them; a photo
     without a face is refused with NO_FACE."""
-    from services.face.client import InProcessFaceClient
+    from services.face.service import InProcessFaceClient
 
     face = InProcessFaceClient(face_service)
     inv = InProcessInversionClient(service)
@@ -332,7 +332,7 @@ def test_portrait_photo_through_face_analysis(service, face_service, astronaut):
 
 
 def test_cancel_through_the_client_interface(clients, portrait):
-    from services.inversion.invert import Cancelled
+    from services.inversion.types import Cancelled
 
     a, _ = clients
     image, cam, _ = portrait
@@ -344,7 +344,7 @@ def test_cancel_through_the_client_interface(clients, portrait):
 
 
 def test_cancel_in_process_creates_no_session(service, portrait):
-    from services.inversion.invert import Cancelled
+    from services.inversion.types import Cancelled
 
     image, cam, _ = portrait
     before = service.store.count()
@@ -357,7 +357,7 @@ def test_cancel_in_process_creates_no_session(service, portrait):
 
 def test_options_on_the_wire_keep_unset_and_zero_apart():
     from headforge.v1 import inversion_pb2
-    from services.inversion import servicer as conv
+    from services.inversion import convert as conv
 
     defaults = conv.settings_from_proto(inversion_pb2.InvertOptions())
     assert (defaults.latent_space, defaults.steps, defaults.lr, defaults.lr_rampup, defaults.w_noise,

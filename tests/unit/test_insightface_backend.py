@@ -260,3 +260,40 @@ def test_analyze_and_compare_on_the_tiny_pack(service):
     assert [m.name for m in result.models] == ["det_10g.onnx", "1k3d68.onnx", "w600k_r50.onnx"]
     same = service.compare(square_image(), face.embedding)
     assert same.same_person and same.metric == "cosine_distance" and same.distance < 1e-3
+
+
+def test_backend_names_come_from_the_registries():
+    """FaceConfig, the factory and the --detector / --recognizer choices all read one registry per role;
+    an unknown name fails naming the field."""
+    import argparse
+
+    from pydantic import ValidationError
+
+    from services.common.errors import InvalidArgument
+    from services.face.backends import DETECTORS, RECOGNIZERS, load_detector
+    from services.face.cli import add_backend_arguments
+
+    assert DETECTORS.names() == RECOGNIZERS.names() == ["dlib", "insightface"]
+    for field in ("detector", "recognizer"):
+        with pytest.raises(ValidationError) as info:
+            FaceConfig(**{field: "nonesuch"})
+        assert info.value.errors()[0]["loc"] == (field,) and "nonesuch" in str(info.value)
+    with pytest.raises(InvalidArgument) as err:
+        load_detector(FaceConfig.model_construct(detector="nonesuch"))
+    assert err.value.field == "detector"
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser)
+    choices = {a.dest: a.choices for a in parser._actions if a.dest in ("detector", "recognizer")}
+    assert choices == {"detector": DETECTORS.names(), "recognizer": RECOGNIZERS.names()}
+
+
+def test_face_client_import_loads_no_backend():
+    import subprocess
+    import sys
+
+    from services.common.process import ROOT
+
+    code = ("import sys, services.face.client, services.face.cli; "
+            "print(*(m in sys.modules for m in ('torch', 'diffusers', 'cv2', 'dlib', 'onnxruntime')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"] * 5

@@ -104,3 +104,13 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
 
     h, w = image.shape[:2]  # explicit size: a thin image's short side must not round to 0
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def load_detector(config) -> DlibModels:
+    """The DETECTORS entry "dlib" (services.face.backends): dlib's HOG detector + 68-point predictor."""
+    return DlibModels()
+
+
+def load_recognizer(config, detector) -> DlibModels:
+    """The RECOGNIZERS entry "dlib": dlib's ResNet descriptor (the detector's models when it is dlib too)."""
+    return detector if isinstance(detector, DlibModels) else DlibModels()

@@ -382,3 +382,13 @@ class InsightFaceRecognizer:
 
     def models(self) -> list[ModelRecord]:
         return [self._file.record("recognizer")]
+
+
+def load_detector(config) -> InsightFaceDetector:
+    """The DETECTORS entry "insightface" (services.face.backends): SCRFD + 1k3d68 of config.insightface_dir."""
+    return InsightFacePack.load(config.insightface_dir).detector()
+
+
+def load_recognizer(config, detector) -> InsightFaceRecognizer:
+    """The RECOGNIZERS entry "insightface": the ArcFace model of config.insightface_dir."""
+    return InsightFacePack.load(config.insightface_dir).recognizer()

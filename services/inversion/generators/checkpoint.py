@@ -33,7 +33,8 @@ from safetensors.torch import load_file, save_file
 
 from services.common.errors import FailedPrecondition
 from services.core.models import file_sha256
-from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
+from services.inversion.generators.config import GeneratorConfig
+from services.inversion.generators.triplane_generator import TriplaneGenerator
 
 FORMAT = "headforge.gan"
 VERSION = 1

@@ -42,7 +42,8 @@ import torch
 
 from services.common.errors import FailedPrecondition
 from services.inversion.generators.checkpoint import load_state
-from services.inversion.generators.triplane_generator import GeneratorConfig, TriplaneGenerator
+from services.inversion.generators.config import GeneratorConfig
+from services.inversion.generators.triplane_generator import TriplaneGenerator
 
 log = logging.getLogger("headforge.inversion.convert")
 TRUST_FLAG = "--trust-pickles"
