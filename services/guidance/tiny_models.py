@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from services.guidance.schedule import SD_SCHEDULE
+
 CROSS_ATTENTION_DIM = 32
 ID_EMBEDDING_DIM = 512
 FACEID_TOKENS = 4
@@ -176,9 +178,8 @@ def _tiny_text_encoder(vocab: dict[str, int]):
 def _scheduler():
     from diffusers import PNDMScheduler
 
-    return PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule="scaled_linear", skip_prk_steps=True, set_alpha_to_one=False,
-                         steps_offset=1, prediction_type="epsilon")
+    return PNDMScheduler(**SD_SCHEDULE, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+                         prediction_type="epsilon")
 
 
 def _write_sd_folder(folder: Path):

@@ -9,7 +9,63 @@ import numpy as np
 
 from services.core.cameras import PinholeCamera
 from services.core.models import ModelRecord
-from services.guidance.backbones.base import BackboneInfo
+
+# Names used across the service for control kinds, output kinds and distill variants (proto enums map to these).
+CONTROL_KINDS = ("landmarks", "canny", "normal", "depth")
+OUTPUT_KINDS = ("rgb", "normal", "depth", "albedo")
+VARIANTS = ("sds", "isd", "image_conditioned", "video")
+SCHEDULERS = ("ddim", "ddpm", "euler")
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """A loaded ControlNet: its Describe name and the kind of picture it takes ("" = custom, by name)."""
+
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    name: str
+    output_kind: str = "rgb"   # what the backbone produces with this LoRA active (ID-to-3D: "normal", "albedo")
+    normal_convention: str = "opencv"  # with output_kind "normal": the frame it was trained in (NORMAL_CONVENTIONS)
+
+
+@dataclass
+class BackboneInfo:
+    """Static description of a loaded backbone (Describe)."""
+
+    name: str
+    backend: str                       # "diffusers" | "triton" | "analytic"
+    family: str                        # "sd15", "sd21", "analytic", ...
+    output_kind: str = "rgb"
+    normal_convention: str = "opencv"  # with output_kind "normal" (backbones.base.NORMAL_CONVENTIONS)
+    native_resolution: int = 512
+    latent_scale_factor: int = 8
+    latent_channels: int = 4
+    num_train_timesteps: int = 1000
+    prediction_type: str = "epsilon"   # "epsilon" | "v_prediction" (predict_noise returns eps either way)
+    variants: tuple[str, ...] = ("sds",)
+    denoise: bool = True
+    inpaint: bool = True
+    generate: bool = True
+    controls: tuple[ControlSpec, ...] = ()
+    identity_adapters: tuple[str, ...] = ()
+    identity_embedding_dim: int = 0    # 0 = no identity adapter
+    expression_adapter: bool = False
+    loras: tuple[LoraSpec, ...] = ()
+    schedulers: tuple[str, ...] = SCHEDULERS
+    default_negative_prompt: str = ""
+    min_frames: int = 0
+    max_frames: int = 0
+    models: tuple[ModelRecord, ...] = ()
+
+    def control(self, name: str) -> ControlSpec | None:
+        return next((c for c in self.controls if c.name == name), None)
+
+    def control_for_kind(self, kind: str) -> ControlSpec | None:
+        return next((c for c in self.controls if c.kind == kind), None)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from services.guidance.config import BatchingConfig, GuidanceConfig, load_config
+from services.guidance.schedule import SD_SCHEDULE
 from services.guidance.service import GuidanceService
 from services.guidance.types import Conditions, DistillRequest
 
@@ -66,7 +67,8 @@ def random_sd15_backbone(device: torch.device, dtype=torch.float16):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from services.guidance.backbones.diffusers_backbone import DiffusersBackbone, DiffusersBackboneConfig
+    from services.guidance.backbones.diffusers_backbone import DiffusersBackbone
+    from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig
     from services.guidance.tiny_models import write_tokenizer
 
     torch.manual_seed(0)
@@ -79,9 +81,8 @@ def random_sd15_backbone(device: torch.device, dtype=torch.float16):
     with tempfile.TemporaryDirectory() as tmp:
         write_tokenizer(Path(tmp))
         tokenizer = CLIPTokenizer.from_pretrained(tmp)
-    scheduler_config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-                        "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1,
-                        "clip_sample": False, "set_alpha_to_one": False}
+    scheduler_config = {**SD_SCHEDULE, "prediction_type": "epsilon", "steps_offset": 1, "clip_sample": False,
+                        "set_alpha_to_one": False}
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=DDIMScheduler(**scheduler_config), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)

@@ -14,12 +14,11 @@ import pytest
 import torch
 import yaml
 
-from services.guidance.backbones.base import BatchConditions, ControlBatch, ControlSpec, LoraSpec, ModelFilesError
-from services.guidance.backbones.diffusers_backbone import (
-    DiffusersBackboneConfig,
-    load_diffusers_backbone,
-)
+from services.guidance.backbones.base import BatchConditions, ControlBatch, ModelFilesError
+from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig
+from services.guidance.backbones.diffusers_loader import load_diffusers_backbone
 from services.guidance.tiny_models import write_tiny_models
+from services.guidance.types import ControlSpec, LoraSpec
 
 
 @pytest.fixture(scope="module")

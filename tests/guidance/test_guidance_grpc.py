@@ -14,9 +14,9 @@ import yaml
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.process import ROOT, ServiceProcess
-from services.guidance.client import GrpcGuidanceClient, InProcessGuidanceClient
+from services.guidance.client import GrpcGuidanceClient
 from services.guidance.config import load_config
-from services.guidance.service import GuidanceService
+from services.guidance.service import GuidanceService, InProcessGuidanceClient
 from services.guidance.types import (Conditions, ControlInput, DenoiseRequest, DistillRequest, GenerateRequest, InpaintRequest,
                                      TimestepSchedule)
 from tests.integration.test_server_runtime import free_port, sample, scrape

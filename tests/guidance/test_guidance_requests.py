@@ -8,7 +8,7 @@ import pytest
 from services.common.auth import reset_tenant, set_tenant
 from services.core.cameras import orbit_camera
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.guidance.service import view_suffix
+from services.guidance.prepare import view_suffix
 from services.guidance.types import (Conditions, ControlInput, DenoiseRequest, DistillRequest, GenerateRequest,
                                      InpaintRequest, TimestepSchedule)
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from services.guidance.backbones.analytic import AnalyticBackbone, AnalyticBackboneConfig, sd_alphas_cumprod
+from services.guidance.backbones.analytic import AnalyticBackbone, AnalyticBackboneConfig
 from services.guidance.backbones.base import NORMAL_CONVENTIONS, BatchConditions, ModelFilesError
 from services.guidance.config import BatchingConfig, GuidanceConfig
+from services.guidance.schedule import SD_SCHEDULE, alphas_cumprod
 from services.guidance.service import GuidanceService
 from services.guidance.types import (Conditions, DenoiseRequest, DistillRequest, GenerateRequest, InpaintRequest,
                                      TimestepSchedule)
@@ -26,7 +27,7 @@ def test_analytic_denoiser_is_the_score_of_the_noisy_mixture():
     written here independently (logsumexp of Gaussians) and differentiated by autograd."""
     bb = AnalyticBackbone(AnalyticBackboneConfig(sigma=0.1, native_resolution=8))
     mu = bb.exemplars.flatten(1).double()
-    a_bar = sd_alphas_cumprod()
+    a_bar = alphas_cumprod(SD_SCHEDULE)
     torch.manual_seed(0)
     for t in (50, 400, 900):
         a = a_bar[t]
@@ -49,7 +50,7 @@ def test_distill_gradient_equals_the_reference_formula(analytic, weighting, cfg)
                                         weighting=weighting, timesteps=TimestepSchedule(t=[0.3, 0.7]),
                                         seed=5, return_noise=True))
     steps = torch.tensor([300, 700])
-    a = sd_alphas_cumprod()[steps].float().view(-1, 1, 1, 1)
+    a = alphas_cumprod(SD_SCHEDULE)[steps].float().view(-1, 1, 1, 1)
     eps = torch.from_numpy(r.noise)
     z_t = a.sqrt() * (2 * torch.from_numpy(x) - 1) + (1 - a).sqrt() * eps
     eps_c = bb.predict_noise(z_t, steps, BatchConditions(bb.encode_text(["red disc"] * 2)))

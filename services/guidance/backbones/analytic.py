@@ -24,16 +24,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from services.core.models import ModelRecord
-from services.guidance.backbones.base import (BackboneInfo, BatchConditions, ControlSpec, ModelFilesError,
-                                             check_normal_convention, check_output_kind)
+from services.guidance.backbones.base import (BatchConditions, ModelFilesError, check_normal_convention,
+                                             check_output_kind)
+from services.guidance.schedule import SD_SCHEDULE, alphas_cumprod
+from services.guidance.types import BackboneInfo, ControlSpec
 
-NUM_TRAIN_TIMESTEPS = 1000
-
-
-def sd_alphas_cumprod(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
-    """Stable Diffusion's scaled-linear schedule (beta 0.00085 .. 0.012), (T,) float64."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, num_train_timesteps, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0)
+# Stable Diffusion's schedule, so SDS weights and timestep fractions mean what they mean for SD.
+SCHEDULER_CONFIG = {"_class_name": "DDIMScheduler", **SD_SCHEDULE, "prediction_type": "epsilon",
+                    "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
 
 
 def builtin_exemplars(resolution: int = 32) -> tuple[np.ndarray, list[str]]:
@@ -83,11 +81,11 @@ class AnalyticBackbone:
         self.exemplars = torch.from_numpy(images).to(self.device) * 2 - 1    # (K, 3, R, R) in [-1, 1]
         self.labels = labels
         self.sigma = float(config.sigma)
-        self._alphas = sd_alphas_cumprod()
+        self._alphas = alphas_cumprod(SCHEDULER_CONFIG)
         self.info = BackboneInfo(
             name=config.name, backend="analytic", family="analytic", native_resolution=images.shape[-1],
             output_kind=config.output_kind, normal_convention=config.normal_convention,
-            latent_scale_factor=1, latent_channels=3, num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+            latent_scale_factor=1, latent_channels=3, num_train_timesteps=int(SCHEDULER_CONFIG["num_train_timesteps"]),
             variants=("sds",), controls=(), schedulers=("ddim", "ddpm", "euler"),
             models=(ModelRecord("exemplars", "analytic", config.exemplars or "builtin"),))
 
@@ -95,10 +93,7 @@ class AnalyticBackbone:
         return self._alphas
 
     def scheduler_config(self) -> dict:
-        return {"_class_name": "DDIMScheduler", "num_train_timesteps": NUM_TRAIN_TIMESTEPS,
-                "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                "prediction_type": "epsilon", "clip_sample": False, "set_alpha_to_one": False,
-                "steps_offset": 1, "timestep_spacing": "leading"}
+        return dict(SCHEDULER_CONFIG)
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """(B, 1, K): 1 for the exemplars a prompt activates."""
@@ -136,3 +131,9 @@ class AnalyticBackbone:
 
     def prepare_control(self, spec: ControlSpec, picture: np.ndarray, resolution: int) -> torch.Tensor:
         raise ModelFilesError("the analytic backbone has no ControlNets")
+
+
+def load_analytic_backbone(config: AnalyticBackboneConfig | dict, base_dir: Path, device="cpu") -> AnalyticBackbone:
+    """One `backend: analytic` entry of guidance.yaml (pydantic ValidationError on a bad field)."""
+    cfg = config if isinstance(config, AnalyticBackboneConfig) else AnalyticBackboneConfig.model_validate(config)
+    return AnalyticBackbone(cfg, base_dir, device)

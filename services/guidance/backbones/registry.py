@@ -1,43 +1,32 @@
-"""Backbones by their `backend` name in the guidance config: each entry's mapping is validated by the
-backend's config class and loaded by its loader. Imports are lazy so a server loads only what it uses."""
+"""Backbones by their `backend` name in the guidance config. Each entry is a loader
+`(entry: dict | its config model, base_dir: Path, device) -> Backbone` that validates the entry with its
+backend's config class; entries are lazy, so a server imports only the backends it uses (no tritonclient
+without a Triton entry). Adding a backend is one module plus one line here."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
+from services.core.registry import Registry
 from services.guidance.backbones.base import Backbone, ModelFilesError
 
-
-def _analytic(entry: dict, base_dir: Path, device) -> Backbone:
-    from services.guidance.backbones.analytic import AnalyticBackbone, AnalyticBackboneConfig
-
-    return AnalyticBackbone(AnalyticBackboneConfig.model_validate(entry), base_dir, device)
-
-
-def _diffusers(entry: dict, base_dir: Path, device) -> Backbone:
-    from services.guidance.backbones.diffusers_backbone import DiffusersBackboneConfig, load_diffusers_backbone
-
-    return load_diffusers_backbone(DiffusersBackboneConfig.model_validate(entry), base_dir, device)
-
-
-def _triton(entry: dict, base_dir: Path, device) -> Backbone:
-    from services.guidance.backbones.triton_backbone import TritonBackboneConfig, load_triton_backbone
-
-    return load_triton_backbone(TritonBackboneConfig.model_validate(entry), base_dir, device)
-
-
-LOADERS = {"analytic": _analytic, "diffusers": _diffusers, "triton": _triton}
+BACKENDS: Registry[Callable[..., Backbone]] = Registry("guidance backend")
+BACKENDS.register("analytic", "services.guidance.backbones.analytic:load_analytic_backbone")
+BACKENDS.register("diffusers", "services.guidance.backbones.diffusers_loader:load_diffusers_backbone")
+BACKENDS.register("triton", "services.guidance.backbones.triton_backbone:load_triton_backbone")
 
 
 def load_backbone(entry: dict[str, Any], base_dir: Path, device) -> Backbone:
-    """One backbone from its config mapping; ModelFilesError names the bad field or missing file."""
+    """One backbone from its config mapping; ModelFilesError names the bad field (an unknown `backend`
+    included) or the missing file."""
     backend = entry.get("backend", "")
-    if backend not in LOADERS:
-        raise ModelFilesError(f"backbone {entry.get('name')!r}: unknown backend {backend!r}; one of {sorted(LOADERS)}")
+    if backend not in BACKENDS:
+        raise ModelFilesError(f"backbone {entry.get('name')!r}: unknown backend {backend!r} (field `backend`); "
+                              f"one of {BACKENDS.names()}")
     try:
-        return LOADERS[backend](entry, base_dir, device)
+        return BACKENDS.get(backend)(entry, base_dir, device)
     except ValidationError as e:
         raise ModelFilesError(f"backbone {entry.get('name')!r}: {e}") from None

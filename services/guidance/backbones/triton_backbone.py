@@ -13,7 +13,6 @@ expose: a Triton entry cannot have them (a config error naming the field)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Literal
@@ -22,9 +21,11 @@ import torch
 
 from services.core.models import ModelRecord
 from services.guidance.backbones.base import ModelFilesError
-from services.guidance.backbones.diffusers_backbone import (_DTYPES, SD_LAYOUT, DiffusersBackbone,
-                                                            DiffusersBackboneConfig, _require, _resolve_root,
-                                                            _weights, sha256_files)
+from services.guidance.backbones.diffusers_backbone import DiffusersBackbone
+from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig
+from services.guidance.backbones.diffusers_loader import TORCH_DTYPES
+from services.guidance.backbones.model_files import (SD_LAYOUT, check_sd_components, component_records,
+                                                    read_scheduler_config, require, resolve_root)
 from services.guidance.backbones.triton_unet import TritonUNet
 
 
@@ -37,18 +38,18 @@ class TritonBackboneConfig(DiffusersBackboneConfig):
 
 
 def load_triton_backbone(config: TritonBackboneConfig | dict, base_dir: Path, device="cpu") -> DiffusersBackbone:
+    """One `backend: triton` entry: the SD folder's text encoder, tokenizer and VAE loaded here (checked first,
+    like the diffusers backend's), its UNet a TritonUNet checked against the server's model."""
     cfg = config if isinstance(config, TritonBackboneConfig) else TritonBackboneConfig.model_validate(config)
     for field in ("controlnets", "identity_adapters", "loras"):
         if getattr(cfg, field):
             raise ModelFilesError(f"backbone {cfg.name!r}: {field} are not available with backend: triton (the "
                                   "UNet runs in Triton); use backend: diffusers for them")
-    device, dtype = torch.device(device), _DTYPES[cfg.dtype]
-    root = _resolve_root(cfg.path, Path(base_dir), SD_LAYOUT)
-    _require(root / "unet" / "config.json", SD_LAYOUT)
-    weights = {sub: _weights(_require(root / sub, SD_LAYOUT), "diffusion_pytorch_model" if sub == "vae" else "model",
-                             cfg.variant, cfg.allow_pickle, SD_LAYOUT) for sub in ("vae", "text_encoder")}
-    _require(root / "tokenizer", SD_LAYOUT)
-    scheduler_cfg = json.loads(_require(root / "scheduler" / "scheduler_config.json", SD_LAYOUT).read_text())
+    device, dtype = torch.device(device), TORCH_DTYPES[cfg.dtype]
+    root = resolve_root(cfg.path, Path(base_dir), SD_LAYOUT)
+    require(root / "unet" / "config.json", SD_LAYOUT)
+    weights = check_sd_components(root, ("vae", "text_encoder"), cfg.variant, cfg.allow_pickle)
+    scheduler_cfg = read_scheduler_config(root)
 
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -65,9 +66,7 @@ def load_triton_backbone(config: TritonBackboneConfig | dict, base_dir: Path, de
                       model_version=cfg.triton_model_version, client_timeout_s=cfg.triton_timeout_s)
     for m in (vae, text_encoder):
         m.to(device).eval().requires_grad_(False)
-    records = [ModelRecord("unet", "triton", f"{cfg.triton_url}/{cfg.triton_model}")]
-    records += [ModelRecord(sub, "diffusers", f"{cfg.path}/{sub}", sha256_files(w)) for sub, w in weights.items()]
+    records = [ModelRecord("unet", "triton", f"{cfg.triton_url}/{cfg.triton_model}"),
+               *component_records(cfg.path, weights)]
     pipe = SimpleNamespace(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
-    backbone = DiffusersBackbone(cfg, pipe, {}, [], 0, [], records, device, dtype, scheduler_cfg)
-    backbone.info.backend = "triton"
-    return backbone
+    return DiffusersBackbone(cfg, pipe, {}, [], 0, [], records, device, dtype, scheduler_cfg, backend="triton")

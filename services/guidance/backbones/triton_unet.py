@@ -39,11 +39,7 @@ from services.common.errors import (DeadlineExceeded, FailedPrecondition, HeadFo
                                     PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable,
                                     Unimplemented)
 from services.guidance.backbones.base import ModelFilesError
-
-INPUT_SAMPLE = "sample"
-INPUT_TIMESTEP = "timestep"
-INPUT_TEXT = "encoder_hidden_states"
-OUTPUT_NOISE = "noise_pred"
+from services.guidance.triton_repo import INPUT_SAMPLE, INPUT_TEXT, INPUT_TIMESTEP, OUTPUT_NOISE, read_unet_config
 
 # diffusers UNet2DConditionModel.forward keyword arguments that Triton cannot serve, and why.
 _UNSUPPORTED = {
@@ -95,20 +91,15 @@ class UNetOutput:
 
 
 def _load_config(unet_dir: Path | str | None, config: dict | None) -> tuple[UNetConfig, str]:
+    """The UNet's config (the given dict, else unet_dir/config.json, checked by read_unet_config) and where it
+    came from, for messages."""
     if config is not None:
         return UNetConfig(config), "the given config"
     if unet_dir is None:
         raise ValueError("TritonUNet needs unet_dir (the diffusers unet folder) or config")
-    from services.guidance.triton_repo import read_unet_config
-
     path = Path(unet_dir)
     path = path.parent if path.name.endswith(".json") else path
-    data = read_unet_config(path)
-    path = path / "config.json"
-    for key in ("in_channels", "cross_attention_dim"):
-        if not isinstance(data.get(key), int):
-            raise ModelFilesError(f"{path}: {key} missing or not an integer (not a diffusers UNet config)")
-    return UNetConfig(data), str(path)
+    return UNetConfig(read_unet_config(path)), str(path / "config.json")
 
 
 def _dims(shape) -> list[int]:
