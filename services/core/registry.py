@@ -2,7 +2,7 @@
 scene kind, a recipe stage, a face backend) to the code behind it.
 
     BACKENDS = Registry("guidance backend")
-    BACKENDS.register("diffusers", "services.guidance.backbones.diffusers_backbone:load")  # lazy
+    BACKENDS.register("diffusers", "services.guidance.backbones.diffusers_loader:load_diffusers_backbone")
     @STAGES.register("optimise")                                                          # eager
     def optimise(ctx, params): ...
 
