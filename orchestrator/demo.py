@@ -16,13 +16,14 @@ def demo_portrait():
 def run_demo(out: Path, progress=None):
     from orchestrator.fast import run_fast
     from services.common.images import encode_png
-    from services.face.client import InProcessFaceClient
-    from services.render.client import InProcessRenderClient
+    from services.common.client import INPROCESS
+    from services.face.client import connect as connect_face
+    from services.render.client import connect as connect_render
 
     image = demo_portrait()
     out.mkdir(parents=True, exist_ok=True)
     (out / "input.png").write_bytes(encode_png(image))
-    return run_fast(image, out, face_client=InProcessFaceClient(), render_client=InProcessRenderClient(),
+    return run_fast(image, out, face_client=connect_face(INPROCESS), render_client=connect_render(INPROCESS),
                     progress=progress, source_name="skimage.data.astronaut()")
 
 
@@ -46,10 +47,11 @@ def write_docs_picture(out: Path) -> None:
     from PIL import Image
 
     from orchestrator.fast import run_fast
-    from services.face.client import InProcessFaceClient
-    from services.render.client import InProcessRenderClient
+    from services.common.client import INPROCESS
+    from services.face.client import connect as connect_face
+    from services.render.client import connect as connect_render
 
-    face, render = InProcessFaceClient(), InProcessRenderClient()
+    face, render = connect_face(INPROCESS), connect_render(INPROCESS)
     hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,12 +4,18 @@ embedded default), or gRPC addresses (local processes on loopback, or a cluster)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.client import RetryPolicy
+from services.common.client import INPROCESS, RetryPolicy
 
-INPROCESS = "inprocess"
+if TYPE_CHECKING:
+    from services.face.client import FaceClient
+    from services.guidance.client import GuidanceClient
+    from services.render.client import RenderClient
+
+__all__ = ["INPROCESS", "Endpoints", "ServiceClients", "build_clients"]
 
 
 class Endpoints(BaseModel):
@@ -27,9 +33,9 @@ class Endpoints(BaseModel):
 
 @dataclass
 class ServiceClients:
-    face: object
-    render: object
-    guidance: object
+    face: "FaceClient"
+    render: "RenderClient"
+    guidance: "GuidanceClient"
 
     def close(self) -> None:
         for c in (self.face, self.render, self.guidance):
@@ -37,20 +43,13 @@ class ServiceClients:
 
 
 def build_clients(e: Endpoints) -> ServiceClients:
-    from services.face.client import GrpcFaceClient, InProcessFaceClient
-    from services.guidance.client import GrpcGuidanceClient, InProcessGuidanceClient
-    from services.render.client import GrpcRenderClient, InProcessRenderClient
+    """One client per service, each from that service's connect() (gRPC with retries, or in-process)."""
+    from services.face.client import connect as connect_face
+    from services.guidance.client import connect as connect_guidance
+    from services.render.client import connect as connect_render
 
     retry = RetryPolicy(max_attempts=1000, max_backoff_s=2.0, budget_s=e.retry_budget_s)
-    face = InProcessFaceClient() if e.face == INPROCESS else GrpcFaceClient(e.face, token=e.token, retry=retry)
-    render = InProcessRenderClient() if e.render == INPROCESS else GrpcRenderClient(e.render, token=e.token,
-                                                                                     retry=retry)
-    if e.guidance == INPROCESS:
-        from services.guidance.config import GuidanceConfig, load_config
-        from services.guidance.service import GuidanceService
-
-        config = load_config(e.guidance_config) if e.guidance_config else GuidanceConfig()
-        guidance = InProcessGuidanceClient(GuidanceService(config))
-    else:
-        guidance = GrpcGuidanceClient(e.guidance, token=e.token, retry=retry)
-    return ServiceClients(face, render, guidance)
+    return ServiceClients(face=connect_face(e.face, token=e.token, retry=retry),
+                          render=connect_render(e.render, token=e.token, retry=retry),
+                          guidance=connect_guidance(e.guidance, token=e.token, retry=retry,
+                                                    config_path=e.guidance_config))

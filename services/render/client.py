@@ -1,75 +1,74 @@
-"""The render service's one client interface, with an in-process and a gRPC implementation.
+"""The render service's client interface (RenderClient), its gRPC implementation, and connect().
 
-    client = InProcessRenderClient()               # embedded: calls RenderService directly
-    client = GrpcRenderClient("127.0.0.1:50054")   # a `headforge serve render` process
+    client = connect("inprocess")                  # InProcessRenderClient (service.py): RenderService here
+    client = connect("127.0.0.1:50054")            # GrpcRenderClient: a `headforge serve render` process
     scene = client.create_scene("gaussians", {"num_points": 20000})
     out = client.render(scene.scene_id, cameras, ["rgb"], requires_grad=True)
     client.apply_gradients(scene.scene_id, [GradientTerm(out.step_handle, "rgb", dloss_drgb)])
 
-Both return services.render.service dataclasses with numpy arrays and raise HeadForgeError subclasses.
+Both return services.render.types dataclasses with numpy arrays and raise HeadForgeError subclasses.
+Importing this module loads neither torch nor the representations (the in-process client is imported
+inside connect()).
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from headforge.v1 import common_pb2, render_pb2, render_pb2_grpc
 from services.common import tensors
-from services.common.client import GrpcTransport, RetryPolicy
+from services.common.client import INPROCESS, GrpcTransport, RetryPolicy
 from services.common.errors import from_rpc_error
-from services.render import servicer as conv
-from services.render.types import OptimizerSpec
-from services.render.service import RenderService
-from services.render.types import BackProjection, GradientTerm, RegularizerTerm, RenderDescription, RenderResult, SceneInfo, StepResult
+from services.render import convert
+from services.render.types import (BackProjection, GradientTerm, OptimizerSpec, RegularizerTerm, RenderDescription,
+                                   RenderResult, SceneInfo, StepResult)
+
+if TYPE_CHECKING:
+    from services.render.types import RenderLimits
 
 
-class InProcessRenderClient:
-    """Plain function calls on a RenderService in this process: no serialisation."""
+class RenderClient(Protocol):
+    def create_scene(self, kind: str, init: dict | None = None, *, asset: tuple[bytes, str] | None = None,
+                     optimizer: OptimizerSpec | None = None, options: dict[str, str] | None = None, seed: int = 0,
+                     label: str = "") -> SceneInfo:
+        """kind: a registered scene kind (describe().kinds); init: the kind's init fields, or asset=(bytes, fmt)."""
 
-    def __init__(self, service: RenderService | None = None):
-        self.service = service or RenderService()
+    def render(self, scene_id: str, cameras, outputs=("rgb", "alpha"), *, requires_grad: bool = False,
+               background=None, width: int = 0, height: int = 0, seed: int = 0) -> RenderResult:
+        """cameras: PinholeCamera list; outputs (N, C, H, W) float32; requires_grad keeps a step handle."""
 
-    def create_scene(self, kind, init=None, **kw) -> SceneInfo:
-        return self.service.create_scene(kind, init, **kw)
+    def apply_gradients(self, scene_id: str, terms: list[GradientTerm], regularizers: list[RegularizerTerm] = (),
+                        accumulate: bool = False) -> StepResult:
+        """terms: dL/d(output) images for step handles of this scene; one optimiser step unless accumulate."""
 
-    def render(self, scene_id, cameras, outputs=("rgb", "alpha"), **kw) -> RenderResult:
-        return self.service.render(scene_id, cameras, outputs, **kw)
+    def get_state(self, scene_id: str, exclude_optimizer: bool = False) -> bytes: ...
 
-    def apply_gradients(self, scene_id, terms, regularizers=(), accumulate=False) -> StepResult:
-        return self.service.apply_gradients(scene_id, list(terms), list(regularizers), accumulate)
+    def set_state(self, scene_id: str, checkpoint: bytes) -> SceneInfo: ...
 
-    def get_state(self, scene_id, exclude_optimizer=False) -> bytes:
-        return self.service.get_state(scene_id, exclude_optimizer)
+    def export(self, scene_id: str, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
+        """fmt: glb, obj_zip, ply or npz (per kind: describe())."""
 
-    def set_state(self, scene_id, checkpoint: bytes) -> SceneInfo:
-        return self.service.set_state(scene_id, checkpoint)
+    def close_scene(self, scene_id: str) -> None: ...
 
-    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
-        return self.service.export(scene_id, fmt, scale, texture_size)
+    def back_project(self, scene_id: str, image, camera, mask=None, min_cosine: float = 0.2,
+                     write: str = "none") -> BackProjection:
+        """image uint8 (H, W, 3) or float (3, H, W) in [0, 1]; write: none, visible or unseen texels."""
 
-    def close_scene(self, scene_id) -> None:
-        self.service.close_scene(scene_id)
+    def densify(self, scene_id: str, grad_threshold: float = 0.0, prune_opacity: float = 0.0,
+                prune_max_scale: float = 0.0, reset_opacity: float = 0.0): ...
 
-    def back_project(self, scene_id, image, camera, mask=None, min_cosine=0.2, write="none") -> BackProjection:
-        return self.service.back_project(scene_id, image, camera, mask, min_cosine, write)
+    def upload_asset(self, data: bytes, fmt: str) -> str: ...
 
-    def densify(self, scene_id, **kw):
-        return self.service.densify(scene_id, **kw)
+    def describe(self) -> RenderDescription: ...
 
-    def upload_asset(self, data: bytes, fmt: str) -> str:
-        return self.service.upload_asset(data, fmt)
-
-    def describe(self) -> RenderDescription:
-        return self.service.describe()
-
-    def close(self) -> None:
-        pass
+    def close(self) -> None: ...
 
 
 class GrpcRenderClient:
-    """The same interface over gRPC."""
+    """The RenderClient interface over gRPC, with deadlines and retries on UNAVAILABLE."""
 
     def __init__(self, target: str, *, token: str | None = None, timeout_s: float = 120.0,
                  retry: RetryPolicy | None = None):
@@ -78,17 +77,17 @@ class GrpcRenderClient:
 
     def create_scene(self, kind, init=None, *, asset=None, optimizer: OptimizerSpec | None = None,
                      options=None, seed=0, label="") -> SceneInfo:
-        req = render_pb2.CreateSceneRequest(kind=conv.KIND_ENUMS[kind], options=options or {}, seed=seed,
+        req = render_pb2.CreateSceneRequest(kind=convert.KIND_ENUMS[kind], options=options or {}, seed=seed,
                                             label=label)
         if asset is not None:
             data, fmt = asset
-            req.asset.CopyFrom(render_pb2.AssetSource(data=data, format=conv.FORMAT_ENUMS.get(fmt, 0)))
+            req.asset.CopyFrom(render_pb2.AssetSource(data=data, format=convert.FORMAT_ENUMS.get(fmt, 0)))
         else:
-            _init_to_proto(req, kind, init or {})
+            convert.init_to_proto(req, kind, init or {})
         if optimizer is not None:
-            _optimizer_to_proto(req.optimizer, optimizer)
+            convert.optimizer_to_proto(req.optimizer, optimizer)
         r = self.transport.call(self.stub.CreateScene, req)
-        return SceneInfo(r.scene_id, conv.KIND_NAMES[r.kind], r.backend, dict(r.param_counts), r.step,
+        return SceneInfo(r.scene_id, convert.KIND_NAMES[r.kind], r.backend, dict(r.param_counts), r.step,
                          r.memory_bytes, 0.0)
 
     def render(self, scene_id, cameras, outputs=("rgb", "alpha"), *, requires_grad=False, background=None,
@@ -145,7 +144,7 @@ class GrpcRenderClient:
 
     def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
         return self._collect(self.stub.Export, render_pb2.ExportSceneRequest(
-            scene_id=scene_id, format=conv.FORMAT_ENUMS[fmt], scale=scale, texture_size=texture_size))
+            scene_id=scene_id, format=convert.FORMAT_ENUMS[fmt], scale=scale, texture_size=texture_size))
 
     def close_scene(self, scene_id) -> None:
         self.transport.call(self.stub.CloseScene, render_pb2.CloseSceneRequest(scene_id=scene_id))
@@ -174,71 +173,30 @@ class GrpcRenderClient:
             prune_max_scale=prune_max_scale, reset_opacity=reset_opacity))
 
     def upload_asset(self, data: bytes, fmt: str, chunk_bytes: int = 1 << 20) -> str:
-        chunks = conv._chunks(data, fmt, chunk_bytes)
+        chunks = convert.chunks(data, fmt, chunk_bytes)
         try:
             r = self.stub.UploadAsset(chunks, timeout=self.transport.timeout_s, metadata=self.transport.metadata)
         except __import__("grpc").RpcError as err:
             raise from_rpc_error(err) from None
         return r.asset_id
 
-    def describe(self):
-        return self.transport.call(self.stub.Describe, render_pb2.RenderDescribeRequest())
+    def describe(self) -> RenderDescription:
+        return convert.describe_from_proto(self.transport.call(self.stub.Describe, render_pb2.RenderDescribeRequest()))
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        self.transport.wait_ready(conv.SERVICE_NAME, timeout_s)
+        self.transport.wait_ready(convert.SERVICE_NAME, timeout_s)
 
     def close(self) -> None:
         self.transport.close()
 
 
-def _t(a) -> common_pb2.Tensor:
-    return tensors.to_proto(np.asarray(a))
+def connect(endpoint: str, *, token: str | None = None, retry: RetryPolicy | None = None,
+            limits: "RenderLimits | None" = None) -> RenderClient:
+    """endpoint "inprocess" (services.common.client.INPROCESS): an InProcessRenderClient on a new
+    RenderService with limits (default RenderLimits()). "HOST:PORT": a GrpcRenderClient with token and
+    retry; limits are ignored there (the server has its own)."""
+    if endpoint != INPROCESS:
+        return GrpcRenderClient(endpoint, token=token, retry=retry)
+    from services.render.service import InProcessRenderClient, RenderService
 
-
-def _init_to_proto(req: render_pb2.CreateSceneRequest, kind: str, init: dict) -> None:
-    def mesh(msg: render_pb2.MeshInit, m: dict) -> None:
-        for name in ("vertices", "uvs", "texture"):
-            if m.get(name) is not None:
-                getattr(msg, name).CopyFrom(_t(np.asarray(m[name], np.float32)))
-        if m.get("faces") is not None:
-            msg.faces.CopyFrom(_t(np.asarray(m["faces"], np.int32)))
-        msg.texture_size = int(m.get("texture_size", 0))
-
-    if kind == "gaussians":
-        g = req.gaussians
-        g.num_points, g.radius = int(init.get("num_points", 0)), float(init.get("radius", 0))
-        g.sh_degree, g.opacity = int(init.get("sh_degree", 0)), float(init.get("opacity", 0))
-        for name in ("points", "colors"):
-            if init.get(name) is not None:
-                getattr(g, name).CopyFrom(_t(np.asarray(init[name], np.float32)))
-        for key, value in (init.get("strategy") or {}).items():
-            setattr(g.strategy, key, value)
-    elif kind == "mesh":
-        mesh(req.mesh, init)
-    elif kind == "dmtet":
-        d = req.dmtet
-        d.grid_resolution, d.extent = int(init.get("grid_resolution", 0)), float(init.get("extent", 0))
-        d.texture_size = int(init.get("texture_size", 0))
-        if "sphere_radius" in init:
-            d.sphere_radius = float(init["sphere_radius"])
-        elif "mesh" in init:
-            mesh(d.mesh, init["mesh"])
-    else:
-        f = req.field
-        f.resolution, f.channels, f.depth = (int(init.get(k, 0)) for k in ("resolution", "channels", "depth"))
-        f.levels.extend(int(v) for v in init.get("levels", []))
-        f.box_size, f.init_std = float(init.get("box_size", 0)), float(init.get("init_std", 0))
-
-
-def _optimizer_to_proto(msg: render_pb2.OptimizerConfig, spec: OptimizerSpec) -> None:
-    msg.kind = render_pb2.OptimizerConfig.ADAN if spec.kind == "adan" else render_pb2.OptimizerConfig.ADAM
-    interp = {"linear": 1, "exponential": 2, "cosine": 3}
-    for name in sorted(set(spec.lrs) | spec.frozen):
-        g = msg.groups.add(name=name, frozen=name in spec.frozen)
-        if name in spec.lrs:
-            s = spec.lrs[name]
-            g.lr.CopyFrom(render_pb2.LrSchedule(start_step=s.start_step, start_value=s.start_value,
-                                                end_value=s.end_value, end_step=s.end_step,
-                                                interpolation=interp[s.interpolation]))
-    msg.betas.extend(spec.betas)
-    msg.eps, msg.weight_decay, msg.max_grad_norm = spec.eps, spec.weight_decay, spec.max_grad_norm
+    return InProcessRenderClient(RenderService(limits) if limits is not None else None)

@@ -423,3 +423,47 @@ def _load_optimizer_state(opt: SceneOptimizer, checkpoint: dict) -> None:
                     state[key[len(prefix):]] = int(value) if adan else torch.tensor(float(value))
             if state:
                 opt.torch.state[p] = state
+
+
+class InProcessRenderClient:
+    """The RenderClient interface (services/render/client.py) as plain calls on a RenderService in this
+    process: no serialisation, tensors stay tensors."""
+
+    def __init__(self, service: RenderService | None = None):
+        self.service = service or RenderService()
+
+    def create_scene(self, kind, init=None, **kw) -> SceneInfo:
+        return self.service.create_scene(kind, init, **kw)
+
+    def render(self, scene_id, cameras, outputs=("rgb", "alpha"), **kw) -> RenderResult:
+        return self.service.render(scene_id, cameras, outputs, **kw)
+
+    def apply_gradients(self, scene_id, terms, regularizers=(), accumulate=False) -> StepResult:
+        return self.service.apply_gradients(scene_id, list(terms), list(regularizers), accumulate)
+
+    def get_state(self, scene_id, exclude_optimizer=False) -> bytes:
+        return self.service.get_state(scene_id, exclude_optimizer)
+
+    def set_state(self, scene_id, checkpoint: bytes) -> SceneInfo:
+        return self.service.set_state(scene_id, checkpoint)
+
+    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
+        return self.service.export(scene_id, fmt, scale, texture_size)
+
+    def close_scene(self, scene_id) -> None:
+        self.service.close_scene(scene_id)
+
+    def back_project(self, scene_id, image, camera, mask=None, min_cosine=0.2, write="none") -> BackProjection:
+        return self.service.back_project(scene_id, image, camera, mask, min_cosine, write)
+
+    def densify(self, scene_id, **kw):
+        return self.service.densify(scene_id, **kw)
+
+    def upload_asset(self, data: bytes, fmt: str) -> str:
+        return self.service.upload_asset(data, fmt)
+
+    def describe(self) -> RenderDescription:
+        return self.service.describe()
+
+    def close(self) -> None:
+        pass

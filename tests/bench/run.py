@@ -47,7 +47,8 @@ def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
 def bench_face(n: int) -> dict:
     from skimage import data
 
-    from services.face.client import GrpcFaceClient, InProcessFaceClient
+    from services.face.client import GrpcFaceClient
+    from services.face.service import InProcessFaceClient
     from services.face.types import AnalyzeOptions
 
     image = encode_png(data.astronaut())

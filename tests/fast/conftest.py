@@ -28,14 +28,14 @@ def template():
 
 @pytest.fixture(scope="session")
 def face_client(face_service):
-    from services.face.client import InProcessFaceClient
+    from services.face.service import InProcessFaceClient
 
     return InProcessFaceClient(face_service)
 
 
 @pytest.fixture(scope="session")
 def render_client():
-    from services.render.client import InProcessRenderClient
+    from services.render.service import InProcessRenderClient
 
     return InProcessRenderClient()
 

@@ -14,7 +14,7 @@ from orchestrator.runtime.endpoints import Endpoints
 from services.core.cameras import orbit_camera
 from services.common.images import encode_png
 from services.guidance.backbones.analytic import builtin_exemplars
-from services.render.client import InProcessRenderClient
+from services.render.service import InProcessRenderClient
 
 FAST = {"stages.optimise.iterations": "12", "stages.init.num_points": "400", "stages.evaluate.resolution": "64",
         "stages.evaluate.turntable_frames": "4"}

@@ -10,7 +10,8 @@ from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from services.common.process import ServiceProcess
 from services.core.camera_batch import CameraBatch
-from services.render.client import GrpcRenderClient, InProcessRenderClient
+from services.render.client import GrpcRenderClient
+from services.render.service import InProcessRenderClient
 from services.render.types import LrSchedule, OptimizerSpec
 from services.render.procedural_head import head_mesh, render_head
 from services.render.service import RenderService

@@ -1,0 +1,51 @@
+"""The `headforge` command: it only builds the parser and dispatches; each command group is one module
+here (serve, jobs, face, models, cluster, generate).
+
+    headforge serve face|render|guidance|jobs ... run a service process (gRPC, health, reflection, metrics)
+    headforge submit IMAGE... [--recipe R]   queue a job on a jobs service (prints its id)
+    headforge status [JOB_ID]                one job, or the list of your jobs
+    headforge watch JOB_ID                   progress until the job ends (exit 0 = succeeded)
+    headforge fetch JOB_ID [--out DIR]       download artifacts (sha256 checked)
+    headforge cancel JOB_ID
+    headforge recipes                        the built-in recipes (no server needed)
+    headforge face analyze IMAGE [--json]    analyse faces in a photo (in-process, or --target HOST:PORT)
+    headforge face compare A B               same person?
+    headforge serve inversion --models-dir DIR   3D-GAN inversion (generators under DIR/inversion/<name>)
+    headforge models make-tiny DIR           write tiny random models in the real on-disk formats (tests)
+    headforge models convert-gan PKL OUT --trust-pickle   official EG3D/PanoHead pickle -> safetensors
+    headforge generate IMAGE [--recipe R]    portrait -> 3D head in this process (default recipe: fast)
+    headforge eval OUT_DIR --reference IMAGE the papers' evaluation protocol on a generated head
+    headforge demo [--out DIR]               `generate` on a bundled portrait (scikit-image's astronaut)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from orchestrator.cli import cluster, face, generate, jobs, models, serve
+from services.common.errors import HeadForgeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headforge", description="Portrait to 3D head.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (serve, jobs, face, models, cluster, generate):
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HeadForgeError as e:
+        print(f"error ({e.code.name}): {e.message}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

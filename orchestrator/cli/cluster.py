@@ -1,0 +1,45 @@
+"""`headforge cluster up | down | status`: every service and the jobs service on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    """`cluster`, on the top-level subparsers `sub`."""
+    cl = sub.add_parser("cluster", help="run all services + jobs on this machine in the background")
+    cl.add_argument("cluster_command", choices=["up", "down", "status"])
+    cl.add_argument("--dir", default=".headforge", help="state, store, artifacts and logs")
+    cl.add_argument("--guidance-config", default=None, help="guidance model repository (default: analytic prior)")
+    cl.add_argument("--jobs-port", type=int, default=50050)
+    cl.add_argument("--tokens-file", default=None)
+    cl.add_argument("--jobs-address", action="store_true", help="status: print only the jobs address")
+    cl.set_defaults(func=cmd_cluster)
+
+
+def cmd_cluster(args) -> int:
+    from orchestrator import cluster
+
+    directory = Path(args.dir)
+    if args.cluster_command == "up":
+        state = cluster.up(directory, args.guidance_config, args.jobs_port, args.tokens_file)
+        print(f"HeadForge is up (supervisor pid {state['pid']}); jobs service at {state['jobs']}")
+        for name, address in state["services"].items():
+            print(f"  {name:<9} {address}")
+        print(f"submit with: headforge submit PHOTO --target {state['jobs']}   (stop: headforge cluster down)")
+        return 0
+    if args.cluster_command == "down":
+        print("stopped" if cluster.down(directory) else "no cluster running")
+        return 0
+    state = cluster.status(directory)
+    if args.jobs_address:
+        if not state["running"]:
+            return 1
+        print(state["jobs"])
+        return 0
+    if not state["running"]:
+        print("no cluster running")
+        return 1
+    for name, address in state["services"].items():
+        print(f"{name:<9} {address:<22} {state['health'][name]}")
+    return 0 if all(h == "SERVING" for h in state["health"].values()) else 1

@@ -1,0 +1,105 @@
+"""`headforge serve NAME`: one service process. Each service brings its own flags (its cli module's
+add_serve_arguments) on top of the common server flags, so `serve face --help` lists only face's."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from orchestrator.cli.args import amounts
+
+# name -> the module with add_serve_arguments(parser) and serve(args, ServerConfig) -> exit code
+SERVICE_CLIS = {"face": "services.face.cli", "render": "services.render.cli", "guidance": "services.guidance.cli",
+                "inversion": "services.inversion.cli"}
+
+
+def add_parsers(sub) -> None:
+    """`serve face|render|guidance|inversion|jobs`, on the top-level subparsers `sub`."""
+    from services.common.server import add_server_arguments
+
+    serve = sub.add_parser("serve", help="run a service process").add_subparsers(dest="service", required=True)
+    for name, module in SERVICE_CLIS.items():
+        p = serve.add_parser(name, help=f"the {name} service")
+        add_server_arguments(p)
+        importlib.import_module(module).add_serve_arguments(p)
+        p.set_defaults(func=cmd_serve)
+    p = serve.add_parser("jobs", help="the jobs service (queue, store, artifacts; runs jobs on Ray)")
+    # every open WatchProgress stream holds a handler thread
+    add_server_arguments(p, default_max_workers=64)
+    _add_jobs_arguments(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from services.common import logs
+    from services.common.server import server_config
+
+    logs.configure(args.service, args.log_level)
+    if args.service == "jobs":
+        return _serve_jobs(args, server_config(args))
+    return importlib.import_module(SERVICE_CLIS[args.service]).serve(args, server_config(args))
+
+
+def _add_jobs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default="jobs/jobs.db", help="SQLite job store file")
+    p.add_argument("--artifacts", default="jobs/artifacts", help="artifact root: a path or fsspec URL")
+    p.add_argument("--model-root", action="append", help="allowed parent of models_dir (repeatable)")
+    p.add_argument("--default-models-dir", default="", help="models_dir of jobs that give none")
+    p.add_argument("--max-active-jobs", type=int, default=4, help="queued + running jobs per tenant")
+    p.add_argument("--max-storage-bytes", type=int, default=20 << 30, help="artifact bytes per tenant")
+    p.add_argument("--max-watch-streams", type=int, default=16, help="open WatchProgress streams per tenant")
+    p.add_argument("--max-image-bytes", type=int, default=20 << 20, help="per input photo")
+    p.add_argument("--retention-days", type=int, default=0, help="artifact retention; 0 = forever")
+    p.add_argument("--runtime", choices=["ray", "none"], default="ray",
+                      help="none: accept and store jobs without running them (another process runs them)")
+    p.add_argument("--face", default="inprocess", help="face service HOST:PORT, or inprocess (in each worker)")
+    p.add_argument("--render", default="inprocess", help="render service HOST:PORT, or inprocess")
+    p.add_argument("--guidance", default="inprocess", help="guidance service HOST:PORT, or inprocess")
+    p.add_argument("--guidance-config", default=None, help="model repository of in-process guidance")
+    p.add_argument("--service-token", default=None, help="bearer token for the services")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster; default: start Ray locally")
+    p.add_argument("--ray-resource", action="append", help="NAME=AMOUNT declared on a local Ray "
+                      "(e.g. fake_gpu=1 on a CPU machine)")
+    p.add_argument("--subject-cpus", type=float, default=1.0, help="CPUs held by each running subject")
+    p.add_argument("--subject-gpus", type=float, default=0.0, help="GPU share of each subject (0.25 = 4 per GPU)")
+    p.add_argument("--subject-resource", action="append", help="NAME=AMOUNT each subject holds "
+                      "(e.g. fake_gpu=0.25)")
+    p.add_argument("--max-running-per-tenant", type=int, default=2, help="subjects running at once per tenant")
+    p.add_argument("--max-image-pixels", type=int, default=40_000_000, help="larger input photos are refused")
+
+
+def _jobs_config(args):
+    from orchestrator.jobs.service import JobsConfig
+
+    return JobsConfig(store_path=args.store, artifacts_url=args.artifacts, model_roots=args.model_root or [],
+                      default_models_dir=args.default_models_dir, max_active_jobs=args.max_active_jobs,
+                      max_storage_bytes=args.max_storage_bytes, max_watch_streams=args.max_watch_streams,
+                      max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels,
+                      retention_days=args.retention_days)
+
+def make_runtime(service, args):
+    """The Ray runtime executing this JobsService's jobs: one actor per running subject with the declared
+    share, services at the given endpoints (in-process in each actor, or gRPC addresses)."""
+    from orchestrator.runtime.endpoints import Endpoints
+    from orchestrator.runtime.ray_runtime import ActorShare, RayRuntime
+
+    url = service.artifacts.root_url
+    if "://" not in url:   # Ray workers do not share this process's working directory
+        url = Path(url).resolve().as_uri()
+    endpoints = Endpoints(face=args.face, render=args.render, guidance=args.guidance,
+                          guidance_config=args.guidance_config, token=args.service_token)
+    share = ActorShare(num_cpus=args.subject_cpus, num_gpus=args.subject_gpus,
+                       resources=amounts(args.subject_resource, "--subject-resource"))
+    return RayRuntime(service.store, url, endpoints, share=share, max_active_per_tenant=args.max_running_per_tenant,
+                      ray_address=args.ray_address, ray_resources=amounts(args.ray_resource, "--ray-resource"))
+
+def _serve_jobs(args, config) -> int:
+    from orchestrator.jobs.service import JobsService
+    from orchestrator.jobs.servicer import register as register_jobs
+    from services.common.server import serve_forever
+
+    service = JobsService(_jobs_config(args))
+    service.runtime = make_runtime(service, args) if args.runtime == "ray" else None
+    service.start()
+    return serve_forever("jobs", config, register_jobs(service), on_drain=service.drain, on_stop=service.stop)

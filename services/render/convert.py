@@ -1,0 +1,208 @@
+"""Proto <-> plain-type conversion for the render service (services/render/types.py), both directions.
+
+The servicer parses requests with the *_from_proto functions (naming the bad field in InvalidArgument);
+the gRPC client builds requests with the *_to_proto functions. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+from google.protobuf import timestamp_pb2
+
+from headforge.v1 import common_pb2, render_pb2
+from services.common import tensors
+from services.common.errors import require
+from services.core.cameras import PinholeCamera
+from services.render.types import KindDescription, LrSchedule, OptimizerSpec, RenderDescription, RenderLimits
+
+SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
+KIND_NAMES = {render_pb2.SCENE_KIND_GAUSSIANS: "gaussians", render_pb2.SCENE_KIND_MESH: "mesh",
+              render_pb2.SCENE_KIND_DMTET: "dmtet", render_pb2.SCENE_KIND_TRIPLANE: "triplane",
+              render_pb2.SCENE_KIND_TRIGRID: "trigrid", render_pb2.SCENE_KIND_PYRAMID_TRIGRID: "pyramid_trigrid"}
+KIND_ENUMS = {v: k for k, v in KIND_NAMES.items()}
+FORMAT_NAMES = {render_pb2.ASSET_FORMAT_GLB: "glb", render_pb2.ASSET_FORMAT_OBJ_ZIP: "obj_zip",
+                render_pb2.ASSET_FORMAT_PLY: "ply", render_pb2.ASSET_FORMAT_NPZ: "npz",
+                render_pb2.ASSET_FORMAT_CHECKPOINT: "checkpoint"}
+FORMAT_ENUMS = {v: k for k, v in FORMAT_NAMES.items()}
+_INTERP = {0: "linear", 1: "linear", 2: "exponential", 3: "cosine"}
+
+
+def timestamp(seconds_from_now: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int((time.time() + seconds_from_now) * 1e9))
+    return ts
+
+
+def optional_tensor(msg: common_pb2.Tensor, field: str, ndim=None) -> np.ndarray | None:
+    if not msg.data and not msg.shape:
+        return None
+    return np.array(tensors.from_proto(msg, field, ndim=ndim))
+
+
+def init_from_proto(req: render_pb2.CreateSceneRequest) -> dict:
+    """The kind-specific init as a plain dict named like the proto fields (tensors as numpy)."""
+    which = req.WhichOneof("init")
+    if which == "gaussians":
+        g = req.gaussians
+        s = g.strategy
+        return {"num_points": g.num_points, "radius": g.radius, "points": optional_tensor(g.points, "gaussians.points", 2),
+                "colors": optional_tensor(g.colors, "gaussians.colors", 2), "sh_degree": g.sh_degree, "opacity": g.opacity,
+                "strategy": {"disabled": s.disabled, "densify_every": s.densify_every, "densify_from": s.densify_from,
+                             "densify_until": s.densify_until, "grad_threshold": s.grad_threshold,
+                             "percent_dense": s.percent_dense, "prune_opacity": s.prune_opacity,
+                             "opacity_reset_every": s.opacity_reset_every, "max_gaussians": s.max_gaussians}}
+    if which == "mesh":
+        return _mesh_init(req.mesh, "mesh")
+    if which == "dmtet":
+        d = req.dmtet
+        out = {"grid_resolution": d.grid_resolution, "extent": d.extent, "texture_size": d.texture_size}
+        shape = d.WhichOneof("shape")
+        if shape == "sphere_radius":
+            out["sphere_radius"] = d.sphere_radius
+        elif shape == "mesh":
+            out["mesh"] = _mesh_init(d.mesh, "dmtet.mesh")
+        elif shape == "mesh_asset":
+            out["mesh_asset"] = d.mesh_asset
+        return out
+    if which == "field":
+        f = req.field
+        return {"resolution": f.resolution, "channels": f.channels, "depth": f.depth, "levels": list(f.levels),
+                "box_size": f.box_size, "init_std": f.init_std}
+    return {}
+
+
+def _mesh_init(m: render_pb2.MeshInit, field: str) -> dict:
+    return {"vertices": optional_tensor(m.vertices, f"{field}.vertices", 2), "faces": optional_tensor(m.faces, f"{field}.faces", 2),
+            "uvs": optional_tensor(m.uvs, f"{field}.uvs", 2), "texture": optional_tensor(m.texture, f"{field}.texture", 3),
+            "texture_size": m.texture_size}
+
+
+def optimizer_from_proto(o: render_pb2.OptimizerConfig) -> OptimizerSpec:
+    lrs, frozen = {}, set()
+    for i, g in enumerate(o.groups):
+        require(bool(g.name), f"optimizer.groups[{i}].name", "is empty")
+        if g.frozen:
+            frozen.add(g.name)
+        if g.HasField("lr"):
+            lr = g.lr
+            require(all(np.isfinite([lr.start_value, lr.end_value])) and lr.start_value >= 0 and lr.end_value >= 0,
+                    f"optimizer.groups[{i}].lr", "values must be finite and >= 0")
+            lrs[g.name] = LrSchedule(lr.start_step, lr.start_value, lr.end_value, lr.end_step,
+                                     _INTERP.get(lr.interpolation, "linear"))
+    kind = "adan" if o.kind == render_pb2.OptimizerConfig.ADAN else "adam"
+    require(len(o.betas) in (0, 2 if kind == "adam" else 3), "optimizer.betas",
+            f"{kind} takes {2 if kind == 'adam' else 3} betas, got {len(o.betas)}")
+    require(all(0 <= b < 1 for b in o.betas), "optimizer.betas", "must lie in [0, 1)")
+    return OptimizerSpec(kind, lrs, frozen, tuple(o.betas), o.eps or 1e-8, o.weight_decay, o.max_grad_norm)
+
+
+def cameras_from_proto(cams, field: str = "cameras") -> list[PinholeCamera]:
+    require(len(cams) > 0, field, "at least one camera is needed")
+    return [PinholeCamera.from_proto(c, f"{field}[{i}]") for i, c in enumerate(cams)]
+
+
+def chunks(data: bytes, fmt: str, chunk_bytes: int):
+    digest = hashlib.sha256(data).hexdigest()
+    size = chunk_bytes or (1 << 20)
+    for offset in range(0, max(len(data), 1), size):
+        chunk = render_pb2.AssetChunk(offset=offset, data=data[offset:offset + size])
+        if offset == 0:
+            chunk.total_size, chunk.sha256, chunk.format = len(data), digest, FORMAT_ENUMS.get(fmt, 0)
+        yield chunk
+
+
+def sniff_format(data: bytes) -> str:
+    if data[:4] == b"glTF":
+        return "glb"
+    if data[:4] == b"PK\x03\x04":
+        return "npz" if b".npy" in data[:2048] else "obj_zip"
+    if data[:3] == b"ply":
+        return "ply"
+    return "checkpoint"
+
+
+
+def _t(a) -> common_pb2.Tensor:
+    return tensors.to_proto(np.asarray(a))
+
+
+def init_to_proto(req: render_pb2.CreateSceneRequest, kind: str, init: dict) -> None:
+    def mesh(msg: render_pb2.MeshInit, m: dict) -> None:
+        for name in ("vertices", "uvs", "texture"):
+            if m.get(name) is not None:
+                getattr(msg, name).CopyFrom(_t(np.asarray(m[name], np.float32)))
+        if m.get("faces") is not None:
+            msg.faces.CopyFrom(_t(np.asarray(m["faces"], np.int32)))
+        msg.texture_size = int(m.get("texture_size", 0))
+
+    if kind == "gaussians":
+        g = req.gaussians
+        g.num_points, g.radius = int(init.get("num_points", 0)), float(init.get("radius", 0))
+        g.sh_degree, g.opacity = int(init.get("sh_degree", 0)), float(init.get("opacity", 0))
+        for name in ("points", "colors"):
+            if init.get(name) is not None:
+                getattr(g, name).CopyFrom(_t(np.asarray(init[name], np.float32)))
+        for key, value in (init.get("strategy") or {}).items():
+            setattr(g.strategy, key, value)
+    elif kind == "mesh":
+        mesh(req.mesh, init)
+    elif kind == "dmtet":
+        d = req.dmtet
+        d.grid_resolution, d.extent = int(init.get("grid_resolution", 0)), float(init.get("extent", 0))
+        d.texture_size = int(init.get("texture_size", 0))
+        if "sphere_radius" in init:
+            d.sphere_radius = float(init["sphere_radius"])
+        elif "mesh" in init:
+            mesh(d.mesh, init["mesh"])
+    else:
+        f = req.field
+        f.resolution, f.channels, f.depth = (int(init.get(k, 0)) for k in ("resolution", "channels", "depth"))
+        f.levels.extend(int(v) for v in init.get("levels", []))
+        f.box_size, f.init_std = float(init.get("box_size", 0)), float(init.get("init_std", 0))
+
+
+def optimizer_to_proto(msg: render_pb2.OptimizerConfig, spec: OptimizerSpec) -> None:
+    msg.kind = render_pb2.OptimizerConfig.ADAN if spec.kind == "adan" else render_pb2.OptimizerConfig.ADAM
+    interp = {"linear": 1, "exponential": 2, "cosine": 3}
+    for name in sorted(set(spec.lrs) | spec.frozen):
+        g = msg.groups.add(name=name, frozen=name in spec.frozen)
+        if name in spec.lrs:
+            s = spec.lrs[name]
+            g.lr.CopyFrom(render_pb2.LrSchedule(start_step=s.start_step, start_value=s.start_value,
+                                                end_value=s.end_value, end_step=s.end_step,
+                                                interpolation=interp[s.interpolation]))
+    msg.betas.extend(spec.betas)
+    msg.eps, msg.weight_decay, msg.max_grad_norm = spec.eps, spec.weight_decay, spec.max_grad_norm
+
+
+def describe_to_proto(d: RenderDescription) -> render_pb2.RenderDescribeResponse:
+    lim = d.limits
+    resp = render_pb2.RenderDescribeResponse(
+        dmtet_resolutions=d.dmtet_resolutions, device=d.device, scene_idle_ttl_s=int(lim.scene_idle_ttl_s),
+        step_handle_ttl_s=int(lim.step_handle_ttl_s), max_pending_steps_per_scene=lim.max_pending_steps_per_scene,
+        max_scenes_per_tenant=lim.max_scenes_per_tenant, max_scene_bytes=lim.max_scene_bytes,
+        max_tenant_bytes=lim.max_tenant_bytes, max_render_pixels=lim.max_render_pixels,
+        max_gaussians=lim.max_gaussians, max_asset_bytes=lim.max_asset_bytes, asset_ttl_s=int(lim.asset_ttl_s),
+        max_message_bytes=d.max_message_bytes)
+    for k in d.kinds:
+        resp.kinds.add(kind=KIND_ENUMS[k.kind], backends=k.backends, default_learning_rates=k.default_lrs,
+                       outputs=k.outputs, regularizers=k.regularizers,
+                       export_formats=[FORMAT_ENUMS[f] for f in k.export_formats], options=k.options)
+    return resp
+
+
+def describe_from_proto(r: render_pb2.RenderDescribeResponse) -> RenderDescription:
+    """The server's description; limits it does not report (max_triangles) keep their defaults."""
+    limits = RenderLimits(
+        scene_idle_ttl_s=r.scene_idle_ttl_s or 1, step_handle_ttl_s=r.step_handle_ttl_s or 1,
+        max_pending_steps_per_scene=r.max_pending_steps_per_scene or 1,
+        max_scenes_per_tenant=r.max_scenes_per_tenant or 1, max_scene_bytes=r.max_scene_bytes or 1,
+        max_tenant_bytes=r.max_tenant_bytes or 1, max_render_pixels=r.max_render_pixels or 1,
+        max_gaussians=r.max_gaussians or 1, max_asset_bytes=r.max_asset_bytes or 1, asset_ttl_s=r.asset_ttl_s or 1)
+    kinds = [KindDescription(KIND_NAMES[k.kind], list(k.backends), dict(k.default_learning_rates), list(k.outputs),
+                             list(k.regularizers), [FORMAT_NAMES[f] for f in k.export_formats], dict(k.options))
+             for k in r.kinds]
+    return RenderDescription(kinds, list(r.dmtet_resolutions), r.device, limits, r.max_message_bytes)
