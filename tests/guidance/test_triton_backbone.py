@@ -54,7 +54,9 @@ def test_triton_backbone_equals_the_local_unet(tiny_guidance_yaml, standin_url, 
                                         conditions=Conditions(backbone="sd15-triton", prompt="a head")))
     local = svc.distill(DistillRequest(images=x, seed=5, guidance_scale=7.5,
                                        conditions=Conditions(backbone="sd15-local", prompt="a head")))
-    np.testing.assert_allclose(remote.grad, local.grad, rtol=1e-4, atol=1e-6 * float(np.abs(local.grad).max()))
+    # the same float32 UNet on another thread: its reductions round differently on some CPUs (seen: up to
+    # 2e-6 of the largest value, at 5 of 36,864 pixels); a real difference in the two paths is O(1)
+    np.testing.assert_allclose(remote.grad, local.grad, rtol=1e-4, atol=1e-5 * float(np.abs(local.grad).max()))
     d = svc.denoise(DenoiseRequest(images=x[:1], strength=0.5, num_steps=2, seed=1,
                                    conditions=Conditions(backbone="sd15-triton")))
     assert d.images.shape == (1, 3, 64, 64)
