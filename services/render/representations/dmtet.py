@@ -34,17 +34,20 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Collection
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.common.errors import InvalidArgument
 from services.core.camera_batch import CameraBatch
+from services.render.representations import init_values as iv
 from services.render.representations import mesh_io
-from services.render.representations.base import Representation
-from services.render.representations.mesh import laplacian_energy, normal_consistency, render_triangles, unique_edges
+from services.render.representations.base import Representation, SceneKind
+from services.render.representations.mesh import (BACKENDS, MESH_INIT_KEYS, laplacian_energy, normal_consistency,
+                                                  render_triangles, texture_size_from_init, unique_edges)
 from services.render.representations.mesh_io import MeshData
 from services.render.representations.mesh_raster import edge_neighbors, get_rasterizer
 
@@ -453,3 +456,50 @@ class DmtetScene(Representation):
     @classmethod
     def from_config(cls, config: dict) -> "DmtetScene":
         return cls(**config)
+
+
+RESOLUTIONS = (32, 64, 128, 256, 512)  # grid resolutions CreateScene accepts (Describe's dmtet_resolutions)
+DMTET_INIT_KEYS = ("grid_resolution", "extent", "texture_size", "sphere_radius", "mesh", "mesh_asset")
+OPTIONS = {"backend": "auto | torch | nvdiffrast", "color_field": "true: a per-vertex colour field",
+           "grid_resolution": "for asset init (128)", "extent": "for asset init (1.2)"}
+
+
+def _resolution(value: int, field: str) -> int:
+    if value not in RESOLUTIONS:
+        raise InvalidArgument(field, f"must be one of {list(RESOLUTIONS)}, got {value}")
+    return value
+
+
+def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limits) -> DmtetScene:
+    iv.check_keys(init, DMTET_INIT_KEYS, "dmtet")
+    resolution = _resolution(iv.integer(init, "grid_resolution", "dmtet.grid_resolution", 128), "dmtet.grid_resolution")
+    extent = iv.number(init, "extent", "dmtet.extent", 1.2, low=0, open_low=True)
+    texture_size_from_init(init, "dmtet.texture_size")
+    radius = None
+    if init.get("sphere_radius") is not None:
+        radius = iv.number(init, "sphere_radius", "dmtet.sphere_radius", extent / 2, low=0, high=extent,
+                           open_low=True, open_high=True)
+    mesh = init.get("mesh")
+    mesh_arg = None
+    if mesh:
+        iv.check_keys(mesh, MESH_INIT_KEYS, "dmtet.mesh")
+        v, f, _ = mesh_io.validate_mesh(mesh.get("vertices"), mesh.get("faces"), limits.max_triangles, "dmtet.mesh")
+        mesh_arg = (v, f)
+    return DmtetScene.create(resolution, extent, sphere_radius=radius, mesh=mesh_arg,
+                             color_field=iv.flag(options, "color_field"),
+                             backend=iv.choice(options, "backend", BACKENDS, "auto"), max_triangles=limits.max_triangles)
+
+
+def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> DmtetScene:
+    m = mesh_io.load_mesh(data, fmt or None, mesh_io.DEFAULT_MAX_TRIANGLES)
+    resolution = _resolution(iv.option_number(options, "grid_resolution", 128, integer_only=True),
+                             "options.grid_resolution")
+    extent = iv.option_number(options, "extent", 1.2)
+    if not extent > 0:
+        raise InvalidArgument("options.extent", f"must be > 0, got {extent}")
+    return DmtetScene.create(resolution, extent, mesh=m, color_field=iv.flag(options, "color_field"),
+                             backend=iv.choice(options, "backend", BACKENDS, "auto"))
+
+
+SCENE_KIND = SceneKind(DmtetScene, _create, _from_asset, OPTIONS, ("glb", "obj_zip", "ply", "npz"),
+                       ("sdf_sign", "laplacian", "normal_consistency"), accelerated_backend="nvdiffrast")

@@ -51,7 +51,7 @@ from services.core.camera_batch import CameraBatch
 from services.core import volume
 from services.core.field_npz import FieldArrays, read_field_npz, write_field_npz
 from services.core.planes import FIELD_KINDS, PLANE_AXES, PLANE_REDUCTIONS, decode_osg, feature_sampler
-from services.render.representations.base import Representation
+from services.render.representations.base import Representation, SceneKind
 
 KINDS = FIELD_KINDS
 DEFAULT_LEVELS = (8, 16, 32, 64, 128, 256, 512)
@@ -544,3 +544,20 @@ def _parse_npz(data: bytes, options: Mapping[str, Any] | None) -> tuple[FieldCon
         tensors[f"decoder.layers.{i}.weight"] = torch.from_numpy(w.astype(np.float32))
         tensors[f"decoder.layers.{i}.bias"] = torch.from_numpy(b.astype(np.float32))
     return cfg, tensors
+
+
+def _scene_kind(cls: type[FieldRepresentation]) -> SceneKind:
+    def create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limits) -> FieldRepresentation:
+        return cls.create(init, seed=seed, options=options)
+
+    def from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> FieldRepresentation:
+        if fmt != "npz":
+            raise InvalidArgument("asset.format", f"a {cls.kind} scene is created from NPZ, not {fmt}")
+        return cls.from_npz(data, options)
+
+    return SceneKind(cls, create, from_asset, dict(OPTIONS), ("npz",), ("tv", "l1"))
+
+
+TRIPLANE_KIND = _scene_kind(TriplaneRepresentation)
+TRIGRID_KIND = _scene_kind(TrigridRepresentation)
+PYRAMID_TRIGRID_KIND = _scene_kind(PyramidTrigridRepresentation)

@@ -25,7 +25,7 @@ normal_consistency skips edges that are not shared by exactly two triangles.
 from __future__ import annotations
 
 import logging
-from typing import Collection
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ from torch import nn
 
 from services.core.camera_batch import CameraBatch
 from services.render.representations import mesh_io
-from services.render.representations.base import ALL_OUTPUTS, Representation
+from services.common.errors import InvalidArgument
+from services.render.representations import init_values as iv
+from services.render.representations.base import ALL_OUTPUTS, Representation, SceneKind
 from services.render.representations.mesh_io import DEFAULT_MAX_TRIANGLES, MeshData, MeshReport, MeshShapeError
 from services.render.representations.mesh_raster import (edge_neighbors, face_normals, get_rasterizer,
                                                          vertex_normals)
@@ -400,3 +402,32 @@ class MeshScene(Representation):
         self._reset_topology()
         v, f = self.vertices.detach().cpu().numpy(), self.faces.cpu().numpy()
         self.report = mesh_io.mesh_report(v, f) if len(f) else None
+
+
+BACKENDS = ("auto", "torch", "nvdiffrast")
+MESH_INIT_KEYS = ("vertices", "faces", "uvs", "texture", "texture_size")
+MAX_TEXTURE_SIZE = 8192
+OPTIONS = {"backend": "auto | torch | nvdiffrast", "flat_normals": "true: face normals"}
+
+
+def texture_size_from_init(init: Mapping[str, Any], field: str) -> int:
+    """init["texture_size"] in [0, MAX_TEXTURE_SIZE] (0 = the kind's default)."""
+    return iv.integer(init, "texture_size", field, 0, low=0, high=MAX_TEXTURE_SIZE)
+
+
+def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limits) -> MeshScene:
+    iv.check_keys(init, MESH_INIT_KEYS, "mesh")
+    if init.get("vertices") is None or init.get("faces") is None:
+        raise InvalidArgument("mesh.vertices", "a mesh needs vertices and faces (or create it from an asset)")
+    return MeshScene.create(init["vertices"], init["faces"], uvs=init.get("uvs"), texture=init.get("texture"),
+                            texture_size=texture_size_from_init(init, "mesh.texture_size"),
+                            max_triangles=limits.max_triangles, backend=iv.choice(options, "backend", BACKENDS, "auto"),
+                            flat_normals=iv.flag(options, "flat_normals"))
+
+
+def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> MeshScene:
+    return MeshScene.from_asset(data, fmt or None, backend=iv.choice(options, "backend", BACKENDS, "auto"))
+
+
+SCENE_KIND = SceneKind(MeshScene, _create, _from_asset, OPTIONS, ("glb", "obj_zip", "ply", "npz"),
+                       ("laplacian", "normal_consistency", "edge_length"), accelerated_backend="nvdiffrast")
