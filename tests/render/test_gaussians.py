@@ -130,7 +130,7 @@ def test_gradients_match_finite_differences():
 def test_gradients_multi_chunk_and_batches(monkeypatch):
     """The chunked path: tiles of 8 px, 2 slots per chunk and batches of a few chunks, so transmittance
     and suffix sums cross chunk and batch boundaries, with many overlapping Gaussians."""
-    monkeypatch.setattr(G, "BATCH_ELEMENTS", 3 * 64 * 2)
+    monkeypatch.setattr(GR, "BATCH_ELEMENTS", 3 * 64 * 2)
     scene = _scene(10, 0, seed=11, dtype=torch.float64, spread=0.15)
     cams = _cams([(0, 0, 2.0, 40)], 16, torch.float64)
     w = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -158,7 +158,7 @@ def test_chunking_does_not_change_the_image(monkeypatch):
     small_tiles = scene.render(cams, ALL)
     for k in ALL:
         torch.testing.assert_close(small_tiles[k].double(), ref[k], atol=1e-5, rtol=0)
-    monkeypatch.setattr(G, "BATCH_ELEMENTS", 5000)
+    monkeypatch.setattr(GR, "BATCH_ELEMENTS", 5000)
     for chunk in (4, 32):
         colors = GP.sh_to_colors(torch.cat([scene.sh0, scene.shN], 1), scene.means, cams.centers, 1)
         out = GR.rasterize_torch(scene.means, scene.quats, scene.scales.exp(), torch.sigmoid(scene.opacities),
