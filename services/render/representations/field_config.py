@@ -26,14 +26,14 @@ def level_lr_scale(resolution: int) -> float:
 # settings
 
 
-@dataclass(frozen=True)
-class FieldConfig:
+@dataclass(frozen=True, kw_only=True)
+class FieldConfig(volume.RaySettings):
     """Everything that defines a field scene except its parameter values (JSON-serialisable via
     as_dict). Sizes: resolution R and levels in texels, channels C, depth D slices (1 for triplane);
     box_size world units (resolution of a pyramid = its finest level); init_std the random features'
     standard deviation (create() only); hidden the decoder's
-    hidden widths; rgb_channels K >= 3 decoded colour/feature channels. Rendering: see
-    volume.VolumeSettings (normal_eps 0 = one texel of the finest grid). frozen_groups: parameter
+    hidden widths; rgb_channels K >= 3 decoded colour/feature channels. Rendering: the inherited
+    volume.RaySettings fields (normal_eps 0 = one texel of the finest grid). frozen_groups: parameter
     groups not optimised."""
 
     kind: str
@@ -47,15 +47,6 @@ class FieldConfig:
     rgb_channels: int = 3
     plane_reduction: str = "mean"
     plane_axes: str = "xy_xz_zy"
-    density_activation: str = "softplus"
-    density_scale: float = 1.0
-    samples_per_ray: int = 48
-    importance_samples: int = 48
-    ray_start: float = 0.0
-    ray_end: float = 0.0
-    normal_method: str = "finite_difference"
-    normal_eps: float = 0.0
-    chunk_rays: int = 4096
     frozen_groups: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -126,12 +117,7 @@ class FieldConfig:
         return max(self.levels) if self.kind == "pyramid_trigrid" else self.resolution
 
     def volume_settings(self) -> volume.VolumeSettings:
-        eps = self.normal_eps or 2.0 * self.box_size / self.finest_resolution()
-        return volume.VolumeSettings(
-            samples_per_ray=self.samples_per_ray, importance_samples=self.importance_samples,
-            box_size=self.box_size, ray_start=self.ray_start, ray_end=self.ray_end,
-            density_activation=self.density_activation, density_scale=self.density_scale,
-            normal_method=self.normal_method, normal_eps=eps, chunk_rays=self.chunk_rays)
+        return volume.volume_settings(self, self.box_size, 2.0 * self.box_size / self.finest_resolution())
 
     def as_dict(self) -> dict:
         d = asdict(self)

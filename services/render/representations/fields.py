@@ -48,7 +48,7 @@ from torch import nn
 from services.common.errors import InvalidArgument
 from services.core.camera_batch import CameraBatch
 from services.core import volume
-from services.core.field_npz import FieldArrays, read_field_npz, write_field_npz
+from services.core.field_npz import META_KEYS, FieldArrays, read_field_npz, write_field_npz
 from services.core.planes import decode_osg, feature_sampler
 from services.render.representations.base import Representation, SceneKind
 from services.render.representations.field_config import (DEFAULT_PLANE_LR, DEFAULT_DECODER_LR, DEFAULT_LEVELS, OPTIONS,
@@ -252,10 +252,7 @@ class FieldRepresentation(Representation):
         if fmt != "npz":
             raise ValueError(f"{self.kind} cannot be exported as {fmt}")
         c = self.cfg
-        meta = {"box_size": c.box_size, "ray_start": c.ray_start, "ray_end": c.ray_end,
-                "samples_per_ray": c.samples_per_ray, "importance_samples": c.importance_samples,
-                "plane_reduction": c.plane_reduction, "density_activation": c.density_activation,
-                "density_scale": c.density_scale, "rgb_channels": c.rgb_channels, "plane_axes": c.plane_axes}
+        meta = {key: getattr(c, key) for key in META_KEYS}
         return write_field_npz(FieldArrays(
             self.kind, {name: g.detach().cpu().float().numpy() for name, g in self.field.grids.items()},
             [(layer.weight.detach().cpu().float().numpy(), layer.bias.detach().cpu().float().numpy())
