@@ -38,7 +38,7 @@ class RenderService:
     def create_scene(self, kind: str, init: dict | None = None, *, asset: tuple[bytes, str] | None = None,
                      optimizer: OptimizerSpec | None = None, options: dict[str, str] | None = None,
                      seed: int = 0, label: str = "") -> SceneInfo:
-        """A new scene of `kind` from init values (see representations.registry) or an asset
+        """A new scene of `kind` (representations.SCENE_KINDS) from init values or an asset
         (bytes, format "glb" | "obj_zip" | "ply" | "npz" | "checkpoint")."""
         spec = SCENE_KINDS.get(kind, field="kind")
         options = dict(options or {})
