@@ -48,7 +48,7 @@ between modules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Collection
 
 import torch
@@ -91,7 +91,40 @@ def activate_density(raw: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class VolumeSettings:
+class RaySettings:
+    """The ray-marching settings a field scene (render FieldConfig) or a generator (inversion
+    GeneratorConfig) declares: both inherit these fields, and volume_settings() turns them into the
+    VolumeSettings a render uses, copying every one (meanings: VolumeSettings). Here normal_eps 0 means
+    the owner's default step (one texel of its finest grid)."""
+
+    samples_per_ray: int = 48
+    importance_samples: int = 48
+    ray_start: float = 0.0
+    ray_end: float = 0.0
+    density_activation: str = "softplus"
+    density_scale: float = 1.0
+    normal_method: str = "finite_difference"
+    normal_eps: float = 0.0
+    chunk_rays: int = 4096
+
+
+def volume_settings(ray: RaySettings, box_size: float, default_normal_eps: float,
+                    length_scale: float = 1.0) -> "VolumeSettings":
+    """The VolumeSettings of a config holding RaySettings fields, with every field copied. box_size
+    and default_normal_eps (used when ray.normal_eps is 0) are in world units; ray_start, ray_end and a
+    given normal_eps are in the config's length units, multiplied by length_scale (world units per
+    unit), and density_scale is divided by it (a density per config unit is 1 / length_scale of one per
+    world unit). ValueError for invalid settings."""
+    values = {f.name: getattr(ray, f.name) for f in fields(RaySettings)}
+    values["ray_start"] *= length_scale
+    values["ray_end"] *= length_scale
+    values["density_scale"] /= length_scale
+    values["normal_eps"] = values["normal_eps"] * length_scale or default_normal_eps
+    return VolumeSettings(box_size=box_size, **values)
+
+
+@dataclass(frozen=True)
+class VolumeSettings(RaySettings):
     """How rays are sampled and integrated.
 
     samples_per_ray: stratified samples per ray (>= 2). importance_samples: extra samples drawn from the
@@ -107,18 +140,10 @@ class VolumeSettings:
     where it spans [-1, 1]) renders as trained with density_scale = 1 / (world units per its unit).
     """
 
-    samples_per_ray: int = 48
-    importance_samples: int = 48
+    normal_eps: float = 1.0 / 128  # a VolumeSettings' step is always explicit (RaySettings' 0 = default)
     box_size: float = 1.0
-    ray_start: float = 0.0
-    ray_end: float = 0.0
-    density_activation: str = "softplus"
-    normal_method: str = "finite_difference"
-    normal_eps: float = 1.0 / 128
-    chunk_rays: int = 4096
     checkpoint: str = "auto"
     checkpoint_samples: int = 1 << 21
-    density_scale: float = 1.0
 
     def __post_init__(self):
         if not (self.density_scale > 0 and self.density_scale < float("inf")):

@@ -23,7 +23,7 @@ from services.common import tensors
 from services.common.client import INPROCESS, GrpcTransport, RetryPolicy
 from services.common.errors import from_rpc_error
 from services.render import convert
-from services.render.types import (BackProjection, GradientTerm, OptimizerSpec, RegularizerTerm, RenderDescription,
+from services.render.types import (BackProjection, DensifyResult, GradientTerm, OptimizerSpec, RegularizerTerm, RenderDescription,
                                    RenderResult, SceneInfo, StepResult)
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ class RenderClient(Protocol):
         """image uint8 (H, W, 3) or float (3, H, W) in [0, 1]; write: none, visible or unseen texels."""
 
     def densify(self, scene_id: str, grad_threshold: float = 0.0, prune_opacity: float = 0.0,
-                prune_max_scale: float = 0.0, reset_opacity: float = 0.0): ...
+                prune_max_scale: float = 0.0, reset_opacity: float = 0.0) -> DensifyResult:
+        """One explicit densification pass on a Gaussian scene (FAILED_PRECONDITION for other kinds)."""
 
     def upload_asset(self, data: bytes, fmt: str) -> str: ...
 
@@ -167,10 +168,11 @@ class GrpcRenderClient:
         return BackProjection(np.array(tensors.from_proto(r.texture, "texture")),
                               np.array(tensors.from_proto(r.visibility, "visibility")), r.texels_written)
 
-    def densify(self, scene_id, grad_threshold=0.0, prune_opacity=0.0, prune_max_scale=0.0, reset_opacity=0.0):
-        return self.transport.call(self.stub.DensifyGaussians, render_pb2.DensifyGaussiansRequest(
+    def densify(self, scene_id, grad_threshold=0.0, prune_opacity=0.0, prune_max_scale=0.0,
+                reset_opacity=0.0) -> DensifyResult:
+        return convert.densify_from_proto(self.transport.call(self.stub.DensifyGaussians, render_pb2.DensifyGaussiansRequest(
             scene_id=scene_id, grad_threshold=grad_threshold, prune_opacity=prune_opacity,
-            prune_max_scale=prune_max_scale, reset_opacity=reset_opacity))
+            prune_max_scale=prune_max_scale, reset_opacity=reset_opacity)))
 
     def upload_asset(self, data: bytes, fmt: str, chunk_bytes: int = 1 << 20) -> str:
         chunks = convert.chunks(data, fmt, chunk_bytes)

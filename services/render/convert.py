@@ -16,7 +16,7 @@ from headforge.v1 import common_pb2, render_pb2
 from services.common import tensors
 from services.common.errors import require
 from services.core.cameras import PinholeCamera
-from services.render.types import KindDescription, LrSchedule, OptimizerSpec, RenderDescription, RenderLimits
+from services.render.types import DensifyResult, KindDescription, LrSchedule, OptimizerSpec, RenderDescription, RenderLimits
 
 SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 KIND_NAMES = {render_pb2.SCENE_KIND_GAUSSIANS: "gaussians", render_pb2.SCENE_KIND_MESH: "mesh",
@@ -206,3 +206,7 @@ def describe_from_proto(r: render_pb2.RenderDescribeResponse) -> RenderDescripti
                              list(k.regularizers), [FORMAT_NAMES[f] for f in k.export_formats], dict(k.options))
              for k in r.kinds]
     return RenderDescription(kinds, list(r.dmtet_resolutions), r.device, limits, r.max_message_bytes)
+
+
+def densify_from_proto(r: render_pb2.DensifyGaussiansResponse) -> DensifyResult:
+    return DensifyResult(r.num_gaussians, r.densified, r.pruned)

@@ -5,26 +5,25 @@ servicer converts protos and calls it too."""
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import secrets
-
 
 import numpy as np
 import torch
 
 from services.common.auth import current_tenant
-from services.core.cameras import PinholeCamera
 from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument, NotFound, ResourceExhausted, require
-from services.render import representations
 from services.core.camera_batch import CameraBatch
+from services.core.cameras import PinholeCamera
+from services.render.checkpoints import load_optimizer_state, read_checkpoint, rep_from_checkpoint, write_checkpoint
 from services.render.optim import SceneOptimizer
+from services.render.representations import SCENE_KINDS
+from services.render.representations.dmtet import RESOLUTIONS as DMTET_RESOLUTIONS
 from services.render.sessions import Scene, SceneStore, StepHandle
-from services.render.types import (BackProjection, GradientTerm, KindDescription, OptimizerSpec, RegularizerTerm,
-                                   RenderDescription, RenderLimits, RenderResult, SceneInfo, StepResult)
+from services.render.types import (BackProjection, DensifyResult, GradientTerm, KindDescription, OptimizerSpec,
+                                   RegularizerTerm, RenderDescription, RenderLimits, RenderResult, SceneInfo, StepResult)
 
 NON_DIFFERENTIABLE = {"uv", "triangle_id"}
-CHECKPOINT_VERSION = 1
 
 
 class RenderService:
@@ -39,9 +38,9 @@ class RenderService:
     def create_scene(self, kind: str, init: dict | None = None, *, asset: tuple[bytes, str] | None = None,
                      optimizer: OptimizerSpec | None = None, options: dict[str, str] | None = None,
                      seed: int = 0, label: str = "") -> SceneInfo:
-        """A new scene of `kind` from init values (see representations.registry) or an asset
+        """A new scene of `kind` (representations.SCENE_KINDS) from init values or an asset
         (bytes, format "glb" | "obj_zip" | "ply" | "npz" | "checkpoint")."""
-        spec = representations.kind_spec(kind)
+        spec = SCENE_KINDS.get(kind, field="kind")
         options = dict(options or {})
         unknown = set(options) - set(spec.options)
         require(not unknown, "options", f"unknown option(s) {sorted(unknown)} for {kind}; known: {sorted(spec.options)}")
@@ -49,9 +48,9 @@ class RenderService:
         checkpoint = None
         try:
             if asset is not None and asset[1] == "checkpoint":
-                checkpoint = _read_checkpoint(asset[0])
+                checkpoint = read_checkpoint(asset[0])
                 require(checkpoint["meta"]["kind"] == kind, "asset", f"checkpoint of kind {checkpoint['meta']['kind']}, not {kind}")
-                rep = _rep_from_checkpoint(spec.cls, checkpoint)
+                rep = rep_from_checkpoint(spec.cls, checkpoint)
             elif asset is not None:
                 rep = spec.from_asset(asset[0], asset[1], options)
             else:
@@ -67,7 +66,7 @@ class RenderService:
         except KeyError as e:
             raise InvalidArgument("optimizer.groups", str(e.args[0])) from None
         if checkpoint is not None:
-            _load_optimizer_state(opt, checkpoint)
+            load_optimizer_state(opt, checkpoint)
         scene = self.store.add_scene(current_tenant(), kind, label, rep, opt)
         return self._info(scene)
 
@@ -202,30 +201,21 @@ class RenderService:
     # state -----------------------------------------------------------------------------------------
     def get_state(self, scene_id: str, exclude_optimizer: bool = False) -> bytes:
         """A versioned checkpoint: safetensors tensors + JSON metadata (never pickle)."""
-        from safetensors.torch import save
-
         scene = self.store.get(current_tenant(), scene_id)
         with scene.lock:
-            tensors = {f"rep/{k}": v for k, v in scene.rep.state_tensors().items()}
-            opt_meta = {}
-            if not exclude_optimizer:
-                tensors.update(_optimizer_tensors(scene.optimizer))
-                opt_meta = _optimizer_meta(scene.optimizer)
-            meta = {"version": CHECKPOINT_VERSION, "kind": scene.kind, "config": scene.rep.config(),
-                    "step": scene.step, "optimizer": opt_meta}
-            return save({k: v.contiguous() for k, v in tensors.items()}, metadata={"headforge": json.dumps(meta)})
+            return write_checkpoint(scene.kind, scene.rep, scene.step, None if exclude_optimizer else scene.optimizer)
 
     def set_state(self, scene_id: str, data: bytes) -> SceneInfo:
         scene = self.store.get(current_tenant(), scene_id)
-        checkpoint = _read_checkpoint(data)
+        checkpoint = read_checkpoint(data)
         meta = checkpoint["meta"]
         if meta["kind"] != scene.kind:
             raise FailedPrecondition(f"checkpoint of a {meta['kind']} scene cannot restore a {scene.kind} scene",
                                      reason="CHECKPOINT_KIND")
         with scene.lock:
-            fresh = _rep_from_checkpoint(scene.rep.__class__, checkpoint).to(self.device)
+            fresh = rep_from_checkpoint(scene.rep.__class__, checkpoint).to(self.device)
             opt = SceneOptimizer(fresh.parameter_groups(), fresh.default_lrs, scene.optimizer.spec)
-            _load_optimizer_state(opt, checkpoint)
+            load_optimizer_state(opt, checkpoint)
             scene.rep, scene.optimizer = fresh, opt
             scene.parameters_changed()
             return self._info(scene)
@@ -278,7 +268,8 @@ class RenderService:
                                   vis[None].detach().cpu().float().numpy(), int(written))
 
     def densify(self, scene_id: str, grad_threshold: float = 0.0, prune_opacity: float = 0.0,
-                prune_max_scale: float = 0.0, reset_opacity: float = 0.0):
+                prune_max_scale: float = 0.0, reset_opacity: float = 0.0) -> DensifyResult:
+        """One explicit densification pass on a Gaussian scene (GaussianScene.densify_now)."""
         scene = self.store.get(current_tenant(), scene_id)
         if scene.kind != "gaussians":
             raise FailedPrecondition(f"DensifyGaussians needs a Gaussian scene, this one is {scene.kind}",
@@ -292,16 +283,13 @@ class RenderService:
 
     def describe(self) -> "RenderDescription":
         kinds = []
-        for kind in representations.KINDS:
-            spec = representations.kind_spec(kind)
-            cls = spec.cls
-            backends = ["torch"]
-            if self.device.type == "cuda":
-                backends.insert(0, {"gaussians": "gsplat", "mesh": "nvdiffrast", "dmtet": "nvdiffrast"}.get(kind, "torch"))
-            kinds.append(KindDescription(kind, list(dict.fromkeys(backends)), dict(cls.default_lrs), sorted(cls.outputs),
-                                         list(spec.regularizers), list(spec.export_formats), dict(spec.options)))
+        for kind, spec in SCENE_KINDS.items():
+            backends = [spec.accelerated_backend, "torch"] if self.device.type == "cuda" else ["torch"]
+            kinds.append(KindDescription(kind, list(dict.fromkeys(backends)), dict(spec.cls.default_lrs),
+                                         sorted(spec.cls.outputs), list(spec.regularizers), list(spec.export_formats),
+                                         dict(spec.options)))
         device = "cpu" if self.device.type == "cpu" else f"{self.device} ({torch.cuda.get_device_name(self.device)})"
-        return RenderDescription(kinds, [32, 64, 128, 256, 512], device, self.limits, self.max_message_bytes)
+        return RenderDescription(kinds, list(DMTET_RESOLUTIONS), device, self.limits, self.max_message_bytes)
 
     def upload_asset(self, data: bytes, fmt: str, sha256: str = "") -> str:
         if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():
@@ -357,74 +345,6 @@ def _background(background, n: int, h: int, w: int, seed: int) -> torch.Tensor:
     return bg
 
 
-def _optimizer_tensors(opt: SceneOptimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for g in opt.torch.param_groups:
-        for j, p in enumerate(g["params"]):
-            for key, value in opt.torch.state.get(p, {}).items():
-                if isinstance(value, torch.Tensor) and value.ndim > 0:
-                    out[f"optim/{g['name']}/{j}/{key}"] = value.detach().cpu()
-    return out
-
-
-def _optimizer_meta(opt: SceneOptimizer) -> dict:
-    scalars = {}
-    for g in opt.torch.param_groups:
-        for j, p in enumerate(g["params"]):
-            for key, value in opt.torch.state.get(p, {}).items():
-                if not isinstance(value, torch.Tensor) or value.ndim == 0:
-                    scalars[f"{g['name']}/{j}/{key}"] = float(value)
-    return {"step_count": opt.step_count, "scalars": scalars}
-
-
-def _read_checkpoint(data: bytes) -> dict:
-    """Parse a checkpoint written by get_state: {"meta": {...}, "rep": tensors, "optim": tensors}."""
-    from safetensors.torch import load
-
-    try:
-        tensors = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["headforge"])
-    except Exception as e:  # safetensors and json raise assorted errors on garbage
-        raise InvalidArgument("checkpoint", f"not a HeadForge checkpoint: {e}", reason="BAD_CHECKPOINT") from None
-    if meta.get("version") != CHECKPOINT_VERSION:
-        raise FailedPrecondition(f"checkpoint version {meta.get('version')} is not {CHECKPOINT_VERSION}",
-                                 reason="CHECKPOINT_VERSION")
-    rep = {k[4:]: v for k, v in tensors.items() if k.startswith("rep/")}
-    optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}
-    return {"meta": meta, "rep": rep, "optim": optim}
-
-
-def _rep_from_checkpoint(cls, checkpoint: dict):
-    """The representation a checkpoint describes; InvalidArgument when its tensors do not fit its config."""
-    try:
-        rep = cls.from_config(checkpoint["meta"]["config"])
-        rep.load_state_tensors(checkpoint["rep"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise InvalidArgument("checkpoint", f"does not fit a {cls.kind} scene: {e}") from None
-    return rep
-
-
-def _load_optimizer_state(opt: SceneOptimizer, checkpoint: dict) -> None:
-    meta = checkpoint["meta"].get("optimizer") or {}
-    opt.step_count = int(meta.get("step_count", checkpoint["meta"].get("step", 0)))
-    scalars = meta.get("scalars", {})
-    for g in opt.torch.param_groups:
-        for j, p in enumerate(g["params"]):
-            state = {}
-            prefix = f"{g['name']}/{j}/"
-            for key, value in checkpoint["optim"].items():
-                if key.startswith(prefix):
-                    state[key[len(prefix):]] = value.to(p.device)
-            for key, value in scalars.items():
-                if key.startswith(prefix):
-                    # torch's Adam keeps its step count as a 0-d tensor, Adan as an int
-                    adan = opt.spec.kind == "adan"
-                    state[key[len(prefix):]] = int(value) if adan else torch.tensor(float(value))
-            if state:
-                opt.torch.state[p] = state
-
-
 class InProcessRenderClient:
     """The RenderClient interface (services/render/client.py) as plain calls on a RenderService in this
     process: no serialisation, tensors stay tensors."""
@@ -456,7 +376,7 @@ class InProcessRenderClient:
     def back_project(self, scene_id, image, camera, mask=None, min_cosine=0.2, write="none") -> BackProjection:
         return self.service.back_project(scene_id, image, camera, mask, min_cosine, write)
 
-    def densify(self, scene_id, **kw):
+    def densify(self, scene_id, **kw) -> DensifyResult:
         return self.service.densify(scene_id, **kw)
 
     def upload_asset(self, data: bytes, fmt: str) -> str:

@@ -121,6 +121,15 @@ class StepResult:
 
 
 @dataclass
+class DensifyResult:
+    """Gaussians after a densification pass, how many were added (clones + net splits) and removed."""
+
+    num_gaussians: int
+    densified: int
+    pruned: int
+
+
+@dataclass
 class BackProjection:
     texture: np.ndarray       # (3, T, T) float32 in [0, 1]
     visibility: np.ndarray    # (1, T, T) float32 in [0, 1]

@@ -23,7 +23,7 @@ from services.render.types import RenderLimits
 
 
 def _scene(kind: str, size: str, options: dict):
-    spec = representations.kind_spec(kind)
+    spec = representations.SCENE_KINDS.get(kind)
     limits = RenderLimits()
     if kind == "gaussians":
         v, f, c = head_mesh(resolution=64)
@@ -66,7 +66,7 @@ def time_kind(kind: str, *, device: str, resolution: int, size: str, options: di
 
 def bench_render() -> dict:
     out = {"cpu_128": {}}
-    for kind in representations.KINDS:
+    for kind in representations.SCENE_KINDS.names():
         out["cpu_128"][kind] = time_kind(kind, device="cpu", resolution=128, size="small", options={})
     out["dmtet_grid512_cpu_256"] = time_kind("dmtet", device="cpu", resolution=256, size="max", options={},
                                              repeats=1)

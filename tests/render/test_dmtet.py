@@ -12,10 +12,13 @@ from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import head_mesh, head_sdf, render_head
 from services.render.representations import mesh_io
-from services.render.representations.dmtet import (CELL_TETS, DmtetScene, _cell_tets, grid_vertices, marching_tets,
-                                                   mesh_sdf_grid, tet_grid)
-from services.render.representations.mesh import MeshScene, render_triangles
-from services.render.representations.mesh_raster import TorchRasterizer, edge_neighbors, nvdiffrast_available
+from services.render.representations.dmtet import DmtetScene
+from services.render.representations.dmtet_marching import CELL_TETS, cell_tets, grid_vertices, marching_tets, tet_grid
+from services.render.representations.dmtet_sdf import mesh_sdf_grid
+from services.render.representations.mesh import MeshScene
+from services.render.representations.mesh_render import render_triangles
+from services.render.representations.mesh_nvdiffrast import nvdiffrast_available
+from services.render.representations.mesh_raster import TorchRasterizer, edge_neighbors
 
 
 def outward(v: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -60,7 +63,7 @@ def test_grid_indices_at_resolution_512_without_materialising():
     """Tetrahedra are built per active cell, so r = 512 needs no 6 r^3 index array; indices stay exact."""
     r = 512
     last = torch.tensor([r ** 3 - 1, 0])
-    t = _cell_tets(last, r)
+    t = cell_tets(last, r)
     assert t.dtype == torch.int64 and int(t.max()) == (r + 1) ** 3 - 1 and int(t.min()) == 0
 
 

@@ -22,9 +22,10 @@ from services.common.errors import InvalidArgument
 from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import render_head
 from services.core import volume
+from services.render.representations.field_config import field_config
 from services.render.representations.fields import (
     FIELD_CLASSES, FieldRepresentation, PyramidTrigridRepresentation, TrigridRepresentation,
-    TriplaneRepresentation, field_config, load_field_npz)
+    TriplaneRepresentation, load_field_npz)
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,9 @@ import torch
 from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import head_mesh, render_head
-from services.render.representations import gaussians as G
-from services.render.representations.gaussians import GROUPS, GaussiansConfig, GaussianScene
+from services.render.representations import gaussians_projection as GP, gaussians_raster as GR, gaussians_gsplat as GS
+from services.render.representations.gaussians import GROUPS, GaussianScene
+from services.render.representations.gaussians_config import GaussiansConfig
 from services.render.representations.gaussians_ply import property_names
 from services.render.representations.gaussians_strategy import GaussianStrategyConfig
 
@@ -50,7 +51,7 @@ def _single(mean, scale, opacity=0.9, color=(1.0, 0.0, 0.0), quat=(1.0, 0.0, 0.0
         scene.scales.copy_(torch.log(torch.as_tensor(scale, dtype=torch.float32).expand(1, 3)))
         scene.quats.copy_(torch.tensor([quat]))
         scene.opacities.fill_(math.log(opacity / (1 - opacity)))
-        scene.sh0.copy_(((torch.tensor(color) - 0.5) / G._SH_C0).reshape(1, 1, 3))
+        scene.sh0.copy_(((torch.tensor(color) - 0.5) / GP.SH_C0).reshape(1, 1, 3))
     return scene
 
 
@@ -129,15 +130,15 @@ def test_gradients_match_finite_differences():
 def test_gradients_multi_chunk_and_batches(monkeypatch):
     """The chunked path: tiles of 8 px, 2 slots per chunk and batches of a few chunks, so transmittance
     and suffix sums cross chunk and batch boundaries, with many overlapping Gaussians."""
-    monkeypatch.setattr(G, "BATCH_ELEMENTS", 3 * 64 * 2)
+    monkeypatch.setattr(GR, "BATCH_ELEMENTS", 3 * 64 * 2)
     scene = _scene(10, 0, seed=11, dtype=torch.float64, spread=0.15)
     cams = _cams([(0, 0, 2.0, 40)], 16, torch.float64)
     w = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    normals = G.shortest_axis_normals(scene.quats, scene.scales).detach()
+    normals = GP.shortest_axis_normals(scene.quats, scene.scales).detach()
 
     def loss():
-        colors = G.sh_to_colors(torch.cat([scene.sh0, scene.shN], 1), scene.means, cams.centers, 0)
-        out = G.rasterize_torch(scene.means, scene.quats, scene.scales.exp(), torch.sigmoid(scene.opacities),
+        colors = GP.sh_to_colors(torch.cat([scene.sh0, scene.shN], 1), scene.means, cams.centers, 0)
+        out = GR.rasterize_torch(scene.means, scene.quats, scene.scales.exp(), torch.sigmoid(scene.opacities),
                                 colors, cams, normals, tile=8, chunk=2)
         img = torch.cat([out["rgb"], out["alpha"], out["depth"], out["normal_camera"]], 1)
         return (img * w).sum()
@@ -157,10 +158,10 @@ def test_chunking_does_not_change_the_image(monkeypatch):
     small_tiles = scene.render(cams, ALL)
     for k in ALL:
         torch.testing.assert_close(small_tiles[k].double(), ref[k], atol=1e-5, rtol=0)
-    monkeypatch.setattr(G, "BATCH_ELEMENTS", 5000)
+    monkeypatch.setattr(GR, "BATCH_ELEMENTS", 5000)
     for chunk in (4, 32):
-        colors = G.sh_to_colors(torch.cat([scene.sh0, scene.shN], 1), scene.means, cams.centers, 1)
-        out = G.rasterize_torch(scene.means, scene.quats, scene.scales.exp(), torch.sigmoid(scene.opacities),
+        colors = GP.sh_to_colors(torch.cat([scene.sh0, scene.shN], 1), scene.means, cams.centers, 1)
+        out = GR.rasterize_torch(scene.means, scene.quats, scene.scales.exp(), torch.sigmoid(scene.opacities),
                                 colors, cams, chunk=chunk)
         rgb = out["rgb"] + (1 - out["alpha"])
         torch.testing.assert_close(rgb.double(), ref["rgb"], atol=1e-5, rtol=0)
@@ -484,29 +485,36 @@ def test_create_from_config_and_defaults():
     pts = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
     cols = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]])
     given = GaussianScene.create(GaussiansConfig(points=pts, colors=cols))
-    colors = G.sh_to_colors(torch.cat([given.sh0, given.shN], 1), given.means, torch.zeros(1, 3), 0)[0]
+    colors = GP.sh_to_colors(torch.cat([given.sh0, given.shN], 1), given.means, torch.zeros(1, 3), 0)[0]
     torch.testing.assert_close(colors, cols, atol=1e-6, rtol=0)
     assert set(scene.parameter_groups()) == set(GROUPS) and scene.backend in ("torch", "gsplat")
 
 
 def test_config_from_proto():
-    """GaussiansInit zeros take the 3DGS / proto defaults; bad values name the field."""
+    """GaussiansInit zeros take the 3DGS / proto defaults; bad values name the field. Parsed as the
+    service does: convert.init_from_proto, then the kind's GaussiansConfig.from_init / create_scene."""
     from headforge.v1 import render_pb2
     from services.common.errors import InvalidArgument
     from services.common.tensors import to_proto
+    from services.render.convert import init_from_proto
+    from services.render.service import RenderService
 
-    cfg = GaussiansConfig.from_proto(render_pb2.GaussiansInit())
+    def init(msg):
+        return init_from_proto(render_pb2.CreateSceneRequest(gaussians=msg))
+
+    cfg = GaussiansConfig.from_init(init(render_pb2.GaussiansInit()))
     assert (cfg.num_points, cfg.radius, cfg.opacity, cfg.sh_degree) == (100_000, 1.0, 0.1, 0)
     assert cfg.strategy == GaussianStrategyConfig()
     msg = render_pb2.GaussiansInit(points=to_proto(np.zeros((5, 3), np.float32)), sh_degree=1,
                                    strategy=render_pb2.GaussianStrategy(densify_every=7, opacity_reset_every=-1))
-    cfg = GaussiansConfig.from_proto(msg, {"tile_size": "8"})
+    cfg = GaussiansConfig.from_init(init(msg), {"tile_size": "8"})
     assert cfg.points.shape == (5, 3) and cfg.tile_size == 8 and cfg.strategy.densify_every == 7
     assert cfg.strategy.opacity_reset_every == -1 and cfg.strategy.densify_from == 500
+    service = RenderService(device="cpu")
     for bad, options in ((render_pb2.GaussiansInit(sh_degree=4), {}), (render_pb2.GaussiansInit(opacity=1.5), {}),
                          (render_pb2.GaussiansInit(), {"tile_size": "x"}), (render_pb2.GaussiansInit(), {"nope": "1"})):
         with pytest.raises(InvalidArgument):
-            GaussiansConfig.from_proto(bad, options)
+            service.create_scene("gaussians", init(bad), options=options)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -514,7 +522,7 @@ def test_config_from_proto():
 # ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not G.gsplat_available(), reason="needs CUDA and gsplat")
+@pytest.mark.skipif(not GS.gsplat_available(), reason="needs CUDA and gsplat")
 def test_gsplat_matches_torch_reference():
     """The tolerance stated in gaussians.py: with the torch side at gsplat's alpha clamp (0.999), rgb,
     alpha and normals agree to 2e-3 (mean 1e-4), depth to 1e-3 relative where alpha > 0.5, and the
@@ -522,10 +530,10 @@ def test_gsplat_matches_torch_reference():
     scene = _scene(2000, 2, seed=1, spread=0.5).cuda()
     cams = _cams([(30, 10, 3.0, 40), (210, -10, 2.6, 35)], 96).to(device="cuda")
     sh = torch.cat([scene.sh0, scene.shN], 1)
-    normals = G.shortest_axis_normals(scene.quats, scene.scales)
+    normals = GP.shortest_axis_normals(scene.quats, scene.scales)
     outs, grads = [], []
-    for fn in (G.rasterize_gsplat, lambda *a: G.rasterize_torch(*a, alpha_max=0.999)):
-        colors = G.sh_to_colors(sh, scene.means, cams.centers, 2)
+    for fn in (GS.rasterize_gsplat, lambda *a: GR.rasterize_torch(*a, alpha_max=0.999)):
+        colors = GP.sh_to_colors(sh, scene.means, cams.centers, 2)
         out = fn(scene.means, scene.quats, scene.scales.exp(), torch.sigmoid(scene.opacities), colors, cams, normals)
         scene.zero_grad()
         (out["rgb"].sum() + out["alpha"].sum() + out["normal_camera"].sum()).backward()

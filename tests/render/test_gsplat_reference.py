@@ -22,7 +22,7 @@ import torch
 
 from services.core.cameras import orbit_camera
 from services.core.camera_batch import CameraBatch
-from services.render.representations import gaussians as G
+from services.render.representations import gaussians_projection as GP, gaussians_raster as GR
 from services.render.representations.gaussians import GaussianScene
 
 gsplat_ref = pytest.importorskip("gsplat.cuda._torch_impl", reason="gsplat (dev extra) not installed")
@@ -62,7 +62,7 @@ def _gaussians(P: int, seed: int, dtype=torch.float64) -> dict[str, torch.Tensor
 def _gsplat_projection(p: dict[str, torch.Tensor], cams: CameraBatch):
     covars, _ = gsplat_ref._quat_scale_to_covar_preci(p["quats"], p["scales"], True, False, triu=False)
     return gsplat_ref._fully_fused_projection(p["means"], covars, cams.world_to_camera, cams.K, cams.width,
-                                              cams.height, eps2d=G.EPS2D, near_plane=G.NEAR_PLANE)
+                                              cams.height, eps2d=GP.EPS2D, near_plane=GP.NEAR_PLANE)
 
 
 def _kernel_radii(conics: torch.Tensor, opacities: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def _kernel_radii(conics: torch.Tensor, opacities: torch.Tensor) -> torch.Tensor
     a, b, c = conics.unbind(-1)
     det = a * c - b * b
     sigma = torch.stack([c / det, a / det], -1).sqrt()  # sqrt of the 2D covariance's diagonal
-    extend = torch.sqrt(2 * torch.log(opacities.clamp_min(G.ALPHA_MIN) / G.ALPHA_MIN)).clamp_max(3.33)
+    extend = torch.sqrt(2 * torch.log(opacities.clamp_min(GP.ALPHA_MIN) / GP.ALPHA_MIN)).clamp_max(3.33)
     return torch.ceil(extend[None, :, None] * sigma)
 
 
@@ -81,10 +81,10 @@ def test_projection_matches_gsplat_reference():
     the screen boxes are the CUDA kernel's."""
     p = _gaussians(400, seed=0)
     cams = _cameras()
-    ours = G.project_gaussians(p["means"], p["quats"], p["scales"], p["opacities"], cams.K,
+    ours = GP.project_gaussians(p["means"], p["quats"], p["scales"], p["opacities"], cams.K,
                                cams.world_to_camera, cams.width, cams.height)
     radii, means2d, depths, conics, _ = _gsplat_projection(p, cams)
-    theirs_valid = (radii > 0).all(-1) & (p["opacities"] >= G.ALPHA_MIN)[None]
+    theirs_valid = (radii > 0).all(-1) & (p["opacities"] >= GP.ALPHA_MIN)[None]
     # gsplat's torch box (3.33 sigma) is never smaller than the kernel's opacity-aware one: every
     # Gaussian we keep, it keeps; the ones it alone keeps have their box entirely off the image
     assert bool((ours.visible <= theirs_valid).all())
@@ -111,7 +111,7 @@ def test_sh_colours_match_gsplat_reference(degree):
     sh = torch.randn(P, 16, 3, generator=g, dtype=torch.float64) * 0.6
     means = torch.randn(P, 3, generator=g, dtype=torch.float64)
     centers = _cameras().centers
-    ours = G.sh_to_colors(sh, means, centers, degree)
+    ours = GP.sh_to_colors(sh, means, centers, degree)
     dirs = means[None] - centers[:, None]
     coeffs = sh[:, :(degree + 1) ** 2].expand(len(centers), -1, -1, -1)
     theirs = (gsplat_ref._spherical_harmonics(degree, dirs, coeffs) + 0.5).clamp_min(0.0)
@@ -126,7 +126,7 @@ def _composite_like_gsplat_kernel(p: dict[str, torch.Tensor], cams: CameraBatch,
     the number of pixels that finished early (T <= 1e-4 before their list ran out)."""
     C, W, H = len(cams), cams.width, cams.height
     radii, means2d, depths, conics, _ = _gsplat_projection(p, cams)
-    radii = torch.where((p["opacities"] >= G.ALPHA_MIN)[None, :, None], radii, torch.zeros_like(radii))
+    radii = torch.where((p["opacities"] >= GP.ALPHA_MIN)[None, :, None], radii, torch.zeros_like(radii))
     tx, ty = math.ceil(W / tile), math.ceil(H / tile)
     _, isect_ids, flatten_ids = gsplat_ref._isect_tiles(means2d.float(), radii, depths.float(), tile, tx, ty)
     offsets = gsplat_ref._isect_offset_encode(isect_ids, C, tx, ty).flatten().tolist() + [len(flatten_ids)]
@@ -147,7 +147,7 @@ def _composite_like_gsplat_kernel(p: dict[str, torch.Tensor], cams: CameraBatch,
         c = con[ids][None]
         sigma = 0.5 * (c[..., 0] * d[..., 0] ** 2 + c[..., 2] * d[..., 1] ** 2) + c[..., 1] * d[..., 0] * d[..., 1]
         alpha = torch.clamp_max(opac[ids][None] * torch.exp(-sigma), ALPHA_CLAMP)
-        alpha = torch.where((sigma < 0) | (alpha < G.ALPHA_MIN), torch.zeros_like(alpha), alpha)
+        alpha = torch.where((sigma < 0) | (alpha < GP.ALPHA_MIN), torch.zeros_like(alpha), alpha)
         t_after = torch.cumprod(1 - alpha, -1)
         stopped = torch.cumsum((t_after <= 1e-4).to(torch.int64), -1) > 0  # that one and every later one
         finished_early += int((stopped & (alpha > 0)).any(-1).sum())
@@ -180,7 +180,7 @@ def test_image_and_gradients_match_gsplat_pipeline():
         loss = (torch.cat([rgb, depth_premult, alpha], 1) * weights).sum()
         return torch.autograd.grad(loss, [p[k] for k in ("means", "quats", "scales", "opacities", "colors")])
 
-    ours = G.rasterize_torch(p["means"], p["quats"], p["scales"], p["opacities"],
+    ours = GR.rasterize_torch(p["means"], p["quats"], p["scales"], p["opacities"],
                              p["colors"][None].expand(len(cams), -1, -1), cams, alpha_max=ALPHA_CLAMP)
     feat_img, alpha, finished_early = _composite_like_gsplat_kernel(p, cams, feats)
     assert float((alpha > ALPHA_CLAMP - 1e-6).float().mean()) > 0.05 and finished_early > 50, "opaque pixels"

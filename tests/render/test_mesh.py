@@ -21,10 +21,10 @@ from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.core.camera_batch import CameraBatch
 from services.render.procedural_head import head_albedo, head_mesh, render_head
 from services.render.representations import mesh_io
-from services.render.representations.mesh import MeshScene, unique_edges
-from services.render.representations.mesh_raster import (TorchRasterizer, edge_neighbors, get_rasterizer,
-                                                         nvdiffrast_available, opengl_clip_positions,
-                                                         project_vertices)
+from services.render.representations.mesh import MeshScene
+from services.render.representations.mesh_render import unique_edges
+from services.render.representations.mesh_nvdiffrast import get_rasterizer, nvdiffrast_available, opengl_clip_positions
+from services.render.representations.mesh_raster import TorchRasterizer, edge_neighbors, project_vertices
 from services.render.representations.texture import back_project, fuse_projections, texel_surface
 
 gpu = pytest.mark.gpu
@@ -185,7 +185,7 @@ def test_texture_gradients_match_finite_differences():
 
 def _render_with(scene: MeshScene, v: torch.Tensor, tex: torch.Tensor, batch: CameraBatch) -> torch.Tensor:
     """scene.render with the given vertex / texture tensors substituted (so gradcheck can perturb them)."""
-    from services.render.representations.mesh import render_triangles
+    from services.render.representations.mesh_render import render_triangles
 
     return render_triangles(TorchRasterizer(), v, scene.faces, scene.topology()["neighbors"], batch, ["rgb", "alpha"],
                             torch.tensor([0.2, 0.4, 0.9], dtype=torch.float64), texture=tex, uvs=scene.uvs,

@@ -14,6 +14,7 @@ import numpy as np
 
 from services.common.errors import InvalidArgument, require
 from services.core import volume
+from services.core.field_npz import META_KEYS
 from services.core.cameras import PinholeCamera, intrinsics, look_at, orbit_position
 from services.core.planes import FIELD_KINDS, PLANE_AXES, PLANE_REDUCTIONS
 from services.inversion.types import GanCamera, as_gan_camera
@@ -22,7 +23,7 @@ KINDS = FIELD_KINDS
 CROP_STYLES = ("ffhq", "head")
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(volume.RaySettings):
     """Architecture and rendering settings of one generator (checkpoint.py stores it as config.json).
 
     Sizes: z_dim, w_dim latent widths; c_dim camera-label width (25, or 0 = unconditional), c_scale
@@ -62,11 +63,7 @@ class GeneratorConfig:
     output_resolution: int = 512
     sr_channels: tuple[int, ...] = (128, 64)
     box_warp: float = 1.0
-    ray_start: float = 0.0
-    ray_end: float = 0.0
-    samples_per_ray: int = 48
-    importance_samples: int = 48
-    density_activation: str = "softplus"
+    chunk_rays: int = 8192  # overrides RaySettings' default: a generator renders whole images at once
     plane_axes: str = "eg3d"
     plane_reduction: str = "mean"
     world_units_per_generator_unit: float = 2.0
@@ -142,23 +139,18 @@ class GeneratorConfig:
         return [f"level_{r}" for r in self.pyramid_levels] if self.kind == "pyramid_trigrid" else ["planes"]
 
     def volume_settings(self) -> volume.VolumeSettings:
-        ws = self.world_scale
-        return volume.VolumeSettings(
-            samples_per_ray=self.samples_per_ray, importance_samples=self.importance_samples,
-            box_size=self.box_size, ray_start=self.ray_start * ws, ray_end=self.ray_end * ws,
-            density_activation=self.density_activation, density_scale=1.0 / ws,
-            normal_eps=2.0 * self.box_size / max(self.level_sides()), chunk_rays=8192)
+        """The rendering settings in WORLD units (every RaySettings field, scaled by world_scale)."""
+        return volume.volume_settings(self, self.box_size, 2.0 * self.box_size / max(self.level_sides()),
+                                      self.world_scale)
 
     def field_meta(self) -> dict:
         """The rendering settings an exported field file carries (services.core.field_npz.META_KEYS), in
         world units: a render-service field scene made from the file samples and integrates as this
         generator does (its normal step and chunking are the render service's own defaults)."""
         s = self.volume_settings()
-        return {"box_size": s.box_size, "ray_start": s.ray_start, "ray_end": s.ray_end,
-                "samples_per_ray": s.samples_per_ray, "importance_samples": s.importance_samples,
-                "density_activation": s.density_activation, "density_scale": s.density_scale,
-                "plane_reduction": self.plane_reduction, "plane_axes": self.plane_axes,
-                "rgb_channels": self.decoder_features}
+        own = {"plane_reduction": self.plane_reduction, "plane_axes": self.plane_axes,
+               "rgb_channels": self.decoder_features}
+        return {key: own[key] if key in own else getattr(s, key) for key in META_KEYS}
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -9,7 +9,8 @@ Render outputs by name (shapes for N cameras of H x W pixels; see protos/headfor
 
 from __future__ import annotations
 
-from typing import ClassVar, Collection
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Collection, Mapping
 
 import torch
 from torch import nn
@@ -71,3 +72,23 @@ class Representation(nn.Module):
 
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in [*self.parameters(), *self.buffers()])
+
+
+@dataclass(frozen=True)
+class SceneKind:
+    """What the render service needs of one scene kind (registered in representations/__init__.py).
+
+    cls: the Representation class (outputs, default_lrs, from_config for checkpoints). create(init,
+    seed, options, limits) -> a new scene from CreateScene's init values (convert.init_from_proto's
+    dict) and options, validating every value (InvalidArgument naming "<kind>.<field>" or
+    "options.<key>"). from_asset(data, fmt, options) -> a scene from a file. options: the accepted
+    CreateScene options, described (Describe). accelerated_backend: the backend Describe lists first
+    when the server has CUDA."""
+
+    cls: type[Representation]
+    create: Callable[[Mapping[str, Any], int, Mapping[str, str], Any], Representation]
+    from_asset: Callable[[bytes, str, Mapping[str, str]], Representation]
+    options: Mapping[str, str]
+    export_formats: tuple[str, ...]
+    regularizers: tuple[str, ...]
+    accelerated_backend: str = "torch"

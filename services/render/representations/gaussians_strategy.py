@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from services.render.representations.gaussians_projection import quat_to_rotmat
+
 if TYPE_CHECKING:  # pragma: no cover
     from services.render.representations.gaussians import GaussianScene
 
@@ -53,21 +55,6 @@ class GaussianStrategyConfig:
     max_gaussians: int = 0
     prune_scale: float = 0.1
     reset_value: float = 0.01
-
-    @classmethod
-    def from_proto(cls, msg) -> "GaussianStrategyConfig":
-        """From a headforge.v1.GaussianStrategy message: zero fields take the defaults; a negative
-        opacity_reset_every (never) is kept."""
-        d = cls()
-        return cls(disabled=bool(msg.disabled),
-                   densify_every=int(msg.densify_every) or d.densify_every,
-                   densify_from=int(msg.densify_from) or d.densify_from,
-                   densify_until=int(msg.densify_until) or d.densify_until,
-                   grad_threshold=float(msg.grad_threshold) or d.grad_threshold,
-                   percent_dense=float(msg.percent_dense) or d.percent_dense,
-                   prune_opacity=float(msg.prune_opacity) or d.prune_opacity,
-                   opacity_reset_every=int(msg.opacity_reset_every) or d.opacity_reset_every,
-                   max_gaussians=int(msg.max_gaussians))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -193,8 +180,6 @@ def _split_rows(scene: "GaussianScene", idx: torch.Tensor, generator: torch.Gene
                 samples: int = 2) -> dict[str, torch.Tensor]:
     """New rows for splitting Gaussians idx: `samples` each, means drawn from the Gaussian, scales / 1.6
     (= 0.8 x samples, as 3DGS), the other parameters copied."""
-    from services.render.representations.gaussians import quat_to_rotmat
-
     means, log_s = scene.means.detach()[idx], scene.scales.detach()[idx]
     rot = quat_to_rotmat(scene.quats.detach()[idx])
     noise = torch.randn((samples, len(idx), 3), generator=generator).to(means)

@@ -1,0 +1,154 @@
+"""Drawing a triangle mesh through a rasteriser (render_triangles: every render output of a mesh scene)
+and the mesh regularisers, shared by MeshScene and DmtetScene (on its extracted mesh)."""
+
+from __future__ import annotations
+
+from typing import Collection
+
+import torch
+
+from services.core.camera_batch import CameraBatch
+from services.render.representations.mesh_raster import face_normals, vertex_normals
+
+AMBIENT = 0.3
+
+
+# --------------------------------------------------------------------------------------------------
+# rendering shared by MeshScene and DmtetScene
+
+def _background(background: torch.Tensor | None, N: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
+    """(3,), (3, H, W) or (N, 3, H, W) in [0, 1] (None = white) -> broadcastable (N or 1, 3, H or 1, W or 1)."""
+    if background is None:
+        return like.new_ones(1, 3, 1, 1)
+    bg = background.to(like)
+    if bg.dim() == 1 and bg.shape[0] == 3:
+        return bg.view(1, 3, 1, 1)
+    if bg.dim() == 3 and bg.shape == (3, H, W):
+        return bg[None]
+    if bg.dim() == 4 and bg.shape == (N, 3, H, W):
+        return bg
+    raise ValueError(f"background must be (3,), (3, {H}, {W}) or ({N}, 3, {H}, {W}), got {tuple(bg.shape)}")
+
+
+def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighbors: torch.Tensor,
+                     cameras: CameraBatch, outputs: Collection[str], background: torch.Tensor | None = None, *,
+                     vertex_colors: torch.Tensor | None = None, texture: torch.Tensor | None = None,
+                     uvs: torch.Tensor | None = None, uv_faces: torch.Tensor | None = None,
+                     seen: torch.Tensor | None = None, flat_normals: bool = False, shading: str = "unlit",
+                     light_direction: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Render a triangle mesh. vertices (V, 3), faces (F, 3), neighbors (F, 3) from edge_neighbors;
+    albedo from texture (T, T, 3) at uvs/uv_faces, or vertex_colors (V, 3), or grey 0.5 when neither.
+    shading "unlit" or "diffuse" (Lambertian, ambient 0.3, light_direction (3,) world towards the light,
+    default: towards each camera). Returns the requested outputs (render.proto shapes)."""
+    outputs = set(outputs)
+    N, H, W = len(cameras), cameras.height, cameras.width
+    cams = cameras.to(device=vertices.device, dtype=vertices.dtype)
+    frags = raster.rasterize(vertices, faces, cams)
+    mask = (frags.tri_id >= 0).to(vertices.dtype)[:, None]                # (N, 1, H, W)
+    R = cams.world_to_camera[:, :3, :3]
+    want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading == "diffuse"
+    uv_img = None
+    if texture is not None and (outputs & {"rgb", "uv", "texture_seen"}):
+        uv_img = raster.interpolate(frags, uvs.to(vertices.dtype), uv_faces)
+    n_world = None
+    if want_normals:
+        if flat_normals:
+            fn = face_normals(vertices, faces)
+            corner = torch.arange(3 * faces.shape[0], device=faces.device).view(-1, 3)
+            n_world = raster.interpolate(frags, fn.repeat_interleave(3, 0), corner)
+        else:
+            n_world = raster.interpolate(frags, vertex_normals(vertices, faces))
+        n_world = n_world / n_world.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    channels: list[tuple[str, torch.Tensor]] = []
+    if "rgb" in outputs:
+        if texture is not None:
+            albedo = raster.texture(texture.clamp(0, 1), uv_img)
+        elif vertex_colors is not None:
+            albedo = raster.interpolate(frags, vertex_colors.clamp(0, 1))
+        else:
+            albedo = torch.full_like(mask.expand(-1, 3, -1, -1), 0.5)
+        if shading == "diffuse":
+            if light_direction is None:
+                light = -R[:, 2, :]                                          # towards the camera
+            else:
+                light = (light_direction.to(vertices) / light_direction.norm().clamp_min(1e-12)).expand(N, 3)
+            lambert = (n_world * light[:, :, None, None]).sum(1, keepdim=True).clamp_min(0)
+            albedo = albedo * (AMBIENT + (1 - AMBIENT) * lambert)
+        elif shading not in ("unlit", ""):
+            raise ValueError(f"unknown shading {shading!r} (expected 'unlit' or 'diffuse')")
+        bg = _background(background, N, H, W, vertices)
+        channels.append(("rgb", albedo * mask + bg * (1 - mask)))
+    channels.append(("alpha", mask))
+    if "depth" in outputs:
+        channels.append(("depth", raster.depth(frags) * mask))
+    if "normal_world" in outputs:
+        channels.append(("normal_world", n_world * mask))
+    if "normal_camera" in outputs:
+        channels.append(("normal_camera", torch.einsum("nij,njhw->nihw", R, n_world) * mask))
+    stacked = torch.cat([c for _, c in channels], 1)
+    aa = raster.antialias(frags, stacked, neighbors)
+    out: dict[str, torch.Tensor] = {}
+    start = 0
+    for name, c in channels:
+        out[name] = aa[:, start:start + c.shape[1]]
+        start += c.shape[1]
+    alpha = out["alpha"].clamp(0, 1)
+    out["alpha"] = alpha
+    if "rgb" in out:
+        out["rgb"] = out["rgb"].clamp(0, 1)
+    if "depth" in out:
+        out["depth"] = torch.where(alpha > 1e-6, out["depth"] / alpha.clamp_min(1e-6), torch.zeros_like(alpha))
+    if "uv" in outputs:
+        out["uv"] = (uv_img * mask).detach() if uv_img is not None else mask.new_zeros(N, 2, H, W)
+    if "triangle_id" in outputs:
+        out["triangle_id"] = frags.tri_id[:, None].to(torch.int32)
+    if "texture_seen" in outputs:
+        if seen is not None and uv_img is not None:
+            out["texture_seen"] = (raster.texture(seen[..., None].to(vertices.dtype), uv_img) * mask).detach()
+        else:
+            out["texture_seen"] = mask.new_zeros(N, 1, H, W)
+    return {k: v for k, v in out.items() if k in outputs}
+
+
+# --------------------------------------------------------------------------------------------------
+# regularisers on a mesh (also used on DMTet's extracted mesh)
+
+def unique_edges(faces: torch.Tensor) -> torch.Tensor:
+    """(E, 2) undirected edges of a triangle mesh, smaller index first."""
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long()
+    n = int(e.max()) + 1 if e.numel() else 1
+    keys = torch.unique(e.amin(1) * n + e.amax(1))      # 1D unique: far faster than unique(dim=0)
+    return torch.stack([keys // n, keys % n], -1)
+
+
+def laplacian_energy(vertices: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Uniform Laplacian smoothing energy: mean over vertices of |v - mean(neighbours)|^2 (world units^2)."""
+    V = vertices.shape[0]
+    s = torch.zeros_like(vertices).index_add(0, edges[:, 0], vertices[edges[:, 1]])
+    s = s.index_add(0, edges[:, 1], vertices[edges[:, 0]])
+    deg = torch.zeros(V, dtype=vertices.dtype, device=vertices.device)
+    deg = deg.index_add(0, edges[:, 0], torch.ones_like(edges[:, 0], dtype=vertices.dtype))
+    deg = deg.index_add(0, edges[:, 1], torch.ones_like(edges[:, 1], dtype=vertices.dtype))
+    used = deg > 0
+    lap = vertices - s / deg.clamp_min(1)[:, None]
+    return (lap[used] ** 2).sum(-1).mean()
+
+
+def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos(angle between the normals of the two triangles at an edge), over edges shared by
+    exactly two triangles (0 for a flat mesh)."""
+    fn = face_normals(vertices, faces)
+    f = torch.arange(faces.shape[0], device=faces.device)[:, None].expand_as(neighbors)
+    ok = neighbors > f                                   # each interior edge once
+    if not bool(ok.any()):
+        return vertices.sum() * 0
+    return (1 - (fn[f[ok]] * fn[neighbors[ok]]).sum(-1)).mean()
+
+
+def edge_length_energy(vertices: torch.Tensor, edges: torch.Tensor, target: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Mean of (|edge| - target)^2 (world units^2); target 0 shrinks edges, the mean initial length
+    keeps them even."""
+    length = (vertices[edges[:, 0]] - vertices[edges[:, 1]]).norm(dim=-1)
+    return ((length - target) ** 2).mean()
+
+
