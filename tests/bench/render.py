@@ -35,7 +35,7 @@ def _scene(kind: str, size: str, options: dict):
         v, f, _ = head_mesh(resolution=160 if size == "large" else 80)
         init = {"vertices": v, "faces": f, "texture_size": 512}
     elif kind == "dmtet":
-        init = {"grid_resolution": {"small": 48, "large": 128, "max": 512}[size], "sphere_radius": 0.8}
+        init = {"grid_resolution": {"small": 64, "large": 128, "max": 512}[size], "sphere_radius": 0.8}
     else:
         init = {"resolution": 64, "channels": 16} if kind != "pyramid_trigrid" else {"levels": [8, 16, 32, 64]}
     return spec.create(init, 1, options, limits)
