@@ -157,6 +157,9 @@ def init_to_proto(req: render_pb2.CreateSceneRequest, kind: str, init: dict) -> 
             d.sphere_radius = float(init["sphere_radius"])
         elif "mesh" in init:
             mesh(d.mesh, init["mesh"])
+        elif "mesh_asset" in init:
+            data, fmt = init["mesh_asset"]
+            d.mesh_asset.CopyFrom(render_pb2.AssetSource(data=data, format=FORMAT_ENUMS.get(fmt, 0)))
     else:
         f = req.field
         f.resolution, f.channels, f.depth = (int(init.get(k, 0)) for k in ("resolution", "channels", "depth"))

@@ -36,7 +36,10 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         kind = convert.KIND_NAMES.get(request.kind)
         require(kind is not None, "kind", "set a scene kind")
         asset = self._asset(request.asset, "asset") if request.WhichOneof("init") == "asset" else None
-        info = self.service.create_scene(kind, convert.init_from_proto(request), asset=asset,
+        init = convert.init_from_proto(request)
+        if "mesh_asset" in init:  # an uploaded id or inline bytes -> (bytes, format), as the service takes it
+            init["mesh_asset"] = self._asset(init["mesh_asset"], "dmtet.mesh_asset")
+        info = self.service.create_scene(kind, init, asset=asset,
                                          optimizer=convert.optimizer_from_proto(request.optimizer),
                                          options=dict(request.options), seed=request.seed, label=request.label)
         return render_pb2.CreateSceneResponse(scene_id=info.scene_id, kind=request.kind, backend=info.backend,

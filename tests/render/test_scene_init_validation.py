@@ -74,3 +74,36 @@ def test_unknown_kind_lists_the_kinds():
     assert info.value.field == "kind"
     for kind in ("gaussians", "mesh", "dmtet", "triplane", "trigrid", "pyramid_trigrid"):
         assert kind in info.value.message
+
+
+def _sphere_glb() -> bytes:
+    import trimesh
+
+    return trimesh.creation.icosphere(subdivisions=2, radius=0.5).export(file_type="glb")
+
+
+def test_dmtet_from_a_mesh_asset_fits_that_mesh(render_server):
+    """dmtet init mesh_asset (a GLB) gives the SDF of that mesh, in process and over gRPC (it used to be
+    ignored: the default sphere came back), and the extracted surface has the asset's radius."""
+    import trimesh
+
+    from services.render.client import GrpcRenderClient
+
+    glb = _sphere_glb()
+    client = GrpcRenderClient(render_server.address)
+    try:
+        for c in (InProcessRenderClient(RenderService(device="cpu")), client):
+            info = c.create_scene("dmtet", {"grid_resolution": 32, "extent": 1.2, "mesh_asset": (glb, "glb")})
+            mesh = trimesh.load(__import__("io").BytesIO(c.export(info.scene_id, "glb")), file_type="glb",
+                                force="mesh")
+            radii = np.linalg.norm(mesh.vertices, axis=1)
+            assert abs(float(np.median(radii)) - 0.5) < 0.06, float(np.median(radii))
+    finally:
+        client.close()
+
+
+def test_dmtet_mesh_asset_that_is_not_a_mesh_names_the_field():
+    client = InProcessRenderClient(RenderService(device="cpu"))
+    with pytest.raises(InvalidArgument) as info:
+        client.create_scene("dmtet", {"grid_resolution": 32, "mesh_asset": "not bytes"})
+    assert info.value.field == "dmtet.mesh_asset"

@@ -244,9 +244,21 @@ def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limi
         iv.check_keys(mesh, MESH_INIT_KEYS, "dmtet.mesh")
         v, f, _ = mesh_io.validate_mesh(mesh.get("vertices"), mesh.get("faces"), limits.max_triangles, "dmtet.mesh")
         mesh_arg = (v, f)
+    elif init.get("mesh_asset") is not None:
+        data, fmt = _mesh_asset(init["mesh_asset"])
+        mesh_arg = mesh_io.load_mesh(data, fmt or None, limits.max_triangles)
     return DmtetScene.create(resolution, extent, sphere_radius=radius, mesh=mesh_arg,
                              color_field=iv.flag(options, "color_field"),
                              backend=iv.choice(options, "backend", BACKENDS, "auto"), max_triangles=limits.max_triangles)
+
+
+def _mesh_asset(value) -> tuple[bytes, str]:
+    """init["mesh_asset"]: (bytes, format) with format glb | obj_zip | ply | "" (detected)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), ""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], (bytes, bytearray)):
+        return bytes(value[0]), str(value[1] or "")
+    raise InvalidArgument("dmtet.mesh_asset", "give the mesh file as (bytes, format)")
 
 
 def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> DmtetScene:
