@@ -155,7 +155,7 @@ def cmd_generate(args) -> int:
     return 0
 
 def cmd_eval(args) -> int:
-    from orchestrator.evaluation import evaluate_asset
+    from orchestrator.evaluate_asset import evaluate_asset
 
     _set_threads(args.threads)
     face, render = _generate_clients(args)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.recipes.schema import Recipe
-from orchestrator.stages.params import STAGE_PARAMS
+from orchestrator.stages.registry import STAGES
 from services.common.errors import FieldViolation, InvalidArgument
 
 BUILTIN = Path(__file__).parent / "builtin"
@@ -93,12 +93,11 @@ def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None =
         raise _invalid(e, "", data) from None
     params = {}
     for i, stage in enumerate(recipe.stages):
-        model = STAGE_PARAMS.get(stage.kind)
-        if model is None:
-            raise InvalidArgument(f"stages[{i}].kind", f"unknown stage kind {stage.kind!r}; one of "
-                                  f"{sorted(STAGE_PARAMS)}", reason="INVALID_RECIPE")
+        if stage.kind not in STAGES:
+            raise InvalidArgument(f"stages[{i}].kind", f"unknown stage kind {stage.kind!r}; known: "
+                                  f"{STAGES.names()}", reason="INVALID_RECIPE")
         try:
-            params[stage.name] = model.model_validate(stage.params)
+            params[stage.name] = STAGES.get(stage.kind).params.model_validate(stage.params)
         except ValidationError as e:
             raise _invalid(e, f"stages[{i}].params.", data) from None
     resolved = recipe.model_dump(mode="json")
