@@ -79,3 +79,10 @@ def test_an_unknown_stage_kind_names_the_known_ones():
     with pytest.raises(InvalidArgument) as e:
         load_recipe(text="name: x\nstages: [{name: a, kind: teleport}]")
     assert "'teleport'" in e.value.message and "optimise" in e.value.message and e.value.reason == "INVALID_RECIPE"
+
+
+def test_a_param_by_name_sets_every_stage_that_has_it_or_fails():
+    assert load_recipe("fast", options={"stages.*.texture_size": "256"}).params["fast"].texture_size == 256
+    with pytest.raises(InvalidArgument) as e:
+        load_recipe("analytic_prior", options={"stages.*.face_index": "1"})
+    assert "face_index" in e.value.message
