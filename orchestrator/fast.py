@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from orchestrator.evaluation import VIEW_BACKGROUND, Reference, encode_gif, evaluate_scene, to_uint8, view_camera
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import any_to_rgb8, encode_png
 from services.face.types import AnalyzeOptions
@@ -199,8 +200,6 @@ def contact_sheet(photo: np.ndarray, renders: dict[str, np.ndarray], geometry: l
 
 
 def _turntable(render_client, scene_id: str, frames: int, size: int, progress) -> list[np.ndarray]:
-    from orchestrator.evaluation import VIEW_BACKGROUND, to_uint8, view_camera
-
     cams = [view_camera(360.0 * k / frames, size, elevation=5.0) for k in range(frames)]
     out = []
     for start in range(0, frames, 6):
@@ -211,8 +210,6 @@ def _turntable(render_client, scene_id: str, frames: int, size: int, progress) -
 
 
 def _write_gif(path: Path, frames: list[np.ndarray], ms: int = 80) -> None:
-    from orchestrator.evaluation import encode_gif
-
     path.write_bytes(encode_gif(frames, ms))
 
 
@@ -222,7 +219,6 @@ def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0,
     """Build a textured head from one portrait. image: bytes, a path or a uint8 (H, W, 3) array.
     progress(stage, overall_fraction) is called as the run goes. Raises NoFaceError / FailedPrecondition
     for photos the recipe cannot use (nothing is written then)."""
-    from orchestrator.evaluation import Reference, evaluate_scene
     from orchestrator.head_template.build import VERSION as TEMPLATE_VERSION, load_template, template_hash
     from orchestrator.head_template.fit import fit_to_landmarks, landmark_error, mesh_glb, refine_silhouette
     from orchestrator.texture import complete_texture, photo_tones, projection_mask
@@ -303,8 +299,6 @@ def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0,
         ref = Reference(rgb, cam, face.head_mask, face.embedding, face.embedding_norm)
         ev = evaluate_scene(render_client, face_client, final.scene_id, ref, clip_model=clip_model,
                             progress=lambda k, n: p.stage("evaluate", 0.8 * k / n))
-        from orchestrator.evaluation import view_camera
-
         geo = render_client.render(final.scene_id, [view_camera(a, 256) for a in (0, 35, 90)],
                                    ["normal_world", "alpha"])
         geometry = [_shade(n, a[0]) for n, a in zip(geo.outputs["normal_world"], geo.outputs["alpha"])]

@@ -33,8 +33,10 @@ class LocalResult:
 
 
 def run_local(loaded: LoadedRecipe, images: list[bytes], prompt: str, out_dir: Path, *,
-              endpoints: Endpoints | None = None, show_progress: bool = True) -> LocalResult:
-    clients = build_clients(endpoints or Endpoints())
+              endpoints: Endpoints | None = None, face_config=None, show_progress: bool = True) -> LocalResult:
+    """Run the recipe on images (encoded photos) and prompt; artifacts land in out_dir only on success.
+    face_config: the in-process face service's FaceConfig (build_clients)."""
+    clients = build_clients(endpoints or Endpoints(), face_config=face_config)
     job_id = "local-" + secrets.token_hex(4)
     stage_seconds: dict[str, float] = {}
     started: dict[str, float] = {}

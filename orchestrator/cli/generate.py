@@ -25,7 +25,9 @@ def add_parsers(sub) -> None:
                      "its guidance/guidance.yaml configures in-process guidance")
     gen.add_argument("--guidance-config", default=None, help="guidance model repository YAML (in-process)")
     gen.add_argument("--guidance-target", default=None, help="HOST:PORT of a guidance service")
-    gen.add_argument("--texture-size", type=int, default=1024)
+    gen.add_argument("--texture-size", type=int, default=None,
+                     help="texture side in px: sets texture_size in every stage of the recipe that has one "
+                          "(an error when none has; the fast recipe's default 1024)")
     gen.add_argument("--no-progress", action="store_true")
     _add_generate_flags(gen)
     gen.set_defaults(func=cmd_generate)
@@ -45,9 +47,11 @@ def add_parsers(sub) -> None:
 
 def _add_generate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-index", type=int, default=None,
-                   help="which face when the photo has several (0 = the largest; eval: the one generate used)")
+                   help="which face when the photo has several (0 = the largest; eval: the one generate used); "
+                        "generate: sets face_index in every stage of the recipe that has one (an error when none has)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core box)")
-    p.add_argument("--clip-model", default=None, help="a local Hugging Face CLIP folder: enables CLIP-I")
+    p.add_argument("--clip-model", default=None, help="a local Hugging Face CLIP folder: enables CLIP-I "
+                   "(generate: sets clip_model in every stage of the recipe that has one)")
     p.add_argument("--target", default=None, help="HOST:PORT of a face service; default in-process")
     p.add_argument("--render-target", default=None, help="HOST:PORT of a render service; default in-process")
     p.add_argument("--token", default=None)
@@ -113,49 +117,81 @@ def _print_generate_summary(result) -> None:
     for w in result.warnings:
         print(f"warning: {w}")
 
-def _generate_with_recipe(args) -> int:
-    """Any recipe, in this process (orchestrator/local.py): the same stages a cluster job runs."""
+def _face_config(args):
+    """The in-process face service's FaceConfig from the face flags; a bad mix is an InvalidArgument."""
+    from pydantic import ValidationError
+
+    from services.common.errors import InvalidArgument
+    from services.face.cli import config_from_args
+
+    try:
+        return config_from_args(args)
+    except ValidationError as e:
+        raise InvalidArgument("face flags", "; ".join(err["msg"] for err in e.errors())) from None
+
+
+def _recipe_options(args) -> dict[str, str]:
+    """--option K=V, and the flags that set a stage param by name (stages.*.PARAM)."""
+    options = pairs(args.option, "--option")
+    for flag, param in (("texture_size", "texture_size"), ("face_index", "face_index"), ("clip_model", "clip_model")):
+        value = getattr(args, flag)
+        if value is not None:
+            options[f"stages.*.{param}"] = str(value)
+    return options
+
+
+def _print_recipe_summary(loaded, result) -> None:
+    """The artifacts; for a recipe whose report has the evaluation protocol's figures, those too."""
+    report_path = result.out_dir / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    m = report.get("metrics", {})
+    if "timings_s" in report and "identity_similarity" in m:
+        print(f"head written in {report['timings_s']['total']:.1f} s to {result.out_dir}")
+        for name in ("asset.glb", "turntable.gif", "contact_sheet.png", "report.json"):
+            print(f"  {result.out_dir / name}")
+        fr = m["views"]["frontal"]
+        dist = f"{fr['distance']:.3f}" if fr.get("distance") is not None else "no face found"
+        print(f"identity: frontal render {m['face_model']['backend']} distance {dist} "
+              f"(same person below {m['face_model']['same_person_threshold']}); ID over 4 views "
+              f"{m['identity_similarity']:.3f}; PSNR {m['psnr_db']:.2f} dB, SSIM {m['ssim']:.3f} at the photo's camera")
+        for w in report.get("warnings", []):
+            print(f"warning: {w}")
+        return
+    print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
+    for name in result.artifacts:
+        print(f"  {name}")
+
+
+def cmd_generate(args) -> int:
+    """Any recipe (default fast), in this process (orchestrator/local.py): the same stages a cluster job runs."""
     from orchestrator.local import run_local
     from orchestrator.recipes import load_recipe, load_recipe_file
-    from orchestrator.runtime.endpoints import INPROCESS, Endpoints
+    from orchestrator.runtime.endpoints import Endpoints
 
-    options = pairs(args.option, "--option")
-    loaded = load_recipe_file(args.recipe_file, options) if args.recipe_file else load_recipe(args.recipe, options=options)
+    options = _recipe_options(args)
+    loaded = (load_recipe_file(args.recipe_file, options) if args.recipe_file
+              else load_recipe(args.recipe or "fast", options=options))
+    if loaded.recipe.inputs.min_images and not args.image:
+        raise SystemExit(f"headforge generate: the {loaded.recipe.name} recipe needs a photo")
     guidance_config = args.guidance_config
     if guidance_config is None and args.models and (Path(args.models) / "guidance" / "guidance.yaml").is_file():
         guidance_config = str(Path(args.models) / "guidance" / "guidance.yaml")
     endpoints = Endpoints(face=args.target or INPROCESS, render=args.render_target or INPROCESS,
                           guidance=args.guidance_target or INPROCESS, guidance_config=guidance_config,
                           token=args.token)
+    face_config = _face_config(args)
+    _set_threads(args.threads)
     images = [Path(args.image).read_bytes()] if args.image else []
-    result = run_local(loaded, images, args.prompt, Path(args.out), endpoints=endpoints,
+    result = run_local(loaded, images, args.prompt, Path(args.out), endpoints=endpoints, face_config=face_config,
                        show_progress=not args.no_progress)
     if result.state != "succeeded":
         print(f"headforge generate: {result.state}: {result.error_message}", file=sys.stderr)
         return 1
-    print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
-    for name in result.artifacts:
-        print(f"  {name}")
-    return 0
-
-def cmd_generate(args) -> int:
-    from orchestrator.fast import run_fast
-
-    if args.recipe_file or (args.recipe or "fast") != "fast" or args.option:
-        return _generate_with_recipe(args)
-    if not args.image:
-        raise SystemExit("headforge generate: the fast recipe needs a photo")
-    _set_threads(args.threads)
-    face, render = _generate_clients(args)
-    with _progress_bar(not args.no_progress) as bar:
-        result = run_fast(Path(args.image), Path(args.out), face_client=face, render_client=render,
-                          face_index=args.face_index or 0, progress=bar, texture_size=args.texture_size,
-                          clip_model=args.clip_model)
-    _print_generate_summary(result)
+    _print_recipe_summary(loaded, result)
     return 0
 
 def cmd_eval(args) -> int:
-    from orchestrator.evaluation import evaluate_asset
+    from orchestrator.evaluate_asset import evaluate_asset
 
     _set_threads(args.threads)
     face, render = _generate_clients(args)

@@ -26,8 +26,8 @@ import grpc
 from headforge.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 from orchestrator.jobs import servicer as conv
 from orchestrator.jobs.artifacts import validate_name
-from orchestrator.jobs.service import ArtifactChunk, JobsDescription, JobsService, SubmitRequest
-from orchestrator.jobs.types import JobEvent, JobRecord
+from orchestrator.jobs.service import JobsService
+from orchestrator.jobs.types import ArtifactChunk, JobEvent, JobRecord, JobsDescription, SubmitRequest
 from services.common import auth
 from services.common.client import GrpcTransport, RetryPolicy
 from services.common.errors import HeadForgeError, from_rpc_error

@@ -15,15 +15,16 @@ import logging
 import posixpath
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
 from pydantic import BaseModel, Field
 
 from orchestrator.jobs.artifacts import ArtifactStore, validate_name
 from orchestrator.jobs.metrics import export_store_gauges
-from orchestrator.jobs.store import JOB_STATES, JobStore
-from orchestrator.jobs.types import TERMINAL, JobEvent, JobRecord, JobSpec
+from orchestrator.jobs.rows import JOB_STATES
+from orchestrator.jobs.store import JobStore
+from orchestrator.jobs.types import (TERMINAL, ArtifactChunk, JobEvent, JobRecord, JobsDescription, JobSpec, RecipeInfo,
+                                     SubmitRequest)
 from orchestrator.recipes import builtin_names, load_recipe
 from services.common.auth import current_tenant
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
@@ -31,7 +32,6 @@ from services.common.images import decode_image
 
 log = logging.getLogger("headforge.jobs")
 
-VERSION = "0.1.0"
 MAX_CHUNK_BYTES = 4 << 20
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_IDEMPOTENCY_KEY = 128
@@ -59,57 +59,6 @@ class Runtime(Protocol):
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
-
-
-@dataclass
-class ArtifactChunk:
-    name: str
-    offset: int
-    data: bytes
-    total_size: int
-    sha256: str
-    mime_type: str
-    last: bool
-
-
-@dataclass
-class RecipeInfo:
-    name: str
-    description: str
-    min_images: int
-    max_images: int
-    prompt_required: bool
-    output: str
-    yaml: str
-
-
-@dataclass
-class JobsDescription:
-    recipes: list[RecipeInfo]
-    model_roots: list[str]
-    max_image_bytes: int
-    max_image_pixels: int
-    max_active_jobs: int
-    active_jobs: int
-    max_storage_bytes: int
-    storage_bytes: int
-    retention_days: int
-    tenant: str
-    version: str = VERSION
-
-
-@dataclass
-class SubmitRequest:
-    recipe_name: str = ""
-    recipe_yaml: str = ""
-    images: list[bytes] = field(default_factory=list)
-    prompt: str = ""
-    options: dict[str, str] = field(default_factory=dict)
-    models_dir: str = ""
-    priority: int = 0
-    display_name: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    idempotency_key: str = ""
 
 
 def recipe_infos() -> list[RecipeInfo]:

@@ -7,8 +7,9 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from headforge.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
-from orchestrator.jobs.service import ArtifactChunk, JobsDescription, JobsService, RecipeInfo, SubmitRequest
-from orchestrator.jobs.types import ArtifactRecord, JobEvent, JobRecord, Progress, StageRecord
+from orchestrator.jobs.service import JobsService
+from orchestrator.jobs.types import (ArtifactChunk, ArtifactRecord, JobEvent, JobRecord, JobsDescription, Progress,
+                                     RecipeInfo, StageRecord, SubmitRequest)
 from services.common.errors import InvalidArgument
 
 SERVICE_NAME = jobs_pb2.DESCRIPTOR.services_by_name["JobsService"].full_name

@@ -15,201 +15,32 @@ and short polling sees writes from other processes.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import secrets
 import sqlite3
-import threading
 import time
-import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 from orchestrator.jobs import metrics
-from orchestrator.jobs.types import TERMINAL, ArtifactRecord, JobEvent, JobRecord, JobSpec, Progress, StageRecord
+from orchestrator.jobs.rows import (JOB_STATES, SCHEMA, STAGE_STATES, STAGE_TERMINAL, check_state, decode_page_token,
+                                    encode_page_token, filter_key, payload_from, record_from_row)
+from orchestrator.jobs.sqlite import SqliteDatabase
+from orchestrator.jobs.types import TERMINAL, ArtifactRecord, JobEvent, JobRecord, JobSpec, Progress
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-STAGE_STATES = ("pending", "running", "succeeded", "failed", "skipped", "cancelled")
-STAGE_TERMINAL = ("succeeded", "failed", "skipped", "cancelled")
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 POLL_S = 0.2          # how often wait_events looks for other processes' writes
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    n INTEGER PRIMARY KEY AUTOINCREMENT,         -- creation order (newest first = n DESC)
-    id TEXT NOT NULL UNIQUE,
-    tenant TEXT NOT NULL,
-    display_name TEXT NOT NULL,
-    recipe TEXT NOT NULL,
-    recipe_yaml TEXT NOT NULL,
-    recipe_sha256 TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    models_dir TEXT NOT NULL,
-    state TEXT NOT NULL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    priority INTEGER NOT NULL DEFAULT 0,
-    labels TEXT NOT NULL,                        -- JSON, also exploded into job_labels for filtering
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    error_message TEXT NOT NULL DEFAULT '',
-    error_reason TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    idempotency_key TEXT NOT NULL DEFAULT '',
-    last_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, n);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, n);
-CREATE INDEX IF NOT EXISTS jobs_idem ON jobs (tenant, idempotency_key);
-CREATE TABLE IF NOT EXISTS job_labels (
-    job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (job_id, key)
-);
-CREATE INDEX IF NOT EXISTS job_labels_kv ON job_labels (key, value);
-CREATE TABLE IF NOT EXISTS stages (
-    job_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    state TEXT NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    progress TEXT,                               -- JSON of Progress
-    resumes INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, name)
-);
-CREATE TABLE IF NOT EXISTS inputs (
-    job_id TEXT NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (job_id, idx)
-);
-CREATE TABLE IF NOT EXISTS artifacts (
-    job_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    mime_type TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (job_id, name)
-);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    time REAL NOT NULL,
-    kind TEXT NOT NULL,
-    stage TEXT NOT NULL DEFAULT '',
-    payload TEXT NOT NULL,
-    PRIMARY KEY (job_id, sequence)
-);
-"""
 
-
-def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; one of {allowed}")
-
-
-def _progress_from(data: dict | None) -> Progress | None:
-    if data is None:
-        return None
-    return Progress(stage=data["stage"], step=data.get("step", 0), total=data.get("total", 0),
-                    message=data.get("message", ""), metrics=dict(data.get("metrics", {})))
-
-
-def _payload_from(kind: str, data: dict):
-    if kind == "progress":
-        return _progress_from(data)
-    if kind == "artifact":
-        return ArtifactRecord(**data)
-    return data
-
-
-class _Holder:
-    """One thread's connection (sqlite3.Connection cannot be weakly referenced itself)."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-
-class JobStore:
+class JobStore(SqliteDatabase):
     """Jobs in SQLite at `path` (created with its schema on first open). See the module docstring."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self._conns: weakref.WeakSet[_Holder] = weakref.WeakSet()   # a dead thread's connection is collected
-        self._conns_lock = threading.Lock()
-        self._changed = threading.Condition()
-        self._generation = 0      # bumped on every write from this process (wait_events)
-        self._conn().execute("PRAGMA journal_mode=WAL")
-        with self._write() as c:
-            for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                c.execute(statement)
+        super().__init__(path, SCHEMA, busy_timeout_s=busy_timeout_s)
 
-    # -- plumbing ---------------------------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        holder = getattr(self._local, "holder", None)
-        if holder is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                                   check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA synchronous=NORMAL")   # durable across process crashes in WAL mode
-            holder = self._local.holder = _Holder(conn)
-            with self._conns_lock:
-                self._conns.add(holder)
-        return holder.conn
-
-    class _Tx:
-        def __init__(self, store: "JobStore", mode: str):
-            self.store, self.mode = store, mode
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.conn = self.store._conn()
-            self.conn.execute(f"BEGIN {self.mode}")
-            return self.conn
-
-        def __exit__(self, exc_type, exc, tb):
-            if exc_type is None:
-                try:
-                    self.conn.execute("COMMIT")
-                    return False
-                except BaseException:
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    raise
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            return False
-
-    def _write(self) -> "_Tx":
-        """A write transaction: takes the database's write lock at once (no upgrade deadlocks)."""
-        return JobStore._Tx(self, "IMMEDIATE")
-
-    def _read(self) -> "_Tx":
-        """A read transaction: one consistent snapshot of the database."""
-        return JobStore._Tx(self, "DEFERRED")
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
-
-    def close(self) -> None:
-        with self._conns_lock:
-            for holder in list(self._conns):
-                try:
-                    holder.conn.close()
-                except sqlite3.Error:
-                    pass
-            self._conns = weakref.WeakSet()
-        self._local = threading.local()
+    # -- rows -------------------------------------------------------------------------------------------
 
     @staticmethod
     def _emit(c: sqlite3.Connection, job_id: str, kind: str, payload: dict, now: float, stage: str = "") -> int:
@@ -218,31 +49,6 @@ class JobStore:
         c.execute("INSERT INTO events (job_id, sequence, time, kind, stage, payload) VALUES (?, ?, ?, ?, ?, ?)",
                   (job_id, seq, now, kind, stage, json.dumps(payload)))
         return seq
-
-    def _record(self, c: sqlite3.Connection, row: sqlite3.Row) -> JobRecord:
-        job_id = row["id"]
-        stages = [StageRecord(name=s["name"], state=s["state"], started_at=s["started_at"],
-                              finished_at=s["finished_at"],
-                              progress=_progress_from(json.loads(s["progress"]) if s["progress"] else None),
-                              resumes=s["resumes"])
-                  for s in c.execute("SELECT * FROM stages WHERE job_id = ? ORDER BY idx", (job_id,))]
-        artifacts = [ArtifactRecord(name=a["name"], size_bytes=a["size_bytes"], mime_type=a["mime_type"],
-                                    sha256=a["sha256"], stage=a["stage"], created_at=a["created_at"])
-                     for a in c.execute("SELECT * FROM artifacts WHERE job_id = ? ORDER BY created_at, name",
-                                        (job_id,))]
-        position = -1
-        if row["state"] == "queued":
-            position = c.execute(
-                "SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state = 'queued' AND "
-                "(priority > ? OR (priority = ? AND n < ?))",
-                (row["tenant"], row["priority"], row["priority"], row["n"])).fetchone()[0]
-        return JobRecord(
-            id=job_id, tenant=row["tenant"], display_name=row["display_name"], recipe=row["recipe"],
-            recipe_sha256=row["recipe_sha256"], state=row["state"], cancel_requested=bool(row["cancel_requested"]),
-            priority=row["priority"], labels=json.loads(row["labels"]), stages=stages,
-            created_at=row["created_at"], updated_at=row["updated_at"], started_at=row["started_at"],
-            finished_at=row["finished_at"], error_message=row["error_message"], error_reason=row["error_reason"],
-            artifacts=artifacts, queue_position=position, attempts=row["attempts"])
 
     def _row(self, c: sqlite3.Connection, job_id: str, tenant: str | None = None) -> sqlite3.Row:
         row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -265,7 +71,7 @@ class JobStore:
                                 "ORDER BY n DESC LIMIT 1",
                                 (spec.tenant, spec.idempotency_key, now - IDEMPOTENCY_WINDOW_S)).fetchone()
                 if row is not None:
-                    return self._record(c, row)
+                    return record_from_row(c, row)
             if max_active is not None:
                 used = self._active(c, spec.tenant)
                 if used >= max_active:
@@ -294,25 +100,25 @@ class JobStore:
                           [(job_id, i, name) for i, name in enumerate(spec.stage_names)])
             c.executemany("INSERT INTO inputs (job_id, idx, data) VALUES (?, ?, ?)",
                           [(job_id, i, bytes(data)) for i, data in enumerate(spec.images)])
-            record = self._record(c, self._row(c, job_id))
+            record = record_from_row(c, self._row(c, job_id))
         self._notify()
         return record
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
         """The tenant's job; NotFound for an unknown id or another tenant's job."""
         with self._read() as c:
-            return self._record(c, self._row(c, job_id, tenant))
+            return record_from_row(c, self._row(c, job_id, tenant))
 
     def get_any(self, job_id: str) -> JobRecord:
         """Any tenant's job (the runtime)."""
         with self._read() as c:
-            return self._record(c, self._row(c, job_id))
+            return record_from_row(c, self._row(c, job_id))
 
     def snapshot(self, job_id: str, tenant: str | None = None) -> tuple[JobRecord, int]:
         """The job and the sequence of its latest event, read consistently (a watch stream's first event)."""
         with self._read() as c:
             row = self._row(c, job_id, tenant)
-            return self._record(c, row), row["last_seq"]
+            return record_from_row(c, row), row["last_seq"]
 
     def inputs(self, job_id: str) -> tuple[list[bytes], str, str, str]:
         """(images, prompt, recipe_yaml, models_dir) of a job."""
@@ -322,43 +128,19 @@ class JobStore:
                                                           (job_id,))]
             return images, row["prompt"], row["recipe_yaml"], row["models_dir"]
 
-    @staticmethod
-    def _filter_key(states: Iterable[str], recipe: str, labels: dict[str, str]) -> str:
-        text = json.dumps([sorted(states), recipe, sorted(labels.items())])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    @staticmethod
-    def _encode_token(n: int, key: str) -> str:
-        return base64.urlsafe_b64encode(json.dumps({"n": n, "f": key}).encode()).decode().rstrip("=")
-
-    @staticmethod
-    def _decode_token(token: str, key: str) -> int:
-        try:
-            data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            n = data["n"]
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ValueError
-        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-            raise InvalidArgument("page_token", "not a page token from a previous List", reason="BAD_PAGE_TOKEN") \
-                from None
-        if data.get("f") != key:
-            raise InvalidArgument("page_token", "the page token was issued for different filters",
-                                  reason="BAD_PAGE_TOKEN")
-        return n
-
     def list(self, tenant: str, states: Iterable[str] = (), recipe: str = "", labels: dict[str, str] | None = None,
              page_size: int = 50, page_token: str = "") -> tuple[list[JobRecord], str]:
         """The tenant's jobs, newest first, and the next page token ("" on the last page)."""
         states, labels = list(states), dict(labels or {})
         for s in states:
-            _check(s, JOB_STATES, "job state")
+            check_state(s, JOB_STATES, "job state")
         if not 1 <= page_size <= 500:
             raise InvalidArgument("page_size", f"must be 1..500, got {page_size}")
-        key = self._filter_key(states, recipe, labels)
+        key = filter_key(states, recipe, labels)
         where, args = ["tenant = ?"], [tenant]
         if page_token:
             where.append("n < ?")
-            args.append(self._decode_token(page_token, key))
+            args.append(decode_page_token(page_token, key))
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             args.extend(states)
@@ -371,8 +153,8 @@ class JobStore:
         with self._read() as c:
             rows = c.execute(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY n DESC LIMIT ?",
                              (*args, page_size + 1)).fetchall()
-            records = [self._record(c, r) for r in rows[:page_size]]
-        token = self._encode_token(rows[page_size - 1]["n"], key) if len(rows) > page_size else ""
+            records = [record_from_row(c, r) for r in rows[:page_size]]
+        token = encode_page_token(rows[page_size - 1]["n"], key) if len(rows) > page_size else ""
         return records, token
 
     def request_cancel(self, tenant: str, job_id: str) -> JobRecord:
@@ -397,7 +179,7 @@ class JobStore:
             elif state == "running" and not row["cancel_requested"]:
                 c.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
                 changed = True
-            record = self._record(c, self._row(c, job_id))
+            record = record_from_row(c, self._row(c, job_id))
         if state == "queued":   # committed: observed like every other terminal transition
             metrics.JOB_DURATION.labels(row["recipe"], "cancelled").observe(now - row["created_at"])
         if changed:
@@ -419,7 +201,7 @@ class JobStore:
                       "attempts = attempts + 1, updated_at = ? WHERE id = ?", (now, now, row["id"]))
             self._emit(c, row["id"], "state", {"previous": "queued", "current": "running",
                                                "error_message": "", "error_reason": ""}, now)
-            record = self._record(c, self._row(c, row["id"]))
+            record = record_from_row(c, self._row(c, row["id"]))
         if row["started_at"] is None:
             metrics.JOB_QUEUE_WAIT.labels(row["recipe"]).observe(now - row["created_at"])
         self._notify()
@@ -436,13 +218,13 @@ class JobStore:
     def running_jobs(self) -> list[JobRecord]:
         """Every RUNNING job, oldest first (the runtime resumes them after a restart)."""
         with self._read() as c:
-            return [self._record(c, r) for r in c.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY n")]
+            return [record_from_row(c, r) for r in c.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY n")]
 
     def set_job_state(self, job_id: str, state: str, error_message: str = "", error_reason: str = "") -> JobRecord:
         """A transition the runtime decides (RUNNING -> SUCCEEDED/FAILED/CANCELLED, or back to QUEUED to run it
         again); terminal states set finished_at and clear cancel_requested. Emits a "state" event when it
         changes. A terminal job stays terminal: FailedPrecondition for a move to another state."""
-        _check(state, JOB_STATES, "job state")
+        check_state(state, JOB_STATES, "job state")
         now = time.time()
         with self._write() as c:
             row = self._row(c, job_id)
@@ -457,7 +239,7 @@ class JobStore:
                           (state, error_message, error_reason, now, now if terminal else None, terminal, job_id))
                 self._emit(c, job_id, "state", {"previous": previous, "current": state,
                                                 "error_message": error_message, "error_reason": error_reason}, now)
-            record = self._record(c, self._row(c, job_id))
+            record = record_from_row(c, self._row(c, job_id))
         if state in TERMINAL and previous != state:
             metrics.JOB_DURATION.labels(row["recipe"], state).observe(now - row["created_at"])
         self._notify()
@@ -465,7 +247,7 @@ class JobStore:
 
     def set_stage_state(self, job_id: str, stage: str, state: str) -> None:
         """A stage's state; RUNNING sets started_at (first time), a terminal state finished_at. Emits "stage"."""
-        _check(state, STAGE_STATES, "stage state")
+        check_state(state, STAGE_STATES, "stage state")
         now = time.time()
         with self._write() as c:
             row = c.execute("SELECT state, started_at FROM stages WHERE job_id = ? AND name = ?",
@@ -542,7 +324,7 @@ class JobStore:
         with self._read() as c:
             rows = c.execute("SELECT sequence, time, kind, payload FROM events WHERE job_id = ? AND sequence > ? "
                              "ORDER BY sequence", (job_id, sequence)).fetchall()
-        return [JobEvent(r["sequence"], r["time"], r["kind"], _payload_from(r["kind"], json.loads(r["payload"])))
+        return [JobEvent(r["sequence"], r["time"], r["kind"], payload_from(r["kind"], json.loads(r["payload"])))
                 for r in rows]
 
     def last_sequence(self, job_id: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StageState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 TERMINAL: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+VERSION = "0.1.0"          # the jobs service's, in JobsDescription
 
 
 @dataclass
@@ -90,3 +91,56 @@ class JobEvent:
     time: float
     kind: Literal["snapshot", "state", "stage", "progress", "artifact"]
     payload: Any
+
+
+# the jobs service's requests and answers (jobs.proto messages) ------------------------------------
+
+@dataclass
+class ArtifactChunk:
+    name: str
+    offset: int
+    data: bytes
+    total_size: int
+    sha256: str
+    mime_type: str
+    last: bool
+
+
+@dataclass
+class RecipeInfo:
+    name: str
+    description: str
+    min_images: int
+    max_images: int
+    prompt_required: bool
+    output: str
+    yaml: str
+
+
+@dataclass
+class JobsDescription:
+    recipes: list[RecipeInfo]
+    model_roots: list[str]
+    max_image_bytes: int
+    max_image_pixels: int
+    max_active_jobs: int
+    active_jobs: int
+    max_storage_bytes: int
+    storage_bytes: int
+    retention_days: int
+    tenant: str
+    version: str = VERSION
+
+
+@dataclass
+class SubmitRequest:
+    recipe_name: str = ""
+    recipe_yaml: str = ""
+    images: list[bytes] = field(default_factory=list)
+    prompt: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+    models_dir: str = ""
+    priority: int = 0
+    display_name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""

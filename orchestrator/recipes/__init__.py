@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.recipes.schema import Recipe
-from orchestrator.stages.params import STAGE_PARAMS
+from orchestrator.stages.registry import STAGES
 from services.common.errors import FieldViolation, InvalidArgument
 
 BUILTIN = Path(__file__).parent / "builtin"
@@ -54,6 +54,15 @@ def _apply_option(data: dict, dotted: str, raw: str) -> None:
         raise InvalidArgument(f"options[{dotted}]", f"not valid YAML: {e}") from None
     keys = dotted.split(".")
     node: Any = data
+    if keys[:2] == ["stages", "*"] and len(keys) == 3:   # every stage whose kind has this param
+        stages = [s for s in data.get("stages", []) if isinstance(s, dict) and s.get("kind") in STAGES
+                  and keys[2] in STAGES.get(s["kind"]).params.model_fields]
+        if not stages:
+            raise InvalidArgument(f"options[{dotted}]", f"no stage of recipe {data.get('name', '')!r} has a "
+                                  f"{keys[2]!r} parameter")
+        for stage in stages:
+            stage.setdefault("params", {})[keys[2]] = value
+        return
     if keys[0] == "stages" and len(keys) >= 3:
         stage = next((s for s in data.get("stages", []) if s.get("name") == keys[1]), None)
         if stage is None:
@@ -69,7 +78,8 @@ def _apply_option(data: dict, dotted: str, raw: str) -> None:
 
 
 def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None = None) -> LoadedRecipe:
-    """A built-in recipe by name, or YAML text; options by dotted path ("stages.optimise.iterations": "500").
+    """A built-in recipe by name, or YAML text; options by dotted path ("stages.optimise.iterations": "500"),
+    "stages.*.PARAM" setting PARAM in every stage that has it (InvalidArgument when none has).
     InvalidArgument (reason INVALID_RECIPE) names the YAML path of every bad field."""
     if bool(name) == bool(text):
         raise InvalidArgument("recipe", "give a recipe name or recipe YAML, not both or neither")
@@ -93,12 +103,11 @@ def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None =
         raise _invalid(e, "", data) from None
     params = {}
     for i, stage in enumerate(recipe.stages):
-        model = STAGE_PARAMS.get(stage.kind)
-        if model is None:
-            raise InvalidArgument(f"stages[{i}].kind", f"unknown stage kind {stage.kind!r}; one of "
-                                  f"{sorted(STAGE_PARAMS)}", reason="INVALID_RECIPE")
+        if stage.kind not in STAGES:
+            raise InvalidArgument(f"stages[{i}].kind", f"unknown stage kind {stage.kind!r}; known: "
+                                  f"{STAGES.names()}", reason="INVALID_RECIPE")
         try:
-            params[stage.name] = model.model_validate(stage.params)
+            params[stage.name] = STAGES.get(stage.kind).params.model_validate(stage.params)
         except ValidationError as e:
             raise _invalid(e, f"stages[{i}].params.", data) from None
     resolved = recipe.model_dump(mode="json")

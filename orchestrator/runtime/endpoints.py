@@ -42,14 +42,16 @@ class ServiceClients:
             c.close()
 
 
-def build_clients(e: Endpoints) -> ServiceClients:
-    """One client per service, each from that service's connect() (gRPC with retries, or in-process)."""
+def build_clients(e: Endpoints, *, face_config=None) -> ServiceClients:
+    """One client per service, each from that service's connect() (gRPC with retries, or in-process).
+    face_config: the in-process face service's FaceConfig (services.face.cli.config_from_args); None = its
+    defaults (dlib)."""
     from services.face.client import connect as connect_face
     from services.guidance.client import connect as connect_guidance
     from services.render.client import connect as connect_render
 
     retry = RetryPolicy(max_attempts=1000, max_backoff_s=2.0, budget_s=e.retry_budget_s)
-    return ServiceClients(face=connect_face(e.face, token=e.token, retry=retry),
+    return ServiceClients(face=connect_face(e.face, token=e.token, retry=retry, config=face_config),
                           render=connect_render(e.render, token=e.token, retry=retry),
                           guidance=connect_guidance(e.guidance, token=e.token, retry=retry,
                                                     config_path=e.guidance_config))

@@ -20,21 +20,13 @@ from dataclasses import asdict
 from typing import Callable
 
 from orchestrator.recipes import load_recipe
-from orchestrator.stages import evaluate, fast_head, optimise, preprocess, scene
+from orchestrator.stages import scene
 from orchestrator.stages.context import JobCancelled, StageContext
+from orchestrator.stages.registry import STAGES
 from services.common.errors import HeadForgeError
 
 log = logging.getLogger(__name__)
 
-STAGES: dict[str, Callable] = {
-    "preprocess": preprocess.run,
-    "init": scene.run_init,
-    "optimise": optimise.run,
-    "convert": scene.run_convert,
-    "export": scene.run_export,
-    "evaluate": evaluate.run,
-    "fast_head": fast_head.run,
-}
 STATE_ARTIFACT = "checkpoints/state.json"
 
 Emit = Callable[[dict], None]
@@ -68,7 +60,7 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         started = time.perf_counter()
         try:
             ctx.check_cancelled()
-            STAGES[spec.kind](ctx, loaded.params[spec.name])
+            STAGES.get(spec.kind, field="kind").run(ctx, loaded.params[spec.name])
         except JobCancelled:
             scene.close_scene(ctx)
             emit({"kind": "stage", "stage": spec.name, "state": "cancelled"})

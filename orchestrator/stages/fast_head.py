@@ -25,6 +25,7 @@ def run(ctx: StageContext, params: FastHeadParams) -> None:
 
         run_fast(ctx.images[0], out, face_client=ctx.clients.face, render_client=ctx.clients.render,
                  face_index=params.face_index, progress=progress, texture_size=params.texture_size,
-                 fit_steps=params.fit_steps, turntable_frames=params.turntable_frames)
+                 fit_steps=params.fit_steps, turntable_frames=params.turntable_frames,
+                 clip_model=params.clip_model)
         for path in sorted(p for p in out.rglob("*") if p.is_file()):
             ctx.artifact(str(path.relative_to(out)), path.read_bytes())

@@ -96,14 +96,4 @@ class FastHeadParams(_Strict):
     texture_size: int = Field(1024, ge=64, le=4096)
     fit_steps: int = Field(16, ge=0, le=1000)
     turntable_frames: int = Field(24, ge=4, le=360)
-
-
-STAGE_PARAMS: dict[str, type[BaseModel]] = {
-    "fast_head": FastHeadParams,
-    "preprocess": PreprocessParams,
-    "init": InitParams,
-    "optimise": OptimiseParams,
-    "convert": ConvertParams,
-    "export": ExportParams,
-    "evaluate": EvaluateParams,
-}
+    clip_model: str | None = None             # a local Hugging Face CLIP folder: enables CLIP-I

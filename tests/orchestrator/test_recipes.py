@@ -62,3 +62,27 @@ def test_schedules():
     s = (100, 0.0, 1.0, 200)
     assert [schedule_at(s, k) for k in (0, 100, 150, 200, 999)] == [0.0, 0.0, 0.5, 1.0, 1.0]
     assert schedule_at((10, 2.0, 5.0, 10), 50) == 2.0      # end_step <= start_step: constant start value
+
+
+def test_every_registered_stage_kind_resolves_to_a_function():
+    import inspect
+
+    from orchestrator.stages.registry import STAGES
+
+    for kind, spec in STAGES.items():
+        module, _, name = spec.run_path.partition(":")
+        run = getattr(__import__(module, fromlist=[name]), name)
+        assert list(inspect.signature(run).parameters) == ["ctx", "params"], kind
+
+
+def test_an_unknown_stage_kind_names_the_known_ones():
+    with pytest.raises(InvalidArgument) as e:
+        load_recipe(text="name: x\nstages: [{name: a, kind: teleport}]")
+    assert "'teleport'" in e.value.message and "optimise" in e.value.message and e.value.reason == "INVALID_RECIPE"
+
+
+def test_a_param_by_name_sets_every_stage_that_has_it_or_fails():
+    assert load_recipe("fast", options={"stages.*.texture_size": "256"}).params["fast"].texture_size == 256
+    with pytest.raises(InvalidArgument) as e:
+        load_recipe("analytic_prior", options={"stages.*.face_index": "1"})
+    assert "face_index" in e.value.message

@@ -1,0 +1,38 @@
+"""The stage kinds a recipe can name: each one's run function and parameter class, in one registry.
+
+Adding a stage kind is one module (its `run(ctx, params)`; its params class in orchestrator/stages/params.py)
+plus one registration line below. The run functions are "module:function" paths imported on first use, so
+validating a recipe (the jobs service does it on submit) loads no stage code."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.stages import params as p
+from services.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage kind: `run_path` ("module:function", the function run(ctx, params)) and its params class."""
+
+    run_path: str
+    params: type[BaseModel]
+
+    def run(self, ctx: Any, params: BaseModel) -> None:
+        module, _, name = self.run_path.partition(":")
+        getattr(importlib.import_module(module), name)(ctx, params)
+
+
+STAGES: Registry[StageSpec] = Registry("stage kind")
+STAGES.register("preprocess", StageSpec("orchestrator.stages.preprocess:run", p.PreprocessParams))
+STAGES.register("init", StageSpec("orchestrator.stages.scene:run_init", p.InitParams))
+STAGES.register("optimise", StageSpec("orchestrator.stages.optimise:run", p.OptimiseParams))
+STAGES.register("convert", StageSpec("orchestrator.stages.scene:run_convert", p.ConvertParams))
+STAGES.register("export", StageSpec("orchestrator.stages.scene:run_export", p.ExportParams))
+STAGES.register("evaluate", StageSpec("orchestrator.stages.evaluate:run", p.EvaluateParams))
+STAGES.register("fast_head", StageSpec("orchestrator.stages.fast_head:run", p.FastHeadParams))
