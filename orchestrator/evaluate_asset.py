@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from orchestrator.evaluation import Evaluation, Reference, evaluate_scene
-from orchestrator.fast import analyse_photo, prepare_image
+from orchestrator.photo_intake import analyse_photo, prepare_image
 
 
 def evaluate_asset(out_dir: Path, reference_image, *, face_client, render_client, face_index: int | None = None,

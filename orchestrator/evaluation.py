@@ -56,6 +56,22 @@ def encode_gif(frames: list[np.ndarray], ms: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def turntable(render_client, scene_id: str, frames: int, size: int, *, elevation: float = 0.0, background=None,
+              progress=None, batch: int = 6) -> list[np.ndarray]:
+    """frames (H=W=size, 3) uint8 views of a scene at evenly spaced azimuths from 0 (frontal), for the
+    turntable GIF of every recipe. background: None (the render default) or an RGB triple in [0, 1];
+    progress(fraction) after each batch of `batch` views."""
+    cams = [view_camera(360.0 * k / frames, size, elevation=elevation) for k in range(frames)]
+    out: list[np.ndarray] = []
+    for start in range(0, frames, batch):
+        kw = {} if background is None else {"background": np.asarray(background)}
+        r = render_client.render(scene_id, cams[start:start + batch], ["rgb"], **kw)
+        out += [to_uint8(img) for img in r.outputs["rgb"]]
+        if progress is not None:
+            progress(len(out) / frames)
+    return out
+
+
 def to_uint8(rgb_chw: np.ndarray) -> np.ndarray:
     return (np.clip(np.asarray(rgb_chw).transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
 

@@ -29,25 +29,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from orchestrator.evaluation import VIEW_BACKGROUND, Reference, encode_gif, evaluate_scene, to_uint8, view_camera
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.images import any_to_rgb8, encode_png
-from services.face.types import AnalyzeOptions
+from orchestrator.evaluation import VIEW_BACKGROUND, Reference, encode_gif, evaluate_scene, turntable, view_camera
+from services.common.images import encode_png
+from orchestrator.photo_intake import analyse_photo, prepare_image
 
 RECIPE = "fast"
-MAX_SIDE = 1024            # larger photos are downscaled to this longer side first
-MIN_FACE_PX = 40           # a face box shorter side below this is refused
-GOOD_FACE_PX = 80            # faces smaller than this are upscaled (x4 at most) before the fit
-MAX_YAW_DEG = 30.0         # beyond this the fit is out of its range: a warning in the report
-MAX_PITCH_DEG = 25.0
 ARTIFACTS = ("asset.glb", "texture.png", "turntable.gif", "contact_sheet.png", "report.json")
 
 # progress weights of the stages (fractions of the whole run)
 STAGES = {"analyse": 0.10, "fit": 0.30, "texture": 0.20, "export": 0.05, "turntable": 0.10, "evaluate": 0.25}
-
-
-class NoFaceError(FailedPrecondition):
-    pass
 
 
 @dataclass
@@ -61,65 +51,6 @@ class FastResult:
     timings: dict[str, float]
     metrics: dict
     warnings: list[str] = field(default_factory=list)
-
-
-def prepare_image(image) -> np.ndarray:
-    """Any image a user sends (bytes, path, array) -> uint8 RGB with the longer side at most MAX_SIDE."""
-    if isinstance(image, (str, os.PathLike)):
-        image = Path(image).read_bytes()
-    rgb = any_to_rgb8(image, max_pixels=40_000_000)
-    h, w = rgb.shape[:2]
-    if max(h, w) > MAX_SIDE:
-        s = MAX_SIDE / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return rgb
-
-
-def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw: float = MAX_YAW_DEG):
-    """(rgb, face, analysis, warnings): the face to build, in a working image that may be upscaled so the
-    face is big enough for the fit. Raises NoFaceError / FailedPrecondition with a message a user can act on."""
-    if face_index < 0:
-        raise InvalidArgument("face_index", f"must be >= 0, got {face_index}")
-    warnings: list[str] = []
-    opts = AnalyzeOptions(skip_crop=True)
-    res = face_client.analyze(rgb, opts)
-    if not res.faces and max(rgb.shape[:2]) <= 2048:   # small faces: let the detector look closer
-        res = face_client.analyze(rgb, AnalyzeOptions(skip_crop=True, upsample=2))
-    if not res.faces:
-        raise NoFaceError(f"no face found in the photo ({rgb.shape[1]}x{rgb.shape[0]} px). The fast recipe needs "
-                          f"a roughly frontal face at least {MIN_FACE_PX} px tall.", reason="NO_FACE")
-    if face_index >= len(res.faces):
-        raise FailedPrecondition(f"--face-index {face_index} asked for, but the photo has {len(res.faces)} face(s) "
-                                 f"(0 = the largest)", reason="FACE_INDEX")
-    if len(res.faces) > 1:
-        warnings.append(f"{len(res.faces)} faces found; built face {face_index} "
-                        f"({'the largest' if face_index == 0 else 'by --face-index'})")
-    face = res.faces[face_index]
-    x0, y0, x1, y1 = face.box
-    side = float(min(x1 - x0, y1 - y0))
-    if side < MIN_FACE_PX:
-        raise FailedPrecondition(f"the face is {side:.0f} px; the fast recipe needs at least {MIN_FACE_PX} px "
-                                 "(face box side). Use a closer or larger photo.", reason="FACE_TOO_SMALL")
-    if side < GOOD_FACE_PX:
-        factor = min(4.0, GOOD_FACE_PX / side, 2048 / max(rgb.shape[:2]))
-        if factor > 1.05:
-            h, w = rgb.shape[:2]
-            big = cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
-            res2 = face_client.analyze(big, opts)
-            centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2]) * factor
-            if res2.faces:
-                best = min(res2.faces, key=lambda f: np.linalg.norm(np.array([(f.box[0] + f.box[2]) / 2,
-                                                                             (f.box[1] + f.box[3]) / 2]) - centre))
-                warnings.append(f"small face ({side:.0f} px): the photo was upscaled x{factor:.2f} for the fit; "
-                                "expect a soft texture")
-                rgb, face, res = big, best, res2
-    if abs(face.pose.yaw) > max_yaw:
-        warnings.append(f"head yaw {face.pose.yaw:+.0f} deg is beyond the +-{max_yaw:.0f} deg the fast fit "
-                        "supports: the far side of the face is mirrored from the near side and may be distorted")
-    if abs(face.pose.pitch) > MAX_PITCH_DEG:
-        warnings.append(f"head pitch {face.pose.pitch:+.0f} deg is beyond the +-{MAX_PITCH_DEG:.0f} deg the fast "
-                        "fit supports")
-    return rgb, face, res, warnings
 
 
 class _Progress:
@@ -197,16 +128,6 @@ def contact_sheet(photo: np.ndarray, renders: dict[str, np.ndarray], geometry: l
     for k, t in enumerate(text):
         cv2.putText(row3[-1], t[:34], (6, 30 + 26 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
     return np.concatenate([np.concatenate(r, 1) for r in (row1, row2, row3)], 0)
-
-
-def _turntable(render_client, scene_id: str, frames: int, size: int, progress) -> list[np.ndarray]:
-    cams = [view_camera(360.0 * k / frames, size, elevation=5.0) for k in range(frames)]
-    out = []
-    for start in range(0, frames, 6):
-        r = render_client.render(scene_id, cams[start:start + 6], ["rgb"], background=np.array(VIEW_BACKGROUND))
-        out += [to_uint8(img) for img in r.outputs["rgb"]]
-        progress(len(out) / frames)
-    return out
 
 
 def _write_gif(path: Path, frames: list[np.ndarray], ms: int = 80) -> None:
@@ -288,8 +209,8 @@ def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0,
 
         # turntable -------------------------------------------------------------------------------
         t = time.perf_counter()
-        frames = _turntable(render_client, final.scene_id, turntable_frames, turntable_size,
-                            lambda f: p.stage("turntable", f))
+        frames = turntable(render_client, final.scene_id, turntable_frames, turntable_size, elevation=5.0,
+                           background=VIEW_BACKGROUND, progress=lambda f: p.stage("turntable", f))
         _write_gif(work / "turntable.gif", frames)
         timings["turntable"] = time.perf_counter() - t
         p.finish("turntable")

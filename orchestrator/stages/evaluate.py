@@ -8,7 +8,8 @@ import json
 
 import numpy as np
 
-from orchestrator.evaluation import ID_VIEWS, PROTOCOL_VIEWS, Reference, encode_gif, evaluate_scene, to_uint8, view_camera
+from orchestrator.evaluation import (ID_VIEWS, PROTOCOL_VIEWS, Reference, encode_gif, evaluate_scene, to_uint8, turntable,
+                                    view_camera)
 from orchestrator.stages.context import StageContext, camera_from_json
 from orchestrator.stages.params import EvaluateParams
 from orchestrator.stages.scene import close_scene, ensure_scene
@@ -52,11 +53,7 @@ def run(ctx: StageContext, params: EvaluateParams) -> None:
         ctx.artifact(f"eval/{name}.png", encode_png(renders[name]))
     if "reference_view" in renders:
         ctx.artifact("eval/reference_view.png", encode_png(renders["reference_view"]))
-    azimuths = np.linspace(0, 360, params.turntable_frames, endpoint=False)
-    frames = []
-    for k in range(0, len(azimuths), 8):
-        out = render.render(scene_id, [view_camera(a, size) for a in azimuths[k:k + 8]], ["rgb"]).outputs["rgb"]
-        frames += [to_uint8(x) for x in out]
+    frames = turntable(render, scene_id, params.turntable_frames, size)
     ctx.artifact("turntable.gif", encode_gif(frames))
     ctx.artifact("contact_sheet.png", contact_sheet({n: renders[n] for n in ("frontal", *PROTOCOL_VIEWS)}))
     metrics["warnings"] = ctx.state.get("warnings", [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from orchestrator.recipes.schema import schedule_at
+from orchestrator.stages.schedules import schedule_at
 from orchestrator.stages.context import StageContext, camera_from_json
 from orchestrator.stages.params import OptimiseParams, Term
 from orchestrator.stages.scene import ensure_scene

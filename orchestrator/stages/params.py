@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.recipes.schema import ScheduleValue
+from orchestrator.photo_intake import MIN_FACE_PX
+from orchestrator.stages.schedules import ScheduleValue
 
 
 class _Strict(BaseModel):
@@ -18,7 +19,7 @@ class _Strict(BaseModel):
 class PreprocessParams(_Strict):
     face_index: int = Field(0, ge=0)          # faces are sorted largest first
     crop_size: int = Field(512, ge=64, le=2048)
-    min_face_px: int = Field(48, ge=16)       # the face box's shorter side
+    min_face_px: int = Field(MIN_FACE_PX, ge=16)   # the face box's shorter side (photo_intake)
 
 
 class InitParams(_Strict):

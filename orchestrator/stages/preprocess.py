@@ -1,4 +1,4 @@
-"""preprocess: face analysis of the first photo -> a square reference view around the head (photo with a
+"""preprocess: the photo intake (orchestrator/photo_intake.py) on the first photo -> a square reference view around the head (photo with a
 white background outside the head mask, the mask, and the camera that sees the head exactly so)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import json
 import numpy as np
 from PIL import Image
 
+from orchestrator.photo_intake import analyse_photo, prepare_image
 from orchestrator.stages.context import StageContext, camera_to_json
 from orchestrator.stages.params import PreprocessParams
 from services.core.cameras import camera_for_box
-from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.images import decode_image, encode_png
-from services.face.types import AnalyzeOptions
+from services.common.errors import InvalidArgument
+from services.common.images import encode_png
 
 
 def _square_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int]:
@@ -37,19 +37,9 @@ def _crop(array: np.ndarray, left: int, top: int, side: int, fill) -> np.ndarray
 def run(ctx: StageContext, params: PreprocessParams) -> None:
     if not ctx.images:
         raise InvalidArgument("images", "this recipe needs a photo")
-    result = ctx.clients.face.analyze(ctx.images[0], AnalyzeOptions(skip_crop=True))
-    if not result.faces:
-        raise FailedPrecondition("no face found in the photo", reason="NO_FACE")
-    if params.face_index >= len(result.faces):
-        raise InvalidArgument("face_index", f"the photo has {len(result.faces)} face(s); face_index "
-                              f"{params.face_index} does not exist")
-    face = result.faces[params.face_index]
-    x0, y0, x1, y1 = face.box
-    if min(x1 - x0, y1 - y0) < params.min_face_px:
-        raise FailedPrecondition(f"the face is {min(x1 - x0, y1 - y0):.0f} px; at least {params.min_face_px} px "
-                                 "is needed", reason="FACE_TOO_SMALL")
-    rgb = decode_image(ctx.images[0], max_pixels=200_000_000)
-    left, top, side = _square_box(face.box, result.image_width, result.image_height)
+    rgb, face, result, warnings = analyse_photo(ctx.clients.face, prepare_image(ctx.images[0]), params.face_index,
+                                                min_face_px=params.min_face_px)
+    left, top, side = _square_box(face.box, rgb.shape[1], rgb.shape[0])
     mask = _crop(face.head_mask, left, top, side, 0)
     photo = _crop(rgb, left, top, side, 255)
     photo = np.where(mask[..., None] > 127, photo, 255).astype(np.uint8)
@@ -68,6 +58,4 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
     if face.embedding is not None:
         ctx.state["reference"]["embedding"] = [float(v) for v in face.embedding]
         ctx.state["reference"]["embedding_norm"] = float(face.embedding_norm)
-    if abs(face.pose.yaw) > 45:
-        ctx.state.setdefault("warnings", []).append(f"profile view (yaw {face.pose.yaw:.0f} deg): the far side is "
-                                                    "unconstrained by the photo")
+    ctx.state.setdefault("warnings", []).extend(warnings)

@@ -42,7 +42,7 @@ def render_client():
 
 @pytest.fixture(scope="session")
 def astronaut_face(astronaut, face_client):
-    from orchestrator.fast import analyse_photo, prepare_image
+    from orchestrator.photo_intake import analyse_photo, prepare_image
 
     rgb, face, _, _ = analyse_photo(face_client, prepare_image(astronaut))
     return rgb, face

@@ -105,7 +105,7 @@ def test_fast_over_grpc_services(astronaut, astronaut_head, face_server, render_
 
 
 def test_several_faces_largest_by_default_or_by_index(astronaut, hopper, face_client):
-    from orchestrator.fast import analyse_photo
+    from orchestrator.photo_intake import analyse_photo
 
     small = cv2.resize(hopper, (hopper.shape[1] * 2 // 5, hopper.shape[0] * 2 // 5), interpolation=cv2.INTER_AREA)
     canvas = np.full((512, 512 + small.shape[1], 3), 255, np.uint8)
@@ -122,7 +122,7 @@ def test_several_faces_largest_by_default_or_by_index(astronaut, hopper, face_cl
 
 
 def test_small_faces_are_upscaled_tiny_ones_refused_with_the_minimum(astronaut, face_client):
-    from orchestrator.fast import MIN_FACE_PX, analyse_photo
+    from orchestrator.photo_intake import MIN_FACE_PX, analyse_photo
     from services.common.errors import FailedPrecondition
 
     half = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)    # face ~ 58 px
@@ -138,7 +138,7 @@ def test_turned_heads_get_a_warning(astronaut_head, face_client, render_client):
     """A real turned head: our own render of the astronaut at 30 degrees, checked against a 10 degree limit
     (the face service's yaw estimate of renders is about half the true angle)."""
     from orchestrator.evaluation import view_camera, to_uint8
-    from orchestrator.fast import analyse_photo
+    from orchestrator.photo_intake import analyse_photo
 
     result, _ = astronaut_head
     scene = render_client.create_scene("mesh", asset=(result.glb.read_bytes(), "glb"))

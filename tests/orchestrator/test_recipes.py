@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.recipes import builtin_names, load_recipe, load_recipe_file
-from orchestrator.recipes.schema import schedule_at
+from orchestrator.stages.schedules import schedule_at
 from services.common.errors import InvalidArgument
 
 

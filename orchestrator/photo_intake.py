@@ -1,0 +1,92 @@
+"""The one photo intake of every recipe: any image a user sends -> a working RGB picture, and the face to
+build in it (face service analysis, the face index, a size check, small faces upscaled, pose warnings).
+OpenCV is imported inside the functions: recipe validation reads MIN_FACE_PX without loading it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.images import any_to_rgb8
+from services.face.types import AnalyzeOptions
+
+MAX_SIDE = 1024            # larger photos are downscaled to this longer side first
+MIN_FACE_PX = 40           # a face box shorter side below this is refused
+GOOD_FACE_PX = 80          # faces smaller than this are upscaled (x4 at most) before use
+MAX_YAW_DEG = 30.0         # beyond this one photo leaves the far side unconstrained: a warning
+MAX_PITCH_DEG = 25.0
+
+
+class NoFaceError(FailedPrecondition):
+    pass
+
+
+def prepare_image(image) -> np.ndarray:
+    """Any image a user sends (bytes, path, array) -> uint8 RGB with the longer side at most MAX_SIDE."""
+    import cv2
+
+    if isinstance(image, (str, os.PathLike)):
+        image = Path(image).read_bytes()
+    rgb = any_to_rgb8(image, max_pixels=40_000_000)
+    h, w = rgb.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        s = MAX_SIDE / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw: float = MAX_YAW_DEG,
+                  min_face_px: int = MIN_FACE_PX):
+    """(rgb, face, analysis, warnings): face `face_index` (0 = the largest) of rgb (H, W, 3) uint8, in a
+    working image that may be upscaled (x4 at most) so that the face box side reaches GOOD_FACE_PX.
+    warnings: several faces, an upscaled photo, yaw beyond max_yaw or pitch beyond MAX_PITCH_DEG degrees.
+    Raises NoFaceError (NO_FACE) or FailedPrecondition (FACE_INDEX, FACE_TOO_SMALL below min_face_px)
+    with a message a user can act on; InvalidArgument for a negative face_index."""
+    import cv2
+
+    if face_index < 0:
+        raise InvalidArgument("face_index", f"must be >= 0, got {face_index}")
+    warnings: list[str] = []
+    opts = AnalyzeOptions(skip_crop=True)
+    res = face_client.analyze(rgb, opts)
+    if not res.faces and max(rgb.shape[:2]) <= 2048:   # small faces: let the detector look closer
+        res = face_client.analyze(rgb, AnalyzeOptions(skip_crop=True, upsample=2))
+    if not res.faces:
+        raise NoFaceError(f"no face found in the photo ({rgb.shape[1]}x{rgb.shape[0]} px). HeadForge needs "
+                          f"a roughly frontal face at least {min_face_px} px tall.", reason="NO_FACE")
+    if face_index >= len(res.faces):
+        raise FailedPrecondition(f"--face-index {face_index} asked for, but the photo has {len(res.faces)} face(s) "
+                                 f"(0 = the largest)", reason="FACE_INDEX")
+    if len(res.faces) > 1:
+        warnings.append(f"{len(res.faces)} faces found; built face {face_index} "
+                        f"({'the largest' if face_index == 0 else 'by --face-index'})")
+    face = res.faces[face_index]
+    x0, y0, x1, y1 = face.box
+    side = float(min(x1 - x0, y1 - y0))
+    if side < min_face_px:
+        raise FailedPrecondition(f"the face is {side:.0f} px; HeadForge needs at least {min_face_px} px "
+                                 "(face box side). Use a closer or larger photo.", reason="FACE_TOO_SMALL")
+    if side < GOOD_FACE_PX:
+        factor = min(4.0, GOOD_FACE_PX / side, 2048 / max(rgb.shape[:2]))
+        if factor > 1.05:
+            h, w = rgb.shape[:2]
+            big = cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
+            res2 = face_client.analyze(big, opts)
+            centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2]) * factor
+            if res2.faces:
+                best = min(res2.faces, key=lambda f: np.linalg.norm(np.array([(f.box[0] + f.box[2]) / 2,
+                                                                             (f.box[1] + f.box[3]) / 2]) - centre))
+                warnings.append(f"small face ({side:.0f} px): the photo was upscaled x{factor:.2f} for the fit; "
+                                "expect a soft texture")
+                rgb, face, res = big, best, res2
+    if abs(face.pose.yaw) > max_yaw:
+        warnings.append(f"head yaw {face.pose.yaw:+.0f} deg is beyond the +-{max_yaw:.0f} deg one photo constrains "
+                        "well: the far side of the face is not seen (the fast recipe mirrors it from the near side; "
+                        "it may be distorted)")
+    if abs(face.pose.pitch) > MAX_PITCH_DEG:
+        warnings.append(f"head pitch {face.pose.pitch:+.0f} deg is beyond the +-{MAX_PITCH_DEG:.0f} deg one photo "
+                        "constrains well")
+    return rgb, face, res, warnings
