@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from orchestrator.contact_sheet import contact_sheet, shade_normals
 from orchestrator.evaluation import VIEW_BACKGROUND, Reference, encode_gif, evaluate_scene, turntable, view_camera
 from services.common.images import encode_png
 from orchestrator.photo_intake import analyse_photo, prepare_image
@@ -66,68 +66,6 @@ class _Progress:
         self.done += STAGES[name]
         if self.callback:
             self.callback(name, self.done)
-
-
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    out = img.copy()
-    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-    cv2.rectangle(out, (4, 4), (12 + w, 12 + h), (255, 255, 255), -1)
-    cv2.putText(out, text, (8, 8 + h), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
-    return out
-
-
-def _tile(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    s = size / max(h, w)
-    r = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    out = np.full((size, size, 3), 255, np.uint8)
-    y, x = (size - r.shape[0]) // 2, (size - r.shape[1]) // 2
-    out[y:y + r.shape[0], x:x + r.shape[1]] = r
-    return out
-
-
-def _shade(normals: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """A grey Lambert picture of world normals (3, H, W) for looking at the geometry."""
-    light = np.array([0.35, 0.45, 1.0])
-    light = light / np.linalg.norm(light)
-    s = np.clip((normals * light[:, None, None]).sum(0), 0, 1) * 0.75 + 0.2
-    img = s * alpha + 0.86 * (1 - alpha)
-    return (np.repeat(img[..., None], 3, 2) * 255).astype(np.uint8)
-
-
-def contact_sheet(photo: np.ndarray, renders: dict[str, np.ndarray], geometry: list[np.ndarray],
-                  texture: np.ndarray, metrics: dict, tile: int = 256, head_box=None) -> np.ndarray:
-    """Input | photo camera | frontal | +-30 ; +-45 | +-90 | rear ; geometry | texture | figures."""
-    views = metrics.get("views", {})
-
-    def lab(name: str) -> str:
-        v = views.get(name)
-        if not v:
-            return name
-        return f"{name} d={v['distance']:.2f}" if v.get("distance") is not None else f"{name} no face"
-
-    ref_view = renders["reference_view"]
-    if head_box is not None:   # the photo's camera, cropped to the head
-        x0, y0, x1, y1 = (int(round(v)) for v in head_box)
-        H, W = ref_view.shape[:2]
-        pad = np.pad(ref_view, ((H, H), (W, W), (0, 0)), mode="edge")
-        ref_view = pad[y0 + H:y1 + H, x0 + W:x1 + W]
-    row1 = [_label(_tile(photo, tile), "input"), _label(_tile(ref_view, tile), "photo camera"),
-            _label(_tile(renders["frontal"], tile), lab("frontal")),
-            _label(_tile(renders["left_frontal"], tile), lab("left_frontal")),
-            _label(_tile(renders["right_frontal"], tile), lab("right_frontal"))]
-    row2 = [_label(_tile(renders[n], tile), lab(n)) for n in ("yaw_+45", "yaw_-45", "left", "right")]
-    row2.append(_label(_tile(renders["rear"], tile), "rear"))
-    row3 = [_label(_tile(g, tile), "geometry") for g in geometry[:3]]
-    row3.append(_label(_tile((texture * 255).astype(np.uint8), tile), "texture"))
-    row3.append(np.full((tile, tile, 3), 255, np.uint8))
-    text = [f"ID (mean cos, 4 views) {metrics['identity_similarity']:.3f}",
-            f"PSNR {metrics['psnr_db']:.2f} dB  SSIM {metrics['ssim']:.3f}",
-            f"LPIPS / CLIP-I: {'n/a' if isinstance(metrics['lpips'], str) else metrics['lpips']} / "
-            f"{'n/a' if isinstance(metrics['clip_i'], str) else metrics['clip_i']}"]
-    for k, t in enumerate(text):
-        cv2.putText(row3[-1], t[:34], (6, 30 + 26 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
-    return np.concatenate([np.concatenate(r, 1) for r in (row1, row2, row3)], 0)
 
 
 def _write_gif(path: Path, frames: list[np.ndarray], ms: int = 80) -> None:
@@ -222,7 +160,7 @@ def run_fast(image, out_dir, *, face_client, render_client, face_index: int = 0,
                             progress=lambda k, n: p.stage("evaluate", 0.8 * k / n))
         geo = render_client.render(final.scene_id, [view_camera(a, 256) for a in (0, 35, 90)],
                                    ["normal_world", "alpha"])
-        geometry = [_shade(n, a[0]) for n, a in zip(geo.outputs["normal_world"], geo.outputs["alpha"])]
+        geometry = [shade_normals(n, a[0]) for n, a in zip(geo.outputs["normal_world"], geo.outputs["alpha"])]
         from orchestrator.head_template.fit import head_box
 
         sheet = contact_sheet(rgb, ev.renders, geometry, tex, ev.metrics, head_box=head_box(face.head_mask, lm68))

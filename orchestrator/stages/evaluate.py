@@ -1,6 +1,6 @@
 """evaluate: the papers' protocol on the job's scene (orchestrator.evaluation.evaluate_scene: the protocol
 views, identity against the photo with the face service's configured model, PSNR/SSIM at the photo's
-camera), plus a turntable GIF, a contact sheet and metrics.json."""
+camera), plus the turntable GIF, the contact sheet (orchestrator/contact_sheet.py) and metrics.json."""
 
 from __future__ import annotations
 
@@ -8,20 +8,13 @@ import json
 
 import numpy as np
 
+from orchestrator.contact_sheet import contact_sheet, shade_normals
 from orchestrator.evaluation import (ID_VIEWS, PROTOCOL_VIEWS, Reference, encode_gif, evaluate_scene, to_uint8, turntable,
                                     view_camera)
 from orchestrator.stages.context import StageContext, camera_from_json
 from orchestrator.stages.params import EvaluateParams
 from orchestrator.stages.scene import close_scene, ensure_scene
 from services.common.images import decode_png, encode_png
-
-
-def contact_sheet(named: dict[str, np.ndarray]) -> bytes:
-    """Images side by side in one row, PNG."""
-    images = list(named.values())
-    h = max(i.shape[0] for i in images)
-    row = np.concatenate([np.pad(i, ((0, h - i.shape[0]), (0, 0), (0, 0)), constant_values=255) for i in images], 1)
-    return encode_png(row)
 
 
 def _reference(ctx: StageContext) -> Reference | None:
@@ -55,7 +48,10 @@ def run(ctx: StageContext, params: EvaluateParams) -> None:
         ctx.artifact("eval/reference_view.png", encode_png(renders["reference_view"]))
     frames = turntable(render, scene_id, params.turntable_frames, size)
     ctx.artifact("turntable.gif", encode_gif(frames))
-    ctx.artifact("contact_sheet.png", contact_sheet({n: renders[n] for n in ("frontal", *PROTOCOL_VIEWS)}))
+    geo = render.render(scene_id, [view_camera(a, size) for a in (0, 35, 90)], ["normal_world", "alpha"]).outputs
+    geometry = [shade_normals(n, a[0]) for n, a in zip(geo["normal_world"], geo["alpha"])]
+    photo = reference.rgb if reference is not None else None
+    ctx.artifact("contact_sheet.png", encode_png(contact_sheet(photo, renders, geometry, None, metrics)))
     metrics["warnings"] = ctx.state.get("warnings", [])
     ctx.artifact("metrics.json", json.dumps(metrics, indent=1).encode())
     close_scene(ctx)
