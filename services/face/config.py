@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from services.face.backends import DETECTORS, RECOGNIZERS
 
@@ -19,18 +19,12 @@ class FaceConfig(BaseModel):
     default_min_face_size: float = Field(20.0, ge=0, description="px; smaller faces are dropped")
     max_identity_batch: int = Field(32, ge=1, description="IdentityLoss images per call")
 
-    @field_validator("detector")
+    @field_validator("detector", "recognizer")
     @classmethod
-    def _known_detector(cls, name: str) -> str:
-        if name not in DETECTORS:
-            raise ValueError(f"unknown face detector {name!r}; known: {DETECTORS.names()}")
-        return name
-
-    @field_validator("recognizer")
-    @classmethod
-    def _known_recognizer(cls, name: str) -> str:
-        if name not in RECOGNIZERS:
-            raise ValueError(f"unknown face recognizer {name!r}; known: {RECOGNIZERS.names()}")
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        registry = DETECTORS if info.field_name == "detector" else RECOGNIZERS
+        if name not in registry:
+            raise ValueError(f"unknown face {info.field_name} {name!r}; known: {registry.names()}")
         return name
 
     @model_validator(mode="after")
