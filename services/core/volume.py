@@ -41,7 +41,7 @@ checkpointing, so only per-ray outputs stay alive between the forward and backwa
 of recomputing each chunk's forward during backward. Random numbers (stratified jitter,
 importance-sampling uniforms) are drawn before chunking, so the recomputation sees the same samples.
 
-One module (~450 lines) on purpose: sampling, compositing, normals and chunked marching share the
+One module (~480 lines) on purpose: sampling, compositing, normals and chunked marching share the
 settings and the order in which random numbers are drawn; split apart, that order would be a contract
 between modules.
 """
