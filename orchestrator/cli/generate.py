@@ -59,15 +59,16 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
 
     add_backend_arguments(p)
 
+
 def _generate_clients(args):
     """Face and render clients: in-process by default, gRPC when a target is given."""
-    from services.face.cli import config_from_args
     from services.face.client import connect as connect_face
     from services.render.client import connect as connect_render
 
-    face = connect_face(args.target or INPROCESS, token=args.token, config=config_from_args(args))
+    face = connect_face(args.target or INPROCESS, token=args.token, config=_face_config(args))
     render = connect_render(args.render_target or INPROCESS, token=args.token)
     return face, render
+
 
 def _set_threads(n: int) -> None:
     import logging
@@ -79,6 +80,7 @@ def _set_threads(n: int) -> None:
     # the CPU rasteriser's small ops wait on each other with more threads on a busy 2-core machine
     torch.set_num_threads(max(1, n))
     torch.set_flush_denormal(True)
+
 
 def _progress_bar(enabled: bool):
     """A rich progress bar over the recipe's stages, as a progress(stage, fraction) callback."""
@@ -104,18 +106,21 @@ def _progress_bar(enabled: bool):
 
     return Bar()
 
-def _print_generate_summary(result) -> None:
-    m = result.metrics
-    fr = m["views"]["frontal"]
-    print(f"head written in {result.timings['total']:.1f} s to {result.out_dir}")
-    for path in (result.glb, result.turntable, result.contact_sheet, result.report):
-        print(f"  {path}")
+
+def _print_head_summary(out_dir: Path, total_s: float, metrics: dict, warnings: list[str]) -> None:
+    """Where the head went and the evaluation protocol's figures (the fast recipe's report.json metrics)."""
+    fr = metrics["views"]["frontal"]
+    print(f"head written in {total_s:.1f} s to {out_dir}")
+    for name in ("asset.glb", "turntable.gif", "contact_sheet.png", "report.json"):
+        print(f"  {out_dir / name}")
     dist = f"{fr['distance']:.3f}" if fr.get("distance") is not None else "no face found"
-    print(f"identity: frontal render {m['face_model']['backend']} distance {dist} "
-          f"(same person below {m['face_model']['same_person_threshold']}); ID over 4 views {m['identity_similarity']:.3f}; "
-          f"PSNR {m['psnr_db']:.2f} dB, SSIM {m['ssim']:.3f} at the photo's camera")
-    for w in result.warnings:
+    print(f"identity: frontal render {metrics['face_model']['backend']} distance {dist} "
+          f"(same person below {metrics['face_model']['same_person_threshold']}); ID over 4 views "
+          f"{metrics['identity_similarity']:.3f}; PSNR {metrics['psnr_db']:.2f} dB, SSIM {metrics['ssim']:.3f} "
+          "at the photo's camera")
+    for w in warnings:
         print(f"warning: {w}")
+
 
 def _face_config(args):
     """The in-process face service's FaceConfig from the face flags; a bad mix is an InvalidArgument."""
@@ -133,8 +138,8 @@ def _face_config(args):
 def _recipe_options(args) -> dict[str, str]:
     """--option K=V, and the flags that set a stage param by name (stages.*.PARAM)."""
     options = pairs(args.option, "--option")
-    for flag, param in (("texture_size", "texture_size"), ("face_index", "face_index"), ("clip_model", "clip_model")):
-        value = getattr(args, flag)
+    for param in ("texture_size", "face_index", "clip_model"):
+        value = getattr(args, param)
         if value is not None:
             options[f"stages.*.{param}"] = str(value)
     return options
@@ -146,16 +151,7 @@ def _print_recipe_summary(loaded, result) -> None:
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     m = report.get("metrics", {})
     if "timings_s" in report and "identity_similarity" in m:
-        print(f"head written in {report['timings_s']['total']:.1f} s to {result.out_dir}")
-        for name in ("asset.glb", "turntable.gif", "contact_sheet.png", "report.json"):
-            print(f"  {result.out_dir / name}")
-        fr = m["views"]["frontal"]
-        dist = f"{fr['distance']:.3f}" if fr.get("distance") is not None else "no face found"
-        print(f"identity: frontal render {m['face_model']['backend']} distance {dist} "
-              f"(same person below {m['face_model']['same_person_threshold']}); ID over 4 views "
-              f"{m['identity_similarity']:.3f}; PSNR {m['psnr_db']:.2f} dB, SSIM {m['ssim']:.3f} at the photo's camera")
-        for w in report.get("warnings", []):
-            print(f"warning: {w}")
+        _print_head_summary(result.out_dir, report["timings_s"]["total"], m, report.get("warnings", []))
         return
     print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
     for name in result.artifacts:
@@ -190,6 +186,7 @@ def cmd_generate(args) -> int:
     _print_recipe_summary(loaded, result)
     return 0
 
+
 def cmd_eval(args) -> int:
     from orchestrator.evaluate_asset import evaluate_asset
 
@@ -211,11 +208,12 @@ def cmd_eval(args) -> int:
     print(f"CLIP-I: {m['clip_i']}")
     return 0
 
+
 def cmd_demo(args) -> int:
     from orchestrator.demo import run_demo
 
     _set_threads(args.threads)
     with _progress_bar(True) as bar:
         result = run_demo(Path(args.out), progress=bar)
-    _print_generate_summary(result)
+    _print_head_summary(result.out_dir, result.timings["total"], result.metrics, result.warnings)
     return 0

@@ -181,15 +181,16 @@ def optimizer_to_proto(msg: render_pb2.OptimizerConfig, spec: OptimizerSpec) -> 
     msg.eps, msg.weight_decay, msg.max_grad_norm = spec.eps, spec.weight_decay, spec.max_grad_norm
 
 
+# RenderLimits fields Describe reports (max_triangles has no proto field); the TTLs travel as whole seconds
+DESCRIBED_LIMITS = ("scene_idle_ttl_s", "step_handle_ttl_s", "max_pending_steps_per_scene", "max_scenes_per_tenant",
+                    "max_scene_bytes", "max_tenant_bytes", "max_render_pixels", "max_gaussians", "max_asset_bytes",
+                    "asset_ttl_s")
+
+
 def describe_to_proto(d: RenderDescription) -> render_pb2.RenderDescribeResponse:
-    lim = d.limits
-    resp = render_pb2.RenderDescribeResponse(
-        dmtet_resolutions=d.dmtet_resolutions, device=d.device, scene_idle_ttl_s=int(lim.scene_idle_ttl_s),
-        step_handle_ttl_s=int(lim.step_handle_ttl_s), max_pending_steps_per_scene=lim.max_pending_steps_per_scene,
-        max_scenes_per_tenant=lim.max_scenes_per_tenant, max_scene_bytes=lim.max_scene_bytes,
-        max_tenant_bytes=lim.max_tenant_bytes, max_render_pixels=lim.max_render_pixels,
-        max_gaussians=lim.max_gaussians, max_asset_bytes=lim.max_asset_bytes, asset_ttl_s=int(lim.asset_ttl_s),
-        max_message_bytes=d.max_message_bytes)
+    limits = {name: int(getattr(d.limits, name)) for name in DESCRIBED_LIMITS}
+    resp = render_pb2.RenderDescribeResponse(dmtet_resolutions=d.dmtet_resolutions, device=d.device,
+                                             max_message_bytes=d.max_message_bytes, **limits)
     for k in d.kinds:
         resp.kinds.add(kind=KIND_ENUMS[k.kind], backends=k.backends, default_learning_rates=k.default_lrs,
                        outputs=k.outputs, regularizers=k.regularizers,
@@ -198,13 +199,8 @@ def describe_to_proto(d: RenderDescription) -> render_pb2.RenderDescribeResponse
 
 
 def describe_from_proto(r: render_pb2.RenderDescribeResponse) -> RenderDescription:
-    """The server's description; limits it does not report (max_triangles) keep their defaults."""
-    limits = RenderLimits(
-        scene_idle_ttl_s=r.scene_idle_ttl_s or 1, step_handle_ttl_s=r.step_handle_ttl_s or 1,
-        max_pending_steps_per_scene=r.max_pending_steps_per_scene or 1,
-        max_scenes_per_tenant=r.max_scenes_per_tenant or 1, max_scene_bytes=r.max_scene_bytes or 1,
-        max_tenant_bytes=r.max_tenant_bytes or 1, max_render_pixels=r.max_render_pixels or 1,
-        max_gaussians=r.max_gaussians or 1, max_asset_bytes=r.max_asset_bytes or 1, asset_ttl_s=r.asset_ttl_s or 1)
+    """The server's description; limits it does not report (max_triangles, or unset fields) keep their defaults."""
+    limits = RenderLimits(**{name: getattr(r, name) for name in DESCRIBED_LIMITS if getattr(r, name)})
     kinds = [KindDescription(KIND_NAMES[k.kind], list(k.backends), dict(k.default_learning_rates), list(k.outputs),
                              list(k.regularizers), [FORMAT_NAMES[f] for f in k.export_formats], dict(k.options))
              for k in r.kinds]

@@ -107,3 +107,16 @@ def test_dmtet_mesh_asset_that_is_not_a_mesh_names_the_field():
     with pytest.raises(InvalidArgument) as info:
         client.create_scene("dmtet", {"grid_resolution": 32, "mesh_asset": "not bytes"})
     assert info.value.field == "dmtet.mesh_asset"
+
+
+def test_describe_over_grpc_is_the_in_process_description(render_server):
+    from services.render.client import GrpcRenderClient
+
+    client = GrpcRenderClient(render_server.address)
+    try:
+        remote = client.describe()
+    finally:
+        client.close()
+    local = RenderService(device="cpu").describe()
+    assert remote.limits == local.limits and remote.kinds == local.kinds
+    assert remote.dmtet_resolutions == local.dmtet_resolutions
