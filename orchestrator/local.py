@@ -13,12 +13,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestrator.jobs.artifacts import ArtifactStore
 from orchestrator.recipes import LoadedRecipe
-from orchestrator.runtime.endpoints import Endpoints, build_clients
+from orchestrator.runtime.endpoints import Endpoints, ServiceClients, build_clients
 from orchestrator.runtime.execute import execute
 
 
@@ -28,15 +29,23 @@ class LocalResult:
     out_dir: Path | None
     error_message: str = ""
     error_reason: str = ""
+    error_code: str = ""                  # the gRPC status name of a failure
     stage_seconds: dict[str, float] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
 
 
 def run_local(loaded: LoadedRecipe, images: list[bytes], prompt: str, out_dir: Path, *,
-              endpoints: Endpoints | None = None, face_config=None, show_progress: bool = True) -> LocalResult:
+              endpoints: Endpoints | None = None, face_config=None, clients: ServiceClients | None = None,
+              image_names: list[str] | None = None, show_progress: bool = True,
+              on_event: Callable[[dict], None] | None = None) -> LocalResult:
     """Run the recipe on images (encoded photos) and prompt; artifacts land in out_dir only on success.
-    face_config: the in-process face service's FaceConfig (build_clients)."""
-    clients = build_clients(endpoints or Endpoints(), face_config=face_config)
+    Services: `clients` when given (the caller keeps and closes them), else built from endpoints with
+    face_config, the in-process face service's FaceConfig (build_clients). image_names: where the photos
+    came from (report.json's input.source). on_event: every execute() event (runtime/execute.py), as it
+    happens."""
+    own_clients = clients is None
+    if own_clients:
+        clients = build_clients(endpoints or Endpoints(), face_config=face_config)
     job_id = "local-" + secrets.token_hex(4)
     stage_seconds: dict[str, float] = {}
     started: dict[str, float] = {}
@@ -48,6 +57,8 @@ def run_local(loaded: LoadedRecipe, images: list[bytes], prompt: str, out_dir: P
             tasks = {s.name: bar.add_task(s.name, total=1, info="") for s in loaded.recipe.stages}
 
             def emit(event: dict) -> None:
+                if on_event is not None:
+                    on_event(event)
                 kind = event["kind"]
                 if kind == "stage":
                     if event["state"] == "running":
@@ -63,11 +74,15 @@ def run_local(loaded: LoadedRecipe, images: list[bytes], prompt: str, out_dir: P
                 elif kind == "done":
                     verdict.update(event)
 
-            execute(job_id, loaded.yaml, images, prompt, clients, artifacts, emit, lambda: False)
-        clients.close()
+            try:
+                execute(job_id, loaded.yaml, images, prompt, clients, artifacts, emit, lambda: False,
+                        image_names=image_names)
+            finally:
+                if own_clients:
+                    clients.close()
         if verdict.get("state") != "succeeded":
             return LocalResult(verdict.get("state", "failed"), None, verdict.get("error_message", ""),
-                               verdict.get("error_reason", ""), stage_seconds)
+                               verdict.get("error_reason", ""), verdict.get("error_code", ""), stage_seconds)
         job_dir = Path(work) / job_id
         shutil.rmtree(job_dir / "checkpoints", ignore_errors=True)
         out_dir = Path(out_dir)

@@ -179,7 +179,7 @@ def cmd_generate(args) -> int:
     _set_threads(args.threads)
     images = [Path(args.image).read_bytes()] if args.image else []
     result = run_local(loaded, images, args.prompt, Path(args.out), endpoints=endpoints, face_config=face_config,
-                       show_progress=not args.no_progress)
+                       image_names=[args.image] if args.image else [], show_progress=not args.no_progress)
     if result.state != "succeeded":
         print(f"headforge generate: {result.state}: {result.error_message}", file=sys.stderr)
         return 1

@@ -7,7 +7,8 @@ Events (plain dicts, sent back to whoever owns the job store):
   {"kind": "resumed", "stage": name}                 a stage continues from a checkpoint
   {"kind": "progress", "progress": Progress}
   {"kind": "artifact", "record": ArtifactRecord}
-  {"kind": "done", "state": "succeeded" | "failed" | "cancelled", "error_message": str, "error_reason": str}
+  {"kind": "done", "state": "succeeded" | "failed" | "cancelled", "error_message": str, "error_reason": str,
+   "error_code": the gRPC status name of a failure (failed only)}
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import asdict
 from typing import Callable
 
 from orchestrator.recipes import load_recipe
+from orchestrator.runtime.report import REPORT, build_report
 from orchestrator.stages import scene
 from orchestrator.stages.context import JobCancelled, StageContext
 from orchestrator.stages.registry import STAGES
@@ -33,19 +34,24 @@ Emit = Callable[[dict], None]
 
 
 def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, clients, artifacts,
-            emit: Emit, is_cancelled: Callable[[], bool]) -> str:
-    """Run (or resume) a job. `artifacts` is an ArtifactStore; returns the final state."""
+            emit: Emit, is_cancelled: Callable[[], bool], image_names: list[str] | None = None) -> str:
+    """Run (or resume) a job. `artifacts` is an ArtifactStore; image_names: where the photos came from
+    (for the report), when known. Returns the final state."""
     loaded = load_recipe(text=recipe_yaml)
 
     def write(name: str, data: bytes, stage: str):
         record = artifacts.write(job_id, name, data, stage)
+        written = ctx.state.setdefault("artifacts", [])
+        if not name.startswith("checkpoints/") and name not in written:
+            written.append(name)
         emit({"kind": "artifact", "record": record})
         return record
 
     ctx = StageContext(job_id=job_id, seed=loaded.recipe.seed, images=images, prompt=prompt, clients=clients,
                        checkpoint_every=loaded.recipe.checkpoint_every, write_artifact=write,
                        read_artifact=lambda name: artifacts.read(job_id, name),
-                       report=lambda p: emit({"kind": "progress", "progress": p}), is_cancelled=is_cancelled)
+                       report=lambda p: emit({"kind": "progress", "progress": p}), is_cancelled=is_cancelled,
+                       image_names=list(image_names or []))
     if artifacts.exists(job_id, STATE_ARTIFACT):
         ctx.state = json.loads(artifacts.read(job_id, STATE_ARTIFACT))
     completed = ctx.state.setdefault("completed_stages", [])
@@ -68,10 +74,11 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
                   "error_reason": "CANCELLED"})
             return "cancelled"
         except HeadForgeError as e:
-            return _fail(ctx, spec.name, emit, f"{spec.name}: {e.message}", e.reason or type(e).__name__)
+            return _fail(ctx, spec.name, emit, f"{spec.name}: {e.message}", e.reason or type(e).__name__,
+                         e.code.name)
         except Exception as e:  # noqa: BLE001 - a stage bug fails the job with its traceback in the log
             log.error("job %s stage %s failed:\n%s", job_id, spec.name, traceback.format_exc())
-            return _fail(ctx, spec.name, emit, f"{spec.name}: {type(e).__name__}: {e}", "STAGE_ERROR")
+            return _fail(ctx, spec.name, emit, f"{spec.name}: {type(e).__name__}: {e}", "STAGE_ERROR", "INTERNAL")
         completed.append(spec.name)
         seconds = ctx.state.setdefault("stage_seconds", {})
         seconds[spec.name] = round(seconds.get(spec.name, 0.0) + time.perf_counter() - started, 2)
@@ -79,34 +86,14 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         ctx.checkpoint()
         emit({"kind": "stage", "stage": spec.name, "state": "succeeded"})
     scene.close_scene(ctx)
-    if not artifacts.exists(job_id, "report.json"):   # a stage may write its own (fast_head does)
-        write("report.json", json.dumps(_report(loaded, ctx, artifacts, clients), indent=1).encode(), "")
+    write(REPORT, json.dumps(build_report(loaded, ctx, clients), indent=1).encode(), "")
     emit({"kind": "done", "state": "succeeded", "error_message": "", "error_reason": ""})
     return "succeeded"
 
 
-def _report(loaded, ctx: StageContext, artifacts, clients) -> dict:
-    """report.json: recipe and its hash, seconds per stage (summed over resumes), the evaluation's metrics,
-    warnings, and the models that served the job."""
-    report = {"recipe": loaded.recipe.name, "recipe_sha256": loaded.sha256,
-              "stage_seconds": ctx.state.get("stage_seconds", {}),
-              "total_seconds": round(sum(ctx.state.get("stage_seconds", {}).values()), 2),
-              "resumed_from": ctx.state.get("resumed_from", []), "warnings": ctx.state.get("warnings", [])}
-    if artifacts.exists(ctx.job_id, "metrics.json"):
-        report["metrics"] = json.loads(artifacts.read(ctx.job_id, "metrics.json"))
-    models = {}
-    try:
-        models["face"] = [asdict(m) for m in clients.face.describe().models]
-        models["guidance"] = {info.name: [asdict(m) for m in info.models]
-                              for info, _ in clients.guidance.describe().backbones}
-    except HeadForgeError as e:   # the report is still written; it says what could not be asked
-        models["unavailable"] = e.message
-    report["models"] = models
-    return report
-
-
-def _fail(ctx: StageContext, stage: str, emit: Emit, message: str, reason: str) -> str:
+def _fail(ctx: StageContext, stage: str, emit: Emit, message: str, reason: str, code: str) -> str:
     scene.close_scene(ctx)
     emit({"kind": "stage", "stage": stage, "state": "failed"})
-    emit({"kind": "done", "state": "failed", "error_message": message, "error_reason": reason})
+    emit({"kind": "done", "state": "failed", "error_message": message, "error_reason": reason,
+          "error_code": code})
     return "failed"

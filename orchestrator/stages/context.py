@@ -41,6 +41,7 @@ class StageContext:
     report: Callable[[Progress], None]
     is_cancelled: Callable[[], bool]
     stage: str = ""
+    image_names: list[str] = field(default_factory=list)            # where the photos came from, when known
     state: dict[str, Any] = field(default_factory=dict)             # JSON-serialisable, checkpointed
     scratch: dict[str, Any] = field(default_factory=dict)           # this run only (e.g. live scene ids)
 
@@ -49,6 +50,19 @@ class StageContext:
 
     def progress(self, step: int, total: int, message: str = "", **metrics: float) -> None:
         self.report(Progress(self.stage, step, total, message, {k: float(v) for k, v in metrics.items()}))
+
+    def add_report_section(self, name: str, value: dict) -> None:
+        """A top-level section of the job's report.json (runtime/report.py writes it); "models" sections
+        of several stages are merged."""
+        sections = self.state.setdefault("report", {})
+        if name == "models":
+            sections.setdefault("models", {}).update(value)
+        else:
+            sections[name] = value
+
+    def warn(self, message: str) -> None:
+        """A warning for the user: it lands in report.json and metrics.json."""
+        self.state.setdefault("warnings", []).append(message)
 
     def check_cancelled(self) -> None:
         if self.is_cancelled():

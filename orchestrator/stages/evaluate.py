@@ -1,6 +1,7 @@
 """evaluate: the papers' protocol on the job's scene (orchestrator.evaluation.evaluate_scene: the protocol
-views, identity against the photo with the face service's configured model, PSNR/SSIM at the photo's
-camera), plus the turntable GIF, the contact sheet (orchestrator/contact_sheet.py) and metrics.json."""
+views, identity against the photo with the face service's configured model, PSNR/SSIM at the reference
+view's camera), the turntable GIF (unless a turntable stage makes it), the contact sheet
+(orchestrator/contact_sheet.py) and metrics.json, which is also the metrics section of report.json."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import json
 import numpy as np
 
 from orchestrator.contact_sheet import contact_sheet, shade_normals
-from orchestrator.evaluation import (ID_VIEWS, PROTOCOL_VIEWS, Reference, encode_gif, evaluate_scene, to_uint8, turntable,
-                                    view_camera)
+from orchestrator.evaluation import ID_VIEWS, PROTOCOL_VIEWS, Reference, evaluate_scene, to_uint8, view_camera
 from orchestrator.stages.context import StageContext, camera_from_json
-from orchestrator.stages.params import EvaluateParams
+from orchestrator.stages.params import EvaluateParams, TurntableParams
 from orchestrator.stages.scene import close_scene, ensure_scene
+from orchestrator.stages.turntable import write_turntable
 from services.common.images import decode_png, encode_png
 
 
@@ -28,15 +29,29 @@ def _reference(ctx: StageContext) -> Reference | None:
                      embedding=np.asarray(ref["embedding"], np.float32), embedding_norm=ref.get("embedding_norm", 0.0))
 
 
+def _texture(ctx: StageContext) -> np.ndarray | None:
+    """The job's texture (template_texture's texture.png) as float (T, T, 3) in [0, 1], if it has one."""
+    name = ctx.state.get("texture")
+    return None if name is None else decode_png(ctx.read_artifact(name))[..., :3].astype(np.float32) / 255
+
+
 def run(ctx: StageContext, params: EvaluateParams) -> None:
     scene_id = ensure_scene(ctx)
     size = params.resolution
     render = ctx.clients.render
     reference = _reference(ctx)
     if reference is not None:
-        evaluation = evaluate_scene(render, ctx.clients.face, scene_id, reference, size=size)
+        def progress(done: int, total: int) -> None:
+            ctx.check_cancelled()
+            ctx.progress(done, total, "protocol views")
+
+        evaluation = evaluate_scene(render, ctx.clients.face, scene_id, reference, size=size,
+                                    clip_model=params.clip_model, progress=progress)
         metrics, renders = evaluation.metrics, evaluation.renders
         metrics["identity"] = {name: metrics["views"][name] for name in ID_VIEWS}
+        frontal = metrics["views"]["frontal"]
+        if not frontal["face_found"] or not frontal.get("same_person", False):
+            ctx.warn("the frontal render is not recognised as the input's person by the face model")
     else:   # no photo (text recipes): the views only
         cams = [view_camera(a, size) for a in (0.0, *PROTOCOL_VIEWS.values())]
         out = render.render(scene_id, cams, ["rgb"]).outputs["rgb"]
@@ -46,12 +61,16 @@ def run(ctx: StageContext, params: EvaluateParams) -> None:
         ctx.artifact(f"eval/{name}.png", encode_png(renders[name]))
     if "reference_view" in renders:
         ctx.artifact("eval/reference_view.png", encode_png(renders["reference_view"]))
-    frames = turntable(render, scene_id, params.turntable_frames, size)
-    ctx.artifact("turntable.gif", encode_gif(frames))
-    geo = render.render(scene_id, [view_camera(a, size) for a in (0, 35, 90)], ["normal_world", "alpha"]).outputs
+    if params.turntable_frames:
+        write_turntable(ctx, TurntableParams(frames=params.turntable_frames, size=size))
+    gsize = params.geometry_resolution
+    geo = render.render(scene_id, [view_camera(a, gsize) for a in (0, 35, 90)], ["normal_world", "alpha"]).outputs
     geometry = [shade_normals(n, a[0]) for n, a in zip(geo["normal_world"], geo["alpha"])]
     photo = reference.rgb if reference is not None else None
-    ctx.artifact("contact_sheet.png", encode_png(contact_sheet(photo, renders, geometry, None, metrics)))
+    head_box = ctx.state.get("reference", {}).get("head_box")
+    sheet = contact_sheet(photo, renders, geometry, _texture(ctx), metrics, head_box=head_box)
+    ctx.artifact("contact_sheet.png", encode_png(sheet))
     metrics["warnings"] = ctx.state.get("warnings", [])
     ctx.artifact("metrics.json", json.dumps(metrics, indent=1).encode())
+    ctx.add_report_section("metrics", metrics)
     close_scene(ctx)

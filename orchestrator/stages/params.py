@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.photo_intake import MIN_FACE_PX
 from orchestrator.stages.schedules import ScheduleValue
@@ -17,7 +17,11 @@ class _Strict(BaseModel):
 
 
 class PreprocessParams(_Strict):
+    """reference: "crop" = a square view around the head, crop_size px, white outside the head mask (what
+    optimisation recipes fit to); "photo" = the whole working photo at its own camera (the fast recipe)."""
+
     face_index: int = Field(0, ge=0)          # faces are sorted largest first
+    reference: Literal["crop", "photo"] = "crop"
     crop_size: int = Field(512, ge=64, le=2048)
     min_face_px: int = Field(MIN_FACE_PX, ge=16)   # the face box's shorter side (photo_intake)
 
@@ -83,18 +87,44 @@ class ConvertParams(_Strict):
 
 class ExportParams(_Strict):
     formats: list[Literal["glb", "ply", "npz", "obj_zip"]] = Field(default_factory=lambda: ["ply"], min_length=1)
+    stem: str = Field("export/head", pattern=r"^[a-z][a-z0-9_/]*$")   # artifact name without extension
+
+
+class TurntableParams(_Strict):
+    """turntable.gif: `frames` views at evenly spaced azimuths from frontal, at `elevation` degrees."""
+
+    frames: int = Field(24, ge=4, le=360)
+    size: int = Field(256, ge=32, le=1024)
+    elevation: float = Field(0.0, ge=-60, le=60)
+    background: tuple[float, float, float] | None = None   # None = the render service's default
 
 
 class EvaluateParams(_Strict):
+    """The protocol views at `resolution`, the geometry views at `geometry_resolution`; turntable_frames 0
+    leaves the turntable to a turntable stage."""
+
     resolution: int = Field(256, ge=64, le=1024)
-    turntable_frames: int = Field(24, ge=4, le=360)
-
-
-class FastHeadParams(_Strict):
-    """The whole fast recipe as one stage (orchestrator/fast.py): template fit, texture, turntable, eval."""
-
-    face_index: int = Field(0, ge=0)
-    texture_size: int = Field(1024, ge=64, le=4096)
-    fit_steps: int = Field(16, ge=0, le=1000)
-    turntable_frames: int = Field(24, ge=4, le=360)
+    geometry_resolution: int = Field(256, ge=64, le=1024)
+    turntable_frames: int = Field(24, ge=0, le=360)
     clip_model: str | None = None             # a local Hugging Face CLIP folder: enables CLIP-I
+
+    @field_validator("turntable_frames")
+    @classmethod
+    def _frames(cls, v: int) -> int:
+        if 0 < v < 4:
+            raise ValueError("0 (no turntable) or at least 4 frames")
+        return v
+
+
+class TemplateFitParams(_Strict):
+    """The head template (orchestrator/head_template) deformed to the photo's 3D landmarks, then its
+    silhouette fitted to the head mask in `fit_steps` render-service steps."""
+
+    fit_steps: int = Field(16, ge=0, le=1000)
+
+
+class TemplateTextureParams(_Strict):
+    """The photo back-projected onto the fitted template, mirrored and inpainted (orchestrator/texture.py);
+    the textured mesh becomes the job's scene."""
+
+    texture_size: int = Field(1024, ge=64, le=4096)

@@ -1,19 +1,26 @@
-"""preprocess: the photo intake (orchestrator/photo_intake.py) on the first photo -> a square reference view around the head (photo with a
-white background outside the head mask, the mask, and the camera that sees the head exactly so)."""
+"""preprocess: the photo intake (orchestrator/photo_intake.py) on the first photo -> the working photo and
+its analysed face (preprocess/photo.png, preprocess/face.npz: landmarks and masks, for later stages through
+load_photo_face), and the reference view the loss terms and the evaluation compare with: a square view
+around the head (white outside the head mask) or the whole photo, with its mask and camera. Adds the
+input, face and face-model sections of report.json."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
 
+from orchestrator.head_template.fit import head_box
 from orchestrator.photo_intake import analyse_photo, prepare_image
-from orchestrator.stages.context import StageContext, camera_to_json
+from orchestrator.stages.context import StageContext, camera_from_json, camera_to_json
 from orchestrator.stages.params import PreprocessParams
-from services.core.cameras import camera_for_box
-from services.common.errors import InvalidArgument
-from services.common.images import encode_png
+from services.core.cameras import PinholeCamera, camera_for_box
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.images import decode_png, encode_png
 
 
 def _square_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int]:
@@ -34,28 +41,79 @@ def _crop(array: np.ndarray, left: int, top: int, side: int, fill) -> np.ndarray
     return out
 
 
+@dataclass
+class PhotoFace:
+    """The analysed face of the working photo, as preprocess stored it (pixel coordinates of `rgb`)."""
+
+    rgb: np.ndarray              # (H, W, 3) uint8, the working photo (photo_intake.prepare_image/analyse_photo)
+    camera: PinholeCamera        # the photo's camera, head frame = world
+    landmarks_68: np.ndarray     # (68, 2) px
+    landmarks_3d_68: np.ndarray  # (68, 3) head frame
+    head_mask: np.ndarray        # (H, W) uint8 0/255
+    face_mask: np.ndarray        # (H, W) uint8 0/255
+
+
+def load_photo_face(ctx: StageContext) -> PhotoFace:
+    """What preprocess stored about the photo's face (FailedPrecondition when the recipe has no preprocess)."""
+    if "photo" not in ctx.state:
+        raise FailedPrecondition(f"{ctx.stage} needs the photo's face: put a preprocess stage before it",
+                                 reason="NO_PREPROCESS")
+    arrays = np.load(io.BytesIO(ctx.read_artifact(ctx.state["photo"]["face"])))
+    return PhotoFace(rgb=decode_png(ctx.read_artifact(ctx.state["photo"]["image"]))[..., :3],
+                     camera=camera_from_json(ctx.state["photo"]["camera"]),
+                     landmarks_68=arrays["landmarks_68"], landmarks_3d_68=arrays["landmarks_3d_68"],
+                     head_mask=arrays["head_mask"], face_mask=arrays["face_mask"])
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
 def run(ctx: StageContext, params: PreprocessParams) -> None:
     if not ctx.images:
         raise InvalidArgument("images", "this recipe needs a photo")
-    rgb, face, result, warnings = analyse_photo(ctx.clients.face, prepare_image(ctx.images[0]), params.face_index,
+    raw = ctx.images[0]
+    rgb, face, result, warnings = analyse_photo(ctx.clients.face, prepare_image(raw), params.face_index,
                                                 min_face_px=params.min_face_px)
-    left, top, side = _square_box(face.box, rgb.shape[1], rgb.shape[0])
-    mask = _crop(face.head_mask, left, top, side, 0)
-    photo = _crop(rgb, left, top, side, 255)
-    photo = np.where(mask[..., None] > 127, photo, 255).astype(np.uint8)
-    size = params.crop_size
-    photo = np.asarray(Image.fromarray(photo).resize((size, size), Image.LANCZOS))
-    mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.BILINEAR))
-    camera = camera_for_box(face.camera, (left, top, left + side, top + side), size)
-    ctx.artifact("preprocess/reference.png", encode_png(photo))
-    ctx.artifact("preprocess/reference_mask.png", encode_png(np.repeat(mask[..., None], 3, axis=-1)))
+    ctx.artifact("preprocess/photo.png", encode_png(rgb))
+    ctx.artifact("preprocess/face.npz", _npz(landmarks_68=face.landmarks_68, landmarks_3d_68=face.landmarks_3d_68,
+                                             head_mask=face.head_mask, face_mask=face.face_mask))
+    ctx.state["photo"] = {"image": "preprocess/photo.png", "face": "preprocess/face.npz",
+                          "camera": camera_to_json(face.camera)}
+    if params.reference == "photo":
+        photo, mask, camera = rgb, face.head_mask, face.camera
+        ctx.state["reference"] = {"image": "preprocess/photo.png", "head_box": list(head_box(face.head_mask,
+                                                                                              face.landmarks_68))}
+        ctx.artifact("preprocess/reference_mask.png", encode_png(np.repeat(mask[..., None], 3, axis=-1)))
+    else:
+        left, top, side = _square_box(face.box, rgb.shape[1], rgb.shape[0])
+        mask = _crop(face.head_mask, left, top, side, 0)
+        photo = _crop(rgb, left, top, side, 255)
+        photo = np.where(mask[..., None] > 127, photo, 255).astype(np.uint8)
+        size = params.crop_size
+        photo = np.asarray(Image.fromarray(photo).resize((size, size), Image.LANCZOS))
+        mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.BILINEAR))
+        camera = camera_for_box(face.camera, (left, top, left + side, top + side), size)
+        ctx.artifact("preprocess/reference.png", encode_png(photo))
+        ctx.artifact("preprocess/reference_mask.png", encode_png(np.repeat(mask[..., None], 3, axis=-1)))
+        ctx.state["reference"] = {"image": "preprocess/reference.png"}
     face_json = {"box": [float(v) for v in face.box], "score": face.score,
                  "pose": {"yaw": face.pose.yaw, "pitch": face.pose.pitch, "roll": face.pose.roll},
                  "faces_in_photo": len(result.faces), "reference_camera": camera_to_json(camera)}
     ctx.artifact("preprocess/face.json", json.dumps(face_json, indent=1).encode())
-    ctx.state["reference"] = {"image": "preprocess/reference.png", "mask": "preprocess/reference_mask.png",
-                              "camera": camera_to_json(camera)}
+    ctx.state["reference"].update(mask="preprocess/reference_mask.png", camera=camera_to_json(camera))
     if face.embedding is not None:
         ctx.state["reference"]["embedding"] = [float(v) for v in face.embedding]
         ctx.state["reference"]["embedding_norm"] = float(face.embedding_norm)
-    ctx.state.setdefault("warnings", []).extend(warnings)
+    for w in warnings:
+        ctx.warn(w)
+    name = ctx.image_names[0] if ctx.image_names else ""
+    ctx.add_report_section("input", {"source": name, "sha256": hashlib.sha256(raw).hexdigest(),
+                                     "working_width": int(rgb.shape[1]), "working_height": int(rgb.shape[0])})
+    ctx.add_report_section("face", {"index": params.face_index, "faces_found": len(result.faces),
+                                    "box": [round(float(v), 1) for v in face.box], "score": round(float(face.score), 3),
+                                    "yaw_deg": round(face.pose.yaw, 1), "pitch_deg": round(face.pose.pitch, 1),
+                                    "roll_deg": round(face.pose.roll, 1)})
+    ctx.add_report_section("models", {"face": [asdict(m) for m in result.models]})

@@ -18,10 +18,12 @@ from services.core.registry import Registry
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A stage kind: `run_path` ("module:function", the function run(ctx, params)) and its params class."""
+    """A stage kind: `run_path` ("module:function", the function run(ctx, params)), its params class, and
+    the services it calls (report.json lists those services' models)."""
 
     run_path: str
     params: type[BaseModel]
+    services: tuple[str, ...] = ()
 
     def run(self, ctx: Any, params: BaseModel) -> None:
         module, _, name = self.run_path.partition(":")
@@ -29,10 +31,14 @@ class StageSpec:
 
 
 STAGES: Registry[StageSpec] = Registry("stage kind")
-STAGES.register("preprocess", StageSpec("orchestrator.stages.preprocess:run", p.PreprocessParams))
-STAGES.register("init", StageSpec("orchestrator.stages.scene:run_init", p.InitParams))
-STAGES.register("optimise", StageSpec("orchestrator.stages.optimise:run", p.OptimiseParams))
-STAGES.register("convert", StageSpec("orchestrator.stages.scene:run_convert", p.ConvertParams))
-STAGES.register("export", StageSpec("orchestrator.stages.scene:run_export", p.ExportParams))
-STAGES.register("evaluate", StageSpec("orchestrator.stages.evaluate:run", p.EvaluateParams))
-STAGES.register("fast_head", StageSpec("orchestrator.stages.fast_head:run", p.FastHeadParams))
+STAGES.register("preprocess", StageSpec("orchestrator.stages.preprocess:run", p.PreprocessParams, ("face",)))
+STAGES.register("init", StageSpec("orchestrator.stages.scene:run_init", p.InitParams, ("render",)))
+STAGES.register("optimise", StageSpec("orchestrator.stages.optimise:run", p.OptimiseParams,
+                                      ("render", "guidance", "face")))
+STAGES.register("convert", StageSpec("orchestrator.stages.scene:run_convert", p.ConvertParams, ("render",)))
+STAGES.register("export", StageSpec("orchestrator.stages.scene:run_export", p.ExportParams, ("render",)))
+STAGES.register("turntable", StageSpec("orchestrator.stages.turntable:run", p.TurntableParams, ("render",)))
+STAGES.register("evaluate", StageSpec("orchestrator.stages.evaluate:run", p.EvaluateParams, ("render", "face")))
+STAGES.register("template_fit", StageSpec("orchestrator.stages.template_fit:run", p.TemplateFitParams, ("render",)))
+STAGES.register("template_texture", StageSpec("orchestrator.stages.template_texture:run", p.TemplateTextureParams,
+                                              ("render",)))

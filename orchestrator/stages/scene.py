@@ -1,4 +1,4 @@
-"""init and export: the subject's scene in the render service, created once and restored from the job's
+"""init, convert and export: the subject's scene in the render service, created once and restored from the job's
 checkpoint after a restart (the render service may have restarted too)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 
 from orchestrator.stages.context import StageContext
 from orchestrator.stages.params import ConvertParams, ExportParams, InitParams
-from services.common.errors import HeadForgeError, InvalidArgument
+from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument
 from services.common.images import decode_png
 from services.render.types import LrSchedule, OptimizerSpec
 
@@ -37,15 +37,24 @@ def run_init(ctx: StageContext, params: InitParams) -> None:
                 "texture_size": 256}
     info = ctx.clients.render.create_scene(params.representation, init, optimizer=_optimizer(params.lrs),
                                            seed=ctx.seed + 1, label=ctx.job_id)
-    ctx.state["scene"] = {"kind": params.representation, "lrs": params.model_dump()["lrs"], "live_id": info.scene_id}
-    ctx.scratch["scene_id"] = info.scene_id
-    ctx.checkpoint(ctx.clients.render.get_state(info.scene_id))
+    set_job_scene(ctx, params.representation, info.scene_id, params.model_dump()["lrs"])
+
+
+def set_job_scene(ctx: StageContext, kind: str, scene_id: str, lrs: dict) -> None:
+    """Make a live render-service scene the job's scene (of `kind`, with its optimiser's learning rates)
+    and checkpoint it, so later stages and a restarted job find it (ensure_scene)."""
+    ctx.state["scene"] = {"kind": kind, "lrs": lrs, "live_id": scene_id}
+    ctx.scratch["scene_id"] = scene_id
+    ctx.checkpoint(ctx.clients.render.get_state(scene_id))
 
 
 def ensure_scene(ctx: StageContext) -> str:
     """The scene id of this job. A resumed job (new process, or the render service restarted) gets its
     scene back from the last checkpoint."""
     if "scene_id" not in ctx.scratch:
+        if "scene" not in ctx.state:
+            raise FailedPrecondition(f"{ctx.stage} needs the job's scene: put a stage that makes one (init, "
+                                     "template_texture) before it", reason="NO_SCENE")
         scene = ctx.state["scene"]
         if scene.get("live_id"):    # the previous worker's scene, if the render service still holds it
             try:
@@ -91,12 +100,10 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
     close_scene(ctx)
     info = ctx.clients.render.create_scene("gaussians", {"points": points.astype(np.float32), "colors": colors},
                                            optimizer=_optimizer(params.lrs), seed=ctx.seed + 2, label=ctx.job_id)
-    ctx.state["scene"] = {"kind": "gaussians", "lrs": params.model_dump()["lrs"], "live_id": info.scene_id}
-    ctx.scratch["scene_id"] = info.scene_id
-    ctx.checkpoint(ctx.clients.render.get_state(info.scene_id))
+    set_job_scene(ctx, "gaussians", info.scene_id, params.model_dump()["lrs"])
 
 
 def run_export(ctx: StageContext, params: ExportParams) -> None:
     scene_id = ensure_scene(ctx)
     for fmt in params.formats:
-        ctx.artifact(f"export/head.{EXTENSIONS[fmt]}", ctx.clients.render.export(scene_id, fmt))
+        ctx.artifact(f"{params.stem}.{EXTENSIONS[fmt]}", ctx.clients.render.export(scene_id, fmt))

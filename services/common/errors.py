@@ -106,6 +106,16 @@ _BY_CODE: dict[grpc.StatusCode, type[HeadForgeError]] = {
 }
 
 
+def error_from_code(code_name: str, message: str, reason: str = "") -> HeadForgeError:
+    """The HeadForgeError of a gRPC status name ("FAILED_PRECONDITION", ...), e.g. from a job's error_code."""
+    code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.INTERNAL)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        exc: HeadForgeError = InvalidArgument.__new__(InvalidArgument)
+        HeadForgeError.__init__(exc, message, reason=reason)
+        return exc
+    return _BY_CODE.get(code, Internal)(message, reason=reason)
+
+
 def from_rpc_error(err: grpc.RpcError) -> HeadForgeError:
     """The HeadForgeError a failed call carries (its details when present, else code + message)."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN

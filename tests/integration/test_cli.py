@@ -33,7 +33,7 @@ def test_face_analyze_bad_input_exits_nonzero_with_a_message(tmp_path):
 
 
 
-QUICK = ("--option", "stages.fast.fit_steps=2", "--option", "stages.fast.turntable_frames=4", "--no-progress")
+QUICK = ("--option", "stages.fit.fit_steps=2", "--option", "stages.turntable.frames=4", "--no-progress")
 
 
 def test_generate_texture_size_reaches_the_glb(tmp_path, astronaut):

@@ -98,11 +98,11 @@ def test_mesh_then_convert_to_gaussians(tmp_path):
     assert vertices.count == 600 and np.median(radii) == pytest.approx(0.9, rel=0.15)   # on the sphere
 
 
-def test_the_fast_recipe_as_a_stage(tmp_path, astronaut):
-    """The embedded default as a recipe stage: the same files `headforge generate` writes become artifacts."""
+def test_the_fast_recipe_as_stages(tmp_path, astronaut):
+    """The embedded default as a recipe of ordinary stages: the files `headforge generate` writes."""
     import trimesh
 
-    options = {"stages.fast.texture_size": "256", "stages.fast.fit_steps": "4", "stages.fast.turntable_frames": "4"}
+    options = {"stages.texture.texture_size": "256", "stages.fit.fit_steps": "4", "stages.turntable.frames": "4"}
     result = run_local(load_recipe("fast", options=options), [encode_png(astronaut)], "", tmp_path / "out",
                        show_progress=False)
     assert result.state == "succeeded", result.error_message

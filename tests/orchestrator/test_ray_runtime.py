@@ -166,8 +166,8 @@ def _open_scenes(cluster) -> float:
 
 def test_the_fast_recipe_runs_as_a_cluster_job(cluster, astronaut):
     store = cluster["store"]
-    job_id = submit(store, "fast", {"stages.fast.texture_size": "256", "stages.fast.fit_steps": "4",
-                                    "stages.fast.turntable_frames": "4"}, [encode_png(astronaut)])
+    job_id = submit(store, "fast", {"stages.texture.texture_size": "256", "stages.fit.fit_steps": "4",
+                                    "stages.turntable.frames": "4"}, [encode_png(astronaut)])
     job = wait(store, job_id)
     assert job.state == "succeeded", job.error_message
     assert {"asset.glb", "turntable.gif", "contact_sheet.png", "report.json"} <= {a.name for a in job.artifacts}
