@@ -6,44 +6,110 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.stages.context import StageContext
-from orchestrator.stages.params import ConvertParams, ExportParams, InitParams
-from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument
+from orchestrator.stages.params import ConvertParams, ExportParams, InitParams, OptimizerParams
+from services.common.errors import FailedPrecondition, HeadForgeError
 from services.common.images import decode_png
 from services.render.types import LrSchedule, OptimizerSpec
 
 EXTENSIONS = {"glb": "glb", "ply": "ply", "npz": "npz", "obj_zip": "zip"}
 
 
-def _optimizer(lrs: dict) -> OptimizerSpec:
-    schedules = {}
-    for group, v in lrs.items():
-        schedules[group] = LrSchedule.constant(float(v)) if isinstance(v, (int, float)) else \
-            LrSchedule(int(v[0]), float(v[1]), float(v[2]), int(v[3]))
-    return OptimizerSpec(lrs=schedules)
+def optimizer_spec(params: OptimizerParams | dict | None) -> OptimizerSpec:
+    """The render service's OptimizerSpec of a stage's optimizer params (or their JSON dump)."""
+    if params is None:
+        return OptimizerSpec()
+    if isinstance(params, dict):
+        params = OptimizerParams.model_validate(params)
+    lrs = {}
+    for group, v in params.lrs.items():
+        lrs[group] = LrSchedule.constant(float(v)) if isinstance(v, (int, float)) else \
+            LrSchedule(int(v[0]), float(v[1]), float(v[2]), int(v[3]), interpolation=params.interpolation)
+    return OptimizerSpec(kind=params.kind, lrs=lrs, frozen=set(params.frozen), betas=tuple(params.betas),
+                         eps=params.eps, weight_decay=params.weight_decay, max_grad_norm=params.max_grad_norm)
+
+
+def _photo_colour(ctx: StageContext, n: int) -> np.ndarray:
+    """(n, 3) float32: the photo's mean head colour (preprocess's reference view and mask)."""
+    photo = decode_png(ctx.read_artifact(ctx.state["reference"]["image"]))[..., :3].astype(np.float32) / 255
+    mask = decode_png(ctx.read_artifact(ctx.state["reference"]["mask"]))[..., 0] > 127
+    mean = photo[mask].mean(0) if mask.any() else np.full(3, 0.5)
+    return np.tile(mean, (n, 1)).astype(np.float32)
+
+
+def _template_mesh(ctx: StageContext, fitted: bool) -> dict:
+    """The head template's mesh (fitted: the template_fit stage's vertices) as mesh init values."""
+    from orchestrator.head_template.build import load_template
+
+    template = load_template()
+    vertices = template.vertices
+    if fitted:
+        from orchestrator.stages.template_fit import load_fitted_vertices
+
+        vertices = load_fitted_vertices(ctx)
+    return {"vertices": np.asarray(vertices, np.float32), "faces": np.asarray(template.faces, np.int32)}
+
+
+def _sphere_mesh(radius: float) -> dict:
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+    return {"vertices": np.asarray(sphere.vertices, np.float32), "faces": np.asarray(sphere.faces, np.int32)}
+
+
+def _init_values(ctx: StageContext, params: InitParams) -> tuple[dict | None, tuple[bytes, str] | None, dict]:
+    """(init values, asset, options) of CreateScene for the init stage's representation and source."""
+    kind, start = params.representation, params.start
+    options: dict[str, str] = {}
+    asset = (ctx.read_artifact(params.artifact), params.artifact.rsplit(".", 1)[-1]) if start == "artifact" else None
+    if kind == "gaussians":
+        if asset is not None:
+            return None, asset, options
+        g = params.gaussians
+        init: dict = {"num_points": params.num_points, "radius": params.radius, "sh_degree": g.sh_degree,
+                      "opacity": g.opacity, "strategy": g.strategy.model_dump()}
+        if params.color_from_photo and "reference" in ctx.state:
+            init["colors"] = _photo_colour(ctx, params.num_points)
+        return init, None, options
+    if kind == "mesh":
+        if asset is not None:
+            return None, asset, options
+        mesh = _sphere_mesh(params.radius) if start == "sphere" else _template_mesh(ctx, start == "fitted_template")
+        return {**mesh, "texture_size": params.texture_size}, None, options
+    if kind == "dmtet":
+        init = {"grid_resolution": params.dmtet.grid_resolution, "extent": params.dmtet.extent,
+                "texture_size": params.texture_size}
+        if asset is not None:
+            init["mesh_asset"] = asset
+        elif start == "sphere":
+            init["sphere_radius"] = params.radius
+        else:
+            init["mesh"] = _template_mesh(ctx, start == "fitted_template")
+        return init, None, options
+    f = params.field   # triplane, trigrid, pyramid_trigrid
+    if f.decoder == "frozen":
+        options["freeze_decoder"] = "true"
+    if asset is not None:
+        return None, asset, options
+    init = {k: v for k, v in {"resolution": f.resolution, "channels": f.channels, "depth": f.depth,
+                              "levels": tuple(f.levels), "box_size": f.box_size}.items() if v}
+    return init, None, options
 
 
 def run_init(ctx: StageContext, params: InitParams) -> None:
-    init: dict = {"num_points": params.num_points, "radius": params.radius}
-    if params.representation == "gaussians" and params.color_from_photo and "reference" in ctx.state:
-        photo = decode_png(ctx.read_artifact(ctx.state["reference"]["image"]))[..., :3].astype(np.float32) / 255
-        mask = decode_png(ctx.read_artifact(ctx.state["reference"]["mask"]))[..., 0] > 127
-        mean = photo[mask].mean(0) if mask.any() else np.full(3, 0.5)
-        init["colors"] = np.tile(mean, (params.num_points, 1)).astype(np.float32)
-    if params.representation == "mesh":   # an icosphere with a UV texture
-        import trimesh
-
-        sphere = trimesh.creation.icosphere(subdivisions=3, radius=params.radius)
-        init = {"vertices": np.asarray(sphere.vertices, np.float32), "faces": np.asarray(sphere.faces, np.int32),
-                "texture_size": 256}
-    info = ctx.clients.render.create_scene(params.representation, init, optimizer=_optimizer(params.lrs),
+    init, asset, options = _init_values(ctx, params)
+    optimizer = params.optimizer_params()
+    info = ctx.clients.render.create_scene(params.representation, init, asset=asset,
+                                           optimizer=optimizer_spec(optimizer), options=options or None,
                                            seed=ctx.seed + 1, label=ctx.job_id)
-    set_job_scene(ctx, params.representation, info.scene_id, params.model_dump()["lrs"])
+    set_job_scene(ctx, params.representation, info.scene_id, optimizer, options)
 
 
-def set_job_scene(ctx: StageContext, kind: str, scene_id: str, lrs: dict) -> None:
-    """Make a live render-service scene the job's scene (of `kind`, with its optimiser's learning rates)
-    and checkpoint it, so later stages and a restarted job find it (ensure_scene)."""
-    ctx.state["scene"] = {"kind": kind, "lrs": lrs, "live_id": scene_id}
+def set_job_scene(ctx: StageContext, kind: str, scene_id: str, optimizer: OptimizerParams | None = None,
+                  options: dict[str, str] | None = None) -> None:
+    """Make a live render-service scene the job's scene (of `kind`, with its optimiser and CreateScene
+    options) and checkpoint it, so later stages and a restarted job find it (ensure_scene)."""
+    ctx.state["scene"] = {"kind": kind, "optimizer": (optimizer or OptimizerParams()).model_dump(mode="json"),
+                          "options": dict(options or {}), "live_id": scene_id}
     ctx.scratch["scene_id"] = scene_id
     ctx.checkpoint(ctx.clients.render.get_state(scene_id))
 
@@ -63,9 +129,23 @@ def ensure_scene(ctx: StageContext) -> str:
                 pass
         info = ctx.clients.render.create_scene(scene["kind"], asset=(ctx.read_artifact(ctx.state["scene_checkpoint"]),
                                                                      "checkpoint"),
-                                               optimizer=_optimizer(scene.get("lrs", {})), label=ctx.job_id)
+                                               optimizer=optimizer_spec(scene.get("optimizer")),
+                                               options=scene.get("options") or None, label=ctx.job_id)
         ctx.scratch["scene_id"] = scene["live_id"] = info.scene_id
     return ctx.scratch["scene_id"]
+
+
+def use_optimizer(ctx: StageContext, optimizer: OptimizerParams) -> str:
+    """Give the job's scene a new optimiser (a stage's own): the scene restarts from its current state
+    without the old optimiser's moments. Returns the (new) scene id."""
+    render = ctx.clients.render
+    state = render.get_state(ensure_scene(ctx), exclude_optimizer=True)
+    kind, options = ctx.state["scene"]["kind"], ctx.state["scene"].get("options") or {}
+    close_scene(ctx)
+    info = render.create_scene(kind, asset=(state, "checkpoint"), optimizer=optimizer_spec(optimizer),
+                               options=options or None, label=ctx.job_id)
+    set_job_scene(ctx, kind, info.scene_id, optimizer, options)
+    return info.scene_id
 
 
 def close_scene(ctx: StageContext) -> None:
@@ -78,16 +158,12 @@ def close_scene(ctx: StageContext) -> None:
             pass
 
 
-def run_convert(ctx: StageContext, params: ConvertParams) -> None:
-    """mesh -> Gaussians: sample the exported GLB's surface (colours from its texture) and start a Gaussian
-    scene there; the mesh scene is closed and the job continues on the new one."""
+def _mesh_to_gaussians(ctx: StageContext, params: ConvertParams) -> tuple[dict, None]:
+    """Points sampled evenly over the exported GLB's surface, coloured by its texture."""
     import io
 
     import trimesh
 
-    scene = ctx.state["scene"]
-    if scene["kind"] != "mesh":
-        raise InvalidArgument("convert", f"converts a mesh scene to Gaussians; the job's scene is {scene['kind']}")
     mesh = trimesh.load(io.BytesIO(ctx.clients.render.export(ensure_scene(ctx), "glb")), file_type="glb",
                         force="mesh")
     points, faces = trimesh.sample.sample_surface_even(mesh, params.num_points, seed=ctx.seed)
@@ -97,10 +173,33 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
         bary = trimesh.triangles.points_to_barycentric(mesh.triangles[faces], points)
         uv = np.einsum("nk,nkj->nj", bary, visual.uv[mesh.faces[faces]])
         colors = visual.material.to_color(uv)[:, :3].astype(np.float32) / 255
+    return {"points": points.astype(np.float32), "colors": colors}, None
+
+
+CONVERSIONS = {("mesh", "gaussians"), ("mesh", "dmtet"), ("dmtet", "mesh")}
+
+
+def run_convert(ctx: StageContext, params: ConvertParams) -> None:
+    """Replace the job's scene by the same head in another representation (ConvertParams); the old scene
+    is closed and the job continues on the new one, with the stage's optimiser."""
+    source = ctx.state.get("scene", {}).get("kind")
+    if (source, params.to) not in CONVERSIONS:
+        raise FailedPrecondition(f"convert: {source} -> {params.to} is not a conversion HeadForge has; it has "
+                                 f"{sorted(CONVERSIONS)}", reason="NO_CONVERSION")
+    render = ctx.clients.render
+    if params.to == "gaussians":
+        init, asset = _mesh_to_gaussians(ctx, params)
+    elif params.to == "dmtet":   # the mesh's SDF on the grid
+        init = {"grid_resolution": params.dmtet.grid_resolution, "extent": params.dmtet.extent,
+                "mesh_asset": (render.export(ensure_scene(ctx), "glb"), "glb")}
+        asset = None
+    else:                        # dmtet -> mesh: the extracted surface, xatlas UVs, texture baked by export
+        init, asset = None, (render.export(ensure_scene(ctx), "glb", texture_size=params.texture_size), "glb")
     close_scene(ctx)
-    info = ctx.clients.render.create_scene("gaussians", {"points": points.astype(np.float32), "colors": colors},
-                                           optimizer=_optimizer(params.lrs), seed=ctx.seed + 2, label=ctx.job_id)
-    set_job_scene(ctx, "gaussians", info.scene_id, params.model_dump()["lrs"])
+    optimizer = params.optimizer_params()
+    info = render.create_scene(params.to, init, asset=asset, optimizer=optimizer_spec(optimizer),
+                               seed=ctx.seed + 2, label=ctx.job_id)
+    set_job_scene(ctx, params.to, info.scene_id, optimizer)
 
 
 def run_export(ctx: StageContext, params: ExportParams) -> None:

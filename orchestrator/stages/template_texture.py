@@ -41,7 +41,7 @@ def run(ctx: StageContext, params: TemplateTextureParams) -> None:
     ctx.artifact(TEXTURE, encode_png((texture * 255 + 0.5).astype(np.uint8)))
     close_scene(ctx)
     info = render.create_scene("mesh", asset=(mesh_glb(vertices, template, texture), "glb"), label=ctx.job_id)
-    set_job_scene(ctx, "mesh", info.scene_id, {})
+    set_job_scene(ctx, "mesh", info.scene_id)
     ctx.state["texture"] = TEXTURE
     ctx.add_report_section("texture", {"size": size, **{k: (round(v, 4) if isinstance(v, float) else v)
                                                         for k, v in stats.items()}})
