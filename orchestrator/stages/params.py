@@ -181,7 +181,8 @@ class OptimiseParams(_Strict):
 class ConvertParams(_Strict):
     """Replace the job's scene by another representation of the same head: mesh -> gaussians (points
     sampled over the surface, coloured by its texture: PSHead-style refinement after a mesh), mesh ->
-    dmtet (the SDF of the mesh on a grid), dmtet -> mesh (extracted surface with xatlas UVs, texture baked)."""
+    dmtet (the SDF of the mesh on a grid), dmtet -> mesh (the extracted surface with xatlas UVs; the texture
+    starts as its mean colour, for a texture stage to paint)."""
 
     to: Literal["gaussians", "dmtet", "mesh"] = "gaussians"
     num_points: int = Field(20000, ge=16, le=2_000_000)
@@ -198,6 +199,19 @@ class ConvertParams(_Strict):
 
     def optimizer_params(self) -> OptimizerParams:
         return self.optimizer.model_copy(update={"lrs": dict(self.lrs)}) if self.lrs else self.optimizer
+
+
+class GenerateParams(_Strict):
+    """Text -> portrait candidates (guidance Generate), one chosen (orchestrator/stages/generate.py)."""
+
+    prompt: str = ""                          # "" = the job's prompt
+    negative_prompt: str = ""
+    backbone: str = ""
+    num_images: int = Field(4, ge=1, le=16)
+    size: int = Field(512, ge=64, le=2048)
+    num_steps: int = Field(30, ge=1, le=1000)
+    guidance_scale: float = Field(5.0, ge=1)
+    choose: Literal["first", "face_score"] = "face_score"
 
 
 class ExportParams(_Strict):

@@ -176,6 +176,23 @@ def _mesh_to_gaussians(ctx: StageContext, params: ConvertParams) -> tuple[dict, 
     return {"points": points.astype(np.float32), "colors": colors}, None
 
 
+def _dmtet_to_mesh(ctx: StageContext, params: ConvertParams) -> dict:
+    """The DMTet's extracted surface as a textured mesh: the render service unwraps it with xatlas (no UVs
+    given); the texture starts as the surface's mean vertex colour, for a texture stage to paint."""
+    import io
+
+    import trimesh
+
+    mesh = trimesh.load(io.BytesIO(ctx.clients.render.export(ensure_scene(ctx), "glb")), file_type="glb",
+                        force="mesh")
+    colours = getattr(mesh.visual, "vertex_colors", None)
+    mean = np.asarray(colours, np.float32)[:, :3].mean(0) / 255 if colours is not None and len(colours) else np.full(3, 0.5)
+    size = params.texture_size
+    return {"vertices": np.asarray(mesh.vertices, np.float32), "faces": np.asarray(mesh.faces, np.int32),
+            "texture": np.broadcast_to(mean.astype(np.float32)[:, None, None], (3, size, size)).copy(),
+            "texture_size": size}
+
+
 CONVERSIONS = {("mesh", "gaussians"), ("mesh", "dmtet"), ("dmtet", "mesh")}
 
 
@@ -193,8 +210,8 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
         init = {"grid_resolution": params.dmtet.grid_resolution, "extent": params.dmtet.extent,
                 "mesh_asset": (render.export(ensure_scene(ctx), "glb"), "glb")}
         asset = None
-    else:                        # dmtet -> mesh: the extracted surface, xatlas UVs, texture baked by export
-        init, asset = None, (render.export(ensure_scene(ctx), "glb", texture_size=params.texture_size), "glb")
+    else:                        # dmtet -> mesh
+        init, asset = _dmtet_to_mesh(ctx, params), None
     close_scene(ctx)
     optimizer = params.optimizer_params()
     info = render.create_scene(params.to, init, asset=asset, optimizer=optimizer_spec(optimizer),
