@@ -106,7 +106,8 @@ class _Sampler(_Strict):
     def _resolution_in_range(cls, v):
         values = [v] if isinstance(v, (int, float)) else [v[1], v[2]]
         if isinstance(v, tuple) and not 0 <= v[0] <= v[3]:
-            raise ValueError(f"schedule [start_step, start, end, end_step] needs 0 <= start_step <= end_step, got {list(v)}")
+            raise ValueError(f"schedule [start_step, start, end, end_step] needs 0 <= start_step <= end_step, "
+                             f"got {list(v)}")
         if not all(MIN_RESOLUTION <= x <= MAX_RESOLUTION for x in values):
             raise ValueError(f"resolution must be in [{MIN_RESOLUTION}, {MAX_RESOLUTION}] pixels, got {v}")
         return v
@@ -115,7 +116,7 @@ class _Sampler(_Strict):
 class OrbitCameras(_Sampler):
     """Random orbit cameras, each value uniform in its [low, high] range."""
 
-    kind: Literal["orbit"]
+    kind: Literal["orbit"] = "orbit"
     azimuth: AzimuthRange = (-180.0, 180.0)
     elevation: ElevationRange = (-10.0, 30.0)
     radius: RadiusRange = (3.8, 4.2)
@@ -125,7 +126,7 @@ class OrbitCameras(_Sampler):
 class RingCameras(_Sampler):
     """`views` cameras evenly spaced over 360 degrees of azimuth from start_azimuth."""
 
-    kind: Literal["ring"]
+    kind: Literal["ring"] = "ring"
     views: int = Field(ge=1, le=4096)
     start_azimuth: Azimuth = 0.0
     elevation: Elevation = 0.0
@@ -139,7 +140,7 @@ class SweepCameras(_Sampler):
     a spiral, elevation changing linearly over the sweep. pace: "cycle" hands out n consecutive views
     per step and wraps; "run" spreads the sweep over the run (step s starts at view s * views // total)."""
 
-    kind: Literal["sweep"]
+    kind: Literal["sweep"] = "sweep"
     views: int = Field(ge=1, le=4096)
     azimuth: tuple[Azimuth, Azimuth] = (-180.0, 180.0)
     include_end: bool = True
@@ -153,7 +154,8 @@ class SweepCameras(_Sampler):
     def _elevations_fit(self):
         if isinstance(self.elevation, list):
             if len(self.elevation) != self.views:
-                raise ValueError(f"elevation: a list needs one value per view ({self.views}), got {len(self.elevation)}")
+                raise ValueError(f"elevation: a list needs one value per view ({self.views}), "
+                                 f"got {len(self.elevation)}")
             if self.elevation_end is not None:
                 raise ValueError("elevation_end: only with a single elevation")
         return self
@@ -169,7 +171,7 @@ class ListView(_Strict):
 class ListCameras(_Sampler):
     """Explicit views; order "cycle" hands them out in turn, "random" draws n uniformly per step."""
 
-    kind: Literal["list"]
+    kind: Literal["list"] = "list"
     views: list[ListView] = Field(min_length=1)
     order: Literal["cycle", "random"] = "cycle"
 
@@ -181,8 +183,8 @@ CameraSpec = Annotated[Union[OrbitCameras, RingCameras, SweepCameras, ListCamera
 class View:
     """One view of a step. camera: what to render (the patch camera when a patch is set);
     full_camera: the whole view at the step's resolution; box: the patch's pixel box (x0, y0, x1, y1)
-    in full_camera's image, None without a patch; background (3,) float32 in [0, 1]; angles in degrees,
-    radius in world units, fov_deg vertical."""
+    in full_camera's image, None without a patch; background (3,) float32 in [0, 1]; angles in degrees
+    as the spec gives or draws them (not wrapped to [-180, 180)), radius in world units, fov_deg vertical."""
 
     camera: PinholeCamera
     background: np.ndarray
@@ -251,7 +253,8 @@ def _poses(spec: CameraSpec, step: int, n: int, rng: np.random.Generator,
             end = spec.elevation if spec.elevation_end is None else spec.elevation_end
             elevations = np.linspace(spec.elevation, end, spec.views)
         start = step * n if spec.pace == "cycle" else min(step, total_steps - 1) * spec.views // total_steps
-        return [(float(azimuths[k]), float(elevations[k]), spec.radius, spec.fov) for k in _in_turn(start, n, spec.views)]
+        return [(float(azimuths[k]), float(elevations[k]), spec.radius, spec.fov)
+                for k in _in_turn(start, n, spec.views)]
     if spec.order == "random":
         picks = [int(k) for k in rng.integers(len(spec.views), size=n)]
     else:
