@@ -33,9 +33,17 @@ def builtin_names() -> list[str]:
 
 
 def _path_of(loc: tuple, data: dict) -> str:
-    parts = []
+    """A pydantic error location as a YAML path. Tagged unions (cameras: {kind: ring, ...}) put the tag in
+    the location; it is not in the YAML, so it is left out."""
+    parts, node = [], data
     for item in loc:
+        if isinstance(node, dict) and item not in node and node.get("kind") == item:
+            continue
         parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
     return "".join(parts)
 
 
@@ -109,7 +117,7 @@ def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None =
         try:
             params[stage.name] = STAGES.get(stage.kind).params.model_validate(stage.params)
         except ValidationError as e:
-            raise _invalid(e, f"stages[{i}].params.", data) from None
+            raise _invalid(e, f"stages[{i}].params.", stage.params) from None
     resolved = recipe.model_dump(mode="json")
     for stage in resolved["stages"]:
         stage["params"] = params[stage["name"]].model_dump(mode="json")

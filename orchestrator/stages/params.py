@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.photo_intake import MIN_FACE_PX
+from orchestrator.stages.cameras import CameraSpec, OrbitCameras
 from orchestrator.stages.schedules import ScheduleValue
 
 
@@ -136,30 +137,102 @@ class InitParams(_Strict):
         return self.optimizer.model_copy(update={"lrs": dict(self.lrs)}) if self.lrs else self.optimizer
 
 
-class CameraSampler(_Strict):
-    azimuth: tuple[float, float] = (-180.0, 180.0)      # degrees, 0 = frontal
-    elevation: tuple[float, float] = (-10.0, 30.0)
-    radius: tuple[float, float] = (3.8, 4.2)            # world units; the head's radius is about 1
-    fov_deg: float = Field(35.0, gt=1, lt=170)
+class LoraUse(_Strict):
+    name: str = Field(min_length=1)           # a LoRA the guidance backbone has loaded (or trained per tenant)
+    scale: float = Field(1.0, gt=0, le=4)
+
+
+class ControlUse(_Strict):
+    """A control picture drawn for every rendered view: landmarks (the subject's 3D landmarks from preprocess
+    projected by each view's camera), normal (the view's rendered camera-frame normals) or depth."""
+
+    kind: Literal["landmarks", "normal", "depth"]
+    scale: float = Field(1.0, gt=0, le=2)
+    name: str = ""                             # a ControlNet by name; "" = the backbone's one of this kind
+
+
+TERM_KINDS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "sds", "identity", "regress")
+REFERENCE_TERMS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth")
+SDS_OUTPUTS = ("rgb", "normal_camera", "normal_world")
 
 
 class Term(_Strict):
-    """One loss term. reference_rgb / reference_mask: L2 to the photo (and its head mask) at the photo's
-    camera; sds: guidance.Distill on sampled views; identity: face.IdentityLoss on near-frontal views."""
+    """One loss term, applied on the steps where step % every == phase, with a weight schedule.
+      reference_rgb     L1 (weight l1) + L2 (weight l2) to the photo's reference view at its camera
+      reference_mask    L2 of the rendered alpha to the reference view's head mask
+      reference_normal  1 - cosine to a normal map at the reference camera (`target`: a job artifact .npy
+                        (3, H, W) in [-1, 1], camera frame), inside the head mask
+      reference_depth   1 - Pearson correlation to a depth map at the reference camera (`target`: .npy
+                        (1, H, W)), inside the head mask (scale and shift free, as monocular depth is)
+      sds               guidance Distill on the step's views, on the render output `output`, carrying every
+                        DistillRequest field (variant, backbone, LoRAs, identity, controls, reference view,
+                        CFG, timestep schedule with piecewise anneals, weighting, caller noise)
+      identity          face IdentityLoss of the step's views against the photo's embedding
+      regress           L1/L2 onto stored target views (`target`: a job artifact .npz with images
+                        (V, 3, H, W) and cameras K (V, 3, 3), world_to_camera (V, 4, 4); the refine stage
+                        writes these), one target view per step in turn"""
 
-    kind: Literal["reference_rgb", "reference_mask", "sds", "identity"]
+    kind: Literal[TERM_KINDS]
     weight: ScheduleValue = 1.0
-    every: int = Field(1, ge=1)               # apply on every n-th step
+    every: int = Field(1, ge=1)               # the term's period in steps
+    phase: int = Field(0, ge=0)               # ... and its offset: applied when step % every == phase
+    l1: float = Field(0.0, ge=0)              # reference_rgb / regress: the L1 and L2 weights
+    l2: float = Field(1.0, ge=0)
+    target: str = ""                          # reference_normal / reference_depth / regress: a job artifact
     # sds
+    output: Literal[SDS_OUTPUTS] = "rgb"
+    variant: Literal["sds", "isd", "image_conditioned"] = "sds"
     prompt: str = ""
     negative_prompt: str = ""
     backbone: str = ""
+    view_dependent_prompt: bool = True
+    loras: list[LoraUse] = Field(default_factory=list)
+    identity_scale: float = Field(0.0, ge=0, le=4)   # > 0: condition on the photo's identity embedding
+    identity_adapter: str = ""
+    controls: list[ControlUse] = Field(default_factory=list)
+    reference_view: bool = False              # send the photo's reference view (image-conditioned priors)
     guidance_scale: float = Field(7.5, ge=1)
     t_range: tuple[float, float] = (0.02, 0.98)
-    t_range_end: tuple[float, float] | None = None      # annealed to this by the last step
+    t_range_end: tuple[float, float] | None = None      # annealed linearly to this by the last step
+    t_anneal: list[tuple[int, float, float]] = Field(default_factory=list)   # piecewise [step, t_min, t_max]
+    t_sampling: Literal["uniform", "linear_decay"] = "uniform"
     weighting: Literal["sds", "uniform", "sqrt", "fantasia"] = "sds"
-    view_dependent_prompt: bool = True
+    noise: Literal["service", "fixed"] = "service"     # fixed: the same noise per view slot every step
+    grad_clip: float = Field(0.0, ge=0)
     resolution: int = Field(0, ge=0)          # guidance working resolution; 0 = the backbone's
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.phase >= self.every:
+            raise ValueError(f"phase must be < every ({self.every}), got {self.phase}")
+        for lo, hi in [self.t_range, *([self.t_range_end] if self.t_range_end else []),
+                       *[(a, b) for _, a, b in self.t_anneal]]:
+            if not 0 < lo < hi <= 1:
+                raise ValueError(f"a timestep range needs 0 < t_min < t_max <= 1, got [{lo}, {hi}]")
+        steps = [s for s, _, _ in self.t_anneal]
+        if steps != sorted(steps) or len(set(steps)) != len(steps):
+            raise ValueError(f"t_anneal steps must increase, got {steps}")
+        if self.kind in ("reference_normal", "reference_depth", "regress") and not self.target:
+            raise ValueError(f"a {self.kind} term needs `target` (a job artifact name)")
+        if self.kind == "reference_rgb" and self.l1 == 0 and self.l2 == 0:
+            raise ValueError("reference_rgb needs l1 > 0 or l2 > 0")
+        if self.variant == "isd" and self.identity_scale == 0:
+            raise ValueError("the isd variant needs identity_scale > 0 (it conditions on the photo's identity)")
+        if self.variant == "image_conditioned" and not self.reference_view:
+            raise ValueError("the image_conditioned variant needs reference_view: true")
+        return self
+
+    def needs_photo(self) -> bool:
+        """Whether the term reads what preprocess stores about the photo."""
+        return self.kind in (*REFERENCE_TERMS, "identity") or self.identity_scale > 0 or self.reference_view or \
+            any(c.kind == "landmarks" for c in self.controls)
+
+    def render_outputs(self) -> set[str]:
+        """The render outputs the term reads."""
+        return {"reference_rgb": {"rgb"}, "reference_mask": {"alpha"}, "reference_normal": {"normal_camera", "alpha"},
+                "reference_depth": {"depth", "alpha"}, "identity": {"rgb"}, "regress": {"rgb"}}.get(
+            self.kind, {self.output} | ({"normal_camera"} if any(c.kind == "normal" for c in self.controls) else set())
+            | ({"depth"} if any(c.kind == "depth" for c in self.controls) else set()))
 
 
 class Regularizer(_Strict):
@@ -169,13 +242,18 @@ class Regularizer(_Strict):
 
 
 class OptimiseParams(_Strict):
+    """The subject's loop (orchestrator/stages/optimise.py). cameras: the views the sds / identity terms
+    render each step (orchestrator/stages/cameras.py, with their resolution schedule and backgrounds);
+    reference terms render the photo's camera at reference_resolution on a white background (the reference
+    view is white outside the head). optimizer: this stage's own optimiser (None = the scene's)."""
+
     iterations: int = Field(300, ge=1, le=1_000_000)
-    resolution: int = Field(64, ge=16, le=2048)
     views_per_step: int = Field(1, ge=1, le=16)
-    cameras: CameraSampler = Field(default_factory=CameraSampler)
+    cameras: CameraSpec = Field(default_factory=OrbitCameras)
+    reference_resolution: int = Field(64, ge=16, le=2048)
     terms: list[Term] = Field(min_length=1)
     regularizers: list[Regularizer] = Field(default_factory=list)
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    optimizer: OptimizerParams | None = None
 
 
 class ConvertParams(_Strict):

@@ -11,12 +11,13 @@ import numpy as np
 from headforge.v1 import common_pb2, guidance_pb2
 from services.common import tensors
 from services.common.errors import InvalidArgument
+from services.common.images import image_input_to_rgb8, to_image_input
 from services.core.cameras import PinholeCamera
 from services.core.models import ModelRecord
 from services.guidance.types import (BackboneInfo, Conditions, ControlInput, ControlSpec, DenoiseRequest,
                                      DenoiseResult, DistillRequest, DistillResult, GenerateRequest, GenerateResult,
                                      GuidanceDescription, ImageDiagnostics, InpaintRequest, InpaintResult, LoraSpec,
-                                     QueueOptions, TimestepSchedule)
+                                     QueueOptions, ReferenceView, TimestepSchedule)
 
 DType = tensors.DType
 FLOATS = (DType.FLOAT32, DType.FLOAT16)
@@ -129,7 +130,8 @@ def distill_from_proto(r: G.DistillRequest, context=None) -> DistillRequest:
     t = r.timesteps
     return DistillRequest(
         images=_images(r.images), conditions=conditions_from_proto(r.conditions), cameras=_cameras(r.cameras, "cameras"),
-        variant=_enum(r.variant, _VARIANTS, "variant"), guidance_scale=r.guidance_scale,
+        variant=_enum(r.variant, _VARIANTS, "variant"), reference=_reference(r),
+        guidance_scale=r.guidance_scale,
         timesteps=TimestepSchedule(t_min=t.t_min, t_max=t.t_max, t_min_end=t.t_min_end, t_max_end=t.t_max_end,
                                    training_fraction=t.training_fraction,
                                    sampling=_enum(t.sampling, _SAMPLINGS, "timesteps.sampling"), shared=t.shared,
@@ -138,6 +140,18 @@ def distill_from_proto(r: G.DistillRequest, context=None) -> DistillRequest:
         noise=_tensor(r.noise, "noise", dtypes=FLOATS, ndim=4), seed=r.seed, resolution=r.resolution,
         grad_clip=r.grad_clip, grad_dtype="float16" if r.grad_dtype == DType.FLOAT16 else "float32",
         return_noise=r.return_noise, return_denoised=r.return_denoised, queue=_deadline(r.queue, context))
+
+
+MAX_REFERENCE_PIXELS = 4096 * 4096
+
+
+def _reference(r: G.DistillRequest) -> ReferenceView | None:
+    if not r.HasField("reference"):
+        return None
+    if not r.reference.HasField("camera"):
+        raise InvalidArgument("reference.camera", "a reference view needs its camera")
+    image = image_input_to_rgb8(r.reference.image, max_pixels=MAX_REFERENCE_PIXELS, field="reference.image")
+    return ReferenceView(image=image, camera=PinholeCamera.from_proto(r.reference.camera, "reference.camera"))
 
 
 def distill_to_proto(r: DistillRequest) -> G.DistillRequest:
@@ -154,6 +168,9 @@ def distill_to_proto(r: DistillRequest) -> G.DistillRequest:
         return_denoised=r.return_denoised, queue=_queue_to_proto(r.queue))
     if r.noise is not None:
         msg.noise.CopyFrom(tensors.to_proto(np.asarray(r.noise, np.float32)))
+    if r.reference is not None:
+        msg.reference.image.CopyFrom(to_image_input(r.reference.image))
+        msg.reference.camera.CopyFrom(r.reference.camera.to_proto())
     return msg
 
 

@@ -120,11 +120,21 @@ class QueueOptions:
 
 
 @dataclass
+class ReferenceView:
+    """The subject's reference picture and its camera, for image-conditioned priors (Zero-1-to-3 style:
+    the relative pose of each rendered camera to this one). image uint8 (H, W, 3) RGB on white."""
+
+    image: np.ndarray
+    camera: PinholeCamera
+
+
+@dataclass
 class DistillRequest:
     images: np.ndarray                        # (N, 3, H, W) float in [0, 1]
     conditions: Conditions = field(default_factory=Conditions)
     cameras: list[PinholeCamera] = field(default_factory=list)
     variant: str = "sds"                      # "sds" | "isd" | "image_conditioned" | "video"
+    reference: ReferenceView | None = None    # needed by the image_conditioned variant
     guidance_scale: float = 0.0               # 0 = 100
     timesteps: TimestepSchedule = field(default_factory=TimestepSchedule)
     weighting: str = "sds"                    # "sds" | "uniform" | "sqrt" | "fantasia"

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 ITERATIONS = 20
-OPTIONS = {"stages.optimise.iterations": str(ITERATIONS), "stages.optimise.resolution": "64",
+OPTIONS = {"stages.optimise.iterations": str(ITERATIONS), "stages.optimise.cameras.resolution": "64",
            "stages.optimise.terms": "[{kind: sds, backbone: sd15-tiny, prompt: a head, resolution: 64, "
                                     "view_dependent_prompt: false}]"}
 
