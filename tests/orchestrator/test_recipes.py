@@ -83,8 +83,9 @@ def test_an_unknown_stage_kind_names_the_known_ones():
 
 def test_a_param_by_name_sets_every_stage_that_has_it_or_fails():
     assert load_recipe("fast", options={"stages.*.texture_size": "256"}).params["texture"].texture_size == 256
-    params = load_recipe("sds_gaussians", options={"stages.*.resolution": "128"}).params
-    assert params["optimise"].resolution == 128 and params["evaluate"].resolution == 128
+    text = "name: two\nstages: [{name: a, kind: turntable}, {name: b, kind: turntable}, {name: c, kind: export}]"
+    params = load_recipe(text=text, options={"stages.*.frames": "8"}).params
+    assert params["a"].frames == 8 and params["b"].frames == 8
     with pytest.raises(InvalidArgument) as e:
         load_recipe("analytic_prior", options={"stages.*.face_index": "1"})
     assert "face_index" in e.value.message
