@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from orchestrator.recipes.flow import check_flow
 from orchestrator.recipes.schema import Recipe
 from orchestrator.stages.registry import STAGES
 from services.common.errors import FieldViolation, InvalidArgument
@@ -118,6 +119,7 @@ def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None =
             params[stage.name] = STAGES.get(stage.kind).params.model_validate(stage.params)
         except ValidationError as e:
             raise _invalid(e, f"stages[{i}].params.", stage.params) from None
+    check_flow(recipe, params)
     resolved = recipe.model_dump(mode="json")
     for stage in resolved["stages"]:
         stage["params"] = params[stage["name"]].model_dump(mode="json")

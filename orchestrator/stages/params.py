@@ -153,7 +153,7 @@ class ControlUse(_Strict):
 
 TERM_KINDS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "sds", "identity", "regress")
 REFERENCE_TERMS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth")
-SDS_OUTPUTS = ("rgb", "normal_camera", "normal_world")
+SDS_OUTPUTS = ("rgb", "normal_camera", "normal_world", "albedo")   # albedo: no scene kind renders it yet
 
 
 class Term(_Strict):

@@ -7,6 +7,7 @@ import numpy as np
 
 from orchestrator.stages.context import StageContext
 from orchestrator.stages.params import ConvertParams, ExportParams, InitParams, OptimizerParams
+from orchestrator.stages.scene_kinds import CONVERSIONS
 from services.common.errors import FailedPrecondition, HeadForgeError
 from services.common.images import decode_png
 from services.render.types import LrSchedule, OptimizerSpec
@@ -191,9 +192,6 @@ def _dmtet_to_mesh(ctx: StageContext, params: ConvertParams) -> dict:
     return {"vertices": np.asarray(mesh.vertices, np.float32), "faces": np.asarray(mesh.faces, np.int32),
             "texture": np.broadcast_to(mean.astype(np.float32)[:, None, None], (3, size, size)).copy(),
             "texture_size": size}
-
-
-CONVERSIONS = {("mesh", "gaussians"), ("mesh", "dmtet"), ("dmtet", "mesh")}
 
 
 def run_convert(ctx: StageContext, params: ConvertParams) -> None:
