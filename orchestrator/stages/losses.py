@@ -20,7 +20,7 @@ from services.common.errors import InvalidArgument
 from services.core.cameras import PinholeCamera
 from services.guidance.types import ControlInput
 
-_NORMAL_EPS = 1e-6    # below this length a normal counts as missing (target) or degenerate (prediction)
+_NORMAL_EPS = 1e-6    # a normal shorter than this has no direction (a background pixel)
 
 
 def _check_pair(pred: np.ndarray, target: np.ndarray, names: tuple[str, str], channels: int | None = None):
@@ -45,7 +45,7 @@ def _weights(mask: np.ndarray | None, shape: tuple[int, ...], field: str = "mask
 
 
 def _masked_mean(per_element: np.ndarray, dper: np.ndarray, w: np.ndarray, dtype) -> tuple[float, np.ndarray]:
-    """sum(w * l) / sum(w) and its gradient from dl/dpred; weight-0 elements contribute exact zeros."""
+    """sum(w * l) / sum(w) and its gradient w * dl/dpred / sum(w); weight-0 elements give exact zeros."""
     total = w.sum()
     if total <= 0:
         return 0.0, np.zeros(w.shape, dtype)
@@ -171,9 +171,10 @@ def pearson_depth_loss(pred_depth: np.ndarray, target_depth: np.ndarray,
 def landmark_control_points(landmarks_3d: np.ndarray, camera: PinholeCamera,
                             min_depth: float = 1e-6) -> np.ndarray:
     """68 head-frame landmarks (68, 3) (head frame = world, as the face service's landmarks_3d_68) ->
-    (68, 2) float64 pixel coordinates (x right, y down; PinholeCamera.project) in `camera`'s image. A landmark at camera depth z <= min_depth (world units, on or
-    behind the camera's plane) has no projection: its row is NaN. Points outside the image are kept (the
-    guidance service's drawing clips them)."""
+    (68, 2) float64 pixel coordinates (x right, y down; PinholeCamera.project) in `camera`'s image. A
+    landmark at camera depth z <= min_depth (world units: on or behind the camera's plane) has no
+    projection: its row is NaN. Points outside the image are kept (the guidance service's drawing clips
+    them)."""
     pts = np.asarray(landmarks_3d, np.float64)
     if pts.shape != (68, 3):
         raise InvalidArgument("landmarks_3d", f"must be (68, 3), got {pts.shape}")
