@@ -20,7 +20,7 @@ from services.common.errors import InvalidArgument
 from services.core.cameras import PinholeCamera
 from services.guidance.types import ControlInput
 
-_NORMAL_EPS = 1e-6    # below this length a normal counts as missing (target) or degenerate (prediction)
+_NORMAL_EPS = 1e-6    # a normal shorter than this has no direction (a background pixel)
 
 
 def _check_pair(pred: np.ndarray, target: np.ndarray, names: tuple[str, str], channels: int | None = None):
@@ -45,7 +45,7 @@ def _weights(mask: np.ndarray | None, shape: tuple[int, ...], field: str = "mask
 
 
 def _masked_mean(per_element: np.ndarray, dper: np.ndarray, w: np.ndarray, dtype) -> tuple[float, np.ndarray]:
-    """sum(w * l) / sum(w) and its gradient from dl/dpred; weight-0 elements contribute exact zeros."""
+    """sum(w * l) / sum(w) and its gradient w * dl/dpred / sum(w); weight-0 elements give exact zeros."""
     total = w.sum()
     if total <= 0:
         return 0.0, np.zeros(w.shape, dtype)
@@ -108,25 +108,29 @@ def normal_loss(pred_normals: np.ndarray, target_normals: np.ndarray,
     pred_normals (N, 3, H, W): the render service's "normal_camera" or "normal_world" output as is: normal
     vectors in [-1, 1], alpha-weighted (length <= alpha for soft representations, 0 where alpha = 0), so the
     loss normalises them: cos = <p, t> / (|p| |t|), and the gradient goes back through that normalisation,
-    d(1 - cos)/dp = -(t/|t| - cos p/|p|) / |p| (orthogonal to p: only the direction is supervised). Where
-    |p| < 1e-6 the division uses 1e-6. target_normals (N, 3, H, W): vectors in the same frame, any length
-    (pictures from the guidance service: normals_from_picture first); pixels whose target is shorter than
-    1e-6 (background of a rendered target) are left out as if masked."""
+    d(1 - cos)/dp = -(t/|t| - cos p/|p|) / |p| (orthogonal to p: only the direction is supervised). That
+    gradient grows as 1 / |p| ~ 1 / alpha: mask out low-alpha pixels (e.g. mask = target mask * (alpha >
+    0.5)). target_normals (N, 3, H, W): vectors in the same frame, any length (pictures from the guidance
+    service: normals_from_picture first). Pixels where either normal is shorter than 1e-6 (a background)
+    have no direction and are left out as if masked."""
     p, t = np.asarray(pred_normals), np.asarray(target_normals)
     _check_pair(p, t, ("pred_normals", "target_normals"), channels=3)
     w = _weights(mask, (p.shape[0], 1, *p.shape[2:]))
     t64 = np.where(w > 0, t, 0.0)          # masked-out pixels may hold anything, NaN included
     t_len = np.linalg.norm(t64, axis=1, keepdims=True)
     w = np.where(t_len >= _NORMAL_EPS, w, 0.0)
-    t_hat = t64 / np.maximum(t_len, _NORMAL_EPS)
     p64 = np.where(w > 0, p, 0.0)
     p_len = np.linalg.norm(p64, axis=1, keepdims=True)
-    short = p_len < _NORMAL_EPS
-    p_len = np.maximum(p_len, _NORMAL_EPS)
+    w = np.where(p_len >= _NORMAL_EPS, w, 0.0)
+    t_hat, p_len = t64 / np.maximum(t_len, _NORMAL_EPS), np.maximum(p_len, _NORMAL_EPS)
     cos = np.sum(p64 * t_hat, axis=1, keepdims=True) / p_len
-    # below the floor the length is a constant, so only the projection onto t is differentiated
-    dcos = np.where(short, t_hat / p_len, (t_hat - cos * p64 / p_len) / p_len)
-    return _masked_mean(1.0 - cos, -dcos, np.broadcast_to(w, p.shape), p.dtype)
+    dcos = (t_hat - cos * p64 / p_len) / p_len
+    total = w.sum()
+    if total <= 0:
+        return 0.0, np.zeros(p.shape, p.dtype)
+    on = w > 0
+    loss = float(np.where(on, w * (1.0 - cos), 0.0).sum() / total)
+    return loss, np.where(on, -w * dcos / total, 0.0).astype(p.dtype)
 
 
 def pearson_depth_loss(pred_depth: np.ndarray, target_depth: np.ndarray,
@@ -167,9 +171,10 @@ def pearson_depth_loss(pred_depth: np.ndarray, target_depth: np.ndarray,
 def landmark_control_points(landmarks_3d: np.ndarray, camera: PinholeCamera,
                             min_depth: float = 1e-6) -> np.ndarray:
     """68 head-frame landmarks (68, 3) (head frame = world, as the face service's landmarks_3d_68) ->
-    (68, 2) float64 pixel coordinates (x right, y down; PinholeCamera.project) in `camera`'s image. A landmark at camera depth z <= min_depth (world units, on or
-    behind the camera's plane) has no projection: its row is NaN. Points outside the image are kept (the
-    guidance service's drawing clips them)."""
+    (68, 2) float64 pixel coordinates (x right, y down; PinholeCamera.project) in `camera`'s image. A
+    landmark at camera depth z <= min_depth (world units: on or behind the camera's plane) has no
+    projection: its row is NaN. Points outside the image are kept (the guidance service's drawing clips
+    them)."""
     pts = np.asarray(landmarks_3d, np.float64)
     if pts.shape != (68, 3):
         raise InvalidArgument("landmarks_3d", f"must be (68, 3), got {pts.shape}")
