@@ -335,3 +335,68 @@ class TemplateTextureParams(_Strict):
     the textured mesh becomes the job's scene."""
 
     texture_size: int = Field(1024, ge=64, le=4096)
+
+
+class TextureInpaintParams(_Strict):
+    """Paint a mesh's UV texture view by view (orchestrator/stages/texture_inpaint.py): cameras is an ordered
+    list (ring, sweep or list, visited in order); at each view the texels no view has written yet are
+    inpainted by the guidance service (with the view's rendered normals as a control when normal_control >
+    0) and back-projected into the texture; texels already written (the photo's first, with photo_first)
+    are never overwritten."""
+
+    cameras: CameraSpec
+    photo_first: bool = True
+    prompt: str = ""                          # "" = the job's prompt
+    negative_prompt: str = ""
+    backbone: str = ""
+    strength: float = Field(1.0, gt=0, le=1)
+    num_steps: int = Field(30, ge=1, le=1000)
+    guidance_scale: float = Field(7.5, ge=1)
+    normal_control: float = Field(1.0, ge=0, le=2)      # 0 = no normal control
+    min_cosine: float = Field(0.3, ge=0, lt=1)          # texels seen more obliquely are not written
+    min_unseen: float = Field(0.002, ge=0, le=1)        # views with fewer unseen pixels (fraction) are skipped
+
+    @field_validator("cameras")
+    @classmethod
+    def _ordered(cls, v):
+        if v.kind == "orbit" or getattr(v, "order", "cycle") == "random":
+            raise ValueError("texture_inpaint visits an ordered camera list: ring, sweep or list (order cycle)")
+        if v.patch is not None:
+            raise ValueError("texture_inpaint renders whole views: no patch")
+        return v
+
+
+def ordered_view_count(spec) -> int:
+    """How many views an ordered camera list has (ring / sweep: `views`; list: its length)."""
+    return spec.views if isinstance(spec.views, int) else len(spec.views)
+
+
+class RefineParams(_Strict):
+    """Image-space refinement (orchestrator/stages/refine.py): render the target views, Denoise them
+    (SDEdit-style: strength of the noise, the prompt) into targets, then regress the scene onto the targets
+    for `iterations` steps (L1 / L2), one target view per step in turn, on a random patch_size crop of it
+    when patch_size > 0; `rounds` times, the targets re-made from the current scene each round.
+    cameras: an ordered list (ring, sweep, list: all its views are targets) or orbit (target_views drawn)."""
+
+    cameras: CameraSpec
+    target_views: int = Field(0, ge=0, le=256)         # orbit cameras: how many target views to draw
+    rounds: int = Field(1, ge=1, le=100)
+    iterations: int = Field(100, ge=1, le=100_000)       # regression steps per round
+    strength: float = Field(0.5, gt=0, le=1)
+    num_steps: int = Field(10, ge=1, le=1000)
+    guidance_scale: float = Field(7.5, ge=1)
+    prompt: str = ""
+    negative_prompt: str = ""
+    backbone: str = ""
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(1.0, ge=0)
+    patch_size: int = Field(0, ge=0, le=2048)
+    optimizer: OptimizerParams | None = None
+
+    @model_validator(mode="after")
+    def _views(self):
+        if self.cameras.kind == "orbit" and self.target_views == 0:
+            raise ValueError("orbit cameras draw their target views: give target_views > 0")
+        if self.l1 == 0 and self.l2 == 0:
+            raise ValueError("refine needs l1 > 0 or l2 > 0")
+        return self

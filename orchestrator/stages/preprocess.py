@@ -72,9 +72,12 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 
 def run(ctx: StageContext, params: PreprocessParams) -> None:
-    if not ctx.images:
+    if ctx.images:
+        raw = ctx.images[0]
+    elif "generated" in ctx.state:   # a generate stage's chosen picture
+        raw = ctx.read_artifact(ctx.state["generated"]["image"])
+    else:
         raise InvalidArgument("images", "this recipe needs a photo")
-    raw = ctx.images[0]
     rgb, face, result, warnings = analyse_photo(ctx.clients.face, prepare_image(raw), params.face_index,
                                                 min_face_px=params.min_face_px)
     ctx.artifact("preprocess/photo.png", encode_png(rgb))

@@ -42,3 +42,7 @@ STAGES.register("evaluate", StageSpec("orchestrator.stages.evaluate:run", p.Eval
 STAGES.register("template_fit", StageSpec("orchestrator.stages.template_fit:run", p.TemplateFitParams, ("render",)))
 STAGES.register("template_texture", StageSpec("orchestrator.stages.template_texture:run", p.TemplateTextureParams,
                                               ("render",)))
+STAGES.register("generate", StageSpec("orchestrator.stages.generate:run", p.GenerateParams, ("guidance", "face")))
+STAGES.register("texture_inpaint", StageSpec("orchestrator.stages.texture_inpaint:run", p.TextureInpaintParams,
+                                             ("render", "guidance")))
+STAGES.register("refine", StageSpec("orchestrator.stages.refine:run", p.RefineParams, ("render", "guidance")))

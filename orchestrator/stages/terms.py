@@ -106,7 +106,9 @@ def reference_terms(ctx: StageContext, scene_id: str, subject: Subject, due: lis
     outputs = sorted(set().union(*(t.render_outputs() for t, _ in due)))
     r = ctx.clients.render.render(scene_id, [subject.camera], outputs, requires_grad=True, background=WHITE)
     out, grads = r.outputs, []
-    inside = subject.mask > 0.5
+    # normal and depth targets only inside the head and where the render is solid (the normal loss's
+    # gradient grows like 1/alpha at soft edges)
+    inside = (subject.mask > 0.5) & (out["alpha"] > 0.5) if "alpha" in out else subject.mask > 0.5
     for t, w in due:
         if t.kind == "reference_rgb":
             loss, g, name = *losses.photometric(out["rgb"], subject.rgb, l1_weight=t.l1, l2_weight=t.l2), "rgb"

@@ -1,0 +1,89 @@
+"""refine: image-space refinement of the job's scene. Each round renders the target views, has the guidance
+service Denoise them into targets (noise of `strength`, the prompt; the picture keeps its layout), stores
+them (refine/<stage>/targets_<round>.npz: images and cameras) and regresses the scene onto them for
+`iterations` steps, one target view per step in turn, optionally on a random square patch of it (the patch
+camera renders exactly that crop of the view). Round and step are checkpointed."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+
+from orchestrator.stages import losses
+from orchestrator.stages.cameras import step_rng, views_for_step
+from orchestrator.stages.context import StageContext
+from orchestrator.stages.params import RefineParams, ordered_view_count
+from orchestrator.stages.scene import ensure_scene, use_optimizer
+from services.core.cameras import PinholeCamera, camera_for_box
+from services.guidance.types import Conditions, DenoiseRequest
+from services.render.types import GradientTerm
+
+
+def _target_views(ctx: StageContext, params: RefineParams, round_: int):
+    if params.cameras.kind == "orbit":
+        n = params.target_views
+        return views_for_step(params.cameras, round_, n, step_rng(ctx.seed + 503, round_), params.rounds)
+    n = params.target_views or ordered_view_count(params.cameras)
+    return [views_for_step(params.cameras, k, 1, step_rng(ctx.seed, k), n)[0] for k in range(n)]
+
+
+def _make_targets(ctx: StageContext, scene_id: str, params: RefineParams, round_: int) -> str:
+    views = _target_views(ctx, params, round_)
+    cams = [v.full_camera for v in views]
+    render = ctx.clients.render
+    images = np.concatenate([render.render(scene_id, [c], ["rgb"], background=v.background).outputs["rgb"]
+                             for c, v in zip(cams, views)])
+    targets = ctx.clients.guidance.denoise(DenoiseRequest(
+        images=np.clip(images, 0, 1).astype(np.float32), strength=params.strength, cameras=cams,
+        conditions=Conditions(backbone=params.backbone, prompt=params.prompt or ctx.prompt,
+                              negative_prompt=params.negative_prompt),
+        num_steps=params.num_steps, guidance_scale=params.guidance_scale, seed=ctx.seed + 907 + round_)).images
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=targets.astype(np.float32), K=np.stack([c.K for c in cams]),
+                        world_to_camera=np.stack([c.world_to_camera for c in cams]),
+                        backgrounds=np.stack([v.background for v in views]))
+    name = f"refine/{ctx.stage}/targets_{round_}.npz"
+    ctx.artifact(name, buf.getvalue())
+    return name
+
+
+def _patch(image: np.ndarray, camera: PinholeCamera, size: int, rng: np.random.Generator):
+    """A random square crop of a target view: (camera of the crop at size x size, (1, 3, size, size))."""
+    h = camera.height
+    side = int(rng.integers(max(8, size // 2), h + 1))
+    x0, y0 = (int(v) for v in rng.integers(0, h - side + 1, size=2))
+    crop = image[:, y0:y0 + side, x0:x0 + side].transpose(1, 2, 0)
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+    return camera_for_box(camera, (x0, y0, x0 + side, y0 + side), size), crop.transpose(2, 0, 1)[None]
+
+
+def run(ctx: StageContext, params: RefineParams) -> None:
+    state = ctx.state.setdefault("refine", {}).setdefault(ctx.stage, {"round": 0, "step": 0, "targets": ""})
+    fresh = state["round"] == 0 and state["step"] == 0 and not state["targets"]
+    scene_id = use_optimizer(ctx, params.optimizer) if params.optimizer is not None and fresh else ensure_scene(ctx)
+    render = ctx.clients.render
+    while state["round"] < params.rounds:
+        if not state["targets"]:
+            state["targets"] = _make_targets(ctx, scene_id, params, state["round"])
+            ctx.checkpoint()
+        data = np.load(io.BytesIO(ctx.read_artifact(state["targets"])))
+        images, backgrounds = data["images"], data["backgrounds"]
+        cams = [PinholeCamera(K, w2c, images.shape[-1], images.shape[-2]) for K, w2c in zip(data["K"], data["world_to_camera"])]
+        for step in range(state["step"], params.iterations):
+            ctx.check_cancelled()
+            k = step % len(cams)
+            camera, target = cams[k], images[k:k + 1]
+            if params.patch_size:
+                camera, target = _patch(images[k], cams[k], params.patch_size, step_rng(ctx.seed + state["round"], step))
+            r = render.render(scene_id, [camera], ["rgb"], requires_grad=True, background=backgrounds[k])
+            loss, grad = losses.photometric(r.outputs["rgb"], target, l1_weight=params.l1, l2_weight=params.l2)
+            render.apply_gradients(scene_id, [GradientTerm(r.step_handle, "rgb", grad.astype(np.float32), name="refine")])
+            state["step"] = step + 1
+            if (step + 1) % ctx.checkpoint_every == 0 or step + 1 == params.iterations:
+                ctx.checkpoint(render.get_state(scene_id))
+            done = state["round"] * params.iterations + step + 1
+            ctx.progress(done, params.rounds * params.iterations, f"round {state['round']}", refine=loss)
+        state.update(round=state["round"] + 1, step=0, targets="")
+        ctx.checkpoint(render.get_state(scene_id))

@@ -1,0 +1,61 @@
+"""texture_inpaint: paint the unseen part of a mesh's UV texture, view by view (the texturing of
+Portrait3D-style and TEXTure-style pipelines). With photo_first the reference photo is back-projected first
+(only texels it sees are written, and they are marked seen). Then for each camera in order: render rgb,
+alpha, the camera-frame normals and texture_seen; the pixels of the head whose texels no view has written
+are the inpainting mask; the guidance service's Inpaint fills them (prompt, normal control); the result is
+back-projected with write="unseen", so texels already written, the photo's included, are never
+overwritten. The view index is checkpointed: a resumed job continues at the next view."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from orchestrator.stages.cameras import step_rng, views_for_step
+from orchestrator.stages.context import StageContext, camera_from_json
+from orchestrator.stages.params import TextureInpaintParams, ordered_view_count
+from orchestrator.stages.scene import ensure_scene
+from services.common.images import decode_png
+from services.guidance.types import Conditions, ControlInput, InpaintRequest
+
+
+def _photo_first(ctx: StageContext, scene_id: str, params: TextureInpaintParams) -> int:
+    ref = ctx.state.get("reference")
+    if ref is None:
+        return 0
+    photo = decode_png(ctx.read_artifact(ref["image"]))[..., :3]
+    mask = decode_png(ctx.read_artifact(ref["mask"]))[..., 0] > 127
+    bp = ctx.clients.render.back_project(scene_id, photo, camera_from_json(ref["camera"]), mask=mask.astype(np.float32),
+                                         min_cosine=params.min_cosine, write="unseen")
+    return bp.texels_written
+
+
+def run(ctx: StageContext, params: TextureInpaintParams) -> None:
+    scene_id = ensure_scene(ctx)
+    render = ctx.clients.render
+    progress = ctx.state.setdefault("texture_inpaint", {}).setdefault(ctx.stage, {"next_view": 0, "written": {}})
+    if params.photo_first and progress["next_view"] == 0 and "photo" not in progress["written"]:
+        progress["written"]["photo"] = _photo_first(ctx, scene_id, params)
+    total = ordered_view_count(params.cameras)
+    for k in range(progress["next_view"], total):
+        ctx.check_cancelled()
+        (view,) = views_for_step(params.cameras, k, 1, step_rng(ctx.seed, k), total)
+        out = render.render(scene_id, [view.camera], ["rgb", "alpha", "normal_camera", "texture_seen"],
+                            background=view.background).outputs
+        unseen = ((out["alpha"][0, 0] > 0.5) & (out["texture_seen"][0, 0] < 0.5)).astype(np.float32)
+        written = 0
+        if unseen.mean() >= max(params.min_unseen, 1e-9):
+            controls = [ControlInput(kind="normal", image=out["normal_camera"][0], scale=params.normal_control)] \
+                if params.normal_control > 0 else []
+            painted = ctx.clients.guidance.inpaint(InpaintRequest(
+                images=out["rgb"].astype(np.float32), mask=unseen[None, None], cameras=[view.camera],
+                conditions=Conditions(backbone=params.backbone, prompt=params.prompt or ctx.prompt,
+                                      negative_prompt=params.negative_prompt, controls=controls),
+                strength=params.strength, num_steps=params.num_steps, guidance_scale=params.guidance_scale,
+                seed=ctx.seed + 101 + k)).images[0]
+            written = render.back_project(scene_id, np.clip(painted, 0, 1), view.camera, mask=unseen,
+                                          min_cosine=params.min_cosine, write="unseen").texels_written
+        progress["written"][f"view_{k}"] = int(written)
+        progress["next_view"] = k + 1
+        ctx.checkpoint(render.get_state(scene_id))
+        ctx.progress(k + 1, total, f"view {k}", unseen=float(unseen.mean()))
+    ctx.add_report_section("texture_inpaint", {"views": total, "texels_written": progress["written"]})
