@@ -21,7 +21,7 @@ def _bad(field: str, description: str) -> InvalidArgument:
 def check_flow(recipe: Recipe, params: dict[str, BaseModel]) -> None:
     """InvalidArgument for the first stage that cannot run where the recipe puts it."""
     scene: str | None = None
-    photo = fitted = generated = False
+    photo = face = fitted = generated = False
     for i, spec in enumerate(recipe.stages):
         p, where, kind = params[spec.name], f"stages[{i}].params", spec.kind
         if kind in NEEDS_SCENE and scene is None:
@@ -33,9 +33,9 @@ def check_flow(recipe: Recipe, params: dict[str, BaseModel]) -> None:
             if recipe.inputs.max_images == 0 and not generated:
                 raise _bad(f"stages[{i}]", "preprocess needs a photo: the recipe takes none (inputs.max_images 0) "
                                            "and no generate stage comes before")
-            photo = True
+            photo, face = True, p.reference != "given"
         elif kind == "template_fit":
-            if not photo:
+            if not face:
                 raise _bad(f"stages[{i}]", "template_fit needs the photo's face: put a preprocess stage before it")
             fitted = True
         elif kind == "template_texture":
@@ -53,7 +53,7 @@ def check_flow(recipe: Recipe, params: dict[str, BaseModel]) -> None:
                 raise _bad(f"{where}.to", f"no conversion {scene} -> {p.to}; HeadForge has {sorted(CONVERSIONS)}")
             scene = p.to
         elif kind == "optimise":
-            _check_terms(p, where, scene, photo)
+            _check_terms(p, where, scene, photo, face)
         elif kind == "export":
             for j, fmt in enumerate(p.formats):
                 if fmt not in KINDS[scene]["exports"]:
@@ -63,7 +63,7 @@ def check_flow(recipe: Recipe, params: dict[str, BaseModel]) -> None:
             raise _bad(f"stages[{i}]", f"texture_inpaint paints a mesh's UV texture; the scene here is {scene}")
 
 
-def _check_terms(p, where: str, scene: str, photo: bool) -> None:
+def _check_terms(p, where: str, scene: str, photo: bool, face: bool) -> None:
     outputs, regularizers = KINDS[scene]["outputs"], KINDS[scene]["regularizers"]
     for j, term in enumerate(p.terms):
         missing = sorted(term.render_outputs() - outputs)
@@ -74,6 +74,9 @@ def _check_terms(p, where: str, scene: str, photo: bool) -> None:
         if term.needs_photo() and not photo:
             raise _bad(f"{where}.terms[{j}]", f"a {term.kind} term with these settings reads the photo: put a "
                                               "preprocess stage before this one")
+        if term.needs_face() and not face:
+            raise _bad(f"{where}.terms[{j}]", f"a {term.kind} term with these settings reads the photo's face "
+                                              "(identity, landmarks): a given reference has no face analysis")
     for j, reg in enumerate(p.regularizers):
         if reg.name not in regularizers:
             raise _bad(f"{where}.regularizers[{j}].name", f"a {scene} scene has the regularisers "

@@ -17,14 +17,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class KnownCamera(_Strict):
+    """An orbit camera (orbit convention of common.proto: degrees, world units, vertical fov) looking at
+    `target`."""
+
+    azimuth: float = Field(0.0, ge=-360, le=360)
+    elevation: float = Field(0.0, ge=-90, le=90)
+    radius: float = Field(4.0, gt=0)
+    fov: float = Field(35.0, gt=1, lt=170)
+    target: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
 class PreprocessParams(_Strict):
     """reference: "crop" = a square view around the head, crop_size px, white outside the head mask (what
-    optimisation recipes fit to); "photo" = the whole working photo at its own camera (the fast recipe)."""
+    optimisation recipes fit to); "photo" = the whole working photo at its own camera (the fast recipe);
+    "given" = the picture as it is at a known `camera`, no face analysis (a render of a known scene, e.g. a
+    closed-loop check): its mask is the PNG's alpha channel, else the pixels that are not white."""
 
     face_index: int = Field(0, ge=0)          # faces are sorted largest first
-    reference: Literal["crop", "photo"] = "crop"
+    reference: Literal["crop", "photo", "given"] = "crop"
     crop_size: int = Field(512, ge=64, le=2048)
     min_face_px: int = Field(MIN_FACE_PX, ge=16)   # the face box's shorter side (photo_intake)
+    camera: KnownCamera | None = None         # reference "given": where the picture was taken from
+
+    @model_validator(mode="after")
+    def _given(self):
+        if (self.reference == "given") != (self.camera is not None):
+            raise ValueError("reference given needs `camera`, and only it takes one")
+        return self
 
 
 Representation = Literal["gaussians", "mesh", "dmtet", "triplane", "trigrid", "pyramid_trigrid"]
@@ -224,8 +244,11 @@ class Term(_Strict):
 
     def needs_photo(self) -> bool:
         """Whether the term reads what preprocess stores about the photo."""
-        return self.kind in (*REFERENCE_TERMS, "identity") or self.identity_scale > 0 or self.reference_view or \
-            any(c.kind == "landmarks" for c in self.controls)
+        return self.kind in REFERENCE_TERMS or self.reference_view or self.needs_face()
+
+    def needs_face(self) -> bool:
+        """Whether the term reads the photo's analysed face (identity embedding, 3D landmarks)."""
+        return self.kind == "identity" or self.identity_scale > 0 or any(c.kind == "landmarks" for c in self.controls)
 
     def render_outputs(self) -> set[str]:
         """The render outputs the term reads."""

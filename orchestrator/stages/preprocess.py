@@ -18,7 +18,7 @@ from orchestrator.head_template.fit import head_box
 from orchestrator.photo_intake import analyse_photo, prepare_image
 from orchestrator.stages.context import StageContext, camera_from_json, camera_to_json
 from orchestrator.stages.params import PreprocessParams
-from services.core.cameras import PinholeCamera, camera_for_box
+from services.core.cameras import PinholeCamera, camera_for_box, orbit_camera
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_png, encode_png
 
@@ -71,6 +71,31 @@ def _npz(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _given_reference(ctx: StageContext, raw: bytes, params: PreprocessParams) -> None:
+    """The picture at a known camera, no face analysis: the mask from its alpha, else its non-white pixels."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(raw)) as im:
+        rgba = np.asarray(im.convert("RGBA"))
+    rgb = rgba[..., :3]
+    has_alpha = bool((rgba[..., 3] < 255).any())
+    mask = np.where(rgba[..., 3] > 127 if has_alpha else (rgb < 250).any(-1), 255, 0).astype(np.uint8)
+    c = params.camera
+    h, w = rgb.shape[:2]
+    if h != w:
+        raise InvalidArgument("images[0]", f"a given reference must be square, got {w}x{h}")
+    camera = orbit_camera(c.azimuth, c.elevation, c.radius, fov_deg=c.fov, width=w, height=h, target=c.target)
+    photo = np.where(mask[..., None] > 127, rgb, 255).astype(np.uint8)
+    ctx.artifact("preprocess/reference.png", encode_png(photo))
+    ctx.artifact("preprocess/reference_mask.png", encode_png(np.repeat(mask[..., None], 3, axis=-1)))
+    ctx.state["reference"] = {"image": "preprocess/reference.png", "mask": "preprocess/reference_mask.png",
+                              "camera": camera_to_json(camera)}
+    ctx.add_report_section("input", {"source": ctx.image_names[0] if ctx.image_names else "",
+                                     "sha256": hashlib.sha256(raw).hexdigest(), "working_width": w,
+                                     "working_height": h, "camera": c.model_dump(), "mask": "alpha" if has_alpha
+                                     else "non-white pixels"})
+
+
 def run(ctx: StageContext, params: PreprocessParams) -> None:
     if ctx.images:
         raw = ctx.images[0]
@@ -78,6 +103,9 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
         raw = ctx.read_artifact(ctx.state["generated"]["image"])
     else:
         raise InvalidArgument("images", "this recipe needs a photo")
+    if params.reference == "given":
+        _given_reference(ctx, raw, params)
+        return
     rgb, face, result, warnings = analyse_photo(ctx.clients.face, prepare_image(raw), params.face_index,
                                                 min_face_px=params.min_face_px)
     ctx.artifact("preprocess/photo.png", encode_png(rgb))
