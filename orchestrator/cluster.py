@@ -104,28 +104,35 @@ def status(directory: Path) -> dict:
 SERVICES = ("face", "render", "guidance", "inversion")
 
 
-def _run(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
-         inversion_models_dir: str | None = None) -> int:
-    """The supervisor process itself (started detached by `up`)."""
-    from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
+def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
+                  inversion_models_dir: str | None = None) -> list:
+    """The supervised processes (orchestrator.runtime.supervisor.ServiceSpec): each service on a free
+    loopback port, and the jobs service on jobs_port with every service's address for its Ray workers."""
+    from orchestrator.runtime.supervisor import ServiceSpec
     from services.common.process import free_port
 
     common = ["--tokens-file", tokens_file] if tokens_file else []
     ports = {name: free_port() for name in SERVICES}
     addr = {name: f"127.0.0.1:{p}" for name, p in ports.items()}
-    guidance = ["--config", guidance_config] if guidance_config else []
-    inversion = ["--models-dir", inversion_models_dir] if inversion_models_dir else []
+    extra = {"guidance": ["--config", guidance_config] if guidance_config else [],
+             "inversion": ["--models-dir", inversion_models_dir] if inversion_models_dir else []}
     token_args = []
     if tokens_file:   # the jobs service calls the services with the first token of the file
         import yaml
 
         token_args = ["--service-token", next(iter(yaml.safe_load(Path(tokens_file).read_text())["tokens"]))]
-    specs = [ServiceSpec("face", common, ports["face"]), ServiceSpec("render", common, ports["render"]),
-             ServiceSpec("guidance", [*guidance, *common], ports["guidance"]),
-             ServiceSpec("inversion", [*inversion, *common], ports["inversion"]),
-             ServiceSpec("jobs", ["--store", str(directory / "jobs.db"), "--artifacts", str(directory / "artifacts"),
-                                  *[arg for name in SERVICES for arg in (f"--{name}", addr[name])],
-                                  *token_args, *common], jobs_port)]
+    return [*(ServiceSpec(name, [*extra.get(name, []), *common], ports[name]) for name in SERVICES),
+            ServiceSpec("jobs", ["--store", str(directory / "jobs.db"), "--artifacts", str(directory / "artifacts"),
+                                 *[arg for name in SERVICES for arg in (f"--{name}", addr[name])],
+                                 *token_args, *common], jobs_port)]
+
+
+def _run(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
+         inversion_models_dir: str | None = None) -> int:
+    """The supervisor process itself (started detached by `up`)."""
+    from orchestrator.runtime.supervisor import Supervisor
+
+    specs = service_specs(directory, guidance_config, jobs_port, tokens_file, inversion_models_dir)
     sup = Supervisor(specs, directory / "logs").start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
