@@ -20,7 +20,7 @@ from orchestrator.recipes import load_recipe
 from orchestrator.runtime.endpoints import Endpoints, ServiceClients, build_clients
 from orchestrator.stages.invert import InvertParams
 from orchestrator.stages.registry import STAGES, StageSpec
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import encode_png
 from services.common.process import ServiceProcess
 from services.render.service import InProcessRenderClient
@@ -133,11 +133,16 @@ def test_invert_params_are_checked_when_the_recipe_loads():
 def test_building_clients_loads_no_generator(models, monkeypatch):
     from services.inversion.generators import checkpoint
 
-    def refuse(*a, **kw):
-        raise AssertionError("a generator was loaded while building clients")
+    loads: list[str] = []
 
-    monkeypatch.setattr(checkpoint, "load_generator", refuse)
+    def record(path, **kw):
+        loads.append(str(path))
+        raise FailedPrecondition("not loaded in this test", reason="TEST")
+
+    monkeypatch.setattr(checkpoint, "load_generator", record)
     clients = build_clients(Endpoints(inversion_models_dir=str(models)))
-    assert clients.inversion is not None
+    assert loads == []                                  # building clients loaded nothing
+    gens = clients.inversion.describe().generators      # the first call that needs the generator loads it
+    assert loads == [str(models / "inversion" / "tiny-triplane")] and not gens[0].available
     clients.close()
     ServiceClients(face=clients.face, render=clients.render, guidance=None).close()   # None clients are skipped
