@@ -11,6 +11,8 @@ def add_parsers(sub) -> None:
     cl.add_argument("cluster_command", choices=["up", "down", "status"])
     cl.add_argument("--dir", default=".headforge", help="state, store, artifacts and logs")
     cl.add_argument("--guidance-config", default=None, help="guidance model repository (default: analytic prior)")
+    cl.add_argument("--inversion-models-dir", default=None,
+                    help="the inversion service's generators: DIR/inversion/<name> (default: none)")
     cl.add_argument("--jobs-port", type=int, default=50050)
     cl.add_argument("--tokens-file", default=None)
     cl.add_argument("--jobs-address", action="store_true", help="status: print only the jobs address")
@@ -22,7 +24,8 @@ def cmd_cluster(args) -> int:
 
     directory = Path(args.dir)
     if args.cluster_command == "up":
-        state = cluster.up(directory, args.guidance_config, args.jobs_port, args.tokens_file)
+        state = cluster.up(directory, args.guidance_config, args.jobs_port, args.tokens_file,
+                           inversion_models_dir=args.inversion_models_dir)
         print(f"HeadForge is up (supervisor pid {state['pid']}); jobs service at {state['jobs']}")
         for name, address in state["services"].items():
             print(f"  {name:<9} {address}")

@@ -56,7 +56,10 @@ def _add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", default="inprocess", help="face service HOST:PORT, or inprocess (in each worker)")
     p.add_argument("--render", default="inprocess", help="render service HOST:PORT, or inprocess")
     p.add_argument("--guidance", default="inprocess", help="guidance service HOST:PORT, or inprocess")
+    p.add_argument("--inversion", default="inprocess", help="inversion service HOST:PORT, or inprocess")
     p.add_argument("--guidance-config", default=None, help="model repository of in-process guidance")
+    p.add_argument("--inversion-models-dir", default=None,
+                   help="generators of in-process inversion (DIR/inversion/<name>)")
     p.add_argument("--service-token", default=None, help="bearer token for the services")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster; default: start Ray locally")
     p.add_argument("--ray-resource", action="append", help="NAME=AMOUNT declared on a local Ray "
@@ -87,8 +90,9 @@ def make_runtime(service, args):
     url = service.artifacts.root_url
     if "://" not in url:   # Ray workers do not share this process's working directory
         url = Path(url).resolve().as_uri()
-    endpoints = Endpoints(face=args.face, render=args.render, guidance=args.guidance,
-                          guidance_config=args.guidance_config, token=args.service_token)
+    endpoints = Endpoints(face=args.face, render=args.render, guidance=args.guidance, inversion=args.inversion,
+                          guidance_config=args.guidance_config, inversion_models_dir=args.inversion_models_dir,
+                          token=args.service_token)
     share = ActorShare(num_cpus=args.subject_cpus, num_gpus=args.subject_gpus,
                        resources=amounts(args.subject_resource, "--subject-resource"))
     return RayRuntime(service.store, url, endpoints, share=share, max_active_per_tenant=args.max_running_per_tenant,

@@ -1,0 +1,169 @@
+"""invert: the photo's face -> a 3D-GAN latent (inversion service Invert: W or W+, then optional PTI) -> the
+job's scene in the render service: the generator's feature field (ExportField -> a "triplane" / "trigrid" /
+"pyramid_trigrid" scene, the generator's kind) or its surface (ExtractMesh -> a "mesh" scene with vertex
+colours). Needs preprocess before it: the working photo is analysed again for the aligned crop and crop
+camera in the generator's crop style (preprocess asks for no crop), and the face nearest preprocess's
+landmarks is inverted. Writes invert/crop.png, invert/reconstruction.png and invert/latent.npz; adds the
+inversion section of report.json (settings, loss history, final metrics, the generator) and the
+generator's model record."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestrator.stages.context import JobCancelled, StageContext
+from orchestrator.stages.preprocess import load_photo_face
+from orchestrator.stages.scene import _optimizer, set_job_scene
+from orchestrator.stages.schedules import ScheduleValue
+from services.common.errors import FailedPrecondition, HeadForgeError
+from services.common.images import encode_png
+from services.core.models import HASH_CHARS, ModelRecord
+from services.face.types import AnalyzeOptions
+from services.inversion.types import Cancelled, GanCamera, InvertSettings
+
+
+class InvertParams(BaseModel):
+    """The inversion (inversion.proto's InvertOptions, same names and defaults) and what becomes of it.
+    output "field": the generator's feature field as the job's scene (export it as npz); "mesh": marching
+    cubes at mesh_resolution^3 on the density (density_threshold 0 = the generator's default), largest
+    component only, vertex colours. lrs: the new scene's learning rates per parameter group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: str = ""                       # "" = the inversion service's default generator
+    latent_space: Literal["w", "w_plus"] = "w_plus"
+    steps: int = Field(500, ge=0, le=10000)
+    lr: float = Field(0.01, gt=0, le=1)
+    lr_rampup: float = Field(0.05, ge=0, le=1)
+    lr_rampdown: float = Field(0.25, ge=0, le=1)
+    w_noise: float = Field(0.05, ge=0)
+    w_noise_ramp: float = Field(0.75, ge=0, le=1)
+    noise_regularization: float = Field(1e5, ge=0)
+    l2_weight: float = Field(1.0, ge=0)
+    lpips_weight: float = Field(1.0, ge=0)    # ignored (L2 only) when the service has no LPIPS weights
+    lpips_resolution: int = Field(256, ge=16, le=1024)
+    pti: bool = False
+    pti_steps: int = Field(350, ge=0, le=5000)
+    pti_lr: float = Field(3e-4, gt=0, le=1)
+    pti_l2_weight: float = Field(1.0, ge=0)
+    pti_lpips_weight: float = Field(1.0, ge=0)
+    progress_every: int = Field(10, ge=1, le=10000)
+    use_mask: bool = True                     # fit only inside the crop's head mask
+    crop_size: int = Field(512, ge=64, le=2048)
+    output: Literal["field", "mesh"] = "field"
+    mesh_resolution: int = Field(256, ge=32, le=1024)
+    density_threshold: float = 0.0
+    max_faces: int = Field(0, ge=0)
+    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_loss(self):
+        if self.l2_weight + self.lpips_weight <= 0:
+            raise ValueError("l2_weight and lpips_weight are both 0")
+        return self
+
+
+def _settings(params: InvertParams, seed: int) -> InvertSettings:
+    names = ("latent_space", "steps", "lr", "lr_rampup", "lr_rampdown", "w_noise", "w_noise_ramp",
+             "noise_regularization", "l2_weight", "lpips_weight", "lpips_resolution", "pti", "pti_steps", "pti_lr",
+             "pti_l2_weight", "pti_lpips_weight", "progress_every")
+    # the service draws a random seed for 0; the job's seed keeps a rerun identical
+    return InvertSettings(**{n: getattr(params, n) for n in names}, seed=abs(seed) + 1)
+
+
+def _crop_face(ctx: StageContext, style: str, crop_size: int, with_mask: bool):
+    """The face of the working photo nearest preprocess's landmarks, analysed with an aligned crop."""
+    photo = load_photo_face(ctx)
+    centre = photo.landmarks_68.mean(0)
+    opts = dict(crop_style=style, crop_size=crop_size, skip_embedding=True, skip_masks=not with_mask)
+    faces = ctx.clients.face.analyze(photo.rgb, AnalyzeOptions(**opts)).faces
+    if not faces:   # preprocess may have needed the detector's closer look
+        faces = ctx.clients.face.analyze(photo.rgb, AnalyzeOptions(**opts, upsample=2)).faces
+    extent = float(np.ptp(photo.landmarks_68, axis=0).max())
+    best = min(faces, key=lambda f: float(np.linalg.norm(f.landmarks_68.mean(0) - centre)), default=None)
+    if best is None or np.linalg.norm(best.landmarks_68.mean(0) - centre) > 0.5 * extent:
+        raise FailedPrecondition(f"{ctx.stage}: the face preprocess chose is not found again in the working photo",
+                                 reason="NO_FACE")
+    return best
+
+
+def _finite(v: float) -> float | None:
+    return round(float(v), 6) if math.isfinite(v) else None
+
+
+def _metrics(m) -> dict | None:
+    return None if m is None else {"mse": _finite(m.mse), "psnr_db": _finite(m.psnr), "lpips": _finite(m.lpips)}
+
+
+def run(ctx: StageContext, params: InvertParams) -> None:
+    inversion, render = ctx.clients.inversion, ctx.clients.render
+    if inversion is None:
+        raise FailedPrecondition(f"{ctx.stage} needs the inversion service", reason="NO_INVERSION_SERVICE")
+    desc = inversion.describe()
+    info = next((g for g in desc.generators if g.name == params.generator or (not params.generator and g.is_default)),
+                None)
+    if info is None or not info.available:
+        known = [g.name for g in desc.generators]
+        why = f"unknown generator {params.generator!r}; configured: {known}" if info is None else \
+            f"generator {info.name!r} is unavailable ({info.unavailable_reason})"
+        raise FailedPrecondition(f"{ctx.stage}: {why}", reason="NO_GENERATOR")
+    face = _crop_face(ctx, info.crop_style or "head", params.crop_size, params.use_mask)
+    ctx.artifact("invert/crop.png", encode_png(face.aligned_crop))
+
+    total = params.steps + (params.pti_steps if params.pti else 0)
+    history: list[dict] = []
+
+    def progress(ev) -> None:
+        step = ev.step + (params.steps if ev.stage == "pti" else 0)
+        history.append({"stage": ev.stage, "step": ev.step,
+                        **{k: _finite(v) for k, v in ev.scalars.items() if k in ("loss", "mse", "psnr", "lpips")}})
+        ctx.progress(step, total, ev.stage, **{k: v for k, v in ev.scalars.items() if math.isfinite(v)})
+
+    try:
+        result = inversion.invert(face.aligned_crop, GanCamera.generator(face.crop_camera), generator=info.name,
+                                  mask=face.crop_head_mask if params.use_mask else None,
+                                  settings=_settings(params, ctx.seed), on_progress=progress,
+                                  cancelled=ctx.is_cancelled)
+    except Cancelled:
+        raise JobCancelled(ctx.job_id) from None
+    try:
+        ctx.artifact("invert/reconstruction.png", encode_png(result.reconstruction))
+        buf = io.BytesIO()
+        np.savez(buf, w=result.latent, generator=np.array(info.name))
+        ctx.artifact("invert/latent.npz", buf.getvalue())
+        ctx.check_cancelled()
+        output: dict = {"kind": "mesh" if params.output == "mesh" else info.kind}
+        if params.output == "mesh":
+            mesh = inversion.extract_mesh(result.session_id, params.mesh_resolution, params.density_threshold,
+                                          largest_component_only=True, max_faces=params.max_faces,
+                                          vertex_colors=True, fmt="ply")
+            asset = (mesh.data, "ply")
+            output.update(vertices=mesh.num_vertices, faces=mesh.num_faces, resolution=params.mesh_resolution)
+        else:
+            asset = (inversion.export_field(result.session_id), "npz")
+        output["asset_bytes"] = len(asset[0])
+    finally:
+        try:
+            inversion.close_session(result.session_id)
+        except HeadForgeError:   # expired or the service restarted: nothing left to free
+            pass
+    scene = render.create_scene(output["kind"], asset=asset, optimizer=_optimizer(params.lrs), label=ctx.job_id)
+    set_job_scene(ctx, output["kind"], scene.scene_id, params.model_dump()["lrs"])
+
+    record = ModelRecord("generator", f"inversion:{info.kind}:{info.weights_format}", info.path or info.name,
+                         info.sha256[:HASH_CHARS])
+    ctx.add_report_section("models", {"inversion": [asdict(record)]})
+    ctx.add_report_section("inversion", {
+        "generator": {"name": info.name, "kind": info.kind, "crop_style": info.crop_style or "head",
+                      "weights_format": info.weights_format, "sha256": record.sha256},
+        "latent_space": params.latent_space, "steps": params.steps, "pti": params.pti,
+        "pti_steps": params.pti_steps if params.pti else 0, "mask": params.use_mask, "lpips": desc.lpips or "none",
+        "final": {"latent": _metrics(result.latent_metrics), "pti": _metrics(result.pti_metrics)},
+        "steps_per_s": round(result.steps_per_s, 2), "pti_steps_per_s": round(result.pti_steps_per_s, 2),
+        "history": history, "output": output})
