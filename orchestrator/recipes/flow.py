@@ -47,7 +47,10 @@ def check_flow(recipe: Recipe, params: dict[str, BaseModel]) -> None:
                 raise _bad(f"{where}.source", "fitted_template needs a template_fit stage before init")
             scene = p.representation
         elif kind == "invert":
-            scene = getattr(p, "scene_kind", lambda: "mesh")()
+            if not face:
+                raise _bad(f"stages[{i}]", "invert needs the photo's face: put a preprocess stage before it")
+            # the field kind is the generator's (known when the job runs); every field kind can do the same
+            scene = "mesh" if p.output == "mesh" else "triplane"
         elif kind == "convert":
             if (scene, p.to) not in CONVERSIONS:
                 raise _bad(f"{where}.to", f"no conversion {scene} -> {p.to}; HeadForge has {sorted(CONVERSIONS)}")

@@ -22,6 +22,7 @@ class Clients(Protocol):
     face: Any
     render: Any
     guidance: Any
+    inversion: Any
 
 
 class JobCancelled(Exception):

@@ -12,61 +12,18 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import asdict
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.stages.context import JobCancelled, StageContext
 from orchestrator.stages.preprocess import load_photo_face
-from orchestrator.stages.scene import _optimizer, set_job_scene
-from orchestrator.stages.schedules import ScheduleValue
+from orchestrator.stages.params import InvertParams
+from orchestrator.stages.scene import optimizer_spec, set_job_scene
 from services.common.errors import FailedPrecondition, HeadForgeError
 from services.common.images import encode_png
 from services.core.models import HASH_CHARS, ModelRecord
 from services.face.types import AnalyzeOptions
 from services.inversion.types import Cancelled, GanCamera, InvertSettings
-
-
-class InvertParams(BaseModel):
-    """The inversion (inversion.proto's InvertOptions, same names and defaults) and what becomes of it.
-    output "field": the generator's feature field as the job's scene (export it as npz); "mesh": marching
-    cubes at mesh_resolution^3 on the density (density_threshold 0 = the generator's default), largest
-    component only, vertex colours. lrs: the new scene's learning rates per parameter group."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    generator: str = ""                       # "" = the inversion service's default generator
-    latent_space: Literal["w", "w_plus"] = "w_plus"
-    steps: int = Field(500, ge=0, le=10000)
-    lr: float = Field(0.01, gt=0, le=1)
-    lr_rampup: float = Field(0.05, ge=0, le=1)
-    lr_rampdown: float = Field(0.25, ge=0, le=1)
-    w_noise: float = Field(0.05, ge=0)
-    w_noise_ramp: float = Field(0.75, ge=0, le=1)
-    noise_regularization: float = Field(1e5, ge=0)
-    l2_weight: float = Field(1.0, ge=0)
-    lpips_weight: float = Field(1.0, ge=0)    # ignored (L2 only) when the service has no LPIPS weights
-    lpips_resolution: int = Field(256, ge=16, le=1024)
-    pti: bool = False
-    pti_steps: int = Field(350, ge=0, le=5000)
-    pti_lr: float = Field(3e-4, gt=0, le=1)
-    pti_l2_weight: float = Field(1.0, ge=0)
-    pti_lpips_weight: float = Field(1.0, ge=0)
-    progress_every: int = Field(10, ge=1, le=10000)
-    use_mask: bool = True                     # fit only inside the crop's head mask
-    crop_size: int = Field(512, ge=64, le=2048)
-    output: Literal["field", "mesh"] = "field"
-    mesh_resolution: int = Field(256, ge=32, le=1024)
-    density_threshold: float = 0.0
-    max_faces: int = Field(0, ge=0)
-    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _some_loss(self):
-        if self.l2_weight + self.lpips_weight <= 0:
-            raise ValueError("l2_weight and lpips_weight are both 0")
-        return self
 
 
 def _settings(params: InvertParams, seed: int) -> InvertSettings:
@@ -153,8 +110,9 @@ def run(ctx: StageContext, params: InvertParams) -> None:
             inversion.close_session(result.session_id)
         except HeadForgeError:   # expired or the service restarted: nothing left to free
             pass
-    scene = render.create_scene(output["kind"], asset=asset, optimizer=_optimizer(params.lrs), label=ctx.job_id)
-    set_job_scene(ctx, output["kind"], scene.scene_id, params.model_dump()["lrs"])
+    optimizer = params.optimizer_params()
+    scene = render.create_scene(output["kind"], asset=asset, optimizer=optimizer_spec(optimizer), label=ctx.job_id)
+    set_job_scene(ctx, output["kind"], scene.scene_id, optimizer)
 
     record = ModelRecord("generator", f"inversion:{info.kind}:{info.weights_format}", info.path or info.name,
                          info.sha256[:HASH_CHARS])

@@ -315,6 +315,51 @@ class GenerateParams(_Strict):
     choose: Literal["first", "face_score"] = "face_score"
 
 
+class InvertParams(_Strict):
+    """The inversion (inversion.proto's InvertOptions, same names and defaults) and what becomes of it.
+    output "field": the generator's feature field as the job's scene (export it as npz); "mesh": marching
+    cubes at mesh_resolution^3 on the density (density_threshold 0 = the generator's default), largest
+    component only, vertex colours. lrs: the new scene's learning rates per parameter group."""
+
+    generator: str = ""                       # "" = the inversion service's default generator
+    latent_space: Literal["w", "w_plus"] = "w_plus"
+    steps: int = Field(500, ge=0, le=10000)
+    lr: float = Field(0.01, gt=0, le=1)
+    lr_rampup: float = Field(0.05, ge=0, le=1)
+    lr_rampdown: float = Field(0.25, ge=0, le=1)
+    w_noise: float = Field(0.05, ge=0)
+    w_noise_ramp: float = Field(0.75, ge=0, le=1)
+    noise_regularization: float = Field(1e5, ge=0)
+    l2_weight: float = Field(1.0, ge=0)
+    lpips_weight: float = Field(1.0, ge=0)    # ignored (L2 only) when the service has no LPIPS weights
+    lpips_resolution: int = Field(256, ge=16, le=1024)
+    pti: bool = False
+    pti_steps: int = Field(350, ge=0, le=5000)
+    pti_lr: float = Field(3e-4, gt=0, le=1)
+    pti_l2_weight: float = Field(1.0, ge=0)
+    pti_lpips_weight: float = Field(1.0, ge=0)
+    progress_every: int = Field(10, ge=1, le=10000)
+    use_mask: bool = True                     # fit only inside the crop's head mask
+    crop_size: int = Field(512, ge=64, le=2048)
+    output: Literal["field", "mesh"] = "field"
+    mesh_resolution: int = Field(256, ge=32, le=1024)
+    density_threshold: float = 0.0
+    max_faces: int = Field(0, ge=0)
+    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)
+    optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
+
+    @model_validator(mode="after")
+    def _some_loss(self):
+        if self.l2_weight + self.lpips_weight <= 0:
+            raise ValueError("l2_weight and lpips_weight are both 0")
+        if self.lrs and self.optimizer.lrs:
+            raise ValueError("give lrs or optimizer.lrs, not both")
+        return self
+
+    def optimizer_params(self) -> OptimizerParams:
+        return self.optimizer.model_copy(update={"lrs": dict(self.lrs)}) if self.lrs else self.optimizer
+
+
 class ExportParams(_Strict):
     formats: list[Literal["glb", "ply", "npz", "obj_zip"]] = Field(default_factory=lambda: ["ply"], min_length=1)
     stem: str = Field("export/head", pattern=r"^[a-z][a-z0-9_/]*$")   # artifact name without extension

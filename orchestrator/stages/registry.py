@@ -46,3 +46,4 @@ STAGES.register("generate", StageSpec("orchestrator.stages.generate:run", p.Gene
 STAGES.register("texture_inpaint", StageSpec("orchestrator.stages.texture_inpaint:run", p.TextureInpaintParams,
                                              ("render", "guidance")))
 STAGES.register("refine", StageSpec("orchestrator.stages.refine:run", p.RefineParams, ("render", "guidance")))
+STAGES.register("invert", StageSpec("orchestrator.stages.invert:run", p.InvertParams, ("inversion", "render")))

@@ -18,17 +18,12 @@ import pytest
 from orchestrator.local import run_local
 from orchestrator.recipes import load_recipe
 from orchestrator.runtime.endpoints import Endpoints, ServiceClients, build_clients
-from orchestrator.stages.invert import InvertParams
-from orchestrator.stages.registry import STAGES, StageSpec
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import encode_png
 from services.common.process import ServiceProcess
 from services.render.service import InProcessRenderClient
 from tests.helpers import single_thread  # noqa: F401 - one torch thread for this module
 
-# until orchestrator/stages/registry.py registers it
-if "invert" not in STAGES:
-    STAGES.register("invert", StageSpec("orchestrator.stages.invert:run", InvertParams, ("inversion", "render")))
 
 
 def _recipe(output: str, export: str, **invert) -> str:

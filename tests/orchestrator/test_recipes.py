@@ -83,7 +83,7 @@ def test_an_unknown_stage_kind_names_the_known_ones():
 
 def test_a_param_by_name_sets_every_stage_that_has_it_or_fails():
     assert load_recipe("fast", options={"stages.*.texture_size": "256"}).params["texture"].texture_size == 256
-    text = "name: two\nstages: [{name: a, kind: turntable}, {name: b, kind: turntable}, {name: c, kind: export}]"
+    text = "name: two\nstages: [{name: i, kind: init}, {name: a, kind: turntable}, {name: b, kind: turntable}]"
     params = load_recipe(text=text, options={"stages.*.frames": "8"}).params
     assert params["a"].frames == 8 and params["b"].frames == 8
     with pytest.raises(InvalidArgument) as e:
