@@ -56,7 +56,7 @@ def check_normal_convention(name: str, where: str) -> None:
         raise ModelFilesError(f"{where}: normal_convention {name!r}; expected one of {list(NORMAL_CONVENTIONS)}")
 
 
-def output_kind(info: BackboneInfo, loras) -> tuple[str, str]:
+def output_kind(info: BackboneInfo, loras: list[str]) -> tuple[str, str]:
     """What a backbone produces with the LoRAs named in `loras` active (the first non-RGB LoRA's kind,
     else the backbone's) and the normal convention to convert pictures with ("opencv" = none)."""
     specs = {s.name: s for s in info.loras}
