@@ -21,17 +21,20 @@ class PreparedConditions:
     identity_scale: float = 1.0
     controls: list[tuple[str, torch.Tensor, float]] = field(default_factory=list)  # (name, (n, C, R, R), scale)
     loras: tuple[tuple[str, float], ...] = ()
+    cameras: torch.Tensor | None = None              # (n, ...) the backbone's encode_cameras, when it has one
 
     def group_key(self) -> tuple:
         """Requests can share a noise-prediction call when these agree (module-level state of the model:
         adapter scale, active LoRAs, which ControlNets run)."""
         return (self.identity is not None, self.identity_adapter, round(self.identity_scale, 6),
-                tuple(name for name, _, _ in self.controls), self.loras, tuple(self.text.shape[1:]))
+                tuple(name for name, _, _ in self.controls), self.loras, tuple(self.text.shape[1:]),
+                None if self.cameras is None else tuple(self.cameras.shape[1:]))
 
 
 def stack_for_cfg(conds: list[PreparedConditions], with_uncond: bool) -> BatchConditions:
     """One BatchConditions for all rows of `conds` (in order), followed by the same rows unconditioned when
-    with_uncond. Unconditional rows keep the controls (as diffusers does) and get zero identity."""
+    with_uncond. Unconditional rows keep the controls and the encoded cameras (as diffusers keeps controls)
+    and get zero identity."""
     text = torch.cat([c.text for c in conds])
     identity = torch.cat([c.identity for c in conds]) if conds[0].identity is not None else None
     controls = []
@@ -40,13 +43,17 @@ def stack_for_cfg(conds: list[PreparedConditions], with_uncond: bool) -> BatchCo
         scale = torch.cat([torch.full((c.text.shape[0],), float(c.controls[j][2])) for c in conds]).to(image.device)
         controls.append(ControlBatch(name, torch.cat([image, image]) if with_uncond else image,
                                      torch.cat([scale, scale]) if with_uncond else scale))
+    cameras = torch.cat([c.cameras for c in conds]) if conds[0].cameras is not None else None
     if with_uncond:
         text = torch.cat([text, torch.cat([c.uncond for c in conds])])
+        if cameras is not None:
+            cameras = torch.cat([cameras, cameras])
         if identity is not None:
             identity = torch.cat([identity, torch.zeros_like(identity)])
     first = conds[0]
     return BatchConditions(text=text, identity=identity, identity_adapter=first.identity_adapter,
-                           identity_scale=first.identity_scale, controls=controls, loras=first.loras)
+                           identity_scale=first.identity_scale, controls=controls, loras=first.loras,
+                           cameras=cameras)
 
 
 def guided_noise(backbone: Backbone, latents_t: torch.Tensor, steps: torch.Tensor, conds: list[PreparedConditions],

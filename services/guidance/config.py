@@ -5,6 +5,7 @@ DIR/guidance.yaml; see the README for pointing it at real weights.
     backbones:
       - {name: sd15, backend: diffusers, path: /models/stable-diffusion-v1-5, default: true, ...}
       - {name: prior, backend: analytic}
+      - {name: oracle, backend: oracle}   # a TEST prior: the procedural head at each request camera
     batching: {max_batch_images: 16, max_queue_delay_ms: 5, max_queue_depth: 64}
 """
 

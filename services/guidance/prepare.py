@@ -1,7 +1,7 @@
 """A request's Conditions -> PreparedConditions for its n images: prompts (view-dependent when asked), text
-states (memoised per backbone and prompt), the identity embedding (averaged, L2-normalised), LoRAs and control
-pictures (landmark points drawn here), with the caller-keyed per-tenant cache of guidance.proto Conditions.
-Field errors name the request field (conditions.*)."""
+states (memoised per backbone and prompt), the identity embedding (averaged, L2-normalised), LoRAs, control
+pictures (landmark points drawn here) and the cameras for backbones that encode them, with the caller-keyed
+per-tenant cache of guidance.proto Conditions. Field errors name the request field (conditions.*)."""
 
 from __future__ import annotations
 
@@ -84,9 +84,12 @@ class ConditionsEncoder:
 
         controls = [self._control(name, bb, ctrl, n, resolution, image_size, f"conditions.controls[{i}]")
                     for i, ctrl in enumerate(c.controls)]
+        encode_cameras = getattr(bb, "encode_cameras", None)   # optional (backbones.base docstring)
+        encoded_cameras = None if encode_cameras is None else \
+            encode_cameras(cameras, image_size, resolution, [lora for lora, _ in loras])
         return PreparedConditions(text=text.to(bb.device), uncond=uncond.to(bb.device), identity=identity,
                                   identity_adapter=c.identity_adapter, identity_scale=float(id_scale),
-                                  controls=controls, loras=tuple(loras))
+                                  controls=controls, loras=tuple(loras), cameras=encoded_cameras)
 
     def _encode_text(self, name: str, bb: Backbone, prompts: list[str]) -> torch.Tensor:
         out = []

@@ -21,7 +21,8 @@ import torch
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, require
 from services.common.images import encode_png
 from services.guidance import validate
-from services.guidance.backbones.base import Backbone, convert_normal_gradients, convert_normal_pictures
+from services.guidance.backbones.base import (Backbone, convert_normal_gradients, convert_normal_pictures,
+                                             output_kind)
 from services.guidance.backbones.registry import load_backbone
 from services.guidance.batching import DynamicBatcher
 from services.guidance.cache import ConditionsCache
@@ -258,16 +259,8 @@ class GuidanceService:
         return work, seed, convention
 
     def _output_kind(self, bb: Backbone, c: Conditions) -> tuple[str, str]:
-        """What the backbone produces under these conditions (the first non-RGB LoRA's kind, else the
-        backbone's) and the normal convention to convert pictures with ("opencv" = none)."""
-        specs = {s.name: s for s in bb.info.loras}
-        kind, convention = bb.info.output_kind, bb.info.normal_convention
-        for lora, _ in c.loras:
-            spec = specs.get(lora)
-            if spec is not None and spec.output_kind != "rgb":
-                kind, convention = spec.output_kind, spec.normal_convention
-                break
-        return kind, convention if kind == "normal" else "opencv"
+        """(kind, normal convention) of the backbone under these conditions (backbones.base.output_kind)."""
+        return output_kind(bb.info, [lora for lora, _ in c.loras])
 
     # -- queueing -----------------------------------------------------------------------------------------
     def _submit(self, bb: Backbone, work, run, n: int, queue: QueueOptions):

@@ -18,7 +18,7 @@ import torch
 from services.core.cameras import orbit_camera
 from services.render import representations
 from services.core.camera_batch import CameraBatch
-from services.render.procedural_head import head_mesh
+from services.core.procedural_head import head_mesh
 from services.render.types import RenderLimits
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.core.camera_batch import CameraBatch
 from services.render.types import LrSchedule, OptimizerSpec
-from services.render.procedural_head import head_mesh, render_head
+from services.core.procedural_head import head_mesh, render_head
 from services.render.service import RenderService
 from services.render.types import GradientTerm
 

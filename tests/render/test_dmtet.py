@@ -10,7 +10,7 @@ import torch
 
 from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.core.camera_batch import CameraBatch
-from services.render.procedural_head import head_mesh, head_sdf, render_head
+from services.core.procedural_head import head_mesh, head_sdf, render_head
 from services.render.representations import mesh_io
 from services.render.representations.dmtet import DmtetScene
 from services.render.representations.dmtet_marching import CELL_TETS, cell_tets, grid_vertices, marching_tets, tet_grid

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.common.errors import InvalidArgument
 from services.core.camera_batch import CameraBatch
-from services.render.procedural_head import render_head
+from services.core.procedural_head import render_head
 from services.core import volume
 from services.render.representations.field_config import field_config
 from services.render.representations.fields import (

@@ -13,7 +13,7 @@ import torch
 
 from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.core.camera_batch import CameraBatch
-from services.render.procedural_head import head_mesh, render_head
+from services.core.procedural_head import head_mesh, render_head
 from services.render.representations import gaussians_projection as GP, gaussians_raster as GR, gaussians_gsplat as GS
 from services.render.representations.gaussians import GROUPS, GaussianScene
 from services.render.representations.gaussians_config import GaussiansConfig

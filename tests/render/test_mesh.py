@@ -19,7 +19,7 @@ import torch
 
 from services.core.cameras import orbit_camera, sample_orbit_cameras
 from services.core.camera_batch import CameraBatch
-from services.render.procedural_head import head_albedo, head_mesh, render_head
+from services.core.procedural_head import head_albedo, head_mesh, render_head
 from services.render.representations import mesh_io
 from services.render.representations.mesh import MeshScene
 from services.render.representations.mesh_render import unique_edges

@@ -13,7 +13,7 @@ from services.core.camera_batch import CameraBatch
 from services.render.client import GrpcRenderClient
 from services.render.service import InProcessRenderClient
 from services.render.types import LrSchedule, OptimizerSpec
-from services.render.procedural_head import head_mesh, render_head
+from services.core.procedural_head import head_mesh, render_head
 from services.render.service import RenderService
 from services.render.types import GradientTerm, RegularizerTerm
 from services.render.types import RenderLimits

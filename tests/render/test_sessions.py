@@ -8,7 +8,7 @@ import pytest
 from services.common import auth
 from services.core.cameras import orbit_camera
 from services.common.errors import NotFound, ResourceExhausted
-from services.render.procedural_head import head_mesh
+from services.core.procedural_head import head_mesh
 from services.render.service import RenderService
 from services.render.types import GradientTerm
 from services.render.types import RenderLimits

@@ -46,6 +46,28 @@ def builtin_exemplars(resolution: int = 32) -> tuple[np.ndarray, list[str]]:
     return np.stack([disc, square]).astype(np.float32), ["red disc", "blue square"]
 
 
+def mixture_noise(latents_t: torch.Tensor, alphas: torch.Tensor, means: torch.Tensor, sigma: float,
+                  active: torch.Tensor | None = None) -> torch.Tensor:
+    """The exact eps prediction for a mixture of isotropic Gaussians (std `sigma`) around `means` (module
+    docstring). latents_t (B, C, h, w); alphas (B,) alpha_bar at each row's timestep; means (K, C, h, w)
+    shared by every row, or (B, K, C, h, w) per row; active (B, K) bool, the components each row may use
+    (None = all). Returns eps (B, C, h, w)."""
+    a = alphas[:, None]                                                          # (B, 1)
+    v = a * sigma ** 2 + 1 - a
+    z = latents_t.flatten(1)                                                     # (B, P)
+    m = means.flatten(-3)                                                        # (K, P) or (B, K, P)
+    m = m[None] if m.dim() == 2 else m
+    sq = (z[:, None, :] - a.sqrt()[:, :, None] * m).pow(2).sum(-1)               # (B, K)
+    logits = -sq / (2 * v)
+    if active is not None:
+        logits = logits.masked_fill(~active, float("-inf"))
+    r = torch.softmax(logits, dim=1)                                             # (B, K)
+    x0_k = m + (a.sqrt() * sigma ** 2 / v)[:, :, None] * (z[:, None, :] - a.sqrt()[:, :, None] * m)
+    x0 = (r[:, :, None] * x0_k).sum(1)
+    eps = (z - a.sqrt() * x0) / (1 - a).sqrt()
+    return eps.view_as(latents_t)
+
+
 class AnalyticBackboneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -116,18 +138,8 @@ class AnalyticBackbone:
 
     def predict_noise(self, latents_t: torch.Tensor, timesteps: torch.Tensor, cond: BatchConditions) -> torch.Tensor:
         mu = self._means(tuple(latents_t.shape[-2:])).to(latents_t.dtype)                  # (K, 3, R, R)
-        a = self._alphas[timesteps.cpu()].to(latents_t)[:, None]                      # (B, 1)
-        v = a * self.sigma ** 2 + 1 - a
-        z = latents_t.flatten(1)                                                     # (B, P)
-        m = mu.flatten(1)                                                            # (K, P)
-        sq = (z[:, None, :] - a.sqrt()[:, :, None] * m[None]).pow(2).sum(-1)          # (B, K)
-        active = cond.text[:, 0, :].to(latents_t) > 0.5                              # (B, K)
-        logits = (-sq / (2 * v)).masked_fill(~active, float("-inf"))
-        r = torch.softmax(logits, dim=1)                                             # (B, K)
-        x0_k = m[None] + (a.sqrt() * self.sigma ** 2 / v)[:, :, None] * (z[:, None, :] - a.sqrt()[:, :, None] * m[None])
-        x0 = (r[:, :, None] * x0_k).sum(1)
-        eps = (z - a.sqrt() * x0) / (1 - a).sqrt()
-        return eps.view_as(latents_t)
+        a = self._alphas[timesteps.cpu()].to(latents_t)
+        return mixture_noise(latents_t, a, mu, self.sigma, cond.text[:, 0, :].to(latents_t) > 0.5)
 
     def prepare_control(self, spec: ControlSpec, picture: np.ndarray, resolution: int) -> torch.Tensor:
         raise ModelFilesError("the analytic backbone has no ControlNets")

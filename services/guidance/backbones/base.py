@@ -9,6 +9,12 @@ optimiser or a recipe.
 Conventions: images are float (B, 3, R, R) in [0, 1] at the working resolution R; latents are
 (B, latent_channels, R / f, R / f) already multiplied by the VAE scaling factor; timesteps are integer
 (B,) in [0, num_train_timesteps - 1].
+
+A backbone that conditions on each image's camera may also have
+    encode_cameras(cameras: list[PinholeCamera], image_size: (H, W), resolution: R, loras: list[str])
+        -> torch.Tensor (n, ...) on its device
+called once per request (cameras: 0 or n, as the request gave them; loras: the active LoRA names), whose
+rows reach predict_noise as BatchConditions.cameras. The oracle test prior (backbones/oracle.py) is one.
 """
 
 from __future__ import annotations
@@ -48,6 +54,19 @@ def check_normal_convention(name: str, where: str) -> None:
     """ModelFilesError naming `where` when `name` is not one of NORMAL_CONVENTIONS."""
     if name not in NORMAL_CONVENTIONS:
         raise ModelFilesError(f"{where}: normal_convention {name!r}; expected one of {list(NORMAL_CONVENTIONS)}")
+
+
+def output_kind(info: BackboneInfo, loras: list[str]) -> tuple[str, str]:
+    """What a backbone produces with the LoRAs named in `loras` active (the first non-RGB LoRA's kind,
+    else the backbone's) and the normal convention to convert pictures with ("opencv" = none)."""
+    specs = {s.name: s for s in info.loras}
+    kind, convention = info.output_kind, info.normal_convention
+    for lora in loras:
+        spec = specs.get(lora)
+        if spec is not None and spec.output_kind != "rgb":
+            kind, convention = spec.output_kind, spec.normal_convention
+            break
+    return kind, convention if kind == "normal" else "opencv"
 
 
 def _map_channels(x: np.ndarray, convention: str, fn) -> np.ndarray:
@@ -91,6 +110,7 @@ class BatchConditions:
     identity_scale: float = 1.0                 # lambda_id, same for the whole call
     controls: list[ControlBatch] = field(default_factory=list)
     loras: tuple[tuple[str, float], ...] = ()   # (name, scale), same for the whole call
+    cameras: torch.Tensor | None = None         # (B, ...) encode_cameras rows, for backbones that have it
 
 
 class Backbone(Protocol):

@@ -17,6 +17,7 @@ BACKENDS: Registry[Callable[..., Backbone]] = Registry("guidance backend")
 BACKENDS.register("analytic", "services.guidance.backbones.analytic:load_analytic_backbone")
 BACKENDS.register("diffusers", "services.guidance.backbones.diffusers_loader:load_diffusers_backbone")
 BACKENDS.register("triton", "services.guidance.backbones.triton_backbone:load_triton_backbone")
+BACKENDS.register("oracle", "services.guidance.backbones.oracle:load_oracle_backbone")  # a test prior
 
 
 def load_backbone(entry: dict[str, Any], base_dir: Path, device) -> Backbone:

@@ -1,9 +1,15 @@
-"""A procedural textured head: the ground truth for renderer fit tests and benchmarks.
+"""A procedural textured head: the known ground truth for renderer fit tests, benchmarks and the
+guidance service's oracle prior (a test prior).
 
 An analytic signed distance field (smooth union of ellipsoids: cranium, jaw, nose, ears, neck) with an
 albedo field (skin with fine variation, hair, brows, eyes, lips), in the world conventions (+Y up, face
 toward +Z, radius about 1). It is rendered by sphere tracing, independently of every representation
 under test, and can be meshed by marching cubes.
+
+The shape and the default albedo are left/right symmetric. With `markings=True` the albedo gets one
+saturated green patch (MARKING_RGB) on the +X cheek and temple (the subject's left; seen by a camera at
+azimuth +90) and none on -X, so a mirrored convention shows: in a frontal view (azimuth 0, camera on +Z,
+world up on screen up) +X is on the image's right, so the patch is in the right half of the image.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ _PARTS = [
     ((0.0, -0.95, -0.10), (0.36, 0.55, 0.36)),   # neck
 ]
 _SMOOTH = 0.08
+
+# markings=True: albedo inside this ball (centre, radius; world units) is MARKING_RGB. It cuts the +X
+# cheek and temple (clear of the eye, brow and ear) and nothing on -X.
+MARKING_BALL = ((0.6, 0.0, 0.5), 0.22)
+MARKING_RGB = (0.1, 0.85, 0.2)
 
 
 def _ellipsoid_sdf(p: torch.Tensor, centre, radii) -> torch.Tensor:
@@ -47,8 +58,8 @@ def head_sdf(p: torch.Tensor) -> torch.Tensor:
     return torch.maximum(d, -(p[..., 1] + 1.45))  # neck cut flat at y = -1.45
 
 
-def head_albedo(p: torch.Tensor) -> torch.Tensor:
-    """sRGB albedo in [0, 1] for surface points p (..., 3)."""
+def head_albedo(p: torch.Tensor, markings: bool = False) -> torch.Tensor:
+    """sRGB albedo in [0, 1] for surface points p (..., 3); markings: the +X-only patch (module docstring)."""
     x, y, z = p.unbind(-1)
     skin = torch.stack([0.86 + 0 * x, 0.64 + 0 * x, 0.52 + 0 * x], -1)
     skin = skin * (1 + 0.06 * torch.sin(9 * x) * torch.sin(7 * y + 2 * z))[..., None]
@@ -66,6 +77,10 @@ def head_albedo(p: torch.Tensor) -> torch.Tensor:
         colour = torch.where(brow[..., None], colour.new_tensor([0.25, 0.15, 0.08]), colour)
     lips = (x ** 2 / 0.2 ** 2 + (y + 0.47) ** 2 / 0.06 ** 2 < 1) & (z > 0.5)
     colour = torch.where(lips[..., None], colour.new_tensor([0.72, 0.32, 0.33]), colour)
+    if markings:
+        centre, radius = MARKING_BALL
+        patch = (p - p.new_tensor(centre)).norm(dim=-1) < radius
+        colour = torch.where(patch[..., None], colour.new_tensor(MARKING_RGB), colour)
     return colour.clamp(0, 1)
 
 
@@ -76,11 +91,9 @@ def _normals(p: torch.Tensor) -> torch.Tensor:
     return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-@torch.no_grad()
-def render_head(cameras: CameraBatch, background: torch.Tensor | None = None, supersample: int = 2,
-                steps: int = 96) -> dict[str, torch.Tensor]:
-    """Sphere-trace the head: rgb (N, 3, H, W), alpha, depth (N, 1, H, W), normal_camera, normal_world
-    (N, 3, H, W); `supersample`^2 rays per pixel averaged, so edges are anti-aliased."""
+def _trace(cameras: CameraBatch, supersample: int, steps: int):
+    """Sphere-trace at `supersample` x the cameras' size: (the supersampled cameras, surface points
+    (N, Hs, Ws, 3), zero at misses, hit mask (N, Hs, Ws, 1) float)."""
     s = supersample
     hi = CameraBatch(cameras.K.clone(), cameras.world_to_camera, cameras.width * s, cameras.height * s)
     hi.K[:, :2] *= s
@@ -100,25 +113,54 @@ def render_head(cameras: CameraBatch, background: torch.Tensor | None = None, su
     p = origins + dirs * t[..., None]
     hit = hit & (head_sdf(p).abs() < 1e-3) & (t < 10)
     p = torch.where(hit[..., None], p, torch.zeros_like(p))  # misses: keep the maths finite
-    bg = torch.ones(3, dtype=origins.dtype) if background is None else background.to(origins.dtype)
-    alpha = hit.to(origins.dtype)[..., None]
-    rgb = head_albedo(p) * alpha + bg * (1 - alpha)
+    return hi, p, hit.to(origins.dtype)[..., None]
+
+
+def _down(a: torch.Tensor, s: int) -> torch.Tensor:
+    """(N, Hs, Ws, C) -> (N, C, H, W) box filter."""
+    return torch.nn.functional.avg_pool2d(a.permute(0, 3, 1, 2), s)
+
+
+@torch.no_grad()
+def render_head(cameras: CameraBatch, background: torch.Tensor | None = None, supersample: int = 2,
+                steps: int = 96, markings: bool = False) -> dict[str, torch.Tensor]:
+    """Sphere-trace the head: rgb (N, 3, H, W), alpha, depth (N, 1, H, W), normal_camera, normal_world
+    (N, 3, H, W); `supersample`^2 rays per pixel averaged, so edges are anti-aliased. background: (3,)
+    in [0, 1], default white. The normals here are re-normalised to unit length wherever alpha > 0
+    (head_normals gives the render service's alpha-weighted encoding). markings: the +X-only patch."""
+    s = supersample
+    hi, p, alpha = _trace(cameras, s, steps)
+    bg = torch.ones(3, dtype=p.dtype) if background is None else background.to(p.dtype)
+    rgb = head_albedo(p, markings) * alpha + bg * (1 - alpha)
     n_world = _normals(p) * alpha
     w2c = hi.world_to_camera
     n_cam = torch.einsum("nij,nhwj->nhwi", w2c[:, :3, :3], n_world)
     z = torch.einsum("nj,nhwj->nhw", w2c[:, 2, :3], p) + w2c[:, 2, 3][:, None, None]
     depth = (z * alpha[..., 0])[..., None]
 
-    def down(a: torch.Tensor) -> torch.Tensor:  # (N, Hs, Ws, C) -> (N, C, H, W) box filter
-        return torch.nn.functional.avg_pool2d(a.permute(0, 3, 1, 2), s)
-
-    out = {"rgb": down(rgb), "alpha": down(alpha)}
+    out = {"rgb": _down(rgb, s), "alpha": _down(alpha, s)}
     a = out["alpha"].clamp_min(1e-6)
-    out["depth"] = torch.where(out["alpha"] > 0, down(depth) / a, torch.zeros_like(a))
+    out["depth"] = torch.where(out["alpha"] > 0, _down(depth, s) / a, torch.zeros_like(a))
     for name, n in (("normal_world", n_world), ("normal_camera", n_cam)):
-        v = down(n)
+        v = _down(n, s)
         out[name] = v / v.norm(dim=1, keepdim=True).clamp_min(1e-6) * (out["alpha"] > 0)
     return out
+
+
+@torch.no_grad()
+def head_normals(cameras: CameraBatch, frame: str = "world", supersample: int = 2, steps: int = 96) -> torch.Tensor:
+    """The head's normals (N, 3, H, W) in the render service's "normal_world" / "normal_camera" encoding
+    (services/render/representations/base.py): unit normals weighted by coverage, so in [-1, 1] with
+    length <= alpha at anti-aliased silhouettes and 0 on the background. frame: "world" or "camera"
+    (OpenCV camera frame: x right, y down, z forward). As guidance normal pictures (guidance.proto):
+    (head_normals(cams, "camera") + 1) / 2."""
+    if frame not in ("world", "camera"):
+        raise ValueError(f"frame must be 'world' or 'camera', got {frame!r}")
+    hi, p, alpha = _trace(cameras, supersample, steps)
+    n = _normals(p) * alpha
+    if frame == "camera":
+        n = torch.einsum("nij,nhwj->nhwi", hi.world_to_camera[:, :3, :3], n)
+    return _down(n, supersample)
 
 
 def head_mesh(resolution: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

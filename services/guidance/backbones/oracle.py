@@ -1,0 +1,199 @@
+"""The oracle prior: a TEST prior whose "data distribution" at each camera is the known ground truth.
+
+For every image of a request, the exemplar is the procedural head (services/core/procedural_head.py, with
+its +X-only marking by default) rendered at that image's camera, at the request image's size, then resized
+to the working resolution exactly as the service resizes the image. The denoiser is the analytic prior's
+closed form (analytic.mixture_noise) for one Gaussian of std `sigma` around that exemplar, so Distill pulls
+each view towards the ground truth seen from its camera, Denoise / Inpaint return it, and a recipe that
+starts from one frontal render can be checked on the views it never saw. It proves that a recipe's cameras
+(a mirrored or flipped convention shows on the marking), signs and schedules are right without weights;
+its output is never a result.
+
+What it renders: rgb (and albedo: the head is unlit) on `background` (white, the render service's default,
+since requests carry no background), or, when the backbone's or an active LoRA's output kind is "normal",
+the normal picture of guidance.proto, (n + 1) / 2 of the render service's "normal_camera" (0.5 grey off the
+head), in the LoRA's normal convention. The "VAE" is the identity (latent = 2 * image - 1, f = 1).
+
+Requests need one camera per image (InvalidArgument naming `cameras` otherwise); Generate has none, so it is
+not served. Everything else a recipe sends is ACCEPTED AND IGNORED so every term runs on a CPU: the prompt,
+every variant (ISD, image-conditioned and its reference view, video), identity embeddings / adapters /
+scales, expressions, controls and LoRA scales (a LoRA only selects the output kind). Classifier-free
+guidance is a no-op (the conditional and unconditional rows see the same exemplar).
+
+Renders are cached per (camera, image size, working resolution, kind) in a small LRU.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.errors import InvalidArgument
+from services.core.camera_batch import CameraBatch
+from services.core.cameras import PinholeCamera
+from services.core.models import ModelRecord
+from services.core.procedural_head import head_normals, render_head
+from services.guidance.backbones.analytic import SCHEDULER_CONFIG, mixture_noise
+from services.guidance.backbones.base import (BatchConditions, ModelFilesError, check_normal_convention,
+                                             convert_normal_pictures, output_kind)
+from services.guidance.distill import resize
+from services.guidance.schedule import alphas_cumprod
+from services.guidance.types import CONTROL_KINDS, VARIANTS, BackboneInfo, ControlSpec, LoraSpec
+
+RENDERED_KINDS = ("rgb", "albedo", "normal")
+NEEDS_CAMERAS = ("the oracle prior (a test prior) renders its exemplar at each image's camera: give one camera "
+                 "per image")
+
+
+class OracleLoraConfig(BaseModel):
+    """A LoRA name the oracle accepts; it only selects what the exemplar is (output_kind)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    output_kind: str = "rgb"
+    normal_convention: str = "opencv"
+
+
+class OracleBackboneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "oracle"
+    backend: str = "oracle"
+    default: bool = False
+    sigma: float = Field(0.05, gt=0)         # std of the Gaussian around each exemplar, in latent units [-1, 1]
+    native_resolution: int = Field(64, ge=16, le=2048)
+    output_kind: str = "rgb"                 # rgb | albedo | normal
+    normal_convention: str = "opencv"
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)   # rgb exemplars' background, sRGB in [0, 1]
+    markings: bool = True                    # the procedural head's +X-only marking
+    supersample: int = Field(2, ge=1, le=4)  # rays per pixel side when rendering an exemplar
+    cache_size: int = Field(64, ge=1)        # exemplars kept (LRU)
+    # accepted (and ignored) so that recipes' identity, control and LoRA terms run
+    identity_adapters: list[str] = Field(default_factory=lambda: ["faceid"])
+    identity_embedding_dim: int = 512
+    controls: list[str] = Field(default_factory=lambda: list(CONTROL_KINDS))   # one per kind, named by kind
+    loras: list[OracleLoraConfig] = Field(default_factory=lambda: [
+        OracleLoraConfig(name="normal", output_kind="normal"), OracleLoraConfig(name="albedo", output_kind="albedo")])
+
+
+def _check_kind(kind: str, where: str) -> None:
+    if kind not in RENDERED_KINDS:
+        raise ModelFilesError(f"{where}: output_kind {kind!r}; the oracle prior renders {list(RENDERED_KINDS)}")
+
+
+class OracleBackbone:
+    """Implements services.guidance.backbones.base.Backbone, plus encode_cameras (module docstring)."""
+
+    def __init__(self, config: OracleBackboneConfig, device="cpu"):
+        where = f"oracle backbone {config.name!r}"
+        _check_kind(config.output_kind, where)
+        check_normal_convention(config.normal_convention, where)
+        for lora in config.loras:
+            _check_kind(lora.output_kind, f"{where}: LoRA {lora.name!r}")
+            check_normal_convention(lora.normal_convention, f"{where}: LoRA {lora.name!r}")
+        unknown = [k for k in config.controls if k not in CONTROL_KINDS]
+        if unknown:
+            raise ModelFilesError(f"{where}: controls {unknown}; expected kinds from {list(CONTROL_KINDS)}")
+        self.config = config
+        self.device = torch.device(device)
+        self.sigma = float(config.sigma)
+        self._alphas = alphas_cumprod(SCHEDULER_CONFIG)
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.info = BackboneInfo(
+            name=config.name, backend="oracle", family="test_prior", output_kind=config.output_kind,
+            normal_convention=config.normal_convention, native_resolution=config.native_resolution,
+            latent_scale_factor=1, latent_channels=3, num_train_timesteps=int(SCHEDULER_CONFIG["num_train_timesteps"]),
+            variants=VARIANTS, denoise=True, inpaint=True, generate=False,
+            controls=tuple(ControlSpec(k, k) for k in config.controls),
+            identity_adapters=tuple(config.identity_adapters), identity_embedding_dim=config.identity_embedding_dim,
+            expression_adapter=True,
+            loras=tuple(LoraSpec(x.name, x.output_kind, x.normal_convention) for x in config.loras),
+            schedulers=("ddim", "ddpm", "euler"),
+            models=(ModelRecord("test_prior", "oracle", "oracle-procedural-head"),))
+
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self._alphas
+
+    def scheduler_config(self) -> dict:
+        return dict(SCHEDULER_CONFIG)
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """(B, 1, 1) zeros: the oracle ignores text."""
+        return torch.zeros((len(prompts), 1, 1), device=self.device)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images * 2 - 1
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return ((latents + 1) / 2).clamp(0, 1)
+
+    def encode_cameras(self, cameras: list[PinholeCamera], image_size: tuple[int, int], resolution: int,
+                       loras: list[str]) -> torch.Tensor:
+        """The exemplars (n, 3, R, R) in latent units [-1, 1]: the head rendered at each camera (its
+        intrinsics scaled to the image size (H, W)), resized to R x R, as the output kind of `loras` says.
+        InvalidArgument naming `cameras` when there are none."""
+        if not cameras:
+            raise InvalidArgument("cameras", NEEDS_CAMERAS)
+        kind, convention = output_kind(self.info, loras)
+        h, w = int(image_size[0]), int(image_size[1])
+        keys = [(np.asarray(c.K, np.float64).tobytes(), np.asarray(c.world_to_camera, np.float64).tobytes(),
+                 c.width, c.height, h, w, resolution, kind, convention) for c in cameras]
+        with self._lock:
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            for k in found:
+                self._cache.move_to_end(k)
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            index = {k: i for i, k in enumerate(keys)}
+            rendered = self._render([cameras[index[k]] for k in missing], h, w, resolution, kind, convention)
+            found.update(zip(missing, rendered))
+            with self._lock:
+                self._cache.update(zip(missing, rendered))
+                while len(self._cache) > self.config.cache_size:
+                    self._cache.popitem(last=False)
+        return torch.stack([found[k] for k in keys])
+
+    def _render(self, cameras: list[PinholeCamera], h: int, w: int, resolution: int, kind: str,
+                convention: str) -> torch.Tensor:
+        """(m, 3, R, R) exemplars in [-1, 1] on the device for m cameras."""
+        scaled = []
+        for c in cameras:
+            K = np.asarray(c.K, np.float64).copy()
+            K[0] *= w / c.width
+            K[1] *= h / c.height
+            scaled.append(PinholeCamera(K, np.asarray(c.world_to_camera, np.float64), w, h))
+        batch = CameraBatch.from_pinholes(scaled, field="cameras")
+        s = self.config.supersample
+        if kind == "normal":
+            pictures = (head_normals(batch, "camera", supersample=s) + 1) / 2
+            pictures = torch.from_numpy(convert_normal_pictures(pictures.numpy(), convention))
+        else:
+            background = torch.tensor(self.config.background, dtype=torch.float32)
+            pictures = render_head(batch, background, supersample=s, markings=self.config.markings)["rgb"]
+        return resize(pictures.float(), (resolution, resolution)).to(self.device) * 2 - 1
+
+    def predict_noise(self, latents_t: torch.Tensor, timesteps: torch.Tensor, cond: BatchConditions) -> torch.Tensor:
+        """The exact eps for one Gaussian around each row's exemplar (cond.cameras, from encode_cameras)."""
+        if cond.cameras is None:
+            raise InvalidArgument("cameras", NEEDS_CAMERAS)
+        mu = resize(cond.cameras.to(latents_t), tuple(latents_t.shape[-2:]))                # (B, 3, h, w)
+        a = self._alphas[timesteps.cpu()].to(latents_t)
+        return mixture_noise(latents_t, a, mu[:, None], self.sigma)
+
+    def prepare_control(self, spec: ControlSpec, picture: np.ndarray, resolution: int) -> torch.Tensor:
+        """(1, 1, R, R) zeros: controls are accepted and ignored."""
+        return torch.zeros((1, 1, resolution, resolution), device=self.device)
+
+
+def load_oracle_backbone(config: OracleBackboneConfig | dict, base_dir: Path, device="cpu") -> OracleBackbone:
+    """One `backend: oracle` entry of guidance.yaml (pydantic ValidationError on a bad field); base_dir is
+    unused (the oracle has no files)."""
+    cfg = config if isinstance(config, OracleBackboneConfig) else OracleBackboneConfig.model_validate(config)
+    return OracleBackbone(cfg, device)
