@@ -11,7 +11,8 @@ from orchestrator.recipes.schema import Recipe
 from orchestrator.stages.scene_kinds import CONVERSIONS, KINDS
 from services.common.errors import InvalidArgument
 
-NEEDS_SCENE = ("optimise", "refine", "texture_inpaint", "export", "turntable", "evaluate", "convert")
+NEEDS_SCENE = ("optimise", "refine", "texture_inpaint", "export", "turntable", "evaluate", "convert",
+               "ground_truth_check")
 
 
 def _bad(field: str, description: str) -> InvalidArgument:

@@ -468,3 +468,16 @@ class RefineParams(_Strict):
         if self.l1 == 0 and self.l2 == 0:
             raise ValueError("refine needs l1 > 0 or l2 > 0")
         return self
+
+
+class GroundTruthCheckParams(_Strict):
+    """A TEST stage (orchestrator/stages/ground_truth.py): compare the job's scene with the procedural head
+    the oracle prior is built on, at held-out views. Meaningful only for jobs on the oracle prior."""
+
+    azimuths: list[float] = Field(default_factory=lambda: [22.5, 67.5, 112.5, 157.5, -157.5, -112.5, -67.5, -22.5],
+                                  min_length=1)
+    elevation: float = Field(10.0, ge=-90, le=90)
+    radius: float = Field(4.0, gt=0)
+    fov: float = Field(35.0, gt=1, lt=170)
+    resolution: int = Field(64, ge=16, le=512)
+    label: str = Field("", pattern=r"^[a-z0-9_]*$")     # the report key; "" = the stage's name

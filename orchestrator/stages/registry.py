@@ -47,3 +47,5 @@ STAGES.register("texture_inpaint", StageSpec("orchestrator.stages.texture_inpain
                                              ("render", "guidance")))
 STAGES.register("refine", StageSpec("orchestrator.stages.refine:run", p.RefineParams, ("render", "guidance")))
 STAGES.register("invert", StageSpec("orchestrator.stages.invert:run", p.InvertParams, ("inversion", "render")))
+STAGES.register("ground_truth_check", StageSpec("orchestrator.stages.ground_truth:run", p.GroundTruthCheckParams,
+                                                ("render",)))

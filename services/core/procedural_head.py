@@ -163,9 +163,9 @@ def head_normals(cameras: CameraBatch, frame: str = "world", supersample: int = 
     return _down(n, supersample)
 
 
-def head_mesh(resolution: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def head_mesh(resolution: int = 96, markings: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Marching-cubes mesh of the head: vertices (V, 3) float32, faces (F, 3) int32 (counter-clockwise
-    from outside), vertex colours (V, 3) float32 in [0, 1]."""
+    from outside), vertex colours (V, 3) float32 in [0, 1] (with the +X-only patch when markings)."""
     from skimage.measure import marching_cubes
 
     lin = torch.linspace(-1.6, 1.6, resolution, dtype=torch.float64)
@@ -174,5 +174,5 @@ def head_mesh(resolution: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     verts, faces, _, _ = marching_cubes(sdf, level=0.0, spacing=(float(lin[1] - lin[0]),) * 3)
     verts = verts - 1.6
     # skimage's winding (its gradient direction) already makes faces counter-clockwise seen from outside
-    colours = head_albedo(torch.as_tensor(verts)).numpy()
+    colours = head_albedo(torch.as_tensor(verts), markings).numpy()
     return verts.astype(np.float32), faces.astype(np.int32), colours.astype(np.float32)

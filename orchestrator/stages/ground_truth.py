@@ -1,0 +1,94 @@
+"""ground_truth_check: a TEST stage for closed-loop checks on the oracle prior (the guidance service's test
+prior, whose exemplars are renders of services/core/procedural_head with its +X-only markings). It renders
+the job's scene at held-out views and compares them with the known head, rendered independently by sphere
+tracing, into the report's ground_truth section:
+  psnr_db            rgb over the whole view (white background), mean over the views
+  normal_error_deg   mean angle between rendered and true world normals where both cover the pixel
+  chamfer            mean nearest-neighbour distance (world units, both ways, averaged) between the
+                     surface points the depth renders of the scene and of the head see at the same views
+  markings           the fraction of marking-green pixels in the +90 and -90 views; correct_side when the
+                     +X view shows them and the -X view (nearly) does not
+None of this is a result about a person: it proves that cameras, signs, schedules and stages are right."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from orchestrator.stages.context import StageContext
+from orchestrator.stages.params import GroundTruthCheckParams
+from orchestrator.stages.scene import ensure_scene
+from services.core.cameras import PinholeCamera, orbit_camera
+
+WHITE = np.ones(3, np.float32)
+
+
+def ground_truth(cameras: list[PinholeCamera]) -> dict[str, np.ndarray]:
+    """The marked procedural head at cameras: rgb, alpha, depth, normal_world as numpy (N, C, H, W)."""
+    from services.core.camera_batch import CameraBatch
+    from services.core.procedural_head import render_head
+
+    out = render_head(CameraBatch.from_pinholes(cameras), markings=True)
+    return {k: v.numpy().astype(np.float32) for k, v in out.items()}
+
+
+def _points(depth: np.ndarray, alpha: np.ndarray, cameras: list[PinholeCamera]) -> np.ndarray:
+    """World points (P, 3) of the pixels with alpha > 0.5 of camera-space depth maps (N, 1, H, W)."""
+    points = []
+    for d, a, cam in zip(depth[:, 0], alpha[:, 0], cameras):
+        ys, xs = np.nonzero(a > 0.5)
+        z = d[ys, xs]
+        K = np.asarray(cam.K, np.float64)
+        x = (xs + 0.5 - K[0, 2]) / K[0, 0] * z
+        y = (ys + 0.5 - K[1, 2]) / K[1, 1] * z
+        c2w = np.linalg.inv(np.asarray(cam.world_to_camera, np.float64))
+        points.append(np.stack([x, y, z, np.ones_like(z)], 1) @ c2w.T)
+    return np.concatenate(points)[:, :3] if points else np.zeros((0, 3))
+
+
+def chamfer(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean of the two mean nearest-neighbour distances between point sets (P, 3) and (Q, 3)."""
+    from scipy.spatial import cKDTree
+
+    if len(a) == 0 or len(b) == 0:
+        return float("inf")
+    return float((cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2)
+
+
+def marking_fraction(rgb: np.ndarray) -> float:
+    """The fraction of pixels of rgb (3, H, W) close to the procedural head's marking colour."""
+    from services.core.procedural_head import MARKING_RGB
+
+    return float((np.abs(rgb - np.asarray(MARKING_RGB)[:, None, None]).max(0) < 0.15).mean())
+
+
+def measure(render_client, scene_id: str, params: GroundTruthCheckParams) -> dict:
+    """The figures of the module docstring for a scene in the render service."""
+    size = params.resolution
+    cams = [orbit_camera(a, params.elevation, params.radius, fov_deg=params.fov, width=size, height=size)
+            for a in params.azimuths]
+    side = [orbit_camera(a, 0.0, params.radius, fov_deg=params.fov, width=size, height=size) for a in (90.0, -90.0)]
+    out = render_client.render(scene_id, cams + side, ["rgb", "alpha", "depth", "normal_world"],
+                               background=WHITE).outputs
+    truth = ground_truth(cams)
+    n = len(cams)
+    mse = np.mean((np.clip(out["rgb"][:n], 0, 1) - truth["rgb"]) ** 2, axis=(1, 2, 3))
+    both = (out["alpha"][:n, 0] > 0.5) & (truth["alpha"][:, 0] > 0.5)
+    pred = out["normal_world"][:n] / np.maximum(np.linalg.norm(out["normal_world"][:n], axis=1, keepdims=True), 1e-6)
+    cos = np.clip((pred * truth["normal_world"]).sum(1), -1, 1)
+    angle = np.degrees(np.arccos(cos))[both]
+    left, right = marking_fraction(out["rgb"][n]), marking_fraction(out["rgb"][n + 1])
+    return {"views_deg": list(params.azimuths), "elevation_deg": params.elevation, "resolution": size,
+            "psnr_db": round(float(np.mean(-10 * np.log10(np.maximum(mse, 1e-10)))), 2),
+            "normal_error_deg": round(float(angle.mean()), 2) if angle.size else None,
+            "chamfer": round(chamfer(_points(out["depth"][:n], out["alpha"][:n], cams),
+                                     _points(truth["depth"], truth["alpha"], cams)), 4),
+            "markings": {"plus_x_view": round(left, 4), "minus_x_view": round(right, 4),
+                         "correct_side": bool(left > 0.005 and left > 4 * right)}}
+
+
+def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
+    figures = measure(ctx.clients.render, ensure_scene(ctx), params)
+    sections = ctx.state.setdefault("report", {})
+    sections.setdefault("ground_truth", {"note": "a test against the oracle prior's known head, not a result"})
+    sections["ground_truth"][params.label or ctx.stage] = figures
+    ctx.progress(1, 1, "measured", psnr_db=figures["psnr_db"], chamfer=figures["chamfer"])
