@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.core.models import ModelRecord, file_sha256
+from services.core.models import ModelRecord, file_sha256, folder_provenance
 from services.face.backends.base import Detection
 from services.core.landmarks import ARCFACE_112
 
@@ -104,7 +104,7 @@ class _ModelFile:
         return file_sha256(self.path)
 
     def record(self, role: str) -> ModelRecord:
-        return ModelRecord(role, "insightface", self.path.name, self.sha256)
+        return ModelRecord(role, "insightface", self.path.name, self.sha256, folder_provenance(self.path.parent))
 
 
 def _session(path: Path):

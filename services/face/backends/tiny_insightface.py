@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from services.core.landmarks import ARCFACE_112, TEMPLATE_68
+from services.core.models import mark_random_weights
 
 OPSET = 11          # the real packs are opset-11 exports
 IR_VERSION = 6
@@ -162,7 +163,8 @@ def _recognizer(rng: np.random.Generator) -> onnx.ModelProto:
 
 
 def write_tiny_pack(folder: Path, seed: int = 0) -> Path:
-    """Write the tiny buffalo_l-layout pack into `folder` (created if needed) and return it."""
+    """Write the tiny buffalo_l-layout pack into `folder` (created if needed), with the random-weights marker
+    file (services.core.models.mark_random_weights), and return it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -175,4 +177,5 @@ def write_tiny_pack(folder: Path, seed: int = 0) -> Path:
     }
     for name, model in models.items():
         onnx.save(model, str(folder / name))
+    mark_random_weights(folder, "services.face.backends.tiny_insightface.write_tiny_pack (headforge models make-tiny)")
     return folder
