@@ -3,7 +3,7 @@ render and guidance services and the jobs service (which runs jobs on a local Ra
 loopback, kept alive by a supervisor that restarts any that dies.
 
     headforge cluster up [--dir .headforge] [--guidance-config models/guidance/guidance.yaml]
-    headforge submit photo.jpg --target $(headforge cluster status --jobs-address)
+    headforge submit photo.jpg --recipe fast --target $(headforge cluster status --jobs-address)
     headforge cluster down
 """
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.cli.args import pairs
+from orchestrator.cli.honesty import print_report_warnings
 from services.common.client import INPROCESS
 
 
@@ -146,16 +147,18 @@ def _recipe_options(args) -> dict[str, str]:
 
 
 def _print_recipe_summary(loaded, result) -> None:
-    """The artifacts; for a recipe whose report has the evaluation protocol's figures, those too."""
+    """The artifacts; for a recipe whose report has the evaluation protocol's figures, those too; then the
+    report's warnings, and a NOT A RESULT line when a test prior or random weights served the job."""
     report_path = result.out_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     m = report.get("metrics", {})
     if "timings_s" in report and "identity_similarity" in m:
-        _print_head_summary(result.out_dir, report["timings_s"]["total"], m, report.get("warnings", []))
-        return
-    print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
-    for name in result.artifacts:
-        print(f"  {name}")
+        _print_head_summary(result.out_dir, report["timings_s"]["total"], m, [])
+    else:
+        print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
+        for name in result.artifacts:
+            print(f"  {name}")
+    print_report_warnings(report)
 
 
 def cmd_generate(args) -> int:

@@ -328,7 +328,8 @@ def write_tiny_models(root: Path) -> Path:
     _write_lora(unet, root / "lora-normal-tiny" / "pytorch_lora_weights.safetensors")
     for folder in ("sd15-tiny", "controlnet-landmarks-tiny", "controlnet-normal-tiny", "ip-adapter-faceid-tiny",
                    "lora-normal-tiny"):
-        mark_random_weights(root / folder, "services.guidance.tiny_models.write_tiny_models (headforge models make-tiny)")
+        mark_random_weights(root / folder, "services.guidance.tiny_models.write_tiny_models "
+                                           "(headforge models make-tiny)")
     path = root / "guidance.yaml"
     path.write_text(yaml.safe_dump(guidance_config(), sort_keys=False))
     return path
