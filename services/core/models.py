@@ -5,7 +5,9 @@ Provenance: "" = real weights as configured; TEST_PRIOR = a closed-form test pri
 backbone); RANDOM_WEIGHTS = random-initialised models such as `headforge models make-tiny` writes. The
 tiny-model writers leave a RANDOM_WEIGHTS_MARKER file in every model folder they write
 (mark_random_weights); the ordinary loaders read it (folder_provenance), so a tiny model is reported as such
-whoever loads it. Output of a model with a provenance shows that the pipeline runs, never a result."""
+whoever loads it. Formats with per-file metadata carry it there instead (ONNX metadata_props: PROVENANCE_KEY =
+RANDOM_WEIGHTS, as the tiny InsightFace pack does). Output of a model with a provenance shows that the pipeline
+runs, never a result."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ TEST_PRIOR = "test_prior"
 RANDOM_WEIGHTS = "random_weights"
 PROVENANCES = ("", TEST_PRIOR, RANDOM_WEIGHTS)
 RANDOM_WEIGHTS_MARKER = "HEADFORGE_RANDOM_WEIGHTS"
+PROVENANCE_KEY = "headforge_provenance"   # the key in a weights file's own metadata (ONNX metadata_props)
 
 
 @dataclass
