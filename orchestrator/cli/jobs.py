@@ -204,10 +204,16 @@ def cmd_watch(args) -> int:
 
 
 def _fetch_report(client, job_id: str) -> dict:
-    """The job's report.json artifact, parsed (downloaded to a temporary folder)."""
-    with tempfile.TemporaryDirectory(prefix="headforge-watch-") as tmp:
-        (path,) = client.fetch(job_id, [REPORT], tmp)
-        return json.loads(path.read_text())
+    """The job's report.json artifact, parsed (downloaded to a temporary folder); when it cannot be read, a
+    report whose one warning says so (the job's outcome stands, but nothing vouches for its models)."""
+    from services.common.errors import HeadForgeError
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="headforge-watch-") as tmp:
+            (path,) = client.fetch(job_id, [REPORT], tmp)
+            return json.loads(path.read_text())
+    except (HeadForgeError, OSError, ValueError) as e:
+        return {"warnings": [f"{REPORT} could not be read ({e}): which models served the job is not known"]}
 
 def cmd_fetch(args) -> int:
     client = _jobs_client(args)
