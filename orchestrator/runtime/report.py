@@ -4,7 +4,8 @@ over resumes), warnings, the models that served the job and the artifacts it wro
 
 Models: those the stages recorded (the face models that analysed the photo, the head template, the render
 backend), then, for each service a stage of the recipe calls (StageSpec.services), what the service
-describes.
+describes; of the guidance service only the backbones the recipe's sds terms name (the service's default for
+a term that names none): a deployment that also configures the analytic prior does not serve every job with it.
 
 Honesty: every model record with a provenance (services/core/models.py: a test prior, random weights) adds a
 warning, and "result_is_real" is false then (and when a service could not say what it runs): such output
@@ -27,14 +28,20 @@ _WHAT = {TEST_PRIOR: ("is a test prior", "are test priors"),     # provenance ->
 _LABELS = {"guidance": "guidance backbone", "face": "face models"}   # report["models"] key -> words in a warning
 
 
-def _service_models(services: set[str], clients) -> dict:
+def _sds_backbones(loaded) -> set[str]:
+    """The backbone names the recipe's sds terms name ("" = the guidance service's default)."""
+    return {t.backbone for p in loaded.params.values() for t in getattr(p, "terms", ()) if t.kind == "sds"}
+
+
+def _service_models(services: set[str], clients, backbones: set[str]) -> dict:
     models: dict = {}
     try:
         if "face" in services:
             models["face"] = [asdict(m) for m in clients.face.describe().models]
-        if "guidance" in services:
+        if "guidance" in services and backbones:
             models["guidance"] = {info.name: [asdict(m) for m in info.models]
-                                  for info, _ in clients.guidance.describe().backbones}
+                                  for info, is_default in clients.guidance.describe().backbones
+                                  if info.name in backbones or (is_default and "" in backbones)}
     except HeadForgeError as e:   # the report is still written; it says what could not be asked
         models["unavailable"] = e.message
     return models
@@ -74,7 +81,7 @@ def build_report(loaded, ctx: StageContext, clients) -> dict:
     sections = dict(ctx.state.get("report", {}))
     recorded = sections.pop("models", {})
     services = {s for spec in loaded.recipe.stages for s in STAGES.get(spec.kind).services}
-    models = {**_service_models(services - set(recorded), clients), **recorded}
+    models = {**_service_models(services - set(recorded), clients, _sds_backbones(loaded)), **recorded}
     seconds = ctx.state.get("stage_seconds", {})
     total = round(sum(seconds.values()), 2)
     honesty = provenance_warnings(models)

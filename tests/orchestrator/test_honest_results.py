@@ -38,6 +38,21 @@ def test_analytic_prior_report_is_not_a_result(tmp_path):
     assert report["models"]["guidance"]["analytic"][0]["provenance"] == "test_prior"
 
 
+def test_report_lists_only_the_backbones_the_recipe_uses(tmp_path):
+    """A guidance service that also configures another backbone: report.json lists (and warns about) only
+    the one the recipe's sds term names."""
+    from orchestrator.runtime.endpoints import Endpoints
+
+    config = tmp_path / "guidance.yaml"
+    config.write_text("backbones: [{name: unused, backend: analytic, default: true}, {name: analytic, backend: analytic}]\n")
+    result = run_local(load_recipe("analytic_prior", options=TWO_STEPS), [], "", tmp_path / "out",
+                       endpoints=Endpoints(guidance_config=str(config)), show_progress=False)
+    assert result.state == "succeeded", result.error_message
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert list(report["models"]["guidance"]) == ["analytic"]
+    assert not [w for w in report["warnings"] if "unused" in w] and report["result_is_real"] is False
+
+
 def test_fast_recipe_on_dlib_is_a_real_result(tmp_path, astronaut):
     from orchestrator.fast import run_fast
     from services.face.service import InProcessFaceClient
