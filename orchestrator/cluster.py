@@ -4,7 +4,7 @@ calling those services) as processes on loopback, kept alive by a supervisor tha
 
     headforge cluster up [--dir .headforge] [--guidance-config models/guidance/guidance.yaml]
                          [--inversion-models-dir models]     # generators under models/inversion/<name>
-    headforge submit photo.jpg --target $(headforge cluster status --jobs-address)
+    headforge submit photo.jpg --recipe fast --target $(headforge cluster status --jobs-address)
     headforge cluster down
 """
 

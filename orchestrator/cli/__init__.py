@@ -2,7 +2,7 @@
 here (serve, jobs, face, models, cluster, generate).
 
     headforge serve face|render|guidance|jobs ... run a service process (gRPC, health, reflection, metrics)
-    headforge submit IMAGE... [--recipe R]   queue a job on a jobs service (prints its id)
+    headforge submit IMAGE... --recipe R     queue a job on a jobs service (prints its id)
     headforge status [JOB_ID]                one job, or the list of your jobs
     headforge watch JOB_ID                   progress until the job ends (exit 0 = succeeded)
     headforge fetch JOB_ID [--out DIR]       download artifacts (sha256 checked)

@@ -29,7 +29,8 @@ def cmd_cluster(args) -> int:
         print(f"HeadForge is up (supervisor pid {state['pid']}); jobs service at {state['jobs']}")
         for name, address in state["services"].items():
             print(f"  {name:<9} {address}")
-        print(f"submit with: headforge submit PHOTO --target {state['jobs']}   (stop: headforge cluster down)")
+        print(f"submit with: headforge submit PHOTO --recipe fast --target {state['jobs']}   "
+              "(stop: headforge cluster down)")
         return 0
     if args.cluster_command == "down":
         print("stopped" if cluster.down(directory) else "no cluster running")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.cli.args import pairs
+from orchestrator.cli.honesty import print_report_warnings
 from services.common.client import INPROCESS
 
 
@@ -107,8 +108,9 @@ def _progress_bar(enabled: bool):
     return Bar()
 
 
-def _print_head_summary(out_dir: Path, total_s: float, metrics: dict, warnings: list[str]) -> None:
-    """Where the head went and the evaluation protocol's figures (the fast recipe's report.json metrics)."""
+def _print_head_summary(out_dir: Path, total_s: float, metrics: dict) -> None:
+    """Where the head went and the evaluation protocol's figures (the fast recipe's report.json metrics);
+    the report's warnings follow (print_report_warnings)."""
     fr = metrics["views"]["frontal"]
     print(f"head written in {total_s:.1f} s to {out_dir}")
     for name in ("asset.glb", "turntable.gif", "contact_sheet.png", "report.json"):
@@ -118,8 +120,6 @@ def _print_head_summary(out_dir: Path, total_s: float, metrics: dict, warnings: 
           f"(same person below {metrics['face_model']['same_person_threshold']}); ID over 4 views "
           f"{metrics['identity_similarity']:.3f}; PSNR {metrics['psnr_db']:.2f} dB, SSIM {metrics['ssim']:.3f} "
           "at the photo's camera")
-    for w in warnings:
-        print(f"warning: {w}")
 
 
 def _face_config(args):
@@ -146,16 +146,18 @@ def _recipe_options(args) -> dict[str, str]:
 
 
 def _print_recipe_summary(loaded, result) -> None:
-    """The artifacts; for a recipe whose report has the evaluation protocol's figures, those too."""
+    """The artifacts; for a recipe whose report has the evaluation protocol's figures, those too; then the
+    report's warnings, and a NOT A RESULT line when a test prior or random weights served the job."""
     report_path = result.out_dir / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     m = report.get("metrics", {})
     if "timings_s" in report and "identity_similarity" in m:
-        _print_head_summary(result.out_dir, report["timings_s"]["total"], m, report.get("warnings", []))
-        return
-    print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
-    for name in result.artifacts:
-        print(f"  {name}")
+        _print_head_summary(result.out_dir, report["timings_s"]["total"], m)
+    else:
+        print(f"{loaded.source} finished in {sum(result.stage_seconds.values()):.1f} s; artifacts in {result.out_dir}:")
+        for name in result.artifacts:
+            print(f"  {name}")
+    print_report_warnings(report)
 
 
 def cmd_generate(args) -> int:
@@ -215,5 +217,6 @@ def cmd_demo(args) -> int:
     _set_threads(args.threads)
     with _progress_bar(True) as bar:
         result = run_demo(Path(args.out), progress=bar)
-    _print_head_summary(result.out_dir, result.timings["total"], result.metrics, result.warnings)
+    _print_head_summary(result.out_dir, result.timings["total"], result.metrics)
+    print_report_warnings(json.loads(result.report.read_text()))
     return 0

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from orchestrator.cli.args import pairs
+from orchestrator.cli.honesty import print_report_warnings
 
 DEFAULT_JOBS_TARGET = "127.0.0.1:50051"
+# orchestrator/recipes/builtin, listed without importing the recipe schema (the CLI starts fast)
+BUILTIN_RECIPES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "recipes" / "builtin").glob("*.yaml"))
+REPORT = "report.json"   # the artifact runtime/report.py writes
 
 
 def add_parsers(sub) -> None:
     """The job commands, on the top-level subparsers `sub`."""
     p = sub.add_parser("submit", help="queue a job on a jobs service; prints its id")
     p.add_argument("images", nargs="*", help="input photos")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--recipe", default=None, help="built-in recipe (default sds_gaussians); see `headforge recipes`")
+    # no default: a default recipe would run on whatever backbone the service has, the analytic test prior included
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--recipe", default=None, metavar="NAME",
+                       help=f"a built-in recipe: {', '.join(BUILTIN_RECIPES)} (see `headforge recipes`); "
+                            "this or --recipe-file is required")
     which.add_argument("--recipe-file", default=None, help="a recipe YAML file")
     p.add_argument("--option", action="append", metavar="K=V", help="recipe override by dotted path, YAML value")
     p.add_argument("--prompt", default="")
@@ -91,7 +99,7 @@ def _stage_summary(stage) -> str:
 
 def cmd_submit(args) -> int:
     recipe_yaml = Path(args.recipe_file).read_text() if args.recipe_file else ""
-    recipe = "" if recipe_yaml else (args.recipe or "sds_gaussians")
+    recipe = "" if recipe_yaml else args.recipe
     client = _jobs_client(args)
     try:
         job = client.submit([Path(p) for p in args.images], recipe=recipe, recipe_yaml=recipe_yaml,
@@ -146,6 +154,7 @@ def cmd_watch(args) -> int:
     state = "queued"
     error = ""
     tasks: dict[str, int] = {}
+    artifacts: set[str] = set()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[info]}"), console=console, transient=False) as bars:
@@ -158,6 +167,7 @@ def cmd_watch(args) -> int:
                 if ev.kind == "snapshot":
                     job = ev.payload
                     state, error = job.state, job.error_message
+                    artifacts.update(a.name for a in job.artifacts)
                     console.print(f"job {job.id} ({job.display_name}): {job.state.upper()}")
                     for s in job.stages:
                         p = s.progress
@@ -181,11 +191,29 @@ def cmd_watch(args) -> int:
                     info = " ".join(f"{k}={v:.4g}" for k, v in list(p.metrics.items())[:3])
                     bars.update(t, completed=p.step, total=p.total or None, info=info)
                 elif ev.kind == "artifact":
+                    artifacts.add(ev.payload.name)
                     console.print(f"artifact {ev.payload.name} ({ev.payload.size_bytes} bytes)")
+        report = _fetch_report(client, args.job_id) if REPORT in artifacts else {}
     finally:
         client.close()
     console.print(f"finished: {state.upper()}" + (f": {error}" if error and state != "succeeded" else ""))
+    print_report_warnings(report, lambda line: console.print(
+        line, markup=False, highlight=False, soft_wrap=True,
+        style="bold red" if line.startswith("NOT A RESULT") else "yellow"))
     return 0 if state == "succeeded" else 1
+
+
+def _fetch_report(client, job_id: str) -> dict:
+    """The job's report.json artifact, parsed (downloaded to a temporary folder); when it cannot be read, a
+    report whose one warning says so (the job's outcome stands, but nothing vouches for its models)."""
+    from services.common.errors import HeadForgeError
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="headforge-watch-") as tmp:
+            (path,) = client.fetch(job_id, [REPORT], tmp)
+            return json.loads(path.read_text())
+    except (HeadForgeError, OSError, ValueError) as e:
+        return {"warnings": [f"{REPORT} could not be read ({e}): which models served the job is not known"]}
 
 def cmd_fetch(args) -> int:
     client = _jobs_client(args)

@@ -27,6 +27,9 @@ outputs mean nothing).
   diffusers training scripts (`unet.<module>.to_q.lora.down.weight` / `.lora.up.weight` for to_q, to_k, to_v
   and to_out.0 of every attention block), rank 4, non-zero.
 - `guidance.yaml`: a `backbones:` list describing the above (paths relative to the file).
+
+Every model folder above also holds the random-weights marker file (services.core.models.mark_random_weights):
+the loaders report its models with provenance "random_weights".
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from services.core.models import mark_random_weights
 from services.guidance.schedule import SD_SCHEDULE
 
 CROSS_ATTENTION_DIM = 32
@@ -322,6 +326,10 @@ def write_tiny_models(root: Path) -> Path:
     _write_controlnet(unet, root / "controlnet-normal-tiny", seed=11)
     _write_faceid(unet, root / "ip-adapter-faceid-tiny" / "ip-adapter-faceid_sd15.bin")
     _write_lora(unet, root / "lora-normal-tiny" / "pytorch_lora_weights.safetensors")
+    for folder in ("sd15-tiny", "controlnet-landmarks-tiny", "controlnet-normal-tiny", "ip-adapter-faceid-tiny",
+                   "lora-normal-tiny"):
+        mark_random_weights(root / folder, "services.guidance.tiny_models.write_tiny_models "
+                                           "(headforge models make-tiny)")
     path = root / "guidance.yaml"
     path.write_text(yaml.safe_dump(guidance_config(), sort_keys=False))
     return path

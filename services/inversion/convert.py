@@ -257,7 +257,8 @@ def describe_to_proto(d: Description) -> inversion_pb2.InversionDescribeResponse
     for g in d.generators:
         msg = resp.generators.add(name=g.name, is_default=g.is_default, weights_format=g.weights_format,
                                   available=g.available, unavailable_reason=g.unavailable_reason)
-        msg.models.add(role="generator", backend="headforge-torch", name=g.path, sha256=g.sha256)
+        msg.models.add(role="generator", backend="headforge-torch", name=g.path, sha256=g.sha256,
+                       provenance=g.provenance)
         msg.models.add(role="lpips", backend="headforge-torch", name=d.lpips)
         c = g.config
         if c is not None:
@@ -282,11 +283,13 @@ def describe_from_proto(r: inversion_pb2.InversionDescribeResponse) -> Descripti
     gens = []
     lpips_name = ""
     for g in r.generators:
-        sha = next((m.sha256 for m in g.models if m.role == "generator"), "")
-        path = next((m.name for m in g.models if m.role == "generator"), "")
+        gen_record = next((m for m in g.models if m.role == "generator"), None)
+        sha, path, provenance = ((gen_record.sha256, gen_record.name, gen_record.provenance) if gen_record
+                                 else ("", "", ""))
         lpips_name = next((m.name for m in g.models if m.role == "lpips"), lpips_name)
         gens.append(GeneratorInfo(g.name, g.is_default, KIND_NAMES.get(g.kind, ""), g.weights_format,
-                                  g.available, g.unavailable_reason, path, sha, None, CROP_NAMES.get(g.crop_style, "")))
+                                  g.available, g.unavailable_reason, path, sha, None, CROP_NAMES.get(g.crop_style, ""),
+                                  provenance))
     limits = InversionLimits(session_idle_ttl_s=r.session_idle_ttl_s or 1, max_sessions_per_tenant=r.max_sessions_per_tenant or 1,
                              max_tenant_bytes=r.max_tenant_bytes or 1, max_session_bytes=r.max_session_bytes or 1)
     return Description(gens, limits, r.max_message_bytes, r.device, lpips_name, "")

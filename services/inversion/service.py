@@ -124,17 +124,17 @@ class InversionService:
         default = self.config.default_generator or next(iter(self._entries), "")
         for name, e in self._entries.items():
             fmt = checkpoint.weights_format(e.path)
-            cfg, reason, sha = None, "", ""
+            cfg, reason, sha, provenance = None, "", "", ""
             if fmt == "pickle" and not self.config.trust_pickles:
                 reason = "PICKLE_NOT_TRUSTED"  # never unpickled without the flag, not even to describe it
             else:
                 try:  # loads on first Describe (it would load on first use anyway): the answer is the truth
                     gen = self._load(e)
-                    cfg, sha = gen.cfg, e.loaded.sha256
+                    cfg, sha, provenance = gen.cfg, e.loaded.sha256, e.loaded.provenance
                 except HeadForgeError as err:
                     reason = err.reason or "GENERATOR_LOAD_FAILED"
             gens.append(GeneratorInfo(name, name == default, cfg.kind if cfg else "", fmt, not reason, reason,
-                                      e.path, sha, cfg, cfg.crop_style if cfg else ""))
+                                      e.path, sha, cfg, cfg.crop_style if cfg else "", provenance))
         st = self.lpips() if (self.config.lpips_vgg or self._lpips) else LpipsStatus(None, "none",
                                                                                      "no VGG16 backbone weights configured")
         return Description(gens, self.limits, self.config.max_message_bytes, _device_name(self.device), st.name,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from services.core.models import mark_random_weights
 from services.inversion.generators.checkpoint import save_generator
 from services.inversion.generators.config import GeneratorConfig
 from services.inversion.generators.triplane_generator import TriplaneGenerator
@@ -70,16 +71,19 @@ def fit_shape_prior(gen: TriplaneGenerator, steps: int = 200, seed: int = 0, rad
 
 
 def write_tiny_generators(directory: str | Path, names=tuple(TINY_CONFIGS), shape_prior: bool = True) -> list[Path]:
-    """Write each tiny generator to directory/<name> (config.json + model.safetensors)."""
+    """Write each tiny generator to directory/<name> (config.json + model.safetensors + the random-weights
+    marker file, services.core.models.mark_random_weights)."""
     out = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: extra threads only wait on each other on a busy machine
     try:
         for i, name in enumerate(names):
             gen = tiny_generator(name, seed=i, shape_prior=shape_prior)
-            out.append(save_generator(gen, Path(directory) / name,
-                                      source=f"tiny random generator (headforge models make-tiny), seed {i}, "
-                                             f"shape prior {shape_prior}; for tests only"))
+            folder = save_generator(gen, Path(directory) / name,
+                                    source=f"tiny random generator (headforge models make-tiny), seed {i}, "
+                                           f"shape prior {shape_prior}; for tests only")
+            mark_random_weights(folder, "services.inversion.tiny.write_tiny_generators (headforge models make-tiny)")
+            out.append(folder)
     finally:
         torch.set_num_threads(threads)
     return out

@@ -211,6 +211,7 @@ class GeneratorInfo:
     sha256: str
     config: GeneratorConfig | None      # in-process only (None over gRPC)
     crop_style: str = ""
+    provenance: str = ""                # services.core.models.PROVENANCES ("random_weights" for tiny ones)
 
 
 @dataclass

@@ -54,7 +54,8 @@ def test_submit_status_cancel(jobs_server, photo):
     assert r.returncode == 0 and "CANCELLED" in r.stdout
     r = headforge(jobs_server, "watch", job_id)
     assert r.returncode == 1 and "CANCELLED" in r.stdout     # already terminal: not a success
-    r = headforge(jobs_server, "submit", str(photo), "--option", "stages.optimise.iterations=-1")
+    r = headforge(jobs_server, "submit", str(photo), "--recipe", "sds_gaussians", "--option",
+                  "stages.optimise.iterations=-1")
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "stages[2].params.iterations" in r.stderr
 
 
@@ -63,7 +64,7 @@ def test_jobs_process_serves_job_gauges_from_the_store(jobs_server, photo):
     another process moved on (the runtime here is this test process)."""
     from tests.integration.test_server_runtime import sample, scrape
 
-    r = headforge(jobs_server, "submit", str(photo))
+    r = headforge(jobs_server, "submit", str(photo), "--recipe", "sds_gaussians")
     assert r.returncode == 0, r.stderr
     store = JobStore(jobs_server.store_path)
     counts, _ = store.state_summary()
@@ -79,7 +80,7 @@ def test_jobs_process_serves_job_gauges_from_the_store(jobs_server, photo):
 
 
 def test_watch_until_succeeded_then_fetch(jobs_server, photo, tmp_path):
-    r = headforge(jobs_server, "submit", str(photo))
+    r = headforge(jobs_server, "submit", str(photo), "--recipe", "sds_gaussians")
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip()
     store, arts = JobStore(jobs_server.store_path), ArtifactStore(str(jobs_server.artifacts_root))

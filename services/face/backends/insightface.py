@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.core.models import ModelRecord, file_sha256
+from services.core.models import PROVENANCE_KEY, ModelRecord, file_sha256, folder_provenance
 from services.face.backends.base import Detection
 from services.core.landmarks import ARCFACE_112
 
@@ -58,20 +58,24 @@ class _ModelFile:
     inputs: list[tuple[str, list]]
     outputs: list[tuple[str, list]]
     head_nodes: list[str] = field(default_factory=list)  # names of the first 8 nodes
+    provenance: str = ""  # services.core.models: from the file's metadata, or a marker file in its folder
 
     @classmethod
     def read(cls, path: Path) -> "_ModelFile":
         import onnx
 
-        graph = onnx.load(str(path), load_external_data=False).graph
+        model = onnx.load(str(path), load_external_data=False)
+        graph = model.graph
         inits = {i.name for i in graph.initializer}
+        meta = {p.key: p.value for p in model.metadata_props}
 
         def dims(v) -> list:
             return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                     for d in v.type.tensor_type.shape.dim]
 
         return cls(path, [(v.name, dims(v)) for v in graph.input if v.name not in inits],
-                   [(v.name, dims(v)) for v in graph.output], [n.name for n in graph.node[:8]])
+                   [(v.name, dims(v)) for v in graph.output], [n.name for n in graph.node[:8]],
+                   meta.get(PROVENANCE_KEY, "") or folder_provenance(path.parent))
 
     def role(self) -> str | None:
         """'detector', 'landmarks_68', 'recognizer' or None (another model of the pack, e.g. genderage)."""
@@ -104,7 +108,7 @@ class _ModelFile:
         return file_sha256(self.path)
 
     def record(self, role: str) -> ModelRecord:
-        return ModelRecord(role, "insightface", self.path.name, self.sha256)
+        return ModelRecord(role, "insightface", self.path.name, self.sha256, self.provenance)
 
 
 def _session(path: Path):

@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from services.core.landmarks import ARCFACE_112, TEMPLATE_68
+from services.core.models import PROVENANCE_KEY, RANDOM_WEIGHTS
 
 OPSET = 11          # the real packs are opset-11 exports
 IR_VERSION = 6
@@ -162,7 +163,8 @@ def _recognizer(rng: np.random.Generator) -> onnx.ModelProto:
 
 
 def write_tiny_pack(folder: Path, seed: int = 0) -> Path:
-    """Write the tiny buffalo_l-layout pack into `folder` (created if needed) and return it."""
+    """Write the tiny buffalo_l-layout pack into `folder` (created if needed) and return it. Every file says
+    in its ONNX metadata that its weights are random (services.core.models.PROVENANCE_KEY)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -174,5 +176,8 @@ def write_tiny_pack(folder: Path, seed: int = 0) -> Path:
         "w600k_r50.onnx": _recognizer(rng),
     }
     for name, model in models.items():
+        helper.set_model_props(model, {PROVENANCE_KEY: RANDOM_WEIGHTS, "headforge_written_by":
+                                       "services.face.backends.tiny_insightface.write_tiny_pack (headforge models "
+                                       "make-tiny); the weights are random, their outputs mean nothing"})
         onnx.save(model, str(folder / name))
     return folder

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
-from services.core.models import ModelRecord
+from services.core.models import TEST_PRIOR, ModelRecord
 from services.guidance.backbones.base import (BatchConditions, ModelFilesError, check_normal_convention,
                                              check_output_kind)
 from services.guidance.schedule import SD_SCHEDULE, alphas_cumprod
@@ -109,7 +109,7 @@ class AnalyticBackbone:
             output_kind=config.output_kind, normal_convention=config.normal_convention,
             latent_scale_factor=1, latent_channels=3, num_train_timesteps=int(SCHEDULER_CONFIG["num_train_timesteps"]),
             variants=("sds",), controls=(), schedulers=("ddim", "ddpm", "euler"),
-            models=(ModelRecord("exemplars", "analytic", config.exemplars or "builtin"),))
+            models=(ModelRecord("exemplars", "analytic", config.exemplars or "builtin", provenance=TEST_PRIOR),))
 
     def alphas_cumprod(self) -> torch.Tensor:
         return self._alphas

@@ -21,7 +21,8 @@ from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig
 from services.guidance.backbones.model_files import (ADAPTER_LAYOUT, CONTROLNET_LAYOUT, LORA_LAYOUT,
                                                     PICKLE_SUFFIXES, SD_LAYOUT, check_sd_components,
                                                     component_records, read_scheduler_config, require,
-                                                    resolve_root, weight_file, weights_files)
+                                                    resolve_root, weight_file, weights_files,
+                                                    weights_provenance)
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,12 @@ def _find_files(cfg: DiffusersBackboneConfig, base_dir: Path) -> _Files:
 
 def _records(cfg: DiffusersBackboneConfig, files: _Files) -> list[ModelRecord]:
     records = component_records(cfg.path, files.sd_weights)
-    records += [ModelRecord(f"controlnet:{c.name}", "diffusers", c.path, file_sha256(*files.control_weights[c.name]))
-                for c in cfg.controlnets]
-    records += [ModelRecord(f"identity_adapter:{a.name}", "diffusers", a.path, file_sha256(files.adapter_files[a.name]))
-                for a in cfg.identity_adapters]
-    records += [ModelRecord(f"lora:{lora.name}", "diffusers", lora.path, file_sha256(files.lora_files[lora.name]))
-                for lora in cfg.loras]
+    records += [ModelRecord(f"controlnet:{c.name}", "diffusers", c.path, file_sha256(*files.control_weights[c.name]),
+                            weights_provenance(files.control_weights[c.name])) for c in cfg.controlnets]
+    records += [ModelRecord(f"identity_adapter:{a.name}", "diffusers", a.path, file_sha256(files.adapter_files[a.name]),
+                            weights_provenance([files.adapter_files[a.name]])) for a in cfg.identity_adapters]
+    records += [ModelRecord(f"lora:{lora.name}", "diffusers", lora.path, file_sha256(files.lora_files[lora.name]),
+                            weights_provenance([files.lora_files[lora.name]])) for lora in cfg.loras]
     return records
 
 

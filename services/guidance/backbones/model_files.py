@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from services.core.models import ModelRecord, file_sha256
+from services.core.models import ModelRecord, file_sha256, folder_provenance
 from services.guidance.backbones.base import ModelFilesError
 
 SD_LAYOUT = ("a diffusers Stable Diffusion folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
@@ -116,7 +116,14 @@ def weight_file(root: Path, subfolder: str, weight_name: str, allow_pickle: bool
     return path
 
 
+def weights_provenance(files: list[Path]) -> str:
+    """The provenance (services.core.models) of a model's weights files: "random_weights" when the random-weights
+    marker lies in a file's folder or the folder above it (a component or subfolder of a model root)."""
+    return folder_provenance(*{d for f in files for d in (f.parent, f.parent.parent)})
+
+
 def component_records(path: str, weights: dict[str, list[Path]], backend: str = "diffusers") -> list[ModelRecord]:
     """One ModelRecord per SD component (role = component, name = "<configured path>/<component>") with the
-    SHA-256 of its weights files."""
-    return [ModelRecord(sub, backend, f"{path}/{sub}", file_sha256(*files)) for sub, files in weights.items()]
+    SHA-256 and the provenance of its weights files."""
+    return [ModelRecord(sub, backend, f"{path}/{sub}", file_sha256(*files), weights_provenance(files))
+            for sub, files in weights.items()]

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from services.core.models import ModelRecord
+from services.core.models import ModelRecord, folder_provenance
 from services.guidance.backbones.base import ModelFilesError
 from services.guidance.backbones.diffusers_backbone import DiffusersBackbone
 from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig
@@ -66,7 +66,10 @@ def load_triton_backbone(config: TritonBackboneConfig | dict, base_dir: Path, de
                       model_version=cfg.triton_model_version, client_timeout_s=cfg.triton_timeout_s)
     for m in (vae, text_encoder):
         m.to(device).eval().requires_grad_(False)
-    records = [ModelRecord("unet", "triton", f"{cfg.triton_url}/{cfg.triton_model}"),
+    # Triton serves the UNet exported from this SD folder's unet/ (the config read here): the folder's marker
+    # says whether its weights are random
+    records = [ModelRecord("unet", "triton", f"{cfg.triton_url}/{cfg.triton_model}",
+                           provenance=folder_provenance(root, root / "unet")),
                *component_records(cfg.path, weights)]
     pipe = SimpleNamespace(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
     return DiffusersBackbone(cfg, pipe, {}, [], 0, [], records, device, dtype, scheduler_cfg, backend="triton")

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from services.common.errors import FailedPrecondition
-from services.core.models import file_sha256
+from services.core.models import file_sha256, folder_provenance
 from services.inversion.generators.config import GeneratorConfig
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 
@@ -49,6 +49,7 @@ class LoadedGenerator:
     weights_format: str      # "safetensors" or "pickle"
     path: str
     sha256: str              # first 16 hex chars of the weights file's sha256
+    provenance: str = ""     # services.core.models: "random_weights" when the folder has the marker file
 
 
 def _fail(message: str, reason: str, **meta) -> FailedPrecondition:
@@ -156,4 +157,4 @@ def load_generator(directory: str | Path, *, trust_pickles: bool = False, device
         raise _fail(f"{d} holds no weights; expected {WEIGHTS} + {CONFIG} (HeadForge format) or {PICKLE} "
                     "(official EG3D/PanoHead pickle, needs --trust-pickles)", "GENERATOR_NOT_FOUND", path=d)
     gen.eval().requires_grad_(False)
-    return LoadedGenerator(gen.to(device), fmt, str(d), sha)
+    return LoadedGenerator(gen.to(device), fmt, str(d), sha, folder_provenance(d))
