@@ -29,8 +29,10 @@ _LABELS = {"guidance": "guidance backbone", "face": "face models"}   # report["m
 
 
 def _sds_backbones(loaded) -> set[str]:
-    """The backbone names the recipe's sds terms name ("" = the guidance service's default)."""
-    return {t.backbone for p in loaded.params.values() for t in getattr(p, "terms", ()) if t.kind == "sds"}
+    """The backbone names the recipe's sds terms and guidance stages (generate, texture_inpaint, refine)
+    name ("" = the guidance service's default)."""
+    names = {t.backbone for p in loaded.params.values() for t in getattr(p, "terms", ()) if t.kind == "sds"}
+    return names | {p.backbone for p in loaded.params.values() if isinstance(getattr(p, "backbone", None), str)}
 
 
 def _service_models(services: set[str], clients, backbones: set[str]) -> dict:

@@ -96,8 +96,12 @@ class GaussianInitParams(_Strict):
 
 
 class DmtetInitParams(_Strict):
+    """color_field: a per-vertex colour field (the "texture" parameter group) beside the SDF and deformation;
+    without it the DMTet renders grey (geometry-only stages)."""
+
     grid_resolution: Literal[32, 64, 128, 256, 512] = 64
     extent: float = Field(1.2, gt=0)           # half side of the grid's cube, world units
+    color_field: bool = True
 
 
 class FieldInitParams(_Strict):
@@ -109,6 +113,8 @@ class FieldInitParams(_Strict):
     levels: list[int] = Field(default_factory=list)     # pyramid_trigrid resolutions, e.g. [8, 16, ..., 512]
     box_size: float = Field(0.0, ge=0)
     decoder: Literal["trainable", "frozen"] = "trainable"
+    samples_per_ray: int = Field(0, ge=0, le=1024)      # stratified samples (0 = the service's 48)
+    importance_samples: int | None = Field(None, ge=0, le=1024)   # None = the service's 48; 0 = none
 
 
 # where each representation's first scene can come from
@@ -129,7 +135,7 @@ class InitParams(_Strict):
     num_points: int = Field(3000, ge=16, le=2_000_000)
     radius: float = Field(0.8, gt=0)
     color_from_photo: bool = True             # Gaussians start with the photo's mean head colour
-    texture_size: int = Field(256, ge=16, le=8192)
+    texture_size: int | None = Field(None, ge=16, le=8192)   # mesh / dmtet only; None = 256
     gaussians: GaussianInitParams = Field(default_factory=GaussianInitParams)
     dmtet: DmtetInitParams = Field(default_factory=DmtetInitParams)
     field: FieldInitParams = Field(default_factory=FieldInitParams)
@@ -145,7 +151,14 @@ class InitParams(_Strict):
             raise ValueError("source artifact needs `artifact` (a job artifact name), and only it does")
         if self.lrs and self.optimizer.lrs:
             raise ValueError("give lrs or optimizer.lrs, not both")
+        if self.texture_size is not None and self.representation not in ("mesh", "dmtet"):
+            raise ValueError(f"texture_size is for mesh and dmtet scenes, not {self.representation}")
         return self
+
+    @property
+    def texture(self) -> int:
+        """The UV texture side of a mesh / DMTet scene."""
+        return self.texture_size or 256
 
     @property
     def start(self) -> str:

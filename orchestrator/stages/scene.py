@@ -75,10 +75,12 @@ def _init_values(ctx: StageContext, params: InitParams) -> tuple[dict | None, tu
         if asset is not None:
             return None, asset, options
         mesh = _sphere_mesh(params.radius) if start == "sphere" else _template_mesh(ctx, start == "fitted_template")
-        return {**mesh, "texture_size": params.texture_size}, None, options
+        return {**mesh, "texture_size": params.texture}, None, options
     if kind == "dmtet":
+        if params.dmtet.color_field:
+            options["color_field"] = "true"
         init = {"grid_resolution": params.dmtet.grid_resolution, "extent": params.dmtet.extent,
-                "texture_size": params.texture_size}
+                "texture_size": params.texture}
         if asset is not None:
             init["mesh_asset"] = asset
         elif start == "sphere":
@@ -89,6 +91,10 @@ def _init_values(ctx: StageContext, params: InitParams) -> tuple[dict | None, tu
     f = params.field   # triplane, trigrid, pyramid_trigrid
     if f.decoder == "frozen":
         options["freeze_decoder"] = "true"
+    if f.samples_per_ray:
+        options["samples_per_ray"] = str(f.samples_per_ray)
+    if f.importance_samples is not None:
+        options["importance_samples"] = str(f.importance_samples)
     if asset is not None:
         return None, asset, options
     init = {k: v for k, v in {"resolution": f.resolution, "channels": f.channels, "depth": f.depth,
@@ -202,19 +208,21 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
         raise FailedPrecondition(f"convert: {source} -> {params.to} is not a conversion HeadForge has; it has "
                                  f"{sorted(CONVERSIONS)}", reason="NO_CONVERSION")
     render = ctx.clients.render
+    options: dict[str, str] = {}
     if params.to == "gaussians":
         init, asset = _mesh_to_gaussians(ctx, params)
     elif params.to == "dmtet":   # the mesh's SDF on the grid
         init = {"grid_resolution": params.dmtet.grid_resolution, "extent": params.dmtet.extent,
                 "mesh_asset": (render.export(ensure_scene(ctx), "glb"), "glb")}
         asset = None
+        options = {"color_field": "true"} if params.dmtet.color_field else {}
     else:                        # dmtet -> mesh
         init, asset = _dmtet_to_mesh(ctx, params), None
     close_scene(ctx)
     optimizer = params.optimizer_params()
     info = render.create_scene(params.to, init, asset=asset, optimizer=optimizer_spec(optimizer),
-                               seed=ctx.seed + 2, label=ctx.job_id)
-    set_job_scene(ctx, params.to, info.scene_id, optimizer)
+                               options=options or None, seed=ctx.seed + 2, label=ctx.job_id)
+    set_job_scene(ctx, params.to, info.scene_id, optimizer, options)
 
 
 def run_export(ctx: StageContext, params: ExportParams) -> None:

@@ -188,7 +188,7 @@ def view_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tup
         normals = t.output != "rgb"
         # renders can overshoot [0, 1] slightly (unclamped colours): the prior sees them clipped and its
         # gradient passes straight through; normal maps go as pictures (n + 1) / 2
-        images = (out[t.output] + 1) / 2 if normals else np.clip(out["rgb"], 0, 1)
+        images = np.clip((out[t.output] + 1) / 2 if normals else out["rgb"], 0, 1)
         conditions = Conditions(
             backbone=t.backbone, prompt=t.prompt or ctx.prompt, negative_prompt=t.negative_prompt,
             view_dependent_prompt=t.view_dependent_prompt, loras=[(lora.name, lora.scale) for lora in t.loras],

@@ -116,7 +116,7 @@ class OracleBackbone:
             expression_adapter=True,
             loras=tuple(LoraSpec(x.name, x.output_kind, x.normal_convention) for x in config.loras),
             schedulers=("ddim", "ddpm", "euler"),
-            models=(ModelRecord("test_prior", "oracle", "oracle-procedural-head"),))
+            models=(ModelRecord("test_prior", "oracle", "oracle-procedural-head", provenance="test_prior"),))
 
     def alphas_cumprod(self) -> torch.Tensor:
         return self._alphas
