@@ -5,7 +5,8 @@ Face Analyze on a 512x512 portrait (scikit-image's astronaut), in-process and ov
 representation (tests/bench/render.py); guidance Distill throughput with dynamic batching
 (tests/bench/guidance.py); inversion and PTI steps/s (tests/bench/inversion.py: the tiny generator on CPU, a
 full-size PanoHead-architecture generator with random weights on CUDA); subjects/hour on Ray
-(tests/bench/orchestrator.py).
+(tests/bench/orchestrator.py); the closed loop on the oracle prior (orchestrator/closed_loop.py: held-out
+PSNR, normal error, Chamfer and marking side before/after for Gaussians, DMTet and a tri-plane field).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from services.common.images import encode_png
 from services.common.process import ServiceProcess
 
-SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion")
+SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion", "closed_loop")
 
 
 def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
@@ -106,6 +107,11 @@ def main() -> int:
         from tests.bench.inversion import bench_inversion
 
         report["inversion"] = bench_inversion()
+    if "closed_loop" in only:   # the oracle prior's closed loop (a test of the pipeline, not a result)
+        from orchestrator.closed_loop import KINDS, run_on_ray
+
+        with tempfile.TemporaryDirectory() as tmp:
+            report["closed_loop_oracle"] = run_on_ray(KINDS, Path(tmp))
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
