@@ -295,8 +295,9 @@ class OptimiseParams(_Strict):
 class ConvertParams(_Strict):
     """Replace the job's scene by another representation of the same head: mesh -> gaussians (points
     sampled over the surface, coloured by its texture: PSHead-style refinement after a mesh), mesh ->
-    dmtet (the SDF of the mesh on a grid), dmtet -> mesh (the extracted surface with xatlas UVs; the texture
-    starts as its mean colour, for a texture stage to paint)."""
+    dmtet (the SDF of the mesh on a grid), dmtet or a field -> mesh (the extracted surface, for a field its
+    density's marching-cubes surface, with xatlas UVs; the texture starts as its mean colour, for a texture
+    stage to paint)."""
 
     to: Literal["gaussians", "dmtet", "mesh"] = "gaussians"
     num_points: int = Field(20000, ge=16, le=2_000_000)

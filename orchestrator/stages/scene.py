@@ -183,9 +183,10 @@ def _mesh_to_gaussians(ctx: StageContext, params: ConvertParams) -> tuple[dict, 
     return {"points": points.astype(np.float32), "colors": colors}, None
 
 
-def _dmtet_to_mesh(ctx: StageContext, params: ConvertParams) -> dict:
-    """The DMTet's extracted surface as a textured mesh: the render service unwraps it with xatlas (no UVs
-    given); the texture starts as the surface's mean vertex colour, for a texture stage to paint."""
+def _surface_to_mesh(ctx: StageContext, params: ConvertParams) -> dict:
+    """A DMTet's extracted surface, or a field's density surface (marching cubes), as a textured mesh: the
+    render service unwraps it with xatlas (no UVs given); the texture starts as the surface's mean vertex
+    colour, for a texture stage to paint."""
     import io
 
     import trimesh
@@ -216,8 +217,8 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
                 "mesh_asset": (render.export(ensure_scene(ctx), "glb"), "glb")}
         asset = None
         options = {"color_field": "true"} if params.dmtet.color_field else {}
-    else:                        # dmtet -> mesh
-        init, asset = _dmtet_to_mesh(ctx, params), None
+    else:                        # dmtet or field -> mesh
+        init, asset = _surface_to_mesh(ctx, params), None
     close_scene(ctx)
     optimizer = params.optimizer_params()
     info = render.create_scene(params.to, init, asset=asset, optimizer=optimizer_spec(optimizer),

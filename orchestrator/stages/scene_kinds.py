@@ -6,7 +6,7 @@ the jobs service can validate a recipe without a render service."""
 from __future__ import annotations
 
 _BASE = frozenset({"rgb", "alpha", "depth", "normal_camera", "normal_world"})
-_FIELD = {"outputs": _BASE, "regularizers": frozenset({"tv", "l1"}), "exports": frozenset({"npz"})}
+_FIELD = {"outputs": _BASE, "regularizers": frozenset({"tv", "l1"}), "exports": frozenset({"npz", "glb", "ply", "obj_zip"})}
 
 KINDS: dict[str, dict[str, frozenset[str]]] = {
     "gaussians": {"outputs": _BASE, "regularizers": frozenset({"opacity_entropy", "scale"}),
@@ -20,4 +20,5 @@ KINDS: dict[str, dict[str, frozenset[str]]] = {
 }
 
 # (from, to) pairs of the convert stage (orchestrator/stages/scene.py)
-CONVERSIONS = frozenset({("mesh", "gaussians"), ("mesh", "dmtet"), ("dmtet", "mesh")})
+CONVERSIONS = frozenset({("mesh", "gaussians"), ("mesh", "dmtet"), ("dmtet", "mesh"),
+                         *((field, "mesh") for field in ("triplane", "trigrid", "pyramid_trigrid"))})

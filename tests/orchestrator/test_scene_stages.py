@@ -30,6 +30,7 @@ def run(tmp_path):
         return state, events, store
 
     go.render = render
+    go.store_url = tmp_path.as_uri()
     return go
 
 
@@ -86,11 +87,12 @@ def test_mesh_to_dmtet_to_mesh_keeps_the_head(run):
     assert run.render.service.store.count() == 0
 
 
-def test_a_conversion_that_does_not_exist_fails_with_what_exists(run):
-    state, events, _ = run(_recipe("{name: init, kind: init, params: {representation: triplane}}",
-                                   "{name: c, kind: convert, params: {to: gaussians}}"))
-    assert state == "failed" and events[-1]["error_reason"] == "NO_CONVERSION"
-    assert "triplane -> gaussians" in events[-1]["error_message"]
+def test_a_conversion_that_does_not_exist_fails_at_load_with_what_exists():
+    with pytest.raises(InvalidArgument) as err:
+        load_recipe(text=_recipe("{name: init, kind: init, params: {representation: triplane}}",
+                                 "{name: c, kind: convert, params: {to: gaussians}}"))
+    assert err.value.field == "stages[1].params.to" and "triplane -> gaussians" in err.value.message
+    assert "('triplane', 'mesh')" in err.value.message
 
 
 def test_init_from_an_artifact_starts_from_exactly_that_field(run):
@@ -133,3 +135,24 @@ def test_optimizer_params_reach_the_render_service():
     assert spec.lrs["means"](0) == 0.01 and spec.lrs["means"](100) == pytest.approx(0.001)
     assert spec.lrs["means"](50) == pytest.approx(np.sqrt(0.01 * 0.001))      # exponential between the ends
     assert spec.lrs["sh0"](1000) == 0.02 and spec.eps == 1e-15 and spec.max_grad_norm == 1.0
+
+
+
+def test_a_field_converts_to_a_textured_mesh(run, tmp_path):
+    """A tri-plane -> mesh (its density surface by marching cubes, xatlas UVs): the job goes on with a mesh."""
+    from tests.render.test_fields import _blob_field
+
+    blob = _blob_field((0.5, 0.0, 0.0)).export("npz")
+    state, events, store = run(_recipe(
+        "{name: init, kind: init, params: {representation: triplane, source: artifact, artifact: given/blob.npz}}",
+        "{name: to_mesh, kind: convert, params: {to: mesh, texture_size: 64}}",
+        "{name: export, kind: export, params: {formats: [glb]}}"), job="blob") if _put(run, "blob", blob) else None
+    assert state == "succeeded", events[-1]
+    mesh = _glb(store, "blob")
+    assert np.allclose(mesh.vertices.mean(0), (0.5, 0.0, 0.0), atol=0.02) and mesh.visual.uv is not None
+
+
+def _put(run, job: str, blob: bytes) -> bool:
+    store = ArtifactStore(run.store_url)
+    store.write(job, "given/blob.npz", blob, "")
+    return True

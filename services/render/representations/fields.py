@@ -50,12 +50,15 @@ from services.core.camera_batch import CameraBatch
 from services.core import volume
 from services.core.field_npz import META_KEYS, FieldArrays, read_field_npz, write_field_npz
 from services.core.planes import decode_osg, feature_sampler
+from services.render.representations import mesh_io
 from services.render.representations.base import Representation, SceneKind
 from services.render.representations.field_config import (DEFAULT_PLANE_LR, DEFAULT_DECODER_LR, DEFAULT_LEVELS, OPTIONS,
                                                            FieldConfig, default_learning_rates, field_config,
                                                            level_lr_scale)
 
 FIELD_OUTPUTS = frozenset({"rgb", "alpha", "depth", "normal_camera", "normal_world"})
+MESH_RESOLUTION = 128   # marching-cubes grid of a mesh export
+MESH_DENSITY = 5.0      # the surface's density (per world unit): about 40% opacity over a 0.1 step
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -247,8 +250,39 @@ class FieldRepresentation(Representation):
 
     # files -------------------------------------------------------------------------------------
 
+    def mesh_data(self, resolution: int = MESH_RESOLUTION, threshold: float = MESH_DENSITY) -> mesh_io.MeshData:
+        """The surface where the activated density (per world unit) crosses `threshold`, by marching cubes
+        on a resolution^3 grid over the field's box; vertex colours are the decoded colour there."""
+        from skimage.measure import marching_cubes
+
+        p = self.decoder.layers[0].weight
+        half = float(self.cfg.box_size)
+        lin = torch.linspace(-half, half, resolution, device=p.device, dtype=p.dtype)
+        query = self.query_function()
+        with torch.no_grad():
+            sigma = []
+            for x in lin:   # one slab at a time: resolution^2 points
+                pts = torch.stack(torch.meshgrid(x.view(1), lin, lin, indexing="ij"), -1).view(-1, 3)
+                raw, _ = query(pts)
+                sigma.append(volume.activate_density(raw, self.settings.density_activation).view(resolution, resolution)
+                             * self.settings.density_scale)
+            grid = torch.stack(sigma).cpu().float().numpy()
+        if not grid.min() < threshold < grid.max():
+            raise mesh_io.EmptyMeshError("scene", f"the density never crosses {threshold} inside the box: no surface")
+        step = 2 * half / (resolution - 1)
+        verts, faces, _, _ = marching_cubes(grid, level=threshold, spacing=(step,) * 3)
+        verts = (verts - half).astype(np.float32)
+        with torch.no_grad():
+            _, colour = query(torch.as_tensor(verts, device=p.device, dtype=p.dtype))
+        colours = colour[:, :3].clamp(0, 1).cpu().float().numpy()
+        # marching cubes on density (high inside) winds faces inward: flip them to CCW from outside
+        return mesh_io.MeshData(verts, faces[:, ::-1].astype(np.int64).copy(), vertex_colors=colours)
+
     def export(self, fmt: str) -> bytes:
-        """"npz": render.proto's field layout (float32 arrays, uint8 "kind" and JSON "meta")."""
+        """"npz": render.proto's field layout (float32 arrays, uint8 "kind" and JSON "meta"); "glb", "ply",
+        "obj_zip": the density's surface (mesh_data), vertex-coloured."""
+        if fmt in ("glb", "ply", "obj_zip"):
+            return mesh_io.export_mesh(self.mesh_data(), fmt)
         if fmt != "npz":
             raise ValueError(f"{self.kind} cannot be exported as {fmt}")
         c = self.cfg
@@ -338,7 +372,7 @@ def _scene_kind(cls: type[FieldRepresentation]) -> SceneKind:
             raise InvalidArgument("asset.format", f"a {cls.kind} scene is created from NPZ, not {fmt}")
         return cls.from_npz(data, options)
 
-    return SceneKind(cls, create, from_asset, dict(OPTIONS), ("npz",), ("tv", "l1"))
+    return SceneKind(cls, create, from_asset, dict(OPTIONS), ("npz", "glb", "ply", "obj_zip"), ("tv", "l1"))
 
 
 TRIPLANE_KIND = _scene_kind(TriplaneRepresentation)
