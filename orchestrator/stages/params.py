@@ -184,8 +184,9 @@ class ControlUse(_Strict):
     name: str = ""                             # a ControlNet by name; "" = the backbone's one of this kind
 
 
-TERM_KINDS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "sds", "identity", "regress")
-REFERENCE_TERMS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth")
+TERM_KINDS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "perceptual", "sds", "identity",
+              "regress")
+REFERENCE_TERMS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "perceptual")
 SDS_OUTPUTS = ("rgb", "normal_camera", "normal_world", "albedo")   # albedo: no scene kind renders it yet
 
 
@@ -197,6 +198,9 @@ class Term(_Strict):
                         (3, H, W) in [-1, 1], camera frame), inside the head mask
       reference_depth   1 - Pearson correlation to a depth map at the reference camera (`target`: .npy
                         (1, H, W)), inside the head mask (scale and shift free, as monocular depth is)
+      perceptual        LPIPS (VGG16) of the reference-view render to the photo, with the user's weights
+                        (`lpips_vgg`: torchvision's VGG16 state dict, `lpips_lin`: the lpips package's
+                        lin weights; services/core/lpips.py), computed where the job runs
       sds               guidance Distill on the step's views, on the render output `output`, carrying every
                         DistillRequest field (variant, backbone, LoRAs, identity, controls, reference view,
                         CFG, timestep schedule with piecewise anneals, weighting, caller noise)
@@ -212,6 +216,8 @@ class Term(_Strict):
     l1: float = Field(0.0, ge=0)              # reference_rgb / regress: the L1 and L2 weights
     l2: float = Field(1.0, ge=0)
     target: str = ""                          # reference_normal / reference_depth / regress: a job artifact
+    lpips_vgg: str = ""                       # perceptual: weight files on the machine that runs the job
+    lpips_lin: str = ""
     # sds
     output: Literal[SDS_OUTPUTS] = "rgb"
     variant: Literal["sds", "isd", "image_conditioned"] = "sds"
@@ -247,6 +253,8 @@ class Term(_Strict):
             raise ValueError(f"t_anneal steps must increase, got {steps}")
         if self.kind in ("reference_normal", "reference_depth", "regress") and not self.target:
             raise ValueError(f"a {self.kind} term needs `target` (a job artifact name)")
+        if self.kind == "perceptual" and not self.lpips_vgg:
+            raise ValueError("a perceptual term needs lpips_vgg (VGG16 weights; nothing is downloaded)")
         if self.kind == "reference_rgb" and self.l1 == 0 and self.l2 == 0:
             raise ValueError("reference_rgb needs l1 > 0 or l2 > 0")
         if self.variant == "isd" and self.identity_scale == 0:
@@ -265,7 +273,8 @@ class Term(_Strict):
 
     def render_outputs(self) -> set[str]:
         """The render outputs the term reads."""
-        return {"reference_rgb": {"rgb"}, "reference_mask": {"alpha"}, "reference_normal": {"normal_camera", "alpha"},
+        return {"reference_rgb": {"rgb"}, "perceptual": {"rgb"}, "reference_mask": {"alpha"},
+                "reference_normal": {"normal_camera", "alpha"},
                 "reference_depth": {"depth", "alpha"}, "identity": {"rgb"}, "regress": {"rgb"}}.get(
             self.kind, {self.output} | ({"normal_camera"} if any(c.kind == "normal" for c in self.controls) else set())
             | ({"depth"} if any(c.kind == "depth" for c in self.controls) else set()))

@@ -39,6 +39,7 @@ class Subject:
     targets: dict[str, np.ndarray] = field(default_factory=dict)       # reference normal / depth maps
     regress: dict[str, tuple[np.ndarray, list[PinholeCamera]]] = field(default_factory=dict)
     noise: dict[int, np.ndarray] = field(default_factory=dict)         # fixed noise per sds term
+    lpips: dict[tuple[str, str], object] = field(default_factory=dict)  # perceptual terms' networks
 
 
 def _resize(array: np.ndarray, size: int) -> np.ndarray:
@@ -81,6 +82,10 @@ def load_subject(ctx: StageContext, terms: list[Term], resolution: int) -> Subje
             cams = [PinholeCamera(K, w2c, data["images"].shape[-1], data["images"].shape[-2])
                     for K, w2c in zip(data["K"], data["world_to_camera"])]
             s.regress[t.target] = (data["images"].astype(np.float32), cams)
+        elif t.kind == "perceptual" and (t.lpips_vgg, t.lpips_lin) not in s.lpips:
+            from services.core.lpips import LPIPS
+
+            s.lpips[(t.lpips_vgg, t.lpips_lin)] = LPIPS.from_files(t.lpips_vgg, t.lpips_lin or None)
         if t.identity_scale > 0 or t.kind == "identity":
             if s.embedding is None:
                 raise FailedPrecondition(f"{ctx.stage}: terms[{i}] needs the photo's identity embedding (the "
@@ -114,6 +119,8 @@ def reference_terms(ctx: StageContext, scene_id: str, subject: Subject, due: lis
             loss, g, name = *losses.photometric(out["rgb"], subject.rgb, l1_weight=t.l1, l2_weight=t.l2), "rgb"
         elif t.kind == "reference_mask":
             loss, g, name = *losses.mask_loss(out["alpha"], subject.mask), "alpha"
+        elif t.kind == "perceptual":
+            loss, g, name = *perceptual(subject.lpips[(t.lpips_vgg, t.lpips_lin)], out["rgb"], subject.rgb), "rgb"
         elif t.kind == "reference_normal":
             loss, g, name = *losses.normal_loss(out["normal_camera"], subject.targets[t.target], inside), "normal_camera"
         else:
@@ -121,6 +128,17 @@ def reference_terms(ctx: StageContext, scene_id: str, subject: Subject, due: lis
         metrics[t.kind] = loss
         grads.append(GradientTerm(r.step_handle, name, (w * g).astype(np.float32), name=t.kind))
     return grads
+
+
+def perceptual(lpips, pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean LPIPS distance of pred (N, 3, H, W) in [0, 1] to target (1 or N, 3, H, W), and its gradient
+    with respect to pred (torch autograd through the VGG)."""
+    import torch
+
+    x = torch.tensor(np.asarray(pred, np.float32), requires_grad=True)
+    d = lpips(x, torch.as_tensor(np.asarray(target, np.float32))).mean()
+    d.backward()
+    return float(d.detach()), x.grad.numpy()
 
 
 def _timesteps(t: Term, step: int, total: int) -> TimestepSchedule:

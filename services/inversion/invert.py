@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from services.core.camera_batch import CameraBatch
 from services.inversion.generators.triplane_generator import TriplaneGenerator
-from services.inversion.lpips import LPIPS
+from services.core.lpips import LPIPS
 from services.inversion.types import Cancelled, InvertSettings, Metrics, ProgressEvent
 
 

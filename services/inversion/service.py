@@ -33,7 +33,7 @@ from services.core.camera_batch import CameraBatch
 from services.inversion.generators import checkpoint
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 from services.inversion.invert import InversionOutcome, invert
-from services.inversion.lpips import LpipsStatus, load_lpips
+from services.core.lpips import LpipsStatus, load_lpips
 from services.inversion.mesh import extract_mesh
 from services.inversion.sessions import SessionStore, session_bytes
 from services.inversion.types import (Description, GanCamera, GeneratorInfo, InversionConfig, InvertResult,

@@ -17,7 +17,7 @@ import torch
 from services.inversion.generators.config import GeneratorConfig
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 from services.inversion.invert import InversionOutcome, invert
-from services.inversion.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
+from services.core.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
 from services.inversion.tiny import tiny_generator
 from services.inversion.types import InvertSettings
 from services.core.camera_batch import CameraBatch

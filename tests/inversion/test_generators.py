@@ -16,7 +16,7 @@ from services.inversion.generators.convert_pickle import convert_network_pickle
 from services.inversion.generators.layers import fir_filter, upsample2d
 from services.inversion.generators.config import GeneratorConfig
 from services.inversion.generators.triplane_generator import TriplaneGenerator
-from services.inversion.lpips import LPIPS, load_lpips, random_vgg_state
+from services.core.lpips import LPIPS, load_lpips, random_vgg_state
 from services.inversion.tiny import TINY_CONFIGS, tiny_generator
 from services.core.camera_batch import CameraBatch
 

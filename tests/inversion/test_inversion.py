@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from services.inversion.invert import InversionOutcome, invert, lr_schedule, noise_regularizer
-from services.inversion.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
+from services.core.lpips import LPIPS, VGG_CONV_INDICES, random_vgg_state
 from services.inversion.tiny import tiny_generator
 from services.inversion.types import Cancelled, InvertSettings
 from services.core.camera_batch import CameraBatch

@@ -1,5 +1,6 @@
 """LPIPS (Zhang et al. 2018, the VGG16 variant the EG3D / PanoHead projectors use), written here so it
-loads weight files without torchvision.
+loads weight files without torchvision. Shared: the inversion service's projector loss and the recipes'
+`perceptual` term (orchestrator/stages/terms.py) both use it.
 
     d(x, y) = sum_l mean_hw( w_l . (n(f_l(x)) - n(f_l(y)))^2 )
 
@@ -18,7 +19,7 @@ Weights (the user provides them; nothing is downloaded):
 Fallbacks, stated: backbone without lin weights -> every channel weighted 1 / C_l (the uncalibrated
 "baseline" VGG distance; Describe reports "lpips-vgg16-uncalibrated"); no backbone -> no LPIPS at all:
 the inversion loss is the L2 term only, lpips_weight is ignored, and reported LPIPS values are NaN
-(Describe reports the LPIPS model as unavailable).
+(Describe reports the LPIPS model as unavailable). A recipe's perceptual term without weights is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torch import nn
 
 from services.common.errors import FailedPrecondition
 
-log = logging.getLogger("headforge.inversion.lpips")
+log = logging.getLogger("headforge.lpips")
 
 VGG_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 # conv indices (into VGG_CONV_INDICES) after which an LPIPS tap is taken, and pools between stages
