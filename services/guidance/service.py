@@ -112,13 +112,13 @@ class GuidanceService:
         n = images.shape[0]
         cameras = validate.cameras(req.cameras, n, "cameras")
         variant = req.variant or "sds"
-        if variant == "image_conditioned" and req.reference is None:   # a malformed request before a capability
-            raise InvalidArgument("reference", "the image_conditioned variant needs the reference view")
         if variant not in info.variants:
             raise FailedPrecondition(f"backbone {name!r} does not support the {variant!r} variant "
                                      f"(it supports {list(info.variants)})", reason="VARIANT_UNSUPPORTED")
         if variant == "isd" and req.conditions.identity_embedding is None and not req.conditions.identity_cache_key:
             raise InvalidArgument("conditions.identity_embedding", "ISD needs an identity embedding")
+        if variant == "image_conditioned" and req.reference is None:
+            raise InvalidArgument("reference", "the image_conditioned variant needs the reference view")
         if req.reference is not None:
             validate.cameras([req.reference.camera], 1, "reference.camera")
         guidance = req.guidance_scale or 100.0

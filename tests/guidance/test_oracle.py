@@ -18,7 +18,7 @@ from services.core.procedural_head import MARKING_RGB, head_normals, render_head
 from services.guidance.client import GrpcGuidanceClient
 from services.guidance.config import BatchingConfig, GuidanceConfig, load_config
 from services.guidance.service import GuidanceService, InProcessGuidanceClient
-from services.guidance.types import (Conditions, ControlInput, DenoiseRequest, DistillRequest, GenerateRequest,
+from services.guidance.types import (ReferenceView, Conditions, ControlInput, DenoiseRequest, DistillRequest, GenerateRequest,
                                      TimestepSchedule)
 from tests.guidance.conftest import psnr
 
@@ -117,8 +117,10 @@ def test_accepts_and_ignores_recipe_fields(oracle):
                       controls=[ControlInput(kind="landmarks", landmarks=landmarks, scale=0.8),
                                 ControlInput(kind="normal", image=normals)],
                       loras=[("albedo", 0.8)])
+    reference = ReferenceView(np.full((SIZE, SIZE, 3), 200, np.uint8), cams[0])   # image_conditioned needs one
     for variant in ("isd", "image_conditioned", "video"):
-        r = oracle.distill(DistillRequest(x, rich, cameras=cams, variant=variant, guidance_scale=7.5, seed=7))
+        r = oracle.distill(DistillRequest(x, rich, cameras=cams, variant=variant, guidance_scale=7.5, seed=7,
+                                          reference=reference))
         assert np.allclose(r.grad, plain, atol=1e-5), variant
     info = oracle.describe().backbones[0][0]
     assert info.backend == "oracle" and info.family == "test_prior" and not info.generate

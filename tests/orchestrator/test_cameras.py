@@ -215,7 +215,7 @@ def test_bad_step_arguments():
 @pytest.fixture(scope="module")
 def textured_head():
     """A render client holding a coarse procedural-head mesh with a random texture (so crops differ)."""
-    from services.render.procedural_head import head_mesh
+    from services.core.procedural_head import head_mesh
     from services.render.service import InProcessRenderClient, RenderService
     from services.render.types import RenderLimits
 

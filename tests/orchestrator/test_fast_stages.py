@@ -56,13 +56,21 @@ def test_stopped_after_the_fit_the_job_resumes_from_artifacts(tmp_path, astronau
 
 
 def test_template_stages_without_a_preprocess_fail_with_what_is_missing(tmp_path, clients):
+    """Refused when the recipe loads; a stage run without its inputs anyway (a hand-edited state) says the same."""
+    from orchestrator.stages.context import StageContext
+    from orchestrator.stages.params import TemplateFitParams
+    from orchestrator.stages.template_fit import run as run_fit
+    from services.common.errors import FailedPrecondition, InvalidArgument
+
     text = "name: broken\ninputs: {min_images: 0, max_images: 0}\nstages:\n  - {name: fit, kind: template_fit}\n"
-    events: list[dict] = []
-    state = execute("j2", load_recipe(text=text).yaml, [], "", clients, ArtifactStore(tmp_path.as_uri()),
-                    events.append, lambda: False)
-    assert state == "failed"
-    assert events[-1]["error_reason"] == "NO_PREPROCESS" and events[-1]["error_code"] == "FAILED_PRECONDITION"
-    assert "put a preprocess stage before it" in events[-1]["error_message"]
+    with pytest.raises(InvalidArgument) as err:
+        load_recipe(text=text)
+    assert err.value.field == "stages[0]" and "put a preprocess stage before it" in err.value.message
+    ctx = StageContext("j2", 0, [], "", clients, 10, lambda *a: None, lambda n: b"", lambda p: None, lambda: False,
+                       stage="fit")
+    with pytest.raises(FailedPrecondition) as failed:
+        run_fit(ctx, TemplateFitParams())
+    assert failed.value.reason == "NO_PREPROCESS"
 
 
 def test_run_fast_raises_the_stage_error_and_writes_nothing(tmp_path, clients):
