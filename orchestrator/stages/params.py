@@ -125,7 +125,24 @@ INIT_SOURCES = {"gaussians": ("random", "artifact"), "mesh": ("sphere", "head_te
                 **{k: ("random", "artifact") for k in FIELD_KINDS}}
 
 
-class InitParams(_Strict):
+class _MakesScene(_Strict):
+    """A stage that makes the job's scene: its optimiser, with `lrs` as the shorthand for optimizer.lrs."""
+
+    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)   # per parameter group
+    optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
+
+    @model_validator(mode="after")
+    def _one_lrs(self):
+        if self.lrs and self.optimizer.lrs:
+            raise ValueError("give lrs or optimizer.lrs, not both")
+        return self
+
+    def optimizer_params(self) -> OptimizerParams:
+        """The optimiser with the lrs shorthand folded in."""
+        return self.optimizer.model_copy(update={"lrs": dict(self.lrs)}) if self.lrs else self.optimizer
+
+
+class InitParams(_MakesScene):
     """The job's first scene. source: random (Gaussians in a ball of `radius`, a field's random features),
     sphere (an icosphere of `radius`), head_template (orchestrator/head_template), fitted_template (the
     template_fit stage's vertices), or artifact (a job artifact: a PLY for Gaussians, a GLB/OBJ-zip/PLY mesh
@@ -141,8 +158,6 @@ class InitParams(_Strict):
     gaussians: GaussianInitParams = Field(default_factory=GaussianInitParams)
     dmtet: DmtetInitParams = Field(default_factory=DmtetInitParams)
     field: FieldInitParams = Field(default_factory=FieldInitParams)
-    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)   # per parameter group
-    optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
 
     @model_validator(mode="after")
     def _source(self):
@@ -151,8 +166,6 @@ class InitParams(_Strict):
             raise ValueError(f"a {self.representation} scene starts from one of {list(allowed)}, not {self.source!r}")
         if (self.start == "artifact") != bool(self.artifact):
             raise ValueError("source artifact needs `artifact` (a job artifact name), and only it does")
-        if self.lrs and self.optimizer.lrs:
-            raise ValueError("give lrs or optimizer.lrs, not both")
         if self.texture_size is not None and self.representation not in ("mesh", "dmtet"):
             raise ValueError(f"texture_size is for mesh and dmtet scenes, not {self.representation}")
         return self
@@ -166,10 +179,6 @@ class InitParams(_Strict):
     def start(self) -> str:
         """The source, or the representation's default one (None in the YAML)."""
         return self.source or INIT_SOURCES[self.representation][0]
-
-    def optimizer_params(self) -> OptimizerParams:
-        """The optimiser with the lrs shorthand folded in."""
-        return self.optimizer.model_copy(update={"lrs": dict(self.lrs)}) if self.lrs else self.optimizer
 
 
 class LoraUse(_Strict):
@@ -303,7 +312,7 @@ class OptimiseParams(_Strict):
     optimizer: OptimizerParams | None = None
 
 
-class ConvertParams(_Strict):
+class ConvertParams(_MakesScene):
     """Replace the job's scene by another representation of the same head: mesh -> gaussians (points
     sampled over the surface, coloured by its texture: PSHead-style refinement after a mesh), mesh ->
     dmtet (the SDF of the mesh on a grid), dmtet or a field -> mesh (the extracted surface, for a field its
@@ -314,17 +323,6 @@ class ConvertParams(_Strict):
     num_points: int = Field(20000, ge=16, le=2_000_000)
     dmtet: DmtetInitParams = Field(default_factory=DmtetInitParams)   # mesh -> dmtet
     texture_size: int = Field(1024, ge=16, le=8192)                   # dmtet -> mesh (xatlas UVs)
-    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)
-    optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
-
-    @model_validator(mode="after")
-    def _lrs(self):
-        if self.lrs and self.optimizer.lrs:
-            raise ValueError("give lrs or optimizer.lrs, not both")
-        return self
-
-    def optimizer_params(self) -> OptimizerParams:
-        return self.optimizer.model_copy(update={"lrs": dict(self.lrs)}) if self.lrs else self.optimizer
 
 
 class GenerateParams(_Strict):
@@ -340,7 +338,7 @@ class GenerateParams(_Strict):
     choose: Literal["first", "face_score"] = "face_score"
 
 
-class InvertParams(_Strict):
+class InvertParams(_MakesScene):
     """The inversion (inversion.proto's InvertOptions, same names and defaults) and what becomes of it.
     output "field": the generator's feature field as the job's scene (export it as npz); "mesh": marching
     cubes at mesh_resolution^3 on the density (density_threshold 0 = the generator's default), largest
@@ -370,19 +368,12 @@ class InvertParams(_Strict):
     mesh_resolution: int = Field(256, ge=32, le=1024)
     density_threshold: float = 0.0
     max_faces: int = Field(0, ge=0)
-    lrs: dict[str, ScheduleValue] = Field(default_factory=dict)
-    optimizer: OptimizerParams = Field(default_factory=OptimizerParams)
 
     @model_validator(mode="after")
     def _some_loss(self):
         if self.l2_weight + self.lpips_weight <= 0:
             raise ValueError("l2_weight and lpips_weight are both 0")
-        if self.lrs and self.optimizer.lrs:
-            raise ValueError("give lrs or optimizer.lrs, not both")
         return self
-
-    def optimizer_params(self) -> OptimizerParams:
-        return self.optimizer.model_copy(update={"lrs": dict(self.lrs)}) if self.lrs else self.optimizer
 
 
 class ExportParams(_Strict):

@@ -178,9 +178,9 @@ def _controls(t: Term, subject: Subject, views: list[View], out: dict) -> list[C
 def _fixed_noise(ctx: StageContext, index: int, t: Term, n: int, size: int, subject: Subject) -> np.ndarray:
     """The same noise for view slot k of this term at every step (latent shape from the backbone)."""
     if index not in subject.noise:
-        infos = {info.name: info for info, _ in ctx.clients.guidance.describe().backbones}
-        default = next(info for info, is_default in ctx.clients.guidance.describe().backbones if is_default)
-        info = infos.get(t.backbone, default)
+        backbones = ctx.clients.guidance.describe().backbones
+        info = next((i for i, is_default in backbones if (i.name == t.backbone if t.backbone else is_default)),
+                    backbones[0][0])
         r = (t.resolution or info.native_resolution) // info.latent_scale_factor
         rng = np.random.default_rng([ctx.seed, 7919, index])
         subject.noise[index] = rng.standard_normal((n, info.latent_channels, r, r)).astype(np.float32)
