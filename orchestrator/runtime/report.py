@@ -38,9 +38,9 @@ def _sds_backbones(loaded) -> set[str]:
 def _service_models(services: set[str], clients, backbones: set[str]) -> dict:
     models: dict = {}
     try:
-        if "face" in services:
+        if "face" in services and clients.face is not None:
             models["face"] = [asdict(m) for m in clients.face.describe().models]
-        if "guidance" in services and backbones:
+        if "guidance" in services and backbones and clients.guidance is not None:
             models["guidance"] = {info.name: [asdict(m) for m in info.models]
                                   for info, is_default in clients.guidance.describe().backbones
                                   if info.name in backbones or (is_default and "" in backbones)}

@@ -198,7 +198,7 @@ class ControlUse(_Strict):
 TERM_KINDS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "perceptual", "sds", "identity",
               "regress")
 REFERENCE_TERMS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "perceptual")
-SDS_OUTPUTS = ("rgb", "normal_camera", "normal_world", "albedo")   # albedo: no scene kind renders it yet
+SDS_OUTPUTS = ("rgb", "normal_camera", "normal_world", "albedo")
 
 
 class Term(_Strict):

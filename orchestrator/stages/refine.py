@@ -39,7 +39,8 @@ def _make_targets(ctx: StageContext, scene_id: str, params: RefineParams, round_
         images=np.clip(images, 0, 1).astype(np.float32), strength=params.strength, cameras=cams,
         conditions=Conditions(backbone=params.backbone, prompt=params.prompt or ctx.prompt,
                               negative_prompt=params.negative_prompt),
-        num_steps=params.num_steps, guidance_scale=params.guidance_scale, seed=ctx.seed + 907 + round_)).images
+        num_steps=params.num_steps, guidance_scale=params.guidance_scale, seed=ctx.seed + 907 + round_,
+        background=np.stack([v.background for v in views]).astype(np.float32))).images
     buf = io.BytesIO()
     np.savez_compressed(buf, images=targets.astype(np.float32), K=np.stack([c.K for c in cams]),
                         world_to_camera=np.stack([c.world_to_camera for c in cams]),

@@ -203,10 +203,10 @@ def view_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tup
             metrics["identity_loss"] = float(np.mean(result.loss))
             grads.append(GradientTerm(r.step_handle, "rgb", result.grad.astype(np.float32), weight=w, name="identity"))
             continue
-        normals = t.output != "rgb"
+        normals = t.output.startswith("normal")
         # renders can overshoot [0, 1] slightly (unclamped colours): the prior sees them clipped and its
         # gradient passes straight through; normal maps go as pictures (n + 1) / 2
-        images = np.clip((out[t.output] + 1) / 2 if normals else out["rgb"], 0, 1)
+        images = np.clip((out[t.output] + 1) / 2 if normals else out[t.output], 0, 1)
         conditions = Conditions(
             backbone=t.backbone, prompt=t.prompt or ctx.prompt, negative_prompt=t.negative_prompt,
             view_dependent_prompt=t.view_dependent_prompt, loras=[(lora.name, lora.scale) for lora in t.loras],
@@ -218,8 +218,9 @@ def view_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tup
             variant=t.variant, reference=subject.reference if t.reference_view else None,
             guidance_scale=t.guidance_scale, timesteps=_timesteps(t, step, total), weighting=t.weighting,
             noise=_fixed_noise(ctx, index, t, len(views), size, subject) if t.noise == "fixed" else None,
-            seed=int(rng.integers(1, 2 ** 62)), resolution=t.resolution, grad_clip=t.grad_clip))
-        metrics["sds_loss" if not normals else f"sds_{t.output}_loss"] = float(np.mean([x.loss for x in d.diagnostics]))
+            seed=int(rng.integers(1, 2 ** 62)), resolution=t.resolution, grad_clip=t.grad_clip,
+            background=np.stack([v.background for v in views]).astype(np.float32)))
+        metrics["sds_loss" if t.output == "rgb" else f"sds_{t.output}_loss"] = float(np.mean([x.loss for x in d.diagnostics]))
         grad = d.grad.astype(np.float32) * (0.5 if normals else 1.0)
         grads.append(GradientTerm(r.step_handle, t.output, grad, weight=w, name=f"sds:{t.output}"))
     return grads

@@ -51,7 +51,7 @@ def run(ctx: StageContext, params: TextureInpaintParams) -> None:
                 conditions=Conditions(backbone=params.backbone, prompt=params.prompt or ctx.prompt,
                                       negative_prompt=params.negative_prompt, controls=controls),
                 strength=params.strength, num_steps=params.num_steps, guidance_scale=params.guidance_scale,
-                seed=ctx.seed + 101 + k)).images[0]
+                seed=ctx.seed + 101 + k, background=np.asarray(view.background, np.float32))).images[0]
             written = render.back_project(scene_id, np.clip(painted, 0, 1), view.camera, mask=unseen,
                                           min_cosine=params.min_cosine, write="unseen").texels_written
         progress["written"][f"view_{k}"] = int(written)

@@ -126,11 +126,13 @@ def render_head(cameras: CameraBatch, background: torch.Tensor | None = None, su
                 steps: int = 96, markings: bool = False) -> dict[str, torch.Tensor]:
     """Sphere-trace the head: rgb (N, 3, H, W), alpha, depth (N, 1, H, W), normal_camera, normal_world
     (N, 3, H, W); `supersample`^2 rays per pixel averaged, so edges are anti-aliased. background: (3,)
-    in [0, 1], default white. The normals here are re-normalised to unit length wherever alpha > 0
+    or (N, 3) in [0, 1], default white. The normals here are re-normalised to unit length wherever alpha > 0
     (head_normals gives the render service's alpha-weighted encoding). markings: the +X-only patch."""
     s = supersample
     hi, p, alpha = _trace(cameras, s, steps)
     bg = torch.ones(3, dtype=p.dtype) if background is None else background.to(p.dtype)
+    if bg.dim() == 2:
+        bg = bg[:, None, None, :]                                   # (N, 3) -> per camera
     rgb = head_albedo(p, markings) * alpha + bg * (1 - alpha)
     n_world = _normals(p) * alpha
     w2c = hi.world_to_camera

@@ -139,7 +139,18 @@ def distill_from_proto(r: G.DistillRequest, context=None) -> DistillRequest:
         weighting=_enum(r.weighting, _WEIGHTINGS, "weighting"),
         noise=_tensor(r.noise, "noise", dtypes=FLOATS, ndim=4), seed=r.seed, resolution=r.resolution,
         grad_clip=r.grad_clip, grad_dtype="float16" if r.grad_dtype == DType.FLOAT16 else "float32",
-        return_noise=r.return_noise, return_denoised=r.return_denoised, queue=_deadline(r.queue, context))
+        return_noise=r.return_noise, return_denoised=r.return_denoised, queue=_deadline(r.queue, context),
+        background=_background(r))
+
+
+def _background(r) -> np.ndarray | None:
+    return _tensor(r.background, "background", dtypes=FLOATS, ndim=(1, 2))
+
+
+def _background_to_proto(msg, background: np.ndarray | None):
+    if background is not None:
+        msg.background.CopyFrom(tensors.to_proto(np.asarray(background, np.float32)))
+    return msg
 
 
 MAX_REFERENCE_PIXELS = 4096 * 4096
@@ -171,7 +182,7 @@ def distill_to_proto(r: DistillRequest) -> G.DistillRequest:
     if r.reference is not None:
         msg.reference.image.CopyFrom(to_image_input(r.reference.image))
         msg.reference.camera.CopyFrom(r.reference.camera.to_proto())
-    return msg
+    return _background_to_proto(msg, r.background)
 
 
 def denoise_from_proto(r: G.DenoiseRequest, context=None) -> DenoiseRequest:
@@ -179,7 +190,7 @@ def denoise_from_proto(r: G.DenoiseRequest, context=None) -> DenoiseRequest:
                           cameras=_cameras(r.cameras, "cameras"), num_steps=r.num_steps,
                           guidance_scale=r.guidance_scale, scheduler=r.scheduler,
                           noise=_tensor(r.noise, "noise", dtypes=FLOATS, ndim=4), seed=r.seed,
-                          resolution=r.resolution, queue=_deadline(r.queue, context))
+                          resolution=r.resolution, queue=_deadline(r.queue, context), background=_background(r))
 
 
 def denoise_to_proto(r: DenoiseRequest) -> G.DenoiseRequest:
@@ -189,7 +200,7 @@ def denoise_to_proto(r: DenoiseRequest) -> G.DenoiseRequest:
                            resolution=r.resolution, queue=_queue_to_proto(r.queue))
     if r.noise is not None:
         msg.noise.CopyFrom(tensors.to_proto(np.asarray(r.noise, np.float32)))
-    return msg
+    return _background_to_proto(msg, r.background)
 
 
 def inpaint_from_proto(r: G.InpaintRequest, context=None) -> InpaintRequest:
@@ -199,15 +210,15 @@ def inpaint_from_proto(r: G.InpaintRequest, context=None) -> InpaintRequest:
     return InpaintRequest(images=_images(r.images), mask=mask, conditions=conditions_from_proto(r.conditions),
                           cameras=_cameras(r.cameras, "cameras"), strength=r.strength, num_steps=r.num_steps,
                           guidance_scale=r.guidance_scale, scheduler=r.scheduler, seed=r.seed,
-                          resolution=r.resolution, queue=_deadline(r.queue, context))
+                          resolution=r.resolution, queue=_deadline(r.queue, context), background=_background(r))
 
 
 def inpaint_to_proto(r: InpaintRequest) -> G.InpaintRequest:
-    return G.InpaintRequest(images=tensors.to_proto(r.images), mask=tensors.to_proto(r.mask),
+    return _background_to_proto(G.InpaintRequest(images=tensors.to_proto(r.images), mask=tensors.to_proto(r.mask),
                             cameras=[c.to_proto() for c in r.cameras], conditions=conditions_to_proto(r.conditions),
                             strength=r.strength, num_steps=r.num_steps, guidance_scale=r.guidance_scale,
                             scheduler=r.scheduler, seed=r.seed, resolution=r.resolution,
-                            queue=_queue_to_proto(r.queue))
+                            queue=_queue_to_proto(r.queue)), r.background)
 
 
 def generate_from_proto(r: G.GenerateRequest, context=None) -> GenerateRequest:

@@ -46,9 +46,10 @@ class ConditionsEncoder:
         self._text_lock = threading.Lock()   # tokenizers are not thread-safe
 
     def encode(self, name: str, bb: Backbone, c: Conditions, n: int, cameras: list, resolution: int,
-               image_size: tuple[int, int]) -> PreparedConditions:
+               image_size: tuple[int, int], background: np.ndarray | None = None) -> PreparedConditions:
         """Encode a request's conditions for n images; control pictures are prepared at the working
-        resolution, landmark points are drawn at image_size (H, W) of the request's images."""
+        resolution, landmark points are drawn at image_size (H, W) of the request's images; background
+        (n, 3) or None (white) reaches a backbone's encode_cameras."""
         info = bb.info
         tenant = current_tenant()
         prompt, negative, expression = c.prompt, c.negative_prompt, c.expression
@@ -86,7 +87,7 @@ class ConditionsEncoder:
                     for i, ctrl in enumerate(c.controls)]
         encode_cameras = getattr(bb, "encode_cameras", None)   # optional (backbones.base docstring)
         encoded_cameras = None if encode_cameras is None else \
-            encode_cameras(cameras, image_size, resolution, [lora for lora, _ in loras])
+            encode_cameras(cameras, image_size, resolution, [lora for lora, _ in loras], background)
         return PreparedConditions(text=text.to(bb.device), uncond=uncond.to(bb.device), identity=identity,
                                   identity_adapter=c.identity_adapter, identity_scale=float(id_scale),
                                   controls=controls, loras=tuple(loras), cameras=encoded_cameras)

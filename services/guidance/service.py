@@ -132,7 +132,8 @@ class GuidanceService:
         seed = req.seed or secrets.randbits(63)
         steps = choose_steps(req.timesteps, n, np.random.default_rng(seed), info.num_train_timesteps)
         noise = validate.noise(req.noise, latent_shape, seed, "noise")
-        cond = self.conditions.encode(name, bb, req.conditions, n, cameras, r, images.shape[-2:])
+        background = validate.background(req.background, n, "background")
+        cond = self.conditions.encode(name, bb, req.conditions, n, cameras, r, images.shape[-2:], background)
         _, convention = self._output_kind(bb, req.conditions)
         images = convert_normal_pictures(images, convention)
         work = DistillWork(images=torch.from_numpy(images).to(bb.device), resolution=r, cond=cond,
@@ -248,7 +249,8 @@ class GuidanceService:
         seed = req.seed or secrets.randbits(62)
         latent = (n, info.latent_channels, r // info.latent_scale_factor, r // info.latent_scale_factor)
         noise = validate.noise(noise_given, latent, seed, "noise")
-        cond = self.conditions.encode(name, bb, req.conditions, n, cameras, r, images.shape[-2:])
+        background = validate.background(req.background, n, "background")
+        cond = self.conditions.encode(name, bb, req.conditions, n, cameras, r, images.shape[-2:], background)
         _, convention = self._output_kind(bb, req.conditions)
         images = convert_normal_pictures(images, convention)
         gens = [torch.Generator().manual_seed(seed + i) for i in range(n)] if bb.device.type == "cpu" else None

@@ -146,6 +146,7 @@ class DistillRequest:
     return_noise: bool = False
     return_denoised: bool = False
     queue: QueueOptions = field(default_factory=QueueOptions)
+    background: np.ndarray | None = None      # (3,) or (N, 3) in [0, 1] the images were composited over; None = white
 
 
 @dataclass
@@ -181,6 +182,7 @@ class DenoiseRequest:
     seed: int = 0
     resolution: int = 0
     queue: QueueOptions = field(default_factory=QueueOptions)
+    background: np.ndarray | None = None      # (3,) or (N, 3) in [0, 1] the images were composited over; None = white
 
 
 @dataclass
@@ -203,6 +205,7 @@ class InpaintRequest:
     seed: int = 0
     resolution: int = 0
     queue: QueueOptions = field(default_factory=QueueOptions)
+    background: np.ndarray | None = None      # (3,) or (N, 3) in [0, 1] the images were composited over; None = white
 
 
 @dataclass

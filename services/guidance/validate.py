@@ -40,6 +40,18 @@ def cameras(value: list, n: int, field: str) -> list:
     return [c.validate(f"{field}[{i}]") for i, c in enumerate(value)]
 
 
+def background(value: np.ndarray | None, n: int, field: str) -> np.ndarray | None:
+    """None, or (3,) / (n, 3) sRGB in [0, 1] -> (n, 3) float32."""
+    if value is None:
+        return None
+    value = np.asarray(value)
+    require(value.shape in ((3,), (n, 3)), field, f"must be (3,) or ({n}, 3), got {value.shape}")
+    value = value.astype(np.float32)
+    require_finite(value, field)
+    require(value.min() >= 0 and value.max() <= 1, field, "values must be in [0, 1]")
+    return np.ascontiguousarray(np.broadcast_to(value, (n, 3)))
+
+
 def timesteps(s: TimestepSchedule, n: int) -> None:
     """Fractions in [0, 1], ranges ordered, a known sampling, 1 or n explicit timesteps."""
     for f in ("t_min", "t_max", "t_min_end", "t_max_end", "training_fraction"):

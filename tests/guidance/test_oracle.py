@@ -85,6 +85,29 @@ def test_oracle_denoises_to_the_marked_side(oracle):
     assert np.nonzero(marking_pixels(out[2]))[1].min() > SIZE // 2
 
 
+def test_exemplars_are_composited_over_the_request_background(oracle):
+    """A render over a random background is the truth when the request says so: Distill of the exact
+    exemplar over that colour has no gradient, and Denoise returns each image's own background."""
+    cams = [camera(20), camera(-60)]
+    colours = np.array([[0.9, 0.1, 0.2], [0.1, 0.3, 0.8]], np.float32)
+    batch = CameraBatch.from_pinholes(cams)
+    exact = render_head(batch, torch.from_numpy(colours), markings=True)["rgb"].numpy()
+    on_white = render_head(batch, markings=True)["rgb"].numpy()
+    schedule = TimestepSchedule(t_min=0.02, t_max=0.3)
+    grad = oracle.distill(DistillRequest(exact, cameras=cams, seed=5, timesteps=schedule, background=colours)).grad
+    wrong = oracle.distill(DistillRequest(exact, cameras=cams, seed=5, timesteps=schedule)).grad
+    corner = (slice(None), slice(None), slice(0, 4), slice(0, 4))
+    assert np.abs(grad).max() < 0.05 * np.abs(wrong).max()
+    assert np.abs(wrong[corner]).mean() > 10 * max(np.abs(grad[corner]).mean(), 1e-8)
+    out = oracle.denoise(DenoiseRequest(grey(2), strength=1.0, cameras=cams, num_steps=10, seed=3,
+                                        background=colours[0])).images
+    assert np.allclose(out[:, :, 0, 0], colours[0], atol=0.05)
+    assert psnr(out[:1], exact[:1]) > 25 and psnr(out[:1], on_white[:1]) < 20
+    with pytest.raises(InvalidArgument) as e:
+        oracle.distill(DistillRequest(exact, cameras=cams, seed=1, background=np.ones((3, 3), np.float32)))
+    assert e.value.field == "background"
+
+
 def test_normal_lora_gives_normal_pictures(oracle):
     cam = camera(45)
     out = oracle.denoise(DenoiseRequest(grey(), strength=1.0, cameras=[cam], num_steps=10, seed=4,
@@ -148,7 +171,8 @@ def test_grpc_distill(tmp_path):
                           tmp_path / "guidance.log")
     try:
         client = GrpcGuidanceClient(proc.address)
-        req = DistillRequest(grey(), Conditions(prompt="a head"), cameras=[camera(90)], seed=11)
+        req = DistillRequest(grey(), Conditions(prompt="a head"), cameras=[camera(90)], seed=11,
+                             background=np.array([0.2, 0.6, 0.4], np.float32))
         remote = client.distill(req)
         info = client.describe().backbones[0][0]
         client.close()

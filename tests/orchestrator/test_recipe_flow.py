@@ -34,7 +34,8 @@ def test_the_kinds_table_is_what_the_render_service_describes():
 
 
 @pytest.mark.parametrize("stages, images, field, words", [
-    ((INIT, _optimise("[{kind: sds, output: albedo}]")), 0, "stages[1].params.terms[0].output", "cannot render"),
+    (("{name: init, kind: init, params: {representation: triplane}}", _optimise("[{kind: sds, output: albedo}]")),
+     0, "stages[1].params.terms[0].output", "cannot render"),
     ((INIT, _optimise("[{kind: sds}]", ", regularizers: [{name: laplacian}]")), 0,
      "stages[1].params.regularizers[0].name", "opacity_entropy"),
     ((INIT, "{name: e, kind: export, params: {formats: [glb]}}"), 0, "stages[1].params.formats[0]", "['npz', 'ply']"),

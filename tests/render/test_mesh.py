@@ -252,7 +252,7 @@ def test_outputs_shapes_and_regularisers():
     assert scene.report.watertight and scene.report.manifold
     out = scene.render(cams([(0, 0), (90, 20)], 32), sorted(MeshScene.outputs), background=torch.tensor([0.0, 0, 0]))
     for name, x in out.items():
-        channels = {"rgb": 3, "normal_camera": 3, "normal_world": 3, "uv": 2}.get(name, 1)
+        channels = {"rgb": 3, "albedo": 3, "normal_camera": 3, "normal_world": 3, "uv": 2}.get(name, 1)
         assert x.shape == (2, channels, 32, 32), name
     assert 0 <= out["alpha"].min() and out["alpha"].max() <= 1
     assert (out["depth"][out["alpha"] == 0] == 0).all()

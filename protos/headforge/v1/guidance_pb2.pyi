@@ -164,7 +164,7 @@ class ReferenceView(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., camera: _Optional[_Union[_common_pb2.Camera, _Mapping]] = ...) -> None: ...
 
 class DistillRequest(_message.Message):
-    __slots__ = ("images", "cameras", "conditions", "variant", "reference", "guidance_scale", "timesteps", "weighting", "noise", "seed", "resolution", "grad_clip", "grad_dtype", "return_noise", "return_denoised", "queue")
+    __slots__ = ("images", "cameras", "conditions", "variant", "reference", "guidance_scale", "timesteps", "weighting", "noise", "seed", "resolution", "grad_clip", "grad_dtype", "return_noise", "return_denoised", "queue", "background")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,7 @@ class DistillRequest(_message.Message):
     RETURN_NOISE_FIELD_NUMBER: _ClassVar[int]
     RETURN_DENOISED_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     images: _common_pb2.Tensor
     cameras: _containers.RepeatedCompositeFieldContainer[_common_pb2.Camera]
     conditions: Conditions
@@ -197,7 +198,8 @@ class DistillRequest(_message.Message):
     return_noise: bool
     return_denoised: bool
     queue: QueueOptions
-    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., variant: _Optional[_Union[DistillVariant, str]] = ..., reference: _Optional[_Union[ReferenceView, _Mapping]] = ..., guidance_scale: _Optional[float] = ..., timesteps: _Optional[_Union[TimestepSchedule, _Mapping]] = ..., weighting: _Optional[_Union[SdsWeighting, str]] = ..., noise: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., resolution: _Optional[int] = ..., grad_clip: _Optional[float] = ..., grad_dtype: _Optional[_Union[_common_pb2.Tensor.DType, str]] = ..., return_noise: _Optional[bool] = ..., return_denoised: _Optional[bool] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ...) -> None: ...
+    background: _common_pb2.Tensor
+    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., variant: _Optional[_Union[DistillVariant, str]] = ..., reference: _Optional[_Union[ReferenceView, _Mapping]] = ..., guidance_scale: _Optional[float] = ..., timesteps: _Optional[_Union[TimestepSchedule, _Mapping]] = ..., weighting: _Optional[_Union[SdsWeighting, str]] = ..., noise: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., resolution: _Optional[int] = ..., grad_clip: _Optional[float] = ..., grad_dtype: _Optional[_Union[_common_pb2.Tensor.DType, str]] = ..., return_noise: _Optional[bool] = ..., return_denoised: _Optional[bool] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ..., background: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class DistillResponse(_message.Message):
     __slots__ = ("grad", "diagnostics", "noise", "denoised", "seed", "backbone")
@@ -231,7 +233,7 @@ class DistillResponse(_message.Message):
     def __init__(self, grad: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., diagnostics: _Optional[_Iterable[_Union[DistillResponse.ImageDiagnostics, _Mapping]]] = ..., noise: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., denoised: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., backbone: _Optional[str] = ...) -> None: ...
 
 class DenoiseRequest(_message.Message):
-    __slots__ = ("images", "cameras", "conditions", "strength", "num_steps", "guidance_scale", "scheduler", "noise", "seed", "resolution", "queue")
+    __slots__ = ("images", "cameras", "conditions", "strength", "num_steps", "guidance_scale", "scheduler", "noise", "seed", "resolution", "queue", "background")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +245,7 @@ class DenoiseRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     images: _common_pb2.Tensor
     cameras: _containers.RepeatedCompositeFieldContainer[_common_pb2.Camera]
     conditions: Conditions
@@ -254,7 +257,8 @@ class DenoiseRequest(_message.Message):
     seed: int
     resolution: int
     queue: QueueOptions
-    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., strength: _Optional[float] = ..., num_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., noise: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., resolution: _Optional[int] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ...) -> None: ...
+    background: _common_pb2.Tensor
+    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., strength: _Optional[float] = ..., num_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., noise: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., resolution: _Optional[int] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ..., background: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class DenoiseResponse(_message.Message):
     __slots__ = ("images", "start_timestep", "seed")
@@ -267,7 +271,7 @@ class DenoiseResponse(_message.Message):
     def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., start_timestep: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class InpaintRequest(_message.Message):
-    __slots__ = ("images", "mask", "cameras", "conditions", "strength", "num_steps", "guidance_scale", "scheduler", "seed", "resolution", "queue")
+    __slots__ = ("images", "mask", "cameras", "conditions", "strength", "num_steps", "guidance_scale", "scheduler", "seed", "resolution", "queue", "background")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +283,7 @@ class InpaintRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     images: _common_pb2.Tensor
     mask: _common_pb2.Tensor
     cameras: _containers.RepeatedCompositeFieldContainer[_common_pb2.Camera]
@@ -290,7 +295,8 @@ class InpaintRequest(_message.Message):
     seed: int
     resolution: int
     queue: QueueOptions
-    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., mask: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., strength: _Optional[float] = ..., num_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ..., resolution: _Optional[int] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ...) -> None: ...
+    background: _common_pb2.Tensor
+    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., mask: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., conditions: _Optional[_Union[Conditions, _Mapping]] = ..., strength: _Optional[float] = ..., num_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ..., resolution: _Optional[int] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ..., background: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class InpaintResponse(_message.Message):
     __slots__ = ("images", "seed")

@@ -9,8 +9,9 @@ starts from one frontal render can be checked on the views it never saw. It prov
 (a mirrored or flipped convention shows on the marking), signs and schedules are right without weights;
 its output is never a result.
 
-What it renders: rgb (and albedo: the head is unlit) on `background` (white, the render service's default,
-since requests carry no background), or, when the backbone's or an active LoRA's output kind is "normal",
+What it renders: rgb (and albedo: the head is unlit) over the request's background (DistillRequest.background
+and the same field of Denoise / Inpaint; the config's `background`, white, when a request has none), or,
+when the backbone's or an active LoRA's output kind is "normal",
 the normal picture of guidance.proto, (n + 1) / 2 of the render service's "normal_camera" (0.5 grey off the
 head), in the LoRA's normal convention. The "VAE" is the identity (latent = 2 * image - 1, f = 1).
 
@@ -135,16 +136,21 @@ class OracleBackbone:
         return ((latents + 1) / 2).clamp(0, 1)
 
     def encode_cameras(self, cameras: list[PinholeCamera], image_size: tuple[int, int], resolution: int,
-                       loras: list[str]) -> torch.Tensor:
+                       loras: list[str], background: np.ndarray | None = None) -> torch.Tensor:
         """The exemplars (n, 3, R, R) in latent units [-1, 1]: the head rendered at each camera (its
-        intrinsics scaled to the image size (H, W)), resized to R x R, as the output kind of `loras` says.
-        InvalidArgument naming `cameras` when there are none."""
+        intrinsics scaled to the image size (H, W)) over background (n, 3) in [0, 1] (None: the config's),
+        resized to R x R, as the output kind of `loras` says. InvalidArgument naming `cameras` when there
+        are none."""
         if not cameras:
             raise InvalidArgument("cameras", NEEDS_CAMERAS)
         kind, convention = output_kind(self.info, loras)
         h, w = int(image_size[0]), int(image_size[1])
+        if background is None:
+            background = np.broadcast_to(np.asarray(self.config.background, np.float32), (len(cameras), 3))
+        background = np.asarray(background, np.float32)
         keys = [(np.asarray(c.K, np.float64).tobytes(), np.asarray(c.world_to_camera, np.float64).tobytes(),
-                 c.width, c.height, h, w, resolution, kind, convention) for c in cameras]
+                 c.width, c.height, h, w, resolution, kind, convention,
+                 b.tobytes() if kind != "normal" else b"") for c, b in zip(cameras, background)]
         with self._lock:
             found = {k: self._cache[k] for k in keys if k in self._cache}
             for k in found:
@@ -152,7 +158,8 @@ class OracleBackbone:
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
             index = {k: i for i, k in enumerate(keys)}
-            rendered = self._render([cameras[index[k]] for k in missing], h, w, resolution, kind, convention)
+            rendered = self._render([cameras[index[k]] for k in missing], background[[index[k] for k in missing]],
+                                    h, w, resolution, kind, convention)
             found.update(zip(missing, rendered))
             with self._lock:
                 self._cache.update(zip(missing, rendered))
@@ -160,9 +167,9 @@ class OracleBackbone:
                     self._cache.popitem(last=False)
         return torch.stack([found[k] for k in keys])
 
-    def _render(self, cameras: list[PinholeCamera], h: int, w: int, resolution: int, kind: str,
-                convention: str) -> torch.Tensor:
-        """(m, 3, R, R) exemplars in [-1, 1] on the device for m cameras."""
+    def _render(self, cameras: list[PinholeCamera], background: np.ndarray, h: int, w: int, resolution: int,
+                kind: str, convention: str) -> torch.Tensor:
+        """(m, 3, R, R) exemplars in [-1, 1] on the device for m cameras over background (m, 3)."""
         scaled = []
         for c in cameras:
             K = np.asarray(c.K, np.float64).copy()
@@ -175,8 +182,8 @@ class OracleBackbone:
             pictures = (head_normals(batch, "camera", supersample=s) + 1) / 2
             pictures = torch.from_numpy(convert_normal_pictures(pictures.numpy(), convention))
         else:
-            background = torch.tensor(self.config.background, dtype=torch.float32)
-            pictures = render_head(batch, background, supersample=s, markings=self.config.markings)["rgb"]
+            pictures = render_head(batch, torch.from_numpy(np.ascontiguousarray(background)), supersample=s,
+                                   markings=self.config.markings)["rgb"]
         return resize(pictures.float(), (resolution, resolution)).to(self.device) * 2 - 1
 
     def predict_noise(self, latents_t: torch.Tensor, timesteps: torch.Tensor, cond: BatchConditions) -> torch.Tensor:

@@ -61,7 +61,7 @@ GREY = 0.7
 
 class DmtetScene(Representation):
     kind = "dmtet"
-    outputs = frozenset({"rgb", "alpha", "depth", "normal_camera", "normal_world", "triangle_id"})
+    outputs = frozenset({"rgb", "albedo", "alpha", "depth", "normal_camera", "normal_world", "triangle_id"})
     default_lrs = {"sdf": 1e-3, "deform": 1e-2, "texture": 1e-2}
 
     def __init__(self, resolution: int = 128, extent: float = 1.2, *, color_field: bool = False,

@@ -14,7 +14,8 @@ culled; the box is the 3-sigma box, widened or narrowed to where the Gaussian's 
 (at most 3.33 sigma), in whole pixels, as current gsplat does. The rest are sorted by camera z per
 16x16 tile and alpha-composited front to back: alpha = min(alpha_max, o exp(-d^2 / 2)), contributions
 below 1/255 skipped, a pixel finished before the Gaussian that would take its transmittance to <= 1e-4.
-Outputs (render.proto): rgb over the background; alpha; depth = sum(w z) / alpha with z the camera z of
+Outputs (render.proto): rgb over the background; albedo, the view-independent colour (SH degree 0 only,
+max(0, sh0 Y_0 + 0.5)) over the background; alpha; depth = sum(w z) / alpha with z the camera z of
 each Gaussian's centre (0 where alpha = 0); normal_camera = sum(w n) with n the Gaussian's shortest
 axis turned toward the camera (alpha-weighted, not re-normalised: length <= alpha); normal_world the
 same rotated into the world frame.
@@ -62,7 +63,7 @@ from services.render.representations.gaussians_strategy import GaussianStrategy,
 from services.render.types import DensifyResult
 
 GROUPS = ("means", "scales", "quats", "opacities", "sh0", "shN")
-OUTPUTS = frozenset({"rgb", "alpha", "depth", "normal_camera", "normal_world"})
+OUTPUTS = frozenset({"rgb", "albedo", "alpha", "depth", "normal_camera", "normal_world"})
 
 
 def _knn_mean_distance(points: torch.Tensor, k: int = 3) -> torch.Tensor:
@@ -214,7 +215,7 @@ class GaussianScene(Representation):
 
     def render(self, cameras: CameraBatch, outputs: Collection[str] = ("rgb", "alpha"),
                background: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Render `outputs` (rgb, alpha, depth, normal_camera, normal_world) for N cameras. background:
+        """Render `outputs` (rgb, albedo, alpha, depth, normal_camera, normal_world) for N cameras. background:
         (3,), (N, 3), (3, H, W) or (N, 3, H, W) in [0, 1]; default white."""
         outputs = list(outputs)
         unknown = set(outputs) - OUTPUTS
@@ -225,13 +226,19 @@ class GaussianScene(Representation):
         sh = torch.cat([self.sh0, self.shN], 1)
         colors = sh_to_colors(sh, self.means, cams.centers, self.sh_degree)
         normals = shortest_axis_normals(self.quats, self.scales) if want_normals else None
+        extra = None
+        if "albedo" in outputs:
+            extra = (SH_C0 * self.sh0[:, 0] + 0.5).clamp_min(0.0).expand(len(cams), -1, -1)
         args = (self.means, self.quats, self.scales.exp(), torch.sigmoid(self.opacities), colors, cams, normals)
-        raw = rasterize_gsplat(*args) if self.backend == "gsplat" else rasterize_torch(*args, tile=self.tile_size)
+        raw = rasterize_gsplat(*args, extra=extra) if self.backend == "gsplat" else \
+            rasterize_torch(*args, tile=self.tile_size, extra=extra)
         self._track_screen_grads(raw["means2d"], raw["visible"], cams.width, cams.height)
         out = {}
         alpha = raw["alpha"]
         if "rgb" in outputs:
             out["rgb"] = raw["rgb"] + (1 - alpha) * self._background(background, cams, alpha)
+        if "albedo" in outputs:
+            out["albedo"] = raw["extra"] + (1 - alpha) * self._background(background, cams, alpha)
         if "alpha" in outputs:
             out["alpha"] = alpha
         if "depth" in outputs:

@@ -92,6 +92,12 @@ class Projection:
     visible: torch.Tensor
 
 
+# The EWA Jacobian is evaluated with x/z, y/z clamped to this fraction of the half view beyond the image
+# edges (3DGS, gsplat). It makes a Gaussian's footprint depend on the image's frustum: a patch camera
+# (a crop of a larger view) draws Gaussians centred well outside it slightly differently from the crop.
+JACOBIAN_CLAMP = 0.3
+
+
 def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                       K: torch.Tensor, world_to_camera: torch.Tensor, width: int, height: int) -> Projection:
     """EWA projection of Gaussians (means (P, 3), quats (P, 4), activated scales (P, 3) and opacities
@@ -111,9 +117,9 @@ def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Te
     means2d = torch.stack([fx * u + cx, fy * v + cy], -1)
     # Jacobian evaluated with x/z, y/z clamped a little outside the view (as 3DGS/gsplat): keeps the
     # footprints of Gaussians far off-screen from exploding
-    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
-    u_c = torch.minimum(torch.maximum(u, -(cx / fx + 0.3 * tan_x)), (width - cx) / fx + 0.3 * tan_x)
-    v_c = torch.minimum(torch.maximum(v, -(cy / fy + 0.3 * tan_y)), (height - cy) / fy + 0.3 * tan_y)
+    tan_x, tan_y = JACOBIAN_CLAMP * 0.5 * width / fx, JACOBIAN_CLAMP * 0.5 * height / fy
+    u_c = torch.minimum(torch.maximum(u, -(cx / fx + tan_x)), (width - cx) / fx + tan_x)
+    v_c = torch.minimum(torch.maximum(v, -(cy / fy + tan_y)), (height - cy) / fy + tan_y)
     zeros = torch.zeros_like(z)
     J = torch.stack([torch.stack([fx / z_safe, zeros, -fx * u_c / z_safe], -1),
                      torch.stack([zeros, fy / z_safe, -fy * v_c / z_safe], -1)], -2)  # (C, P, 2, 3)

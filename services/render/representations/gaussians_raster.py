@@ -264,22 +264,30 @@ def composite_tiles(bins: TileBins, means2d: torch.Tensor, conics: torch.Tensor,
 
 def rasterize_torch(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                     colors: torch.Tensor, cameras: CameraBatch, normals: torch.Tensor | None = None,
-                    alpha_max: float = 0.99, tile: int = TILE_SIZE, chunk: int = 32) -> dict[str, Any]:
+                    alpha_max: float = 0.99, tile: int = TILE_SIZE, chunk: int = 32,
+                    extra: torch.Tensor | None = None) -> dict[str, Any]:
     """Pure-torch reference. means (P, 3), quats (P, 4), activated scales (P, 3) and opacities (P,),
-    colors (C, P, 3), optional world normals (P, 3) -> dict with "rgb" (C, 3, H, W) premultiplied (no
-    background), "alpha" (C, 1, H, W), "depth" (C, 1, H, W) expected camera z (0 where alpha = 0),
-    "normal_camera" (C, 3, H, W) when normals are given, and for statistics "means2d" (C, P, 2) px and
+    colors (C, P, 3), optional world normals (P, 3), optional extra features (C, P, K) -> dict with
+    "rgb" (C, 3, H, W) premultiplied (no background), "alpha" (C, 1, H, W), "depth" (C, 1, H, W) expected
+    camera z (0 where alpha = 0), "normal_camera" (C, 3, H, W) when normals are given, "extra"
+    (C, K, H, W) premultiplied when extra is given, and for statistics "means2d" (C, P, 2) px and
     "visible" (C, P)."""
     W, H = cameras.width, cameras.height
     proj = project_gaussians(means, quats, scales, opacities, cameras.K, cameras.world_to_camera, W, H)
     feats = [colors, proj.means_cam[..., 2:3]]
     if normals is not None:
         feats.append(camera_normals(normals, cameras.world_to_camera, proj.means_cam))
+    if extra is not None:
+        feats.append(extra)
     bins = bin_gaussians(proj, W, H, tile, chunk)
     img, alpha = composite_tiles(bins, proj.means2d, proj.conics, opacities, torch.cat(feats, -1), W, H,
                                  alpha_max)
     out = {"rgb": img[:, :3], "alpha": alpha, "depth": img[:, 3:4] / alpha.clamp_min(1e-10),
            "means2d": proj.means2d, "visible": proj.visible}
+    start = 4
     if normals is not None:
         out["normal_camera"] = img[:, 4:7]
+        start = 7
+    if extra is not None:
+        out["extra"] = img[:, start:start + extra.shape[-1]]
     return out

@@ -65,7 +65,7 @@ def _texture_array(texture) -> np.ndarray:
 
 class MeshScene(Representation):
     kind = "mesh"
-    outputs = frozenset(ALL_OUTPUTS) | {"texture_seen"}
+    outputs = frozenset(ALL_OUTPUTS) | {"albedo", "texture_seen"}
     default_lrs = {"vertices": 1e-3, "texture": 1e-2}
 
     def __init__(self, num_vertices: int, num_faces: int, num_uvs: int = 0, texture_size: int = 0, *,

@@ -39,7 +39,8 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
     """Render a triangle mesh. vertices (V, 3), faces (F, 3), neighbors (F, 3) from edge_neighbors;
     albedo from texture (T, T, 3) at uvs/uv_faces, or vertex_colors (V, 3), or grey 0.5 when neither.
     shading "unlit" or "diffuse" (Lambertian, ambient 0.3, light_direction (3,) world towards the light,
-    default: towards each camera). Returns the requested outputs (render.proto shapes)."""
+    default: towards each camera). Returns the requested outputs (render.proto shapes): "albedo" is the
+    base colour before shading over the background (equal to "rgb" when unlit)."""
     outputs = set(outputs)
     N, H, W = len(cameras), cameras.height, cameras.width
     cams = cameras.to(device=vertices.device, dtype=vertices.dtype)
@@ -48,7 +49,7 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
     R = cams.world_to_camera[:, :3, :3]
     want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading == "diffuse"
     uv_img = None
-    if texture is not None and (outputs & {"rgb", "uv", "texture_seen"}):
+    if texture is not None and (outputs & {"rgb", "albedo", "uv", "texture_seen"}):
         uv_img = raster.interpolate(frags, uvs.to(vertices.dtype), uv_faces)
     n_world = None
     if want_normals:
@@ -60,24 +61,28 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
             n_world = raster.interpolate(frags, vertex_normals(vertices, faces))
         n_world = n_world / n_world.norm(dim=1, keepdim=True).clamp_min(1e-12)
     channels: list[tuple[str, torch.Tensor]] = []
-    if "rgb" in outputs:
+    if outputs & {"rgb", "albedo"}:
         if texture is not None:
             albedo = raster.texture(texture.clamp(0, 1), uv_img)
         elif vertex_colors is not None:
             albedo = raster.interpolate(frags, vertex_colors.clamp(0, 1))
         else:
             albedo = torch.full_like(mask.expand(-1, 3, -1, -1), 0.5)
+        bg = _background(background, N, H, W, vertices)
+        if "albedo" in outputs:
+            channels.append(("albedo", albedo * mask + bg * (1 - mask)))
+    if "rgb" in outputs:
+        shaded = albedo
         if shading == "diffuse":
             if light_direction is None:
                 light = -R[:, 2, :]                                          # towards the camera
             else:
                 light = (light_direction.to(vertices) / light_direction.norm().clamp_min(1e-12)).expand(N, 3)
             lambert = (n_world * light[:, :, None, None]).sum(1, keepdim=True).clamp_min(0)
-            albedo = albedo * (AMBIENT + (1 - AMBIENT) * lambert)
+            shaded = albedo * (AMBIENT + (1 - AMBIENT) * lambert)
         elif shading not in ("unlit", ""):
             raise ValueError(f"unknown shading {shading!r} (expected 'unlit' or 'diffuse')")
-        bg = _background(background, N, H, W, vertices)
-        channels.append(("rgb", albedo * mask + bg * (1 - mask)))
+        channels.append(("rgb", shaded * mask + bg * (1 - mask)))
     channels.append(("alpha", mask))
     if "depth" in outputs:
         channels.append(("depth", raster.depth(frags) * mask))
@@ -94,8 +99,9 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
         start += c.shape[1]
     alpha = out["alpha"].clamp(0, 1)
     out["alpha"] = alpha
-    if "rgb" in out:
-        out["rgb"] = out["rgb"].clamp(0, 1)
+    for name in ("rgb", "albedo"):
+        if name in out:
+            out[name] = out[name].clamp(0, 1)
     if "depth" in out:
         out["depth"] = torch.where(alpha > 1e-6, out["depth"] / alpha.clamp_min(1e-6), torch.zeros_like(alpha))
     if "uv" in outputs:
