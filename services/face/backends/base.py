@@ -17,6 +17,7 @@ class Detection:
     score: float
     landmarks_5: np.ndarray | None = None  # (5, 2) when the detector predicts them (ArcFace order)
     keypoints: np.ndarray | None = None    # (K, 2) pixels, backend-specific (BlazeFace: eyes, nose, mouth, ears)
+    landmarks_478: np.ndarray | None = None  # (478, 3) when the detector computed them to verify the face
 
 
 class Detector(Protocol):

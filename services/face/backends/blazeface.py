@@ -91,7 +91,7 @@ def weighted_nms(cands: list[Candidate], iou_threshold: float = IOU_THRESHOLD) -
     out = []
     while rest:
         best = rest[0]
-        group = [c for c in rest if _iou(best.box, c.box) > iou_threshold]
+        group = [c for c in rest if iou(best.box, c.box) > iou_threshold]
         group_ids = {id(c) for c in group}
         wts = np.array([c.score for c in group])[:, None]
         box = (np.stack([c.box for c in group]) * wts).sum(0) / wts.sum()
@@ -101,7 +101,8 @@ def weighted_nms(cands: list[Candidate], iou_threshold: float = IOU_THRESHOLD) -
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (4,) x0, y0, x1, y1 boxes."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih

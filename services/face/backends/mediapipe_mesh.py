@@ -4,9 +4,10 @@
 Each model sees a square, rotated crop (a `Roi`) of the image: the mesh a crop 1.5x the face's size
 turned so that the eyes are level (192 px, values in [0, 1]); each eye a crop 2.3x the eye-corner
 distance (64 px, [0, 1]; the image-right eye mirrored, as the model was trained on one eye). The mesh
-is run twice, the second time on the crop its own first answer defines (MediaPipe's tracking ROI).
-The iris model's eyelid contour replaces the mesh's 16 eyelid points (x and y), and adds the iris
-centre and rim per eye.
+is run again on the crop its own answer defines (MediaPipe's tracking ROI), until that crop stops
+moving or MAX_PASSES: a small face's detection gives a poor eye-line angle, and the mesh under-reports
+the roll it sees in a turned crop, so each pass about halves the error. The iris model's eyelid
+contour replaces the mesh's 16 eyelid points (x and y), and adds the iris centre and rim per eye.
 
 Outputs are x, y in image pixels and z in the same pixel scale as x (MediaPipe: "z uses roughly the same
 scale as x"), relative to the face's centre, smaller = nearer the camera.
@@ -24,6 +25,7 @@ from services.core.face_mesh import LEFT_EYE, RIGHT_EYE, N_MESH
 from services.face.backends.tflite_models import TFLiteModel
 
 FACE_ROI_SCALE = 1.5
+MAX_PASSES = 5
 EYE_ROI_SCALE = 2.3
 # The iris model's first 16 contour points: the lower lid from corner to corner, then the upper lid
 # without its corners; as mesh indices per eye (the model's contour order is MediaPipe's).
@@ -59,6 +61,13 @@ class Roi:
         return np.c_[xy, pts[:, 2] * self.size / n]
 
 
+def _same_roi(a: Roi, b: Roi) -> bool:
+    """Whether two crops differ by under 1 deg of rotation and 1% of their size in place and size."""
+    turn = abs((a.angle - b.angle + math.pi) % (2 * math.pi) - math.pi)
+    return (turn < math.radians(1.0) and math.hypot(a.cx - b.cx, a.cy - b.cy) < 0.01 * b.size
+            and abs(a.size - b.size) < 0.01 * b.size)
+
+
 def roi_from_points(a: np.ndarray, b: np.ndarray, box: np.ndarray, scale: float) -> Roi:
     """A square ROI around box (x0, y0, x1, y1) scaled by `scale` on its longer side, turned so that
     point a -> b runs along its x axis."""
@@ -74,8 +83,13 @@ class FaceMesh:
     def landmarks(self, image: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """(478, 3) points (see the module docstring) of the face in `roi`, and the mesh model's face
         presence score (0..1) on its final crop."""
-        pts, _ = self._mesh(image, roi)
-        pts, presence = self._mesh(image, self._tracking_roi(pts))
+        pts, presence = self._mesh(image, roi)
+        for _ in range(MAX_PASSES - 1):
+            nxt = self._tracking_roi(pts)
+            if _same_roi(nxt, roi):
+                break
+            roi = nxt
+            pts, presence = self._mesh(image, roi)
         return self._with_irises(image, pts), presence
 
     def _mesh(self, image: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
