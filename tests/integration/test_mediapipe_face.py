@@ -95,6 +95,19 @@ def test_eye_nose_mouth_points_are_near_dlibs(mp_service, face_service, photo, r
     assert dist.max() < 0.2 * iod
 
 
+def test_dlib_identity_and_pose_from_the_mesh_68(mp_service, face_service, astronaut, hopper):
+    """dlib's descriptor computed at the mesh's 68 is the one at dlib's own 68 (same person by far), still
+    tells the two people apart, and the head pose agrees."""
+    raw = lambda f: f.embedding * f.embedding_norm  # noqa: E731 - dlib's distances are on raw descriptors
+    mine = [mp_service.analyze(p, FAST).faces[0] for p in (astronaut, hopper)]
+    dlib = [face_service.analyze(p, FAST).faces[0] for p in (astronaut, hopper)]
+    for m, d in zip(mine, dlib):
+        assert np.linalg.norm(raw(m) - raw(d)) < 0.2
+        assert abs(m.pose.yaw - d.pose.yaw) < 5 and abs(m.pose.pitch - d.pose.pitch) < 5
+        assert abs(m.pose.roll - d.pose.roll) < 5
+    assert np.linalg.norm(raw(mine[0]) - raw(mine[1])) > 0.6
+
+
 def test_3d_points_in_the_head_frame(mp_client, photo):
     f = mp_client.analyze(photo, FAST).faces[0]
     p3 = f.landmarks_3d_478
