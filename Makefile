@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench protos check-protos clean triton-env
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
 	# torch first, exactly this version: it is the CPU build; anything looser pulls CUDA wheels.
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -r requirements.lock
+	$(PIP) install --quiet --no-deps -r requirements-nodeps.lock
 	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -58,6 +58,9 @@ def face_to_proto(f: Face) -> face_pb2.Face:
         camera=f.camera.to_proto(), crop_transform=[float(v) for v in f.crop_transform.reshape(-1)],
         crop_camera=f.crop_camera.to_proto(), eg3d_label=[float(v) for v in f.eg3d_label],
         embedding_norm=f.embedding_norm)
+    if f.landmarks_478 is not None:
+        msg.landmarks_478.extend(_points2(f.landmarks_478))
+        msg.landmarks_3d_478.extend(_points3(f.landmarks_3d_478))
     if f.embedding is not None:
         msg.embedding.CopyFrom(tensors.to_proto(f.embedding.astype(np.float32)))
     for name in ("aligned_crop", "face_mask", "head_mask", "crop_head_mask"):
@@ -71,6 +74,10 @@ def _arr2(points) -> np.ndarray:
     return np.array([[p.x, p.y] for p in points], dtype=np.float64).reshape(-1, 2)
 
 
+def _arr3(points) -> np.ndarray:
+    return np.array([[p.x, p.y, p.z] for p in points], dtype=np.float64).reshape(-1, 3)
+
+
 def _camera(msg: common_pb2.Camera) -> PinholeCamera:
     return PinholeCamera.from_proto(msg)
 
@@ -80,13 +87,15 @@ def face_from_proto(msg: face_pb2.Face) -> Face:
     return Face(
         box=np.array([msg.box.x0, msg.box.y0, msg.box.x1, msg.box.y1], dtype=np.float64), score=msg.score,
         landmarks_5=_arr2(msg.landmarks_5), landmarks_68=_arr2(msg.landmarks_68),
-        landmarks_3d_68=np.array([[p.x, p.y, p.z] for p in msg.landmarks_3d_68], dtype=np.float64).reshape(-1, 3),
+        landmarks_3d_68=_arr3(msg.landmarks_3d_68),
         pose=HeadPose(msg.pose.yaw, msg.pose.pitch, msg.pose.roll), camera=_camera(msg.camera),
         crop_transform=np.array(msg.crop_transform, dtype=np.float64).reshape(2, 3),
         crop_camera=_camera(msg.crop_camera), eg3d_label=np.array(msg.eg3d_label, dtype=np.float32),
         embedding=(np.array(tensors.from_proto(msg.embedding, "embedding")) if msg.embedding.data else None),
         embedding_norm=msg.embedding_norm, aligned_crop=opt(msg.aligned_crop), face_mask=opt(msg.face_mask),
-        head_mask=opt(msg.head_mask), crop_head_mask=opt(msg.crop_head_mask))
+        head_mask=opt(msg.head_mask), crop_head_mask=opt(msg.crop_head_mask),
+        landmarks_478=_arr2(msg.landmarks_478) if msg.landmarks_478 else None,
+        landmarks_3d_478=_arr3(msg.landmarks_3d_478) if msg.landmarks_3d_478 else None)
 
 
 def models_to_proto(models: list[ModelRecord]) -> list[common_pb2.ModelInfo]:

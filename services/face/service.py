@@ -16,7 +16,9 @@ from services.common.images import any_to_rgb8
 from services.face.backends import load_detector, load_recognizer
 from services.face.config import FaceConfig
 from services.face.geometry import alignment, masks
+from services.core.face_mesh import five_from_478, ibug68_from_478
 from services.core.landmarks import five_from_68
+from services.face.geometry.dense import head_frame_478
 from services.face.geometry.pose import fit_head_pose
 from services.face.types import (AnalyzeOptions, AnalyzeResult, CompareResult, Description, Face, HeadPose,
                                  IdentityLossResult)
@@ -47,14 +49,20 @@ class FaceService:
 
     def _analyze_one(self, rgb: np.ndarray, det, options: AnalyzeOptions) -> Face:
         h, w = rgb.shape[:2]
-        lm68 = self.detector.landmarks_68(rgb, det)
-        lm5 = det.landmarks_5 if det.landmarks_5 is not None else five_from_68(lm68)
+        dense = getattr(self.detector, "landmarks_478", None)  # a DenseDetector (backends.base)
+        lm478 = None if dense is None else dense(rgb, det)
+        lm68 = self.detector.landmarks_68(rgb, det) if lm478 is None else ibug68_from_478(lm478[:, :2])
+        lm5 = det.landmarks_5 if det.landmarks_5 is not None else (
+            five_from_68(lm68) if lm478 is None else five_from_478(lm478))
         fit = fit_head_pose(lm68, w, h)
         transform = alignment.crop_transform(lm68, options.crop_size, options.crop_style)
         crop_cam, label = alignment.crop_camera(fit.yaw, fit.pitch, options.crop_size, options.crop_style)
         face = Face(box=det.box, score=det.score, landmarks_5=lm5, landmarks_68=lm68,
                     landmarks_3d_68=fit.landmarks_3d, pose=HeadPose(fit.yaw, fit.pitch, fit.roll),
                     camera=fit.camera, crop_transform=transform, crop_camera=crop_cam, eg3d_label=label)
+        if lm478 is not None:
+            face.landmarks_478 = lm478[:, :2].copy()
+            face.landmarks_3d_478 = head_frame_478(lm478, fit)
         if not options.skip_embedding:
             raw = self.recognizer.embed(rgb, lm68, lm5)
             norm = float(np.linalg.norm(raw))
@@ -190,8 +198,12 @@ class FaceService:
                 out.append(None)
                 continue
             d = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-            out.append(d.landmarks_5 if d.landmarks_5 is not None else five_from_68(self.detector.landmarks_68(rgb, d)))
+            out.append(d.landmarks_5 if d.landmarks_5 is not None else self._five(rgb, d))
         return out
+
+    def _five(self, rgb: np.ndarray, det) -> np.ndarray:
+        dense = getattr(self.detector, "landmarks_478", None)
+        return five_from_478(dense(rgb, det)) if dense else five_from_68(self.detector.landmarks_68(rgb, det))
 
     # Describe --------------------------------------------------------------------------------------
     def describe(self) -> Description:

@@ -55,6 +55,8 @@ class Face:
     face_mask: np.ndarray | None = None      # (H, W) uint8 0/255
     head_mask: np.ndarray | None = None      # (H, W) uint8 0/255
     crop_head_mask: np.ndarray | None = None  # (S, S) uint8 0/255
+    landmarks_478: np.ndarray | None = None     # (478, 2) MediaPipe order, pixels (mediapipe detector only)
+    landmarks_3d_478: np.ndarray | None = None  # (478, 3) head frame, as landmarks_3d_68
 
 
 @dataclass
@@ -107,4 +109,6 @@ def face_to_dict(f: Face) -> dict:
         "crop_transform": f.crop_transform.round(6).tolist(), "eg3d_label": [round(float(v), 6) for v in f.eg3d_label],
         "embedding": None if f.embedding is None else [round(float(v), 6) for v in f.embedding],
         "embedding_norm": round(f.embedding_norm, 6),
+        **({} if f.landmarks_478 is None else {"landmarks_478": f.landmarks_478.round(2).tolist(),
+                                               "landmarks_3d_478": f.landmarks_3d_478.round(4).tolist()}),
     }

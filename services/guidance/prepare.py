@@ -159,12 +159,13 @@ def _control_pictures(spec: ControlSpec, ctrl: ControlInput, n: int, image_size:
     if ctrl.landmarks is not None:
         require(spec.kind == "landmarks", f"{field}.landmarks", "points are only for a LANDMARKS control")
         pts = np.asarray(ctrl.landmarks, dtype=np.float32)
-        require(pts.ndim in (2, 3) and pts.shape[-2:] == (68, 2), f"{field}.landmarks",
-                f"must be (68, 2) or (N, 68, 2) pixel points, got {pts.shape}")
+        require(pts.ndim in (2, 3) and pts.shape[-2:] in ((68, 2), (478, 2)), f"{field}.landmarks",
+                f"must be (P, 2) or (N, P, 2) pixel points with P = 68 (iBUG order) or 478 (MediaPipe "
+                f"order), got {pts.shape}")
         require(pts.ndim == 2 or pts.shape[0] == n, f"{field}.landmarks", f"give 1 or {n} point sets")
         require_finite(pts, f"{field}.landmarks")
         h, w = image_size
-        return [draw_landmarks(p, h, w) for p in pts.reshape(-1, 68, 2)]
+        return [draw_landmarks(p, h, w) for p in pts.reshape(-1, *pts.shape[-2:])]
     pic = ctrl.image
     require(pic is not None, f"{field}.image", "a control needs an image (or landmarks)")
     require(pic.ndim in (3, 4), f"{field}.image", f"must be (C, H, W) or (N, C, H, W), got {pic.shape}")

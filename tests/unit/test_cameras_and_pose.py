@@ -86,3 +86,11 @@ def test_crop_removes_roll_and_camera_follows_pose():
     c_ffhq = T_ffhq @ [256, 256, 1]
     c_head = T_head @ [256, 256, 1]
     assert c_head[1] > c_ffhq[1] - 512 * 0.2 and abs(c_head[0] - c_ffhq[0]) < 40
+
+
+def test_fit_of_collapsed_landmarks_falls_back_to_a_frontal_head():
+    """68 points on one pixel (a detector's degenerate answer): no pose to solve, so a frontal head, not a crash."""
+    fit = fit_head_pose(np.full((68, 2), 100.0), 512, 512)
+    assert (fit.yaw, fit.pitch, fit.roll) == pytest.approx((0.0, 0.0, 0.0), abs=1e-9)
+    assert np.isfinite(fit.landmarks_3d).all() and fit.camera.position[2] > 0
+    np.testing.assert_allclose(fit.camera.project(fit.landmarks_3d), np.full((68, 2), 100.0), atol=1e-6)

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from headforge.v1 import common_pb2 as headforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17headforge/v1/face.proto\x12\x0cheadforge.v1\x1a\x19headforge/v1/common.proto\"\x83\x02\n\x0e\x41nalyzeOptions\x12\x11\n\tmax_faces\x18\x01 \x01(\x05\x12\x15\n\rmin_face_size\x18\x02 \x01(\x02\x12\x15\n\x08upsample\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0eskip_embedding\x18\x04 \x01(\x08\x12\x11\n\tskip_crop\x18\x05 \x01(\x08\x12\x12\n\nskip_masks\x18\x06 \x01(\x08\x12\x11\n\tcrop_size\x18\x07 \x01(\x05\x12+\n\ncrop_style\x18\x08 \x01(\x0e\x32\x17.headforge.v1.CropStyle\x12\x16\n\tmin_score\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x0b\n\t_upsampleB\x0c\n\n_min_score\"h\n\x0e\x41nalyzeRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.headforge.v1.ImageInput\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.headforge.v1.AnalyzeOptions\"4\n\x08HeadPose\x12\x0b\n\x03yaw\x18\x01 \x01(\x02\x12\r\n\x05pitch\x18\x02 \x01(\x02\x12\x0c\n\x04roll\x18\x03 \x01(\x02\"\xe3\x04\n\x04\x46\x61\x63\x65\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.headforge.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12)\n\x0blandmarks_5\x18\x03 \x03(\x0b\x32\x14.headforge.v1.Point2\x12*\n\x0clandmarks_68\x18\x04 \x03(\x0b\x32\x14.headforge.v1.Point2\x12-\n\x0flandmarks_3d_68\x18\x05 \x03(\x0b\x32\x14.headforge.v1.Point3\x12$\n\x04pose\x18\x06 \x01(\x0b\x32\x16.headforge.v1.HeadPose\x12$\n\x06\x63\x61mera\x18\x07 \x01(\x0b\x32\x14.headforge.v1.Camera\x12\'\n\tembedding\x18\x08 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\x16\n\x0e\x65mbedding_norm\x18\t \x01(\x02\x12\x30\n\x0c\x61ligned_crop\x18\n \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\x12\x16\n\x0e\x63rop_transform\x18\x0b \x03(\x02\x12)\n\x0b\x63rop_camera\x18\x0c \x01(\x0b\x32\x14.headforge.v1.Camera\x12\x12\n\neg3d_label\x18\r \x03(\x02\x12-\n\tface_mask\x18\x0e \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\x12-\n\thead_mask\x18\x0f \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\x12\x32\n\x0e\x63rop_head_mask\x18\x10 \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\"\x88\x01\n\x0f\x41nalyzeResponse\x12!\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x12.headforge.v1.Face\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\x12\'\n\x06models\x18\x04 \x03(\x0b\x32\x17.headforge.v1.ModelInfo\"\x81\x02\n\x0e\x43ompareRequest\x12,\n\x01\x61\x18\x01 \x01(\x0b\x32!.headforge.v1.CompareRequest.Side\x12,\n\x01\x62\x18\x02 \x01(\x0b\x32!.headforge.v1.CompareRequest.Side\x1a\x92\x01\n\x04Side\x12)\n\x05image\x18\x01 \x01(\x0b\x32\x18.headforge.v1.ImageInputH\x00\x12)\n\tembedding\x18\x02 \x01(\x0b\x32\x14.headforge.v1.TensorH\x00\x12\x12\n\nface_index\x18\x03 \x01(\x05\x12\x16\n\x0e\x65mbedding_norm\x18\x04 \x01(\x02\x42\x08\n\x06source\"v\n\x0f\x43ompareResponse\x12\x19\n\x11\x63osine_similarity\x18\x01 \x01(\x02\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x13\n\x0bsame_person\x18\x04 \x01(\x08\x12\x0e\n\x06metric\x18\x05 \x01(\t\"\xe1\x01\n\x13IdentityLossRequest\x12$\n\x06images\x18\x01 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\x31\n\x13reference_embedding\x18\x02 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12>\n\tlandmarks\x18\x03 \x03(\x0b\x32+.headforge.v1.IdentityLossRequest.Landmarks\x1a\x31\n\tLandmarks\x12$\n\x06points\x18\x01 \x03(\x0b\x32\x14.headforge.v1.Point2\"r\n\x14IdentityLossResponse\x12\"\n\x04loss\x18\x01 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\"\n\x04grad\x18\x02 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\x12\n\nface_found\x18\x03 \x03(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xf1\x01\n\x10\x44\x65scribeResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.headforge.v1.ModelInfo\x12\x18\n\x10identity_backend\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x1f\n\x17identity_loss_available\x18\x04 \x01(\x08\x12\x0e\n\x06metric\x18\x05 \x01(\t\x12\x1d\n\x15same_person_threshold\x18\x06 \x01(\x02\x12\x18\n\x10max_image_pixels\x18\x07 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\x03*;\n\tCropStyle\x12\x1a\n\x16\x43ROP_STYLE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x46\x46HQ\x10\x01\x12\x08\n\x04HEAD\x10\x02\x32\xbf\x02\n\x0b\x46\x61\x63\x65Service\x12\x46\n\x07\x41nalyze\x12\x1c.headforge.v1.AnalyzeRequest\x1a\x1d.headforge.v1.AnalyzeResponse\x12\x46\n\x07\x43ompare\x12\x1c.headforge.v1.CompareRequest\x1a\x1d.headforge.v1.CompareResponse\x12U\n\x0cIdentityLoss\x12!.headforge.v1.IdentityLossRequest\x1a\".headforge.v1.IdentityLossResponse\x12I\n\x08\x44\x65scribe\x12\x1d.headforge.v1.DescribeRequest\x1a\x1e.headforge.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17headforge/v1/face.proto\x12\x0cheadforge.v1\x1a\x19headforge/v1/common.proto\"\x83\x02\n\x0e\x41nalyzeOptions\x12\x11\n\tmax_faces\x18\x01 \x01(\x05\x12\x15\n\rmin_face_size\x18\x02 \x01(\x02\x12\x15\n\x08upsample\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0eskip_embedding\x18\x04 \x01(\x08\x12\x11\n\tskip_crop\x18\x05 \x01(\x08\x12\x12\n\nskip_masks\x18\x06 \x01(\x08\x12\x11\n\tcrop_size\x18\x07 \x01(\x05\x12+\n\ncrop_style\x18\x08 \x01(\x0e\x32\x17.headforge.v1.CropStyle\x12\x16\n\tmin_score\x18\t \x01(\x02H\x01\x88\x01\x01\x42\x0b\n\t_upsampleB\x0c\n\n_min_score\"h\n\x0e\x41nalyzeRequest\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.headforge.v1.ImageInput\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.headforge.v1.AnalyzeOptions\"4\n\x08HeadPose\x12\x0b\n\x03yaw\x18\x01 \x01(\x02\x12\r\n\x05pitch\x18\x02 \x01(\x02\x12\x0c\n\x04roll\x18\x03 \x01(\x02\"\xc0\x05\n\x04\x46\x61\x63\x65\x12\x1e\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x11.headforge.v1.Box\x12\r\n\x05score\x18\x02 \x01(\x02\x12)\n\x0blandmarks_5\x18\x03 \x03(\x0b\x32\x14.headforge.v1.Point2\x12*\n\x0clandmarks_68\x18\x04 \x03(\x0b\x32\x14.headforge.v1.Point2\x12-\n\x0flandmarks_3d_68\x18\x05 \x03(\x0b\x32\x14.headforge.v1.Point3\x12$\n\x04pose\x18\x06 \x01(\x0b\x32\x16.headforge.v1.HeadPose\x12$\n\x06\x63\x61mera\x18\x07 \x01(\x0b\x32\x14.headforge.v1.Camera\x12\'\n\tembedding\x18\x08 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\x16\n\x0e\x65mbedding_norm\x18\t \x01(\x02\x12\x30\n\x0c\x61ligned_crop\x18\n \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\x12\x16\n\x0e\x63rop_transform\x18\x0b \x03(\x02\x12)\n\x0b\x63rop_camera\x18\x0c \x01(\x0b\x32\x14.headforge.v1.Camera\x12\x12\n\neg3d_label\x18\r \x03(\x02\x12-\n\tface_mask\x18\x0e \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\x12-\n\thead_mask\x18\x0f \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\x12\x32\n\x0e\x63rop_head_mask\x18\x10 \x01(\x0b\x32\x1a.headforge.v1.EncodedImage\x12+\n\rlandmarks_478\x18\x11 \x03(\x0b\x32\x14.headforge.v1.Point2\x12.\n\x10landmarks_3d_478\x18\x12 \x03(\x0b\x32\x14.headforge.v1.Point3\"\x88\x01\n\x0f\x41nalyzeResponse\x12!\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x12.headforge.v1.Face\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\x12\'\n\x06models\x18\x04 \x03(\x0b\x32\x17.headforge.v1.ModelInfo\"\x81\x02\n\x0e\x43ompareRequest\x12,\n\x01\x61\x18\x01 \x01(\x0b\x32!.headforge.v1.CompareRequest.Side\x12,\n\x01\x62\x18\x02 \x01(\x0b\x32!.headforge.v1.CompareRequest.Side\x1a\x92\x01\n\x04Side\x12)\n\x05image\x18\x01 \x01(\x0b\x32\x18.headforge.v1.ImageInputH\x00\x12)\n\tembedding\x18\x02 \x01(\x0b\x32\x14.headforge.v1.TensorH\x00\x12\x12\n\nface_index\x18\x03 \x01(\x05\x12\x16\n\x0e\x65mbedding_norm\x18\x04 \x01(\x02\x42\x08\n\x06source\"v\n\x0f\x43ompareResponse\x12\x19\n\x11\x63osine_similarity\x18\x01 \x01(\x02\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x13\n\x0bsame_person\x18\x04 \x01(\x08\x12\x0e\n\x06metric\x18\x05 \x01(\t\"\xe1\x01\n\x13IdentityLossRequest\x12$\n\x06images\x18\x01 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\x31\n\x13reference_embedding\x18\x02 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12>\n\tlandmarks\x18\x03 \x03(\x0b\x32+.headforge.v1.IdentityLossRequest.Landmarks\x1a\x31\n\tLandmarks\x12$\n\x06points\x18\x01 \x03(\x0b\x32\x14.headforge.v1.Point2\"r\n\x14IdentityLossResponse\x12\"\n\x04loss\x18\x01 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\"\n\x04grad\x18\x02 \x01(\x0b\x32\x14.headforge.v1.Tensor\x12\x12\n\nface_found\x18\x03 \x03(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xf1\x01\n\x10\x44\x65scribeResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.headforge.v1.ModelInfo\x12\x18\n\x10identity_backend\x18\x02 \x01(\t\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x1f\n\x17identity_loss_available\x18\x04 \x01(\x08\x12\x0e\n\x06metric\x18\x05 \x01(\t\x12\x1d\n\x15same_person_threshold\x18\x06 \x01(\x02\x12\x18\n\x10max_image_pixels\x18\x07 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\x03*;\n\tCropStyle\x12\x1a\n\x16\x43ROP_STYLE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x46\x46HQ\x10\x01\x12\x08\n\x04HEAD\x10\x02\x32\xbf\x02\n\x0b\x46\x61\x63\x65Service\x12\x46\n\x07\x41nalyze\x12\x1c.headforge.v1.AnalyzeRequest\x1a\x1d.headforge.v1.AnalyzeResponse\x12\x46\n\x07\x43ompare\x12\x1c.headforge.v1.CompareRequest\x1a\x1d.headforge.v1.CompareResponse\x12U\n\x0cIdentityLoss\x12!.headforge.v1.IdentityLossRequest\x1a\".headforge.v1.IdentityLossResponse\x12I\n\x08\x44\x65scribe\x12\x1d.headforge.v1.DescribeRequest\x1a\x1e.headforge.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'headforge.v1.face_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CROPSTYLE']._serialized_start=2230
-  _globals['_CROPSTYLE']._serialized_end=2289
+  _globals['_CROPSTYLE']._serialized_start=2323
+  _globals['_CROPSTYLE']._serialized_end=2382
   _globals['_ANALYZEOPTIONS']._serialized_start=69
   _globals['_ANALYZEOPTIONS']._serialized_end=328
   _globals['_ANALYZEREQUEST']._serialized_start=330
@@ -41,25 +41,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEADPOSE']._serialized_start=436
   _globals['_HEADPOSE']._serialized_end=488
   _globals['_FACE']._serialized_start=491
-  _globals['_FACE']._serialized_end=1102
-  _globals['_ANALYZERESPONSE']._serialized_start=1105
-  _globals['_ANALYZERESPONSE']._serialized_end=1241
-  _globals['_COMPAREREQUEST']._serialized_start=1244
-  _globals['_COMPAREREQUEST']._serialized_end=1501
-  _globals['_COMPAREREQUEST_SIDE']._serialized_start=1355
-  _globals['_COMPAREREQUEST_SIDE']._serialized_end=1501
-  _globals['_COMPARERESPONSE']._serialized_start=1503
-  _globals['_COMPARERESPONSE']._serialized_end=1621
-  _globals['_IDENTITYLOSSREQUEST']._serialized_start=1624
-  _globals['_IDENTITYLOSSREQUEST']._serialized_end=1849
-  _globals['_IDENTITYLOSSREQUEST_LANDMARKS']._serialized_start=1800
-  _globals['_IDENTITYLOSSREQUEST_LANDMARKS']._serialized_end=1849
-  _globals['_IDENTITYLOSSRESPONSE']._serialized_start=1851
-  _globals['_IDENTITYLOSSRESPONSE']._serialized_end=1965
-  _globals['_DESCRIBEREQUEST']._serialized_start=1967
-  _globals['_DESCRIBEREQUEST']._serialized_end=1984
-  _globals['_DESCRIBERESPONSE']._serialized_start=1987
-  _globals['_DESCRIBERESPONSE']._serialized_end=2228
-  _globals['_FACESERVICE']._serialized_start=2292
-  _globals['_FACESERVICE']._serialized_end=2611
+  _globals['_FACE']._serialized_end=1195
+  _globals['_ANALYZERESPONSE']._serialized_start=1198
+  _globals['_ANALYZERESPONSE']._serialized_end=1334
+  _globals['_COMPAREREQUEST']._serialized_start=1337
+  _globals['_COMPAREREQUEST']._serialized_end=1594
+  _globals['_COMPAREREQUEST_SIDE']._serialized_start=1448
+  _globals['_COMPAREREQUEST_SIDE']._serialized_end=1594
+  _globals['_COMPARERESPONSE']._serialized_start=1596
+  _globals['_COMPARERESPONSE']._serialized_end=1714
+  _globals['_IDENTITYLOSSREQUEST']._serialized_start=1717
+  _globals['_IDENTITYLOSSREQUEST']._serialized_end=1942
+  _globals['_IDENTITYLOSSREQUEST_LANDMARKS']._serialized_start=1893
+  _globals['_IDENTITYLOSSREQUEST_LANDMARKS']._serialized_end=1942
+  _globals['_IDENTITYLOSSRESPONSE']._serialized_start=1944
+  _globals['_IDENTITYLOSSRESPONSE']._serialized_end=2058
+  _globals['_DESCRIBEREQUEST']._serialized_start=2060
+  _globals['_DESCRIBEREQUEST']._serialized_end=2077
+  _globals['_DESCRIBERESPONSE']._serialized_start=2080
+  _globals['_DESCRIBERESPONSE']._serialized_end=2321
+  _globals['_FACESERVICE']._serialized_start=2385
+  _globals['_FACESERVICE']._serialized_end=2704
 # @@protoc_insertion_point(module_scope)

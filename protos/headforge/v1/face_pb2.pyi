@@ -58,7 +58,7 @@ class HeadPose(_message.Message):
     def __init__(self, yaw: _Optional[float] = ..., pitch: _Optional[float] = ..., roll: _Optional[float] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "score", "landmarks_5", "landmarks_68", "landmarks_3d_68", "pose", "camera", "embedding", "embedding_norm", "aligned_crop", "crop_transform", "crop_camera", "eg3d_label", "face_mask", "head_mask", "crop_head_mask")
+    __slots__ = ("box", "score", "landmarks_5", "landmarks_68", "landmarks_3d_68", "pose", "camera", "embedding", "embedding_norm", "aligned_crop", "crop_transform", "crop_camera", "eg3d_label", "face_mask", "head_mask", "crop_head_mask", "landmarks_478", "landmarks_3d_478")
     BOX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_5_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,8 @@ class Face(_message.Message):
     FACE_MASK_FIELD_NUMBER: _ClassVar[int]
     HEAD_MASK_FIELD_NUMBER: _ClassVar[int]
     CROP_HEAD_MASK_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_478_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_3D_478_FIELD_NUMBER: _ClassVar[int]
     box: _common_pb2.Box
     score: float
     landmarks_5: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point2]
@@ -91,7 +93,9 @@ class Face(_message.Message):
     face_mask: _common_pb2.EncodedImage
     head_mask: _common_pb2.EncodedImage
     crop_head_mask: _common_pb2.EncodedImage
-    def __init__(self, box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., score: _Optional[float] = ..., landmarks_5: _Optional[_Iterable[_Union[_common_pb2.Point2, _Mapping]]] = ..., landmarks_68: _Optional[_Iterable[_Union[_common_pb2.Point2, _Mapping]]] = ..., landmarks_3d_68: _Optional[_Iterable[_Union[_common_pb2.Point3, _Mapping]]] = ..., pose: _Optional[_Union[HeadPose, _Mapping]] = ..., camera: _Optional[_Union[_common_pb2.Camera, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., embedding_norm: _Optional[float] = ..., aligned_crop: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., crop_transform: _Optional[_Iterable[float]] = ..., crop_camera: _Optional[_Union[_common_pb2.Camera, _Mapping]] = ..., eg3d_label: _Optional[_Iterable[float]] = ..., face_mask: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., head_mask: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., crop_head_mask: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ...) -> None: ...
+    landmarks_478: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point2]
+    landmarks_3d_478: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point3]
+    def __init__(self, box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., score: _Optional[float] = ..., landmarks_5: _Optional[_Iterable[_Union[_common_pb2.Point2, _Mapping]]] = ..., landmarks_68: _Optional[_Iterable[_Union[_common_pb2.Point2, _Mapping]]] = ..., landmarks_3d_68: _Optional[_Iterable[_Union[_common_pb2.Point3, _Mapping]]] = ..., pose: _Optional[_Union[HeadPose, _Mapping]] = ..., camera: _Optional[_Union[_common_pb2.Camera, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., embedding_norm: _Optional[float] = ..., aligned_crop: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., crop_transform: _Optional[_Iterable[float]] = ..., crop_camera: _Optional[_Union[_common_pb2.Camera, _Mapping]] = ..., eg3d_label: _Optional[_Iterable[float]] = ..., face_mask: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., head_mask: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., crop_head_mask: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., landmarks_478: _Optional[_Iterable[_Union[_common_pb2.Point2, _Mapping]]] = ..., landmarks_3d_478: _Optional[_Iterable[_Union[_common_pb2.Point3, _Mapping]]] = ...) -> None: ...
 
 class AnalyzeResponse(_message.Message):
     __slots__ = ("faces", "image_width", "image_height", "models")

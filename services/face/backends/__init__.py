@@ -24,6 +24,7 @@ DETECTORS.register("dlib", "services.face.backends.dlib_backend:load_detector")
 RECOGNIZERS.register("dlib", "services.face.backends.dlib_backend:load_recognizer")
 DETECTORS.register("insightface", "services.face.backends.insightface:load_detector")
 RECOGNIZERS.register("insightface", "services.face.backends.insightface:load_recognizer")
+DETECTORS.register("mediapipe", "services.face.backends.mediapipe_backend:load_detector")
 
 
 def load_detector(config: FaceConfig) -> Detector:

@@ -16,6 +16,8 @@ class Detection:
     box: np.ndarray                     # (4,) x0, y0, x1, y1 in pixels
     score: float
     landmarks_5: np.ndarray | None = None  # (5, 2) when the detector predicts them (ArcFace order)
+    keypoints: np.ndarray | None = None    # (K, 2) pixels, backend-specific (BlazeFace: eyes, nose, mouth, ears)
+    landmarks_478: np.ndarray | None = None  # (478, 3) when the detector computed them to verify the face
 
 
 class Detector(Protocol):
@@ -31,6 +33,14 @@ class Detector(Protocol):
         """(68, 2) iBUG points in pixels for one detection."""
 
     def models(self) -> list[ModelRecord]: ...
+
+
+class DenseDetector(Detector, Protocol):
+    """A detector that also predicts MediaPipe's 478 points (the service then reads the 68 off them)."""
+
+    def landmarks_478(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+        """(478, 3) MediaPipe-order points for one detection: x, y image pixels, z relative depth in
+        the x pixel scale, smaller = nearer the camera."""
 
 
 class Recognizer(Protocol):

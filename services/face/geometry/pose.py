@@ -53,13 +53,15 @@ def fit_head_pose(lm68: np.ndarray, width: int, height: int, fov_deg: float = AS
     K = intrinsics(f, f, width / 2, height / 2)
     obj = TEMPLATE_68.astype(np.float64)
     img = lm68.astype(np.float64).reshape(-1, 1, 2)
-    ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_SQPNP)
-    if not ok:
-        raise RuntimeError("PnP failed")
-    rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
-    R, _ = cv2.Rodrigues(rvec)
-    t = tvec.reshape(3)
-    if t[2] <= 0:  # degenerate fit (solution behind the camera): assume a frontal head at the face's distance
+    try:
+        ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_SQPNP)
+    except cv2.error:  # points (nearly) coincide: no pose to fit
+        ok = False
+    if ok:
+        rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
+        R, _ = cv2.Rodrigues(rvec)
+        t = tvec.reshape(3)
+    if not ok or t[2] <= 0:  # degenerate fit (no solution, or behind the camera): a frontal head at the face's distance
         R = _FRONTAL.copy()
         t = np.array([0.0, 0.0, f * 1.4 / max(float(np.ptp(lm68[:, 0])), 1.0)])
     w2c = np.eye(4)
