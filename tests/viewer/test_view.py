@@ -6,6 +6,7 @@ the console has no errors. Screenshots are kept under out/viewer-test/ for a per
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import urllib.error
@@ -24,6 +25,7 @@ from tests.helpers import single_thread  # noqa: F401  (torch on one thread for 
 from tests.viewer.viewer_process import ViewerProcess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NODE = shutil.which("node")
 SCREENSHOTS = ROOT / "out" / "viewer-test"
 BACKGROUND = (0x30, 0x34, 0x3A)   # the page's 3D background (viewer.js)
 
@@ -76,12 +78,12 @@ def screenshot(url: str, name: str) -> tuple[dict, np.ndarray]:
     """(the page check's JSON, the 3D canvas as (H, W, 3) uint8); skips without Chromium."""
     if CHROMIUM is None:
         pytest.skip("no Chromium found (Debian: apt-get install chromium; .ci/run installs it)")
-    if not (NODE_MODULES / "playwright-core" / "package.json").is_file():
-        pytest.skip(f"playwright-core is not installed in {NODE_MODULES}: run `make install`")
+    if NODE is None or not (NODE_MODULES / "playwright-core" / "package.json").is_file():
+        pytest.skip(f"no node, or playwright-core is not installed in {NODE_MODULES}: run `make install`")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     canvas, page = SCREENSHOTS / f"{name}.png", SCREENSHOTS / f"{name}_page.png"
-    r = subprocess.run(["node", str(STATIC.parent / "screenshot.mjs"), url, str(canvas), str(page), "120000"],
-                       capture_output=True, text=True, timeout=240, env={"CHROMIUM": CHROMIUM, "PATH": "/usr/bin:/bin"})
+    r = subprocess.run([NODE, str(STATIC.parent / "screenshot.mjs"), url, str(canvas), str(page), "120000"],
+                       capture_output=True, text=True, timeout=240, env={**os.environ, "CHROMIUM": CHROMIUM})
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1]), np.asarray(Image.open(canvas).convert("RGB"))
 
@@ -178,3 +180,17 @@ def test_page_puts_a_test_prior_warning_first(result_dir, tmp_path):
         proc.stop()
     check_page(check, "asset.glb")
     assert check["banner"].startswith("NOT A RESULT") and check["warnings"] == [f"warning: {warning}"]
+
+
+def test_the_screenshot_check_rejects_a_blank_or_faceless_view():
+    blank = np.broadcast_to(np.array(BACKGROUND, np.uint8), (640, 640, 3)).copy()
+    with pytest.raises(AssertionError, match="uniform"):
+        check_head_on_screen(blank)
+    grey_head = blank.copy()
+    yy, xx = np.mgrid[:640, :640]
+    grey_head[(yy - 320) ** 2 + (xx - 320) ** 2 < 200 ** 2] = 170   # an untextured head: no skin colour
+    with pytest.raises(AssertionError, match="skin-coloured"):
+        check_head_on_screen(grey_head)
+    skin_head = blank.copy()
+    skin_head[(yy - 320) ** 2 + (xx - 320) ** 2 < 200 ** 2] = (208, 172, 144)
+    check_head_on_screen(skin_head)
