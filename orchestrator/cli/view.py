@@ -49,10 +49,11 @@ def _result_folder(args) -> tuple[Path, str]:
 
 
 def cmd_view(args) -> int:
+    from orchestrator.cli.honesty import NOT_A_RESULT_BANNER
     from orchestrator.viewer.server import ViewerServer
 
     folder, title = _result_folder(args)
-    server = ViewerServer(folder, port=args.port, title=title)
+    server = ViewerServer(folder, banner=NOT_A_RESULT_BANNER, port=args.port, title=title)
     print(f"viewing {folder} at {server.url} (Ctrl-C to stop)", flush=True)
     if not args.no_browser:
         webbrowser.open(server.url)

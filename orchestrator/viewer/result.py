@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.cli.honesty import NOT_A_RESULT_BANNER
 from services.common.errors import FailedPrecondition, NotFound
 
 REPORT = "report.json"
@@ -54,13 +53,15 @@ def _read_report(folder: Path) -> tuple[dict | None, list[str]]:
     return report, []
 
 
-def manifest(folder: Path, title: str = "") -> dict:
+def manifest(folder: Path, *, banner: str, title: str = "") -> dict:
     """The page's manifest of a result folder:
     {"title", "assets": [{"name", "kind": "gltf" | "gaussians" | "mesh_ply"}], "images": [name],
      "report": dict | None, "warnings": [str], "not_a_result": bool, "banner": str}.
     "not_a_result" is true when report.json says result_is_real is false (a test prior or random weights
-    served the job) or when there is no readable report (nothing vouches for the models). NotFound for a
-    missing folder, FailedPrecondition for one with nothing to show."""
+    served the job) or when there is no readable report (nothing vouches for the models); "banner" is then
+    `banner` (the CLI's NOT A RESULT line: orchestrator/cli/honesty.py, which this package cannot import
+    without an import cycle through orchestrator.cli), or for a missing report a line saying so. NotFound
+    for a missing folder, FailedPrecondition for one with nothing to show."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotFound(f"{folder}: no such folder", reason="NO_RESULT_FOLDER")
@@ -77,5 +78,5 @@ def manifest(folder: Path, title: str = "") -> dict:
     not_a_result = report is None or report.get("result_is_real") is False
     return {"title": title or folder.name, "assets": assets, "images": images, "report": report,
             "warnings": warnings, "not_a_result": not_a_result,
-            "banner": NOT_A_RESULT_BANNER if not_a_result and report is not None else
+            "banner": banner if not_a_result and report is not None else
             ("NOT VOUCHED FOR: " + read_warnings[0] if not_a_result else "")}

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from orchestrator.viewer.result import manifest
-from services.common.errors import FailedPrecondition, InvalidArgument
+from orchestrator.viewer.result import REPORT, manifest
+from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -52,8 +52,8 @@ def _inside(root: Path, rel: str) -> Path | None:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "headforge-view"
 
-    def __init__(self, *args, folder: Path, title: str, **kw):
-        self.folder, self.title = folder, title
+    def __init__(self, *args, folder: Path, title: str, banner: str, **kw):
+        self.folder, self.title, self.banner = folder, title, banner
         super().__init__(*args, **kw)
 
     def log_message(self, format, *args):   # quiet: the command prints its URL, not a line per request
@@ -71,10 +71,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._file(STATIC / "index.html", body)
         if path == "/manifest.json":
             try:
-                data = json.dumps(manifest(self.folder, self.title)).encode()
-            except FailedPrecondition as e:   # the folder emptied since the command started
+                listed = manifest(self.folder, banner=self.banner, title=self.title)
+            except HeadForgeError as e:   # the folder was emptied or removed since the command started
                 return self._error(HTTPStatus.CONFLICT, e.message)
-            return self._bytes(data, "application/json", body)
+            return self._bytes(json.dumps(listed).encode(), "application/json", body)
         prefix, _, rest = path.lstrip("/").partition("/")
         target = None
         if prefix == "static":
@@ -82,13 +82,19 @@ class _Handler(BaseHTTPRequestHandler):
         elif prefix == "vendor":
             package, _, rel = rest.partition("/")
             target = _inside(VENDOR[package], rel) if package in VENDOR else None
-        elif prefix == "files":
-            listed = manifest(self.folder, self.title)
-            if rest in {a["name"] for a in listed["assets"]} | set(listed["images"]) | {"report.json"}:
-                target = _inside(self.folder, rest)
+        elif prefix == "files" and rest in self._listed_files():
+            target = _inside(self.folder, rest)
         if target is None:
             return self._error(HTTPStatus.NOT_FOUND, f"{path}: not here")
         self._file(target, body)
+
+    def _listed_files(self) -> set[str]:
+        """The names of the folder's files that the page may fetch: the manifest's assets and images, the report."""
+        try:
+            listed = manifest(self.folder, banner=self.banner, title=self.title)
+        except HeadForgeError:
+            return set()
+        return {a["name"] for a in listed["assets"]} | set(listed["images"]) | {REPORT}
 
     def _file(self, path: Path, body: bool) -> None:
         kind = TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -113,15 +119,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ViewerServer:
-    """The viewer of `folder` on http://127.0.0.1:port/ (port 0: any free one). start() serves from a
-    thread, serve_forever() from the caller's; stop() closes the socket."""
+    """The viewer of `folder` on http://127.0.0.1:port/ (port 0: any free one); banner: the line the page
+    shows above all when the folder is not a result (result.manifest). start() serves from a thread,
+    serve_forever() from the caller's; stop() closes the socket."""
 
-    def __init__(self, folder: Path, *, port: int = 0, title: str = ""):
+    def __init__(self, folder: Path, *, banner: str, port: int = 0, title: str = ""):
         check_assets()
-        manifest(folder, title)   # NotFound / FailedPrecondition now, not as a blank page
+        manifest(folder, banner=banner, title=title)   # NotFound / FailedPrecondition now, not as a blank page
         if not 0 <= port <= 65535:
-            raise InvalidArgument(f"--port {port}: a port is 0..65535 (0 = any free port)", reason="BAD_PORT")
-        handler = partial(_Handler, folder=Path(folder), title=title)
+            raise InvalidArgument("--port", f"{port} is not a port: 0..65535 (0 = any free one)", reason="BAD_PORT")
+        handler = partial(_Handler, folder=Path(folder), title=title, banner=banner)
         try:
             self.httpd = ThreadingHTTPServer((LOOPBACK, port), handler)
         except OSError as e:

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.viewer.result import manifest
+from orchestrator.cli.honesty import NOT_A_RESULT_BANNER
+from orchestrator.viewer.result import manifest as manifest_of
 from orchestrator.viewer.server import NODE_MODULES, STATIC
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.process import ROOT
 from tests.helpers import single_thread  # noqa: F401  (torch on one thread for this module)
 from tests.viewer.viewer_process import ViewerProcess
@@ -28,6 +29,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NODE = shutil.which("node")
 SCREENSHOTS = ROOT / "out" / "viewer-test"
 BACKGROUND = (0x30, 0x34, 0x3A)   # the page's 3D background (viewer.js)
+
+
+def manifest(folder: Path) -> dict:
+    return manifest_of(folder, banner=NOT_A_RESULT_BANNER)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,10 @@ def result_dir(tmp_path_factory, astronaut) -> Path:
     (out / "export").mkdir()
     (out / "export" / "head.ply").write_bytes(render.export(scene.scene_id, "ply"))
     render.close_scene(scene.scene_id)
+    # and the same head as a vertex-coloured mesh PLY (what the invert stage writes), via trimesh
+    coloured = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=mesh.visual.to_color().vertex_colors,
+                               process=False)
+    coloured.export(out / "export" / "mesh.ply")
     return out
 
 
@@ -109,7 +118,8 @@ def check_head_on_screen(img: np.ndarray) -> None:
 
 def test_manifest_lists_the_assets_images_and_report(result_dir):
     m = manifest(result_dir)
-    assert m["assets"] == [{"name": "asset.glb", "kind": "gltf"}, {"name": "export/head.ply", "kind": "gaussians"}]
+    assert m["assets"] == [{"name": "asset.glb", "kind": "gltf"}, {"name": "export/head.ply", "kind": "gaussians"},
+                           {"name": "export/mesh.ply", "kind": "mesh_ply"}]
     assert m["images"][:2] == ["contact_sheet.png", "turntable.gif"] and "texture.png" in m["images"]
     assert m["report"]["recipe"] == "fast" and m["not_a_result"] is False and m["banner"] == ""
     assert manifest(result_dir / "eval")["assets"] == []   # images only is fine
@@ -126,7 +136,7 @@ def test_a_test_prior_report_gets_the_banner(result_dir, tmp_path):
     report.update(result_is_real=False, warnings=["guidance (analytic test prior) is a test prior: not a result"])
     (folder / "report.json").write_text(json.dumps(report))
     m = manifest(folder)
-    assert m["not_a_result"] and m["banner"].startswith("NOT A RESULT") and m["warnings"] == report["warnings"]
+    assert m["not_a_result"] and m["banner"] == NOT_A_RESULT_BANNER and m["warnings"] == report["warnings"]
     (folder / "report.json").unlink()
     m = manifest(folder)
     assert m["not_a_result"] and m["banner"].startswith("NOT VOUCHED FOR") and "no report.json" in m["warnings"][0]
@@ -166,7 +176,29 @@ def test_page_shows_the_gaussians_ply_in_the_splat_viewer(viewer):
     check_head_on_screen(img)
 
 
-def test_page_puts_a_test_prior_warning_first(result_dir, tmp_path):
+def test_page_shows_a_vertex_coloured_mesh_ply(viewer):
+    check, img = screenshot(viewer.url + "?asset=export/mesh.ply", "mesh_ply")
+    check_page(check, "export/mesh.ply")
+    check_head_on_screen(img)
+
+
+def test_a_busy_or_bad_port_is_a_clear_error(result_dir):
+    import socket
+
+    from orchestrator.viewer.server import ViewerServer
+
+    if not (NODE_MODULES / "three" / "package.json").is_file():
+        pytest.skip(f"the viewer's npm packages are not installed in {NODE_MODULES}: run `make install`")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(FailedPrecondition, match="cannot listen on 127.0.0.1:.*--port 0"):
+            ViewerServer(result_dir, banner=NOT_A_RESULT_BANNER, port=busy.getsockname()[1])
+    with pytest.raises(InvalidArgument, match="0..65535"):
+        ViewerServer(result_dir, banner=NOT_A_RESULT_BANNER, port=70000)
+
+
+def test_page_shows_a_test_prior_banner_under_its_warnings(result_dir, tmp_path):
     folder = tmp_path / "prior"
     shutil.copytree(result_dir, folder, ignore=shutil.ignore_patterns("export"))
     report = json.loads((folder / "report.json").read_text())
@@ -179,7 +211,7 @@ def test_page_puts_a_test_prior_warning_first(result_dir, tmp_path):
     finally:
         proc.stop()
     check_page(check, "asset.glb")
-    assert check["banner"].startswith("NOT A RESULT") and check["warnings"] == [f"warning: {warning}"]
+    assert check["banner"] == NOT_A_RESULT_BANNER and check["warnings"] == [f"warning: {warning}"]
 
 
 def test_the_screenshot_check_rejects_a_blank_or_faceless_view():

@@ -181,7 +181,7 @@ function showReport(m) {
   }
   const models = Object.entries(r.models ?? {}).flatMap(([service, v]) =>
     Array.isArray(v) ? v.map((x) => [service, x.role ?? '', x.backend ?? '', x.name ?? '', x.provenance ?? ''])
-      : [[service, '', '', isScalar(v) ? v : JSON.stringify(v), '']]);
+      : [[service, '', '', isScalar(v) ? v : Object.entries(v).map(([k, x]) => `${k}=${x}`).join(' '), '']]);
   if (models.length) {
     box.append(el('h2', {}, 'Models'));
     box.append(table(models, ['service', 'role', 'backend', 'name', 'provenance']));
