@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+VIEWER := orchestrator/viewer
+VIEWER_STAMP := $(VIEWER)/node_modules/.installed
 
 .PHONY: install demo test bench protos check-protos clean triton-env
 
@@ -16,7 +18,14 @@ $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PIP) install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# `headforge view`'s front-end packages (three.js, gaussian-splats-3d; playwright-core for its headless
+# test), exactly as package-lock.json pins them; without npm the viewer and its tests are left out.
+$(VIEWER_STAMP): $(VIEWER)/package.json $(VIEWER)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(VIEWER) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: \`headforge view\` and its tests need Node.js and npm (Debian: apt-get install npm)"; fi
+
+install: $(STAMP) $(VIEWER_STAMP)
 
 # Regenerate the Python stubs from protos/ (they are committed; tests fail when they are stale).
 protos: $(STAMP)
@@ -27,7 +36,7 @@ demo: $(STAMP)
 	$(VENV)/bin/headforge demo --out out/demo
 
 # With a Triton environment (make triton-env) the real-tritonserver tests run too; without, they skip.
-test: $(STAMP)
+test: $(STAMP) $(VIEWER_STAMP)
 	$(if $(wildcard .triton-venv/bin/python),HEADFORGE_TRITON_VENV=$(CURDIR)/.triton-venv) $(PY) -m pytest -q tests
 
 # A separate environment holding NVIDIA's tritonserver (inside nvidia-pytriton; it pins numpy<2 and
@@ -41,4 +50,4 @@ bench: $(STAMP)
 	$(PY) -m tests.bench.run --out out/bench.json
 
 clean:
-	rm -rf $(VENV) .triton-venv out .pytest_cache
+	rm -rf $(VENV) .triton-venv out .pytest_cache $(VIEWER)/node_modules

@@ -16,6 +16,7 @@ here (serve, jobs, face, models, cluster, generate).
     headforge generate IMAGE [--recipe R]    portrait -> 3D head in this process (default recipe: fast)
     headforge eval OUT_DIR --reference IMAGE the papers' evaluation protocol on a generated head
     headforge demo [--out DIR]               `generate` on a bundled portrait (scikit-image's astronaut)
+    headforge view OUT_DIR|JOB_ID            the result on a local web page (3D, report, images)
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator.cli import cluster, face, generate, jobs, models, serve
+from orchestrator.cli import cluster, face, generate, jobs, models, serve, view
 from services.common.errors import HeadForgeError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headforge", description="Portrait to 3D head.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (serve, jobs, face, models, cluster, generate):
+    for group in (serve, jobs, face, models, cluster, generate, view):
         group.add_parsers(sub)
     return parser
 
