@@ -2,6 +2,11 @@
 last checkpoint), and reports what happens as events. The same function runs inside a Ray actor (the
 cluster runtime), or directly in the CLI's process (`headforge generate`).
 
+A service that loses the job's state mid-stage (the render service restarted and its scenes are gone, or a
+service stayed unreachable past the client's retry budget) does not fail the job: the stage starts again
+from the job's last checkpoint (state and scene), at most SERVICE_LOSS_RETRIES times per stage, so at most
+one checkpoint interval is redone.
+
 Events (plain dicts, sent back to whoever owns the job store):
   {"kind": "stage", "stage": name, "state": "running" | "succeeded" | "failed" | "cancelled"}
   {"kind": "resumed", "stage": name}                 a stage continues from a checkpoint
@@ -29,6 +34,10 @@ from services.common.errors import HeadForgeError
 log = logging.getLogger(__name__)
 
 STATE_ARTIFACT = "checkpoints/state.json"
+SERVICE_LOSS_RETRIES = 3
+SERVICE_LOSS_BACKOFF_S = 2.0
+# NOT_FOUND reasons that mean the render service no longer holds what the job made (it restarted)
+_LOST_REASONS = frozenset({"SCENE_NOT_FOUND", "STEP_HANDLE_NOT_FOUND"})
 
 Emit = Callable[[dict], None]
 
@@ -54,9 +63,8 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
                        image_names=list(image_names or []))
     if artifacts.exists(job_id, STATE_ARTIFACT):
         ctx.state = json.loads(artifacts.read(job_id, STATE_ARTIFACT))
-    completed = ctx.state.setdefault("completed_stages", [])
     for spec in loaded.recipe.stages:
-        if spec.name in completed:
+        if spec.name in ctx.state.setdefault("completed_stages", []):
             continue
         ctx.stage = spec.name
         if ctx.state.get("current_stage") == spec.name:
@@ -66,7 +74,7 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         started = time.perf_counter()
         try:
             ctx.check_cancelled()
-            STAGES.get(spec.kind, field="kind").run(ctx, loaded.params[spec.name])
+            _run_stage(ctx, spec, loaded.params[spec.name], artifacts, emit)
         except JobCancelled:
             scene.close_scene(ctx)
             emit({"kind": "stage", "stage": spec.name, "state": "cancelled"})
@@ -79,7 +87,7 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         except Exception as e:  # noqa: BLE001 - a stage bug fails the job with its traceback in the log
             log.error("job %s stage %s failed:\n%s", job_id, spec.name, traceback.format_exc())
             return _fail(ctx, spec.name, emit, f"{spec.name}: {type(e).__name__}: {e}", "STAGE_ERROR", "INTERNAL")
-        completed.append(spec.name)
+        ctx.state["completed_stages"].append(spec.name)
         seconds = ctx.state.setdefault("stage_seconds", {})
         seconds[spec.name] = round(seconds.get(spec.name, 0.0) + time.perf_counter() - started, 2)
         ctx.state["current_stage"] = ""
@@ -89,6 +97,33 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
     write(REPORT, json.dumps(build_report(loaded, ctx, clients), indent=1).encode(), "")
     emit({"kind": "done", "state": "succeeded", "error_message": "", "error_reason": ""})
     return "succeeded"
+
+
+def _service_lost(e: HeadForgeError) -> bool:
+    """Whether a stage's error means a service lost (or could not be reached for) the job's state."""
+    return e.code.name == "UNAVAILABLE" or (e.code.name == "NOT_FOUND" and e.reason in _LOST_REASONS)
+
+
+def _run_stage(ctx: StageContext, spec, params, artifacts, emit: Emit) -> None:
+    """Run one stage; after a service loss (_service_lost) restart it from the last checkpoint."""
+    for attempt in range(SERVICE_LOSS_RETRIES + 1):
+        try:
+            STAGES.get(spec.kind, field="kind").run(ctx, params)
+            return
+        except HeadForgeError as e:
+            if attempt == SERVICE_LOSS_RETRIES or not _service_lost(e) or \
+                    not artifacts.exists(ctx.job_id, STATE_ARTIFACT):
+                raise
+            log.warning("job %s stage %s: %s (%s); restarting the stage from the last checkpoint",
+                        ctx.job_id, spec.name, e.message, e.reason or e.code.name)
+            ctx.scratch.pop("scene_id", None)     # gone with the service; ensure_scene restores it
+            ctx.state = json.loads(artifacts.read(ctx.job_id, STATE_ARTIFACT))
+            ctx.state.setdefault("service_losses", []).append(
+                {"stage": spec.name, "reason": e.reason or e.code.name})
+            ctx.state["current_stage"] = spec.name
+            emit({"kind": "resumed", "stage": spec.name})
+            ctx.check_cancelled()
+            time.sleep(SERVICE_LOSS_BACKOFF_S * (attempt + 1))
 
 
 def _fail(ctx: StageContext, stage: str, emit: Emit, message: str, reason: str, code: str) -> str:

@@ -125,6 +125,27 @@ def test_guidance_killed_mid_job_is_restarted_and_the_job_completes(cluster):
     assert sup.restarts["guidance"] == restarts + 1
 
 
+def test_render_killed_mid_job_restores_the_scene_from_its_checkpoint(cluster):
+    """The render service holds every job's scene; killed, it is restarted empty, and each running job
+    restarts its stage from the last checkpoint (scene and state) instead of failing with SCENE_NOT_FOUND."""
+    store, sup = cluster["store"], cluster["supervisor"]
+    restarts = sup.restarts["render"]
+    ids = [submit(store, "analytic_prior", {"stages.optimise.iterations": "60", "checkpoint_every": "10",
+                                            "seed": str(i)}) for i in range(2)]
+    jobs = [wait(store, i, 120, until=lambda j: optimise_step(j) >= 14) for i in ids]
+    killed_at = [optimise_step(j) for j in jobs]
+    os.kill(sup.pid("render"), signal.SIGKILL)
+    jobs = [wait(store, i) for i in ids]
+    assert [j.state for j in jobs] == ["succeeded"] * 2, [j.error_message for j in jobs]
+    assert sup.restarts["render"] == restarts + 1
+    for job_id, at in zip(ids, killed_at):
+        state = json.loads(cluster["artifacts"].read(job_id, "checkpoints/state.json"))
+        assert [x["stage"] for x in state["service_losses"]] == ["optimise"]
+        (resumed,) = state["resumed_from"]
+        assert resumed["step"] % 10 == 0 and resumed["step"] >= at - 10   # at most one interval redone
+        assert state["steps"]["optimise"] == 60
+
+
 def test_actor_killed_mid_stage_resumes_from_its_checkpoint(cluster):
     store, runtime = cluster["store"], cluster["runtime"]
     job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "60", "checkpoint_every": "10"})
