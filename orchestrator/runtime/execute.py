@@ -43,9 +43,11 @@ Emit = Callable[[dict], None]
 
 
 def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, clients, artifacts,
-            emit: Emit, is_cancelled: Callable[[], bool], image_names: list[str] | None = None) -> str:
+            emit: Emit, is_cancelled: Callable[[], bool], image_names: list[str] | None = None,
+            models_dir: str = "") -> str:
     """Run (or resume) a job. `artifacts` is an ArtifactStore; image_names: where the photos came from
-    (for the report), when known. Returns the final state."""
+    (for the report), when known; models_dir: the job's models_dir (relative model paths in the recipe
+    resolve under it, StageContext.model_path). Returns the final state."""
     loaded = load_recipe(text=recipe_yaml)
 
     def write(name: str, data: bytes, stage: str):
@@ -60,7 +62,7 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
                        checkpoint_every=loaded.recipe.checkpoint_every, write_artifact=write,
                        read_artifact=lambda name: artifacts.read(job_id, name),
                        report=lambda p: emit({"kind": "progress", "progress": p}), is_cancelled=is_cancelled,
-                       image_names=list(image_names or []))
+                       image_names=list(image_names or []), models_dir=models_dir)
     if artifacts.exists(job_id, STATE_ARTIFACT):
         ctx.state = json.loads(artifacts.read(job_id, STATE_ARTIFACT))
     for spec in loaded.recipe.stages:

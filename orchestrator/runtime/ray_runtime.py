@@ -2,7 +2,9 @@
 
 A scheduler thread claims queued jobs from the store (highest priority first, at most max_active per
 tenant) and starts a SubjectActor for each, with a configurable CPU share and a fractional share of a GPU
-(or of a declared resource such as "fake_gpu" on CPU machines). The actor runs the job's stages
+(or of a declared resource such as "fake_gpu" on CPU machines). It claims a job only when the Ray cluster
+has room for one more actor share, so a job shown RUNNING is running, and one waiting for a slot stays
+QUEUED (its queue wait and start time are then true). The actor runs the job's stages
 (orchestrator.runtime.execute) and streams events back; a driver thread per job writes them to the store.
 
 Failure handling (nothing is lost): an actor that dies (its process killed, its node gone) is replaced by a
@@ -14,6 +16,7 @@ every step (the actor frees its render scene), and the actor is killed if it doe
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -53,7 +56,7 @@ class SubjectActor:
     def cancel(self) -> None:
         self._cancel.set()
 
-    def run(self, job_id: str, recipe_yaml: str, images: list[bytes], prompt: str):
+    def run(self, job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, models_dir: str = ""):
         """A generator of execute()'s events (a Ray streaming generator)."""
         from orchestrator.runtime.execute import execute
 
@@ -63,7 +66,7 @@ class SubjectActor:
         def work():
             try:
                 execute(job_id, recipe_yaml, images, prompt, self.clients, self.artifacts, events.put,
-                        self._cancel.is_set)
+                        self._cancel.is_set, models_dir=models_dir)
             finally:
                 events.put(done)
 
@@ -126,6 +129,9 @@ class RayRuntime:
     # -- scheduling -----------------------------------------------------------------------------------------
     def _schedule(self) -> None:
         while not self._stop.is_set():
+            if self._free_slots() <= 0:
+                self._stop.wait(self.poll_s)
+                continue
             try:
                 job = self.store.claim_next(self.max_active_per_tenant)
             except Exception:  # noqa: BLE001 - keep scheduling; the store logs its own errors
@@ -135,6 +141,16 @@ class RayRuntime:
                 self._stop.wait(self.poll_s)
                 continue
             self._launch(job.id)
+
+    def _free_slots(self) -> float:
+        """How many more subject actors the Ray cluster's resources hold (their totals divided by one
+        actor's share), less the jobs this runtime is running."""
+        s = self.share
+        need = {"CPU": s.num_cpus, "GPU": s.num_gpus, **s.resources}
+        total = ray.cluster_resources()
+        fits = [math.floor(total.get(name, 0.0) / amount + 1e-9) for name, amount in need.items() if amount > 0]
+        running = sum(t.is_alive() for t in self._threads.values())
+        return (min(fits) if fits else math.inf) - running
 
     def _launch(self, job_id: str) -> None:
         t = threading.Thread(target=self._drive, args=(job_id,), name=f"job-{job_id[:8]}", daemon=True)
@@ -147,7 +163,7 @@ class RayRuntime:
                                     max_restarts=0).remote(self.endpoints.model_dump(), self.artifacts_url)
 
     def _drive(self, job_id: str) -> None:
-        images, prompt, recipe_yaml, _ = self.store.inputs(job_id)
+        images, prompt, recipe_yaml, models_dir = self.store.inputs(job_id)
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
@@ -156,7 +172,8 @@ class RayRuntime:
             final = None
             cancel_sent_at = None
             try:
-                stream = actor.run.options(num_returns="streaming").remote(job_id, recipe_yaml, images, prompt)
+                stream = actor.run.options(num_returns="streaming").remote(job_id, recipe_yaml, images, prompt,
+                                                                           models_dir)
                 for ref in stream:
                     event = ray.get(ref)
                     apply_event(self.store, job_id, event)

@@ -9,6 +9,7 @@ that many steps."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -43,8 +44,16 @@ class StageContext:
     is_cancelled: Callable[[], bool]
     stage: str = ""
     image_names: list[str] = field(default_factory=list)            # where the photos came from, when known
+    models_dir: str = ""                                            # the job's models_dir on this machine
     state: dict[str, Any] = field(default_factory=dict)             # JSON-serialisable, checkpointed
     scratch: dict[str, Any] = field(default_factory=dict)           # this run only (e.g. live scene ids)
+
+    def model_path(self, path: str) -> str:
+        """A model file or folder a recipe names (e.g. LPIPS weights, a CLIP folder), on the machine that
+        runs the job: relative paths are under the job's models_dir when it has one."""
+        if not path or os.path.isabs(path) or not self.models_dir:
+            return path
+        return os.path.join(self.models_dir, path)
 
     def artifact(self, name: str, data: bytes) -> ArtifactRecord:
         return self.write_artifact(name, data, self.stage)

@@ -46,7 +46,7 @@ def run(ctx: StageContext, params: EvaluateParams) -> None:
             ctx.progress(done, total, "protocol views")
 
         evaluation = evaluate_scene(render, ctx.clients.face, scene_id, reference, size=size,
-                                    clip_model=params.clip_model, progress=progress)
+                                    clip_model=ctx.model_path(params.clip_model or "") or None, progress=progress)
         metrics, renders = evaluation.metrics, evaluation.renders
         metrics["identity"] = {name: metrics["views"][name] for name in ID_VIEWS}
         frontal = metrics["views"]["frontal"]

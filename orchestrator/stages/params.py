@@ -227,7 +227,7 @@ class Term(_Strict):
     l1: float = Field(0.0, ge=0)              # reference_rgb / regress: the L1 and L2 weights
     l2: float = Field(1.0, ge=0)
     target: str = ""                          # reference_normal / reference_depth / regress: a job artifact
-    lpips_vgg: str = ""                       # perceptual: weight files on the machine that runs the job
+    lpips_vgg: str = ""                       # perceptual: weight files on the machine that runs the job (relative: under the job's models_dir)
     lpips_lin: str = ""
     # sds
     output: Literal[SDS_OUTPUTS] = "rgb"

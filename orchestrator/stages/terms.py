@@ -85,7 +85,8 @@ def load_subject(ctx: StageContext, terms: list[Term], resolution: int) -> Subje
         elif t.kind == "perceptual" and (t.lpips_vgg, t.lpips_lin) not in s.lpips:
             from services.core.lpips import LPIPS
 
-            s.lpips[(t.lpips_vgg, t.lpips_lin)] = LPIPS.from_files(t.lpips_vgg, t.lpips_lin or None)
+            s.lpips[(t.lpips_vgg, t.lpips_lin)] = LPIPS.from_files(ctx.model_path(t.lpips_vgg),
+                                                                   ctx.model_path(t.lpips_lin) or None)
         if t.identity_scale > 0 or t.kind == "identity":
             if s.embedding is None:
                 raise FailedPrecondition(f"{ctx.stage}: terms[{i}] needs the photo's identity embedding (the "

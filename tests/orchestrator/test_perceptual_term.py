@@ -36,3 +36,19 @@ def test_a_perceptual_term_needs_its_weights():
     with pytest.raises(ValueError, match="lpips_vgg"):
         Term(kind="perceptual")
     assert Term(kind="perceptual", lpips_vgg="/w/vgg16.pth").needs_photo()
+
+
+def test_relative_weight_paths_resolve_under_the_jobs_models_dir(tmp_path):
+    """A job's models_dir (jobs.proto SubmitJobRequest.models_dir) is where the recipe's relative model paths
+    (perceptual lpips_vgg / lpips_lin, evaluate clip_model) are on the machine that runs the job."""
+    from orchestrator.stages.context import StageContext
+
+    def ctx(models_dir: str) -> StageContext:
+        return StageContext(job_id="j", seed=0, images=[], prompt="", clients=None, checkpoint_every=10,
+                            write_artifact=None, read_artifact=None, report=None, is_cancelled=lambda: False,
+                            models_dir=models_dir)
+
+    assert ctx(str(tmp_path)).model_path("lpips/vgg16.pth") == str(tmp_path / "lpips" / "vgg16.pth")
+    assert ctx(str(tmp_path)).model_path("/abs/vgg16.pth") == "/abs/vgg16.pth"
+    assert ctx("").model_path("lpips/vgg16.pth") == "lpips/vgg16.pth"
+    assert ctx(str(tmp_path)).model_path("") == ""

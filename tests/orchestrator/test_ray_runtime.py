@@ -114,6 +114,29 @@ def test_k_subjects_share_the_gpu_and_their_guidance_calls_are_batched(cluster):
     assert requests == K * 60 and batches < requests, (batches, requests)   # subjects met in batches
 
 
+def test_a_job_waiting_for_a_ray_slot_stays_queued(cluster):
+    """K + 2 jobs of two tenants (the per-tenant cap, K, never binds): the fake GPU holds K actor shares, so
+    two jobs wait, and they wait as QUEUED, starting only when a slot frees (a true start time)."""
+    store = cluster["store"]
+    ids = [submit(store, "analytic_prior", {"stages.optimise.iterations": "40", "seed": str(i)},
+                  tenant=f"tenant-{'ab'[i % 2]}") for i in range(K + 2)]
+    most, waited = 0, False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        jobs = [store.get_any(i) for i in ids]
+        running = sum(j.state == "running" for j in jobs)
+        most = max(most, running)
+        waited |= running == K and any(j.state == "queued" for j in jobs)
+        if all(j.state in TERMINAL for j in jobs):
+            break
+        time.sleep(0.05)
+    assert [j.state for j in jobs] == ["succeeded"] * (K + 2)
+    assert most <= K and waited, most
+    by_start = sorted(jobs, key=lambda j: j.started_at)
+    first_done = min(j.finished_at for j in by_start[:K])
+    assert all(j.started_at >= first_done - 0.5 for j in by_start[K:])
+
+
 def test_guidance_killed_mid_job_is_restarted_and_the_job_completes(cluster):
     store, sup = cluster["store"], cluster["supervisor"]
     restarts = sup.restarts["guidance"]
