@@ -71,8 +71,8 @@ class ArtifactStore:
         try:
             self.fs, root = fsspec.core.url_to_fs(self.root_url, **storage_options)
         except ImportError as e:   # fsspec names the missing package, e.g. s3fs for s3://
-            raise FailedPrecondition(f"artifact root {self.root_url}: {e}. Install HeadForge with the matching "
-                                     "extra (pip install 'headforge[s3]' or 'headforge[gcs]')",
+            raise FailedPrecondition(f"artifact root {self.root_url}: {e}. For s3:// install the s3 extra "
+                                     "(pip install 'headforge[s3]'); for another scheme, the package named here",
                                      reason="FSSPEC_BACKEND_MISSING") from None
         self.root = root.rstrip("/") or "/"
         self.fs.makedirs(self.root, exist_ok=True)
