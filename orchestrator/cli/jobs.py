@@ -235,6 +235,7 @@ def cmd_watch(args) -> int:
     error = ""
     tasks: dict[str, int] = {}
     artifacts: set[str] = set()
+    printed: set[str] = set()       # artifact lines shown (a replayed event does not repeat one)
     checkpoints: set[str] = set()   # shown as a count on one row, not a line each
     with _jobs_client(args) as client:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -254,9 +255,14 @@ def cmd_watch(args) -> int:
                 if ev.kind == "snapshot":
                     job = ev.payload
                     state, error = job.state, job.error_message
-                    for a in job.artifacts:
-                        (count_checkpoint if _is_checkpoint(a.name) else artifacts.add)(a.name)
                     console.print(f"job {job.id} ({job.display_name}): {job.state.upper()}")
+                    for a in job.artifacts:
+                        if _is_checkpoint(a.name):
+                            count_checkpoint(a.name)
+                        elif a.name not in printed:
+                            artifacts.add(a.name)
+                            printed.add(a.name)
+                            console.print(f"artifact {a.name} ({a.size_bytes} bytes)")
                     for s in job.stages:
                         p = s.progress
                         t = bar(s.name, p.total if p else None)
@@ -281,8 +287,9 @@ def cmd_watch(args) -> int:
                 elif ev.kind == "artifact":
                     if _is_checkpoint(ev.payload.name):
                         count_checkpoint(ev.payload.name)
-                    elif ev.payload.name not in artifacts:
+                    elif ev.payload.name not in printed:
                         artifacts.add(ev.payload.name)
+                        printed.add(ev.payload.name)
                         console.print(f"artifact {ev.payload.name} ({ev.payload.size_bytes} bytes)")
         report = _fetch_report(client, args.job_id) if REPORT in artifacts else {}
     console.print(f"finished: {state.upper()}" + (f": {error}" if error and state != "succeeded" else "")
