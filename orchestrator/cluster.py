@@ -2,32 +2,54 @@
 render, guidance and inversion services and the jobs service (which runs jobs on a local Ray, its workers
 calling those services) as processes on loopback, kept alive by a supervisor that restarts any that dies.
 
-    headforge cluster up [--dir .headforge] [--guidance-config models/guidance/guidance.yaml]
+    headforge cluster up [--dir DIR] [--guidance-config models/guidance/guidance.yaml]
                          [--inversion-models-dir models]     # generators under models/inversion/<name>
-    headforge submit photo.jpg --recipe fast --target $(headforge cluster status --jobs-address)
+    headforge submit photo.jpg --recipe fast      # the jobs commands find the running cluster's address
     headforge cluster down
+
+State (cluster.json, cluster.lock, logs, job store, artifacts) lives in DIR, by default the per-user
+orchestrator.state_dir.cluster_dir() ($HEADFORGE_HOME/cluster, else ~/.headforge/cluster): one cluster per
+folder, whatever the current directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from services.common.errors import FailedPrecondition, Unavailable
 from services.common.process import ROOT
 
 STATE = "cluster.json"
+LOCK = "cluster.lock"   # flock held by the supervisor for its lifetime: one cluster per state folder
 
 
 def _state(directory: Path) -> dict | None:
     path = directory / STATE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _locked(directory: Path) -> bool:
+    """Whether a supervisor holds the folder's lock (a cluster runs or is starting there)."""
+    path = directory / LOCK
+    if not path.is_file():
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -38,40 +60,76 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _log_tail(path: Path, n: int = 15) -> str:
+    lines = path.read_text(errors="replace").splitlines()[-n:] if path.is_file() else []
+    return "\n".join(lines)
+
+
 def up(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
        timeout_s: float = 300, inversion_models_dir: str | None = None) -> dict:
-    """Start the supervisor (detached) unless one runs; its state: pid, jobs address, service addresses.
+    """Start the supervisor (detached); its state: pid, jobs address, service addresses. directory: the
+    state folder (resolved here, never against the checkout). FailedPrecondition (CLUSTER_RUNNING) while a
+    cluster runs or starts there, leaving its state and logs alone; FailedPrecondition (PORT_IN_USE) when
+    jobs_port is taken; Unavailable when the supervisor exits or does not come up in timeout_s.
     inversion_models_dir: the inversion service's --models-dir (None: it serves no generator)."""
+    directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    current = _state(directory)
-    if current and _alive(current["pid"]):
-        return current
-    (directory / STATE).unlink(missing_ok=True)
-    args = [sys.executable, "-m", "orchestrator.cluster", "--dir", str(directory), "--jobs-port", str(jobs_port)]
-    if guidance_config:
-        args += ["--guidance-config", str(Path(guidance_config).resolve())]
-    if tokens_file:
-        args += ["--tokens-file", str(Path(tokens_file).resolve())]
-    if inversion_models_dir:
-        args += ["--inversion-models-dir", str(Path(inversion_models_dir).resolve())]
-    with open(directory / "supervisor.log", "ab") as log:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
+    lock = open(directory / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            current = _state(directory)
+            where = f"; jobs service at {current['jobs']} (supervisor pid {current['pid']})" if current else \
+                " (it is starting)"
+            raise FailedPrecondition(f"a HeadForge cluster already runs from {directory}{where}. Use it, or stop "
+                                     "it first with `headforge cluster down`", reason="CLUSTER_RUNNING") from None
+        if not _port_free(jobs_port):
+            raise FailedPrecondition(f"port {jobs_port} on 127.0.0.1 is in use (another jobs service?); "
+                                     "pick a free one with --jobs-port", reason="PORT_IN_USE")
+        (directory / STATE).unlink(missing_ok=True)
+        args = [sys.executable, "-m", "orchestrator.cluster", "--dir", str(directory), "--jobs-port", str(jobs_port)]
+        if guidance_config:
+            args += ["--guidance-config", str(Path(guidance_config).resolve())]
+        if tokens_file:
+            args += ["--tokens-file", str(Path(tokens_file).resolve())]
+        if inversion_models_dir:
+            args += ["--inversion-models-dir", str(Path(inversion_models_dir).resolve())]
+        log_path = directory / "supervisor.log"
+        with open(log_path, "ab") as log:
+            # the child inherits the locked file: the lock lives as long as the supervisor
+            proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
+                                    pass_fds=(lock.fileno(),))
+    finally:
+        lock.close()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = _state(directory)
         if state and state.get("pid") == proc.pid:
             return state
         if proc.poll() is not None:
-            raise RuntimeError(f"the cluster supervisor exited ({proc.returncode}); see {directory / 'supervisor.log'}")
+            raise Unavailable(f"the cluster supervisor exited ({proc.returncode}); {log_path}:\n{_log_tail(log_path)}")
         time.sleep(0.3)
     proc.terminate()
-    raise RuntimeError(f"the cluster did not come up in {timeout_s}s; see {directory / 'supervisor.log'}")
+    raise Unavailable(f"the cluster did not come up in {timeout_s:.0f}s; see {log_path}")
 
 
 def down(directory: Path, timeout_s: float = 60) -> bool:
+    """Stop the cluster whose state is in directory; False when none runs there."""
+    directory = Path(directory).expanduser().resolve()
     state = _state(directory)
-    if not state or not _alive(state["pid"]):
-        (directory / STATE).unlink(missing_ok=True)
+    if not _locked(directory) or not state or not _alive(state["pid"]):
+        if not _locked(directory):
+            (directory / STATE).unlink(missing_ok=True)
         return False
     os.kill(state["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -81,13 +139,23 @@ def down(directory: Path, timeout_s: float = 60) -> bool:
     return True
 
 
+def running_jobs_address(directory: Path) -> str | None:
+    """The jobs address of the cluster running from directory, or None (no health check: fast)."""
+    directory = Path(directory).expanduser().resolve()
+    state = _state(directory)
+    if state and _locked(directory) and _alive(state["pid"]):
+        return state["jobs"]
+    return None
+
+
 def status(directory: Path) -> dict:
     """The recorded addresses and whether each service answers its health check."""
     from services.common.client import GrpcTransport
 
+    directory = Path(directory).expanduser().resolve()
     state = _state(directory)
-    if not state or not _alive(state["pid"]):
-        return {"running": False}
+    if not state or not _locked(directory) or not _alive(state["pid"]):
+        return {"running": False, "dir": str(directory)}
     health = {}
     for name, address in state["services"].items():
         transport = GrpcTransport(address, timeout_s=2)
@@ -98,7 +166,7 @@ def status(directory: Path) -> dict:
             health[name] = f"not serving ({type(e).__name__})"
         finally:
             transport.close()
-    return {"running": True, **state, "health": health}
+    return {"running": True, "dir": str(directory), **state, "health": health}
 
 
 SERVICES = ("face", "render", "guidance", "inversion")

@@ -38,6 +38,19 @@ def prepare_image(image) -> np.ndarray:
     return rgb
 
 
+# np.rot90 turns counter-clockwise k times; how a user would say it
+TURNS = {1: "90 degrees counter-clockwise", 2: "upside down (180 degrees)", 3: "90 degrees clockwise"}
+
+
+def rotation_with_a_face(face_client, rgb: np.ndarray) -> str | None:
+    """How rgb (H, W, 3) uint8, in which no upright face was found, must be turned for the detector to find
+    one (a TURNS value), or None when no turn helps. Three more detector calls: only on the failure path."""
+    for k, words in TURNS.items():
+        if face_client.analyze(np.ascontiguousarray(np.rot90(rgb, k)), AnalyzeOptions(skip_crop=True)).faces:
+            return words
+    return None
+
+
 def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw: float = MAX_YAW_DEG,
                   min_face_px: int = MIN_FACE_PX):
     """(rgb, face, analysis, warnings): face `face_index` (0 = the largest) of rgb (H, W, 3) uint8, in a
@@ -55,8 +68,13 @@ def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw:
     if not res.faces and max(rgb.shape[:2]) <= 2048:   # small faces: let the detector look closer
         res = face_client.analyze(rgb, AnalyzeOptions(skip_crop=True, upsample=2))
     if not res.faces:
+        turn = rotation_with_a_face(face_client, rgb)
+        hint = (f" A face is found when the photo is turned {turn}: the photo is probably rotated (a missing "
+                f"EXIF orientation?); rotate it upright and retry." if turn else
+                " If the photo is rotated, turn it upright first.")
         raise NoFaceError(f"no face found in the photo ({rgb.shape[1]}x{rgb.shape[0]} px). HeadForge needs "
-                          f"a roughly frontal face at least {min_face_px} px tall.", reason="NO_FACE")
+                          f"a roughly frontal, upright face at least {min_face_px} px tall.{hint}",
+                          reason="FACE_ROTATED" if turn else "NO_FACE")
     if face_index >= len(res.faces):
         raise FailedPrecondition(f"--face-index {face_index} asked for, but the photo has {len(res.faces)} face(s) "
                                  f"(0 = the largest)", reason="FACE_INDEX")

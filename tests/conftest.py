@@ -12,6 +12,22 @@ from PIL import Image
 
 from services.common.process import ServiceProcess
 
+@pytest.fixture(autouse=True, scope="session")
+def headforge_home(tmp_path_factory) -> Path:
+    """A per-session HEADFORGE_HOME (orchestrator/state_dir.py): the tests' local clusters and default job
+    stores never touch the user's ~/.headforge; every `headforge` child process inherits it."""
+    import os
+
+    home = tmp_path_factory.mktemp("headforge-home")
+    old = os.environ.get("HEADFORGE_HOME")
+    os.environ["HEADFORGE_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("HEADFORGE_HOME", None)
+    else:
+        os.environ["HEADFORGE_HOME"] = old
+
+
 def png_bytes(array: np.ndarray, **save_kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", **save_kw)

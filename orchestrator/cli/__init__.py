@@ -30,10 +30,21 @@ from services.common.errors import HeadForgeError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headforge", description="Portrait to 3D head.")
+    parser.add_argument("--version", action="version", version=f"headforge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (serve, jobs, face, models, cluster, generate, view):
         group.add_parsers(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version; a source checkout without it says so."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("headforge")
+    except PackageNotFoundError:
+        return "(source checkout, not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error ({e.code.name}): {e.message}", file=sys.stderr)
         return 1
     except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: file not found: {e.filename}" if e.filename else f"error: {e}", file=sys.stderr)
+        return 1
+    except IsADirectoryError as e:
+        print(f"error: a folder, not a file: {e.filename}", file=sys.stderr)
         return 1
 
 

@@ -9,7 +9,8 @@ def add_parsers(sub) -> None:
     """`cluster`, on the top-level subparsers `sub`."""
     cl = sub.add_parser("cluster", help="run all services + jobs on this machine in the background")
     cl.add_argument("cluster_command", choices=["up", "down", "status"])
-    cl.add_argument("--dir", default=".headforge", help="state, store, artifacts and logs")
+    cl.add_argument("--dir", default=None, help="state, store, artifacts and logs (default: $HEADFORGE_HOME/cluster, "
+                    "else $XDG_STATE_HOME/headforge/cluster, else ~/.headforge/cluster; never the checkout)")
     cl.add_argument("--guidance-config", default=None, help="guidance model repository (default: analytic prior)")
     cl.add_argument("--inversion-models-dir", default=None,
                     help="the inversion service's generators: DIR/inversion/<name> (default: none)")
@@ -21,19 +22,20 @@ def add_parsers(sub) -> None:
 
 def cmd_cluster(args) -> int:
     from orchestrator import cluster
+    from orchestrator.state_dir import cluster_dir
 
-    directory = Path(args.dir)
+    directory = Path(args.dir).expanduser().resolve() if args.dir else cluster_dir()
     if args.cluster_command == "up":
         state = cluster.up(directory, args.guidance_config, args.jobs_port, args.tokens_file,
                            inversion_models_dir=args.inversion_models_dir)
         print(f"HeadForge is up (supervisor pid {state['pid']}); jobs service at {state['jobs']}")
         for name, address in state["services"].items():
             print(f"  {name:<9} {address}")
-        print(f"submit with: headforge submit PHOTO --recipe fast --target {state['jobs']}   "
-              "(stop: headforge cluster down)")
+        print(f"state in {directory}; submit with: headforge submit PHOTO --recipe fast   "
+              "(the jobs commands find this cluster; stop: headforge cluster down)")
         return 0
     if args.cluster_command == "down":
-        print("stopped" if cluster.down(directory) else "no cluster running")
+        print("stopped" if cluster.down(directory) else f"no cluster running (state folder {directory})")
         return 0
     state = cluster.status(directory)
     if args.jobs_address:
@@ -42,7 +44,7 @@ def cmd_cluster(args) -> int:
         print(state["jobs"])
         return 0
     if not state["running"]:
-        print("no cluster running")
+        print(f"no cluster running (state folder {state['dir']})")
         return 1
     for name, address in state["services"].items():
         print(f"{name:<9} {address:<22} {state['health'][name]}")

@@ -34,7 +34,8 @@ def add_parsers(sub) -> None:
     gen.set_defaults(func=cmd_generate)
 
     ev = sub.add_parser("eval", help="the papers' evaluation protocol on a generated head")
-    ev.add_argument("out_dir", help="a folder written by `headforge generate` (asset.glb)")
+    ev.add_argument("out_dir", help="a folder written by `headforge generate` (asset.glb) or fetched by "
+                    "`headforge fetch JOB_ID` (export/*.glb, or a Gaussians export/*.ply)")
     ev.add_argument("--reference", required=True, help="the input photo")
     ev.add_argument("--json", action="store_true")
     _add_generate_flags(ev)
@@ -208,6 +209,8 @@ def cmd_eval(args) -> int:
     print(f"PSNR {m['psnr_db']:.2f} dB, SSIM {m['ssim']:.4f} at the reference view (head mask)")
     print(f"LPIPS: {m['lpips']}")
     print(f"CLIP-I: {m['clip_i']}")
+    report = Path(args.out_dir) / "report.json"   # the head's own warnings (a test prior made it, ...)
+    print_report_warnings(json.loads(report.read_text()) if report.is_file() else {})
     return 0
 
 

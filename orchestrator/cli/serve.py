@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from pathlib import Path
 
 from orchestrator.cli.args import amounts
+from services.common.errors import HeadForgeError, InvalidArgument
 
 # name -> the module with add_serve_arguments(parser) and serve(args, ServerConfig) -> exit code
 SERVICE_CLIS = {"face": "services.face.cli", "render": "services.render.cli", "guidance": "services.guidance.cli",
@@ -32,18 +34,53 @@ def add_parsers(sub) -> None:
 
 
 def cmd_serve(args) -> int:
+    """Run the service; a refusal before it serves (a flag that does not apply, a bad config, an unusable
+    --device, a busy port) is one error line and exit code 2, like a usage error."""
     from services.common import logs
     from services.common.server import server_config
 
     logs.configure(args.service, args.log_level)
-    if args.service == "jobs":
-        return _serve_jobs(args, server_config(args))
-    return importlib.import_module(SERVICE_CLIS[args.service]).serve(args, server_config(args))
+    try:
+        if args.service == "jobs":
+            _reject_inapplicable_jobs_flags(args)
+            return _serve_jobs(args, server_config(args))
+        return importlib.import_module(SERVICE_CLIS[args.service]).serve(args, server_config(args))
+    except HeadForgeError as e:
+        print(f"headforge serve {args.service}: error ({e.code.name}): {e.message}", file=sys.stderr)
+        return 2
+
+
+# flags of `serve jobs` that only its Ray runtime reads (meaningless with --runtime none)
+RUNTIME_FLAGS = ("face", "render", "guidance", "inversion", "guidance_config", "inversion_models_dir",
+                 "service_token", "ray_address", "ray_resource", "subject_cpus", "subject_gpus",
+                 "subject_resource", "max_running_per_tenant")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _reject_inapplicable_jobs_flags(args) -> None:
+    """InvalidArgument naming a `serve jobs` flag given where it has no effect."""
+    given = [d for d in RUNTIME_FLAGS if getattr(args, d) != args.runtime_defaults[d]]
+    if args.runtime == "none" and given:
+        also = f" (as do {', '.join(map(_flag, given[1:]))})" if len(given) > 1 else ""
+        raise InvalidArgument(_flag(given[0]), f"configures the Ray runtime{also}, and --runtime none runs no jobs "
+                              "in this process")
+    for config_flag, service in (("guidance_config", "guidance"), ("inversion_models_dir", "inversion")):
+        if getattr(args, config_flag) and getattr(args, service) != "inprocess":
+            raise InvalidArgument(_flag(config_flag), f"configures in-process {service} only; the {service} "
+                                  f"service at {getattr(args, service)} has its own models (drop one of the two)")
+    if args.ray_address and args.ray_resource:
+        raise InvalidArgument("--ray-resource", "declares resources on a Ray this process starts; with "
+                              "--ray-address the existing cluster's nodes declare their own")
 
 
 def _add_jobs_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default="jobs/jobs.db", help="SQLite job store file")
-    p.add_argument("--artifacts", default="jobs/artifacts", help="artifact root: a path or fsspec URL")
+    p.add_argument("--store", default=None, help="SQLite job store file (default: jobs.db in the per-user state "
+                   "folder, $HEADFORGE_HOME/jobs or ~/.headforge/jobs)")
+    p.add_argument("--artifacts", default=None, help="artifact root: a path or fsspec URL, e.g. s3://BUCKET/PREFIX "
+                   "(needs the s3 extra; default: artifacts/ beside the default store)")
     p.add_argument("--model-root", action="append", help="allowed parent of models_dir (repeatable)")
     p.add_argument("--default-models-dir", default="", help="models_dir of jobs that give none")
     p.add_argument("--max-active-jobs", type=int, default=4, help="queued + running jobs per tenant")
@@ -70,12 +107,16 @@ def _add_jobs_arguments(p: argparse.ArgumentParser) -> None:
                       "(e.g. fake_gpu=0.25)")
     p.add_argument("--max-running-per-tenant", type=int, default=2, help="subjects running at once per tenant")
     p.add_argument("--max-image-pixels", type=int, default=40_000_000, help="larger input photos are refused")
+    p.set_defaults(runtime_defaults={d: p.get_default(d) for d in RUNTIME_FLAGS})
 
 
 def _jobs_config(args):
     from orchestrator.jobs.service import JobsConfig
 
-    return JobsConfig(store_path=args.store, artifacts_url=args.artifacts, model_roots=args.model_root or [],
+    from orchestrator.state_dir import jobs_dir
+
+    return JobsConfig(store_path=args.store or str(jobs_dir() / "jobs.db"),
+                      artifacts_url=args.artifacts or str(jobs_dir() / "artifacts"), model_roots=args.model_root or [],
                       default_models_dir=args.default_models_dir, max_active_jobs=args.max_active_jobs,
                       max_storage_bytes=args.max_storage_bytes, max_watch_streams=args.max_watch_streams,
                       max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels,

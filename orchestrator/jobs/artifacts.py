@@ -18,7 +18,7 @@ from pathlib import Path
 import fsspec
 
 from orchestrator.jobs.types import ArtifactRecord
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 _MIME = {
     ".glb": "model/gltf-binary", ".gltf": "model/gltf+json", ".obj": "model/obj", ".mtl": "model/mtl",
@@ -68,7 +68,12 @@ class ArtifactStore:
 
     def __init__(self, root_url: str, **storage_options):
         self.root_url = str(root_url)
-        self.fs, root = fsspec.core.url_to_fs(self.root_url, **storage_options)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.root_url, **storage_options)
+        except ImportError as e:   # fsspec names the missing package, e.g. s3fs for s3://
+            raise FailedPrecondition(f"artifact root {self.root_url}: {e}. For s3:// install the s3 extra "
+                                     "(pip install 'headforge[s3]'); for another scheme, the package named here",
+                                     reason="FSSPEC_BACKEND_MISSING") from None
         self.root = root.rstrip("/") or "/"
         self.fs.makedirs(self.root, exist_ok=True)
 

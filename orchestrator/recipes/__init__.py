@@ -48,8 +48,51 @@ def _path_of(loc: tuple, data: dict) -> str:
     return "".join(parts)
 
 
-def _invalid(err: ValidationError, prefix: str, data: dict) -> InvalidArgument:
-    violations = [FieldViolation(prefix + _path_of(e["loc"], data), e["msg"]) for e in err.errors()]
+def _allowed_fields(model: type[BaseModel], loc: tuple, data: Any) -> list[str]:
+    """The field names the YAML mapping holding loc[-1] may have, from the model's JSON schema (following
+    lists, optionals and tagged unions, chosen by the mapping's `kind`)."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+
+    def resolve(node: dict, value: Any) -> dict:
+        while True:
+            if "$ref" in node:
+                node = defs[node["$ref"].rsplit("/", 1)[-1]]
+                continue
+            options = node.get("oneOf") or node.get("anyOf")
+            if not options:
+                return node
+            options = [defs[o["$ref"].rsplit("/", 1)[-1]] if "$ref" in o else o for o in options]
+            kind = value.get("kind") if isinstance(value, dict) else None
+            tagged = [o for o in options if o.get("properties", {}).get("kind", {}).get("const") == kind]
+            node = (tagged or [o for o in options if "properties" in o or "items" in o] or [{}])[0]
+
+    node, value = resolve(schema, data), data
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            node = node.get("items", {})
+            value = value[item] if isinstance(value, list) and item < len(value) else None
+        elif item in node.get("properties", {}):
+            node = node["properties"][item]
+            value = value.get(item) if isinstance(value, dict) else None
+        else:   # a tagged union's tag (pydantic puts it in the location)
+            continue
+        node = resolve(node, value)
+    return sorted(node.get("properties", {}))
+
+
+def _violation(e: dict, prefix: str, data: dict, model: type[BaseModel]) -> FieldViolation:
+    """One pydantic error as a FieldViolation on the YAML path; an unknown field says which fields the
+    mapping allows (pydantic says only "Extra inputs are not permitted")."""
+    path = prefix + _path_of(e["loc"], data)
+    if e["type"] == "extra_forbidden":
+        allowed = _allowed_fields(model, e["loc"], data)
+        return FieldViolation(path, f"unknown field {e['loc'][-1]!r}; allowed here: {', '.join(allowed)}")
+    return FieldViolation(path, e["msg"])
+
+
+def _invalid(err: ValidationError, prefix: str, data: dict, model: type[BaseModel]) -> InvalidArgument:
+    violations = [_violation(e, prefix, data, model) for e in err.errors()]
     first = violations[0]
     e = InvalidArgument(first.field, first.description, reason="INVALID_RECIPE")
     e.violations = violations
@@ -109,7 +152,7 @@ def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None =
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
-        raise _invalid(e, "", data) from None
+        raise _invalid(e, "", data, Recipe) from None
     params = {}
     for i, stage in enumerate(recipe.stages):
         if stage.kind not in STAGES:
@@ -118,7 +161,7 @@ def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None =
         try:
             params[stage.name] = STAGES.get(stage.kind).params.model_validate(stage.params)
         except ValidationError as e:
-            raise _invalid(e, f"stages[{i}].params.", stage.params) from None
+            raise _invalid(e, f"stages[{i}].params.", stage.params, STAGES.get(stage.kind).params) from None
     check_flow(recipe, params)
     resolved = recipe.model_dump(mode="json")
     for stage in resolved["stages"]:

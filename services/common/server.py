@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from pydantic import BaseModel, Field
 
 from services.common import auth
+from services.common.errors import FailedPrecondition
 
 log = logging.getLogger("headforge.server")
 
@@ -91,7 +92,8 @@ def start(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix=name),
         interceptors=[ServiceInterceptor(name, tokens)],
-        options=channel_options(config.max_message_bytes),
+        # no SO_REUSEPORT: a second server on a busy port must fail, not silently share it
+        options=[*channel_options(config.max_message_bytes), ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     service_names = register(server)
@@ -100,14 +102,24 @@ def start(
     reflection.enable_server_reflection(
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    try:
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
+    except RuntimeError:   # grpc's "Failed to bind": in use, or not an address of this host
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {config.host}:{config.port}")
+        raise FailedPrecondition(f"cannot listen on {config.host}:{config.port}: the port is in use (or the "
+                                 "address is not this machine's); pick another with --port (0 = any free port)",
+                                 reason="PORT_IN_USE")
+    if config.metrics_port is not None:
+        try:
+            start_http_server(config.metrics_port, addr=config.host)
+        except OSError as e:
+            server.stop(0)
+            raise FailedPrecondition(f"cannot serve /metrics on {config.host}:{config.metrics_port}: {e.strerror}; "
+                                     "pick another --metrics-port", reason="PORT_IN_USE") from None
     server.start()
     for full_name in ["", *service_names]:
         health_servicer.set(full_name, health_pb2.HealthCheckResponse.SERVING)
-    if config.metrics_port is not None:
-        start_http_server(config.metrics_port, addr=config.host)
     log.info("serving", extra={"address": f"{config.host}:{port}", "local_mode": tokens.local_mode})
     return RunningServer(server, health_servicer, port, config.grace_s)
 
