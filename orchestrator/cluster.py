@@ -30,6 +30,7 @@ from services.common.errors import FailedPrecondition, Unavailable
 from services.common.process import ROOT
 
 STATE = "cluster.json"
+RAY_TOKEN = "ray_auth_token"   # the local Ray's authentication token (mode 0600), made by the supervisor
 LOCK = "cluster.lock"   # flock held by the supervisor for its lifetime: one cluster per state folder
 
 
@@ -192,7 +193,23 @@ def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, 
     return [*(ServiceSpec(name, [*extra.get(name, []), *common], ports[name]) for name in SERVICES),
             ServiceSpec("jobs", ["--store", str(directory / "jobs.db"), "--artifacts", str(directory / "artifacts"),
                                  *[arg for name in SERVICES for arg in (f"--{name}", addr[name])],
-                                 *token_args, *common], jobs_port)]
+                                 *token_args, *common], jobs_port, env=ray_auth_env(directory))]
+
+
+def ray_auth_env(directory: Path) -> dict[str, str]:
+    """The environment that makes the jobs service's local Ray require a token: Ray's processes listen on
+    every interface (its servers take no bind address), so each of them (GCS, raylet, workers, the jobs
+    driver) refuses a caller without this cluster's token, kept in DIR/ray_auth_token, readable only by
+    this user (made once per state folder; a restarted jobs service reuses it)."""
+    import secrets
+
+    path = directory / RAY_TOKEN
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    os.chmod(path, 0o600)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
 
 
 def _run(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,

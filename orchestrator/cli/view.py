@@ -38,11 +38,8 @@ def _result_folder(args) -> tuple[Path, str]:
     from orchestrator.cli.jobs import _jobs_client
     from orchestrator.viewer.job import default_cache_root, fetch_job
 
-    client = _jobs_client(args)
-    try:
+    with _jobs_client(args) as client:
         folder, job = fetch_job(client, args.source, Path(args.cache_dir) if args.cache_dir else default_cache_root())
-    finally:
-        client.close()
     if job.state != "succeeded":
         print(f"job {job.id} is {job.state.upper()}: showing the artifacts it has so far", file=sys.stderr)
     return folder, f"job {job.id}" + (f" ({job.display_name})" if job.display_name else "")

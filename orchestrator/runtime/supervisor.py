@@ -20,6 +20,7 @@ class ServiceSpec:
     name: str                      # face | render | guidance | jobs
     args: list[str] = field(default_factory=list)   # extra `headforge serve NAME` flags
     port: int = 0                  # 0 = a free port chosen once (kept across restarts)
+    env: dict[str, str] = field(default_factory=dict)   # extra environment (no secrets: they go in files)
 
 
 class Supervisor:
@@ -42,7 +43,8 @@ class Supervisor:
     def _start(self, name: str) -> ServiceProcess:
         spec = self.specs[name]
         n = self.restarts[name]
-        return ServiceProcess([name, "--port", str(spec.port), *spec.args], self.log_dir / f"{name}.{n}.log")
+        return ServiceProcess([name, "--port", str(spec.port), *spec.args], self.log_dir / f"{name}.{n}.log",
+                              env=spec.env)
 
     def start(self) -> "Supervisor":
         for name in self.specs:

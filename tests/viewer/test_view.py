@@ -66,10 +66,14 @@ def result_dir(tmp_path_factory, astronaut) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def viewer(result_dir):
+def require_packages() -> None:
     if not (NODE_MODULES / "three" / "package.json").is_file():
         pytest.skip(f"the viewer's npm packages are not installed in {NODE_MODULES}: run `make install`")
+
+
+@pytest.fixture(scope="module")
+def viewer(result_dir):
+    require_packages()
     proc = ViewerProcess([str(result_dir)])
     yield proc
     proc.stop()
@@ -187,8 +191,7 @@ def test_a_busy_or_bad_port_is_a_clear_error(result_dir):
 
     from orchestrator.viewer.server import ViewerServer
 
-    if not (NODE_MODULES / "three" / "package.json").is_file():
-        pytest.skip(f"the viewer's npm packages are not installed in {NODE_MODULES}: run `make install`")
+    require_packages()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -205,6 +208,7 @@ def test_page_shows_a_test_prior_banner_under_its_warnings(result_dir, tmp_path)
     warning = "guidance (analytic test prior) is a test prior: not a result"
     report.update(result_is_real=False, warnings=[warning])
     (folder / "report.json").write_text(json.dumps(report))
+    require_packages()
     proc = ViewerProcess([str(folder)])
     try:
         check, _ = screenshot(proc.url, "test_prior")

@@ -21,8 +21,9 @@ class ViewerProcess:
         line = self.proc.stdout.readline()     # the command prints its URL first, then only serves
         match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
         if match is None or time.monotonic() > deadline:
-            self.stop()
-            raise AssertionError(f"`headforge view` printed {line!r}; stderr: {self.proc.stderr.read()}")
+            self.proc.terminate()
+            _, err = self.proc.communicate(timeout=30)
+            raise AssertionError(f"`headforge view` printed {line!r}; stderr: {err}")
         self.url = match.group(1)
 
     def stop(self) -> None:
