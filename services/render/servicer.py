@@ -110,6 +110,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                 if expected > self.service.limits.max_asset_bytes:  # refuse before receiving it all
                     raise ResourceExhausted(f"asset of {expected} bytes exceeds {self.service.limits.max_asset_bytes}",
                                             reason="ASSET_TOO_LARGE")
+                self.service.reserve_upload(expected)
             require(chunk.offset == received, f"chunks[{i}].offset", f"expected {received}, got {chunk.offset}")
             parts.append(chunk.data)
             received += len(chunk.data)
