@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, Protocol, TypeVar
 
-from services.common.errors import NotFound, PermissionDenied, ResourceExhausted
+from services.common.errors import NotFound, PermissionDenied, ResourceExhausted, quoted
 
 
 class Stored(Protocol):
@@ -132,10 +132,10 @@ class TenantStore(Generic[T]):
             self._expire_locked()
             item = self._items.get(item_id)
             if item is None or (item.tenant != tenant and self.hide_other_tenants):
-                raise NotFound(f"no {self.noun} {item_id!r} (unknown, expired or closed)",
+                raise NotFound(f"no {self.noun} {quoted(item_id)} (unknown, expired or closed)",
                                reason=f"{self._reason}_NOT_FOUND")
             if item.tenant != tenant:
-                raise PermissionDenied(f"{self.noun} {item_id!r} belongs to another tenant", reason="NOT_OWNER")
+                raise PermissionDenied(f"{self.noun} {quoted(item_id)} belongs to another tenant", reason="NOT_OWNER")
             if self.refresh_on_get:
                 item.last_used = self.clock()
             return item

@@ -153,3 +153,9 @@ def test_forged_checkpoint_config_is_refused_before_allocation():
     assert info.value.field == "checkpoint" and "declares" in info.value.message
     with pytest.raises(InvalidArgument):
         service.set_state(sid, forged)
+
+
+def test_huge_scene_id_is_not_found_with_a_short_message(client):
+    with pytest.raises(grpc.RpcError) as info:
+        client.stub.CloseScene(render_pb2.CloseSceneRequest(scene_id="s" * 10_000), timeout=30)
+    assert info.value.code() == Code.NOT_FOUND and len(info.value.details()) <= 1024, info.value.details()[:200]
