@@ -49,7 +49,7 @@ def _path_of(loc: tuple, data: dict) -> str:
 
 
 def _invalid(err: ValidationError, prefix: str, data: dict) -> InvalidArgument:
-    violations = [FieldViolation(prefix + _path_of(e["loc"], data), e["msg"]) for e in err.errors()]
+    violations = [FieldViolation(prefix + _path_of(e["loc"], data) or "recipe_yaml", e["msg"]) for e in err.errors()]
     first = violations[0]
     e = InvalidArgument(first.field, first.description, reason="INVALID_RECIPE")
     e.violations = violations
@@ -92,6 +92,9 @@ def _apply_option(data: dict, dotted: str, raw: str) -> None:
     except yaml.YAMLError as e:
         raise InvalidArgument(f"options[{dotted}]", f"not valid YAML: {e}") from None
     keys = dotted.split(".")
+    if not all(keys):
+        raise InvalidArgument(f"options[{dotted}]", "an option path is dot-separated non-empty keys",
+                              reason="INVALID_RECIPE")
     node: Any = data
     if keys[:2] == ["stages", "*"] and len(keys) == 3:   # every stage whose kind has this param
         stages = [s for s in data.get("stages", []) if isinstance(s, dict) and s.get("kind") in STAGES

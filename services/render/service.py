@@ -70,6 +70,8 @@ class RenderService:
             opt = SceneOptimizer(rep.parameter_groups(), rep.default_lrs, optimizer)
         except KeyError as e:
             raise InvalidArgument("optimizer.groups", str(e.args[0])) from None
+        except ValueError as e:  # torch's own checks (in-process callers skip convert.optimizer_from_proto)
+            raise InvalidArgument("optimizer", str(e)) from None
         if checkpoint is not None:
             load_optimizer_state(opt, checkpoint)
         scene = self.store.add_scene(tenant, kind, label, rep, opt)
