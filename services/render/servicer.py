@@ -111,6 +111,9 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                     raise ResourceExhausted(f"asset of {expected} bytes exceeds {self.service.limits.max_asset_bytes}",
                                             reason="ASSET_TOO_LARGE")
                 self.service.reserve_upload(expected)
+            else:  # a later chunk repeats the first one's format or leaves it unset
+                later = convert.asset_format(chunk.format, f"chunks[{i}].format")
+                require(later in ("", fmt), f"chunks[{i}].format", "differs from the first chunk's")
             require(chunk.offset == received, f"chunks[{i}].offset", f"expected {received}, got {chunk.offset}")
             parts.append(chunk.data)
             received += len(chunk.data)

@@ -110,7 +110,7 @@ def test_fuzz_guidance_server(caller):
     assert_server_distills(caller)
     figures = caller.finish("guidance")
     seen = figures["statuses"]
-    assert seen.get("OK", 0) >= 0.1 * figures["requests"] and seen.get("INVALID_ARGUMENT", 0) >= 0.2 * figures["requests"], seen
+    assert seen.get("OK", 0) >= 0.05 * figures["requests"] and seen.get("INVALID_ARGUMENT", 0) >= 0.2 * figures["requests"], seen
     for method in ("Distill", "Denoise", "Inpaint", "Generate"):
         assert figures["by_method"].get(f"{method}:OK", 0) >= 1, (method, figures["by_method"])
 

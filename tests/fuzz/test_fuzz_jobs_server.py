@@ -93,7 +93,7 @@ def test_fuzz_jobs_server(caller, photo):
     assert caller("Cancel", jobs_pb2.CancelJobRequest(job_id=job.id))[0] == Code.OK
     figures = caller.finish("jobs")
     seen = figures["statuses"]
-    assert seen.get("OK", 0) >= 0.1 * figures["requests"] and seen.get("INVALID_ARGUMENT", 0) >= 0.2 * figures["requests"], seen
+    assert seen.get("OK", 0) >= 0.05 * figures["requests"] and seen.get("INVALID_ARGUMENT", 0) >= 0.2 * figures["requests"], seen
     for method in ("Submit", "List", "WatchProgress", "Get"):
         assert figures["by_method"].get(f"{method}:OK", 0) >= 1, (method, figures["by_method"])
 
