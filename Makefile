@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 VIEWER := orchestrator/viewer
 VIEWER_STAMP := $(VIEWER)/node_modules/.installed
 
-.PHONY: install demo test bench protos check-protos clean triton-env
+.PHONY: install demo test fuzz bench protos check-protos clean triton-env
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ demo: $(STAMP)
 # With a Triton environment (make triton-env) the real-tritonserver tests run too; without, they skip.
 test: $(STAMP) $(VIEWER_STAMP)
 	$(if $(wildcard .triton-venv/bin/python),HEADFORGE_TRITON_VENV=$(CURDIR)/.triton-venv) $(PY) -m pytest -q tests
+
+# The gRPC fuzzers at full size: FUZZ_EXAMPLES generated requests per service (render, guidance, jobs, and
+# raw non-protobuf bodies to every method of face/render/guidance/jobs); `make test` runs a fixed-seed share.
+# Figures (requests, statuses, server RSS before/after) in out/fuzz/<service>.json.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	HEADFORGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HEADFORGE_FUZZ_REPORT_DIR=$(CURDIR)/out/fuzz $(PY) -m pytest -q -s \
+		tests/fuzz/test_fuzz_render_server.py tests/fuzz/test_fuzz_guidance_server.py \
+		tests/fuzz/test_fuzz_jobs_server.py tests/fuzz/test_fuzz_raw_bodies.py
 
 # A separate environment holding NVIDIA's tritonserver (inside nvidia-pytriton; it pins numpy<2 and
 # protobuf<7, so it cannot share .venv) with torch and diffusers for its python-backend UNet model.

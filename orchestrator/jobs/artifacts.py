@@ -18,7 +18,7 @@ from pathlib import Path
 import fsspec
 
 from orchestrator.jobs.types import ArtifactRecord
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, quoted
 
 _MIME = {
     ".glb": "model/gltf-binary", ".gltf": "model/gltf+json", ".obj": "model/obj", ".mtl": "model/mtl",
@@ -59,7 +59,7 @@ def validate_name(name: str, field: str = "name") -> str:
 
 def _validate_job_id(job_id: str) -> str:
     if not job_id or "/" in job_id or "\\" in job_id or job_id in (".", "..") or job_id.startswith("."):
-        raise InvalidArgument("job_id", f"{job_id!r} is not a job id")
+        raise InvalidArgument("job_id", f"{quoted(job_id)} is not a job id")
     return job_id
 
 
@@ -137,7 +137,7 @@ class ArtifactStore:
         try:
             return int(self.fs.size(path))
         except FileNotFoundError:
-            raise NotFound(f"job {job_id!r} has no artifact {name!r}", reason="ARTIFACT_NOT_FOUND") from None
+            raise NotFound(f"job {quoted(job_id)} has no artifact {name!r}", reason="ARTIFACT_NOT_FOUND") from None
 
     def read(self, job_id: str, name: str, offset: int = 0, length: int = -1) -> bytes:
         """Bytes [offset, offset + length) of an artifact (to the end when length < 0)."""
@@ -150,7 +150,7 @@ class ArtifactStore:
                     f.seek(offset)
                 return f.read() if length < 0 else f.read(length)
         except FileNotFoundError:
-            raise NotFound(f"job {job_id!r} has no artifact {name!r}", reason="ARTIFACT_NOT_FOUND") from None
+            raise NotFound(f"job {quoted(job_id)} has no artifact {name!r}", reason="ARTIFACT_NOT_FOUND") from None
 
     def delete_job(self, job_id: str) -> None:
         """Remove every artifact of a job (retention)."""

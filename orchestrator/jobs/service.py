@@ -27,7 +27,7 @@ from orchestrator.jobs.types import (TERMINAL, ArtifactChunk, JobEvent, JobRecor
                                      SubmitRequest)
 from orchestrator.recipes import builtin_names, load_recipe
 from services.common.auth import current_tenant
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable, quoted
 from services.common.images import decode_image
 
 log = logging.getLogger("headforge.jobs")
@@ -35,6 +35,7 @@ log = logging.getLogger("headforge.jobs")
 MAX_CHUNK_BYTES = 4 << 20
 DEFAULT_CHUNK_BYTES = 1 << 20
 MAX_IDEMPOTENCY_KEY = 128
+MAX_PROMPT_CHARS = 4096   # jobs.proto SubmitJobRequest.prompt
 
 
 class JobsConfig(BaseModel):
@@ -149,6 +150,8 @@ class JobsService:
             raise InvalidArgument("idempotency_key", f"at most {MAX_IDEMPOTENCY_KEY} characters")
         if not -10 <= request.priority <= 10:
             raise InvalidArgument("priority", f"must be -10..10, got {request.priority}")
+        if len(request.prompt) > MAX_PROMPT_CHARS:
+            raise InvalidArgument("prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(request.prompt)}")
         if len(request.display_name) > 256:
             raise InvalidArgument("display_name", "at most 256 characters")
         for k, v in request.labels.items():
@@ -302,7 +305,7 @@ class JobsService:
         for i, name in enumerate(names):
             validate_name(name, f"names[{i}]")
             if name not in by_name:
-                raise NotFound(f"job {job_id!r} has no artifact {name!r}", reason="ARTIFACT_NOT_FOUND",
+                raise NotFound(f"job {quoted(job_id)} has no artifact {name!r}", reason="ARTIFACT_NOT_FOUND",
                                metadata={"name": name})
         wanted = [by_name[n] for n in names] if names else list(record.artifacts)
         if offset and offset > wanted[0].size_bytes:

@@ -28,7 +28,7 @@ from orchestrator.jobs.rows import (JOB_STATES, SCHEMA, STAGE_STATES, STAGE_TERM
                                     encode_page_token, filter_key, payload_from, record_from_row)
 from orchestrator.jobs.sqlite import SqliteDatabase
 from orchestrator.jobs.types import TERMINAL, ArtifactRecord, JobEvent, JobRecord, JobSpec, Progress
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, quoted
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 POLL_S = 0.2          # how often wait_events looks for other processes' writes
@@ -54,7 +54,7 @@ class JobStore(SqliteDatabase):
         row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         # another tenant's job is answered exactly like an unknown one: ids do not leak
         if row is None or (tenant is not None and row["tenant"] != tenant):
-            raise NotFound(f"no job {job_id!r}", reason="JOB_NOT_FOUND")
+            raise NotFound(f"no job {quoted(job_id)}", reason="JOB_NOT_FOUND")
         return row
 
     # -- jobs -------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class JobStore(SqliteDatabase):
             row = self._row(c, job_id, tenant)
             state = row["state"]
             if state in ("succeeded", "failed"):
-                raise FailedPrecondition(f"job {job_id!r} already {state.upper()}", reason="JOB_FINISHED")
+                raise FailedPrecondition(f"job {quoted(job_id)} already {state.upper()}", reason="JOB_FINISHED")
             if state == "queued":
                 c.execute("UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?, "
                           "error_message = 'cancelled before it started', error_reason = 'CANCELLED' WHERE id = ?",
@@ -230,7 +230,7 @@ class JobStore(SqliteDatabase):
             row = self._row(c, job_id)
             previous = row["state"]
             if previous in TERMINAL and state != previous:
-                raise FailedPrecondition(f"job {job_id!r} is already {previous.upper()}", reason="JOB_FINISHED")
+                raise FailedPrecondition(f"job {quoted(job_id)} is already {previous.upper()}", reason="JOB_FINISHED")
             if previous != state or error_message != row["error_message"] or error_reason != row["error_reason"]:
                 terminal = state in TERMINAL
                 c.execute("UPDATE jobs SET state = ?, error_message = ?, error_reason = ?, updated_at = ?, "
@@ -254,7 +254,7 @@ class JobStore(SqliteDatabase):
                             (job_id, stage)).fetchone()
             if row is None:
                 self._row(c, job_id)
-                raise NotFound(f"job {job_id!r} has no stage {stage!r}", reason="STAGE_NOT_FOUND")
+                raise NotFound(f"job {quoted(job_id)} has no stage {stage!r}", reason="STAGE_NOT_FOUND")
             c.execute("UPDATE stages SET state = ?, "
                       "started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END, "
                       "finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE job_id = ? AND name = ?",
@@ -270,7 +270,7 @@ class JobStore(SqliteDatabase):
             if c.execute("UPDATE stages SET resumes = resumes + 1 WHERE job_id = ? AND name = ?",
                          (job_id, stage)).rowcount == 0:
                 self._row(c, job_id)
-                raise NotFound(f"job {job_id!r} has no stage {stage!r}", reason="STAGE_NOT_FOUND")
+                raise NotFound(f"job {quoted(job_id)} has no stage {stage!r}", reason="STAGE_NOT_FOUND")
             c.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (time.time(), job_id))
 
     def record_progress(self, job_id: str, progress: Progress) -> None:
@@ -281,7 +281,7 @@ class JobStore(SqliteDatabase):
             if c.execute("UPDATE stages SET progress = ? WHERE job_id = ? AND name = ?",
                          (data, job_id, progress.stage)).rowcount == 0:
                 self._row(c, job_id)
-                raise NotFound(f"job {job_id!r} has no stage {progress.stage!r}", reason="STAGE_NOT_FOUND")
+                raise NotFound(f"job {quoted(job_id)} has no stage {progress.stage!r}", reason="STAGE_NOT_FOUND")
             c.execute("DELETE FROM events WHERE job_id = ? AND kind = 'progress' AND stage = ?",
                       (job_id, progress.stage))
             seq = c.execute("UPDATE jobs SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? RETURNING last_seq",

@@ -84,7 +84,7 @@ def _allowed_fields(model: type[BaseModel], loc: tuple, data: Any) -> list[str]:
 def _violation(e: dict, prefix: str, data: dict, model: type[BaseModel]) -> FieldViolation:
     """One pydantic error as a FieldViolation on the YAML path; an unknown field says which fields the
     mapping allows (pydantic says only "Extra inputs are not permitted")."""
-    path = prefix + _path_of(e["loc"], data)
+    path = prefix + _path_of(e["loc"], data) or "recipe_yaml"
     if e["type"] == "extra_forbidden":
         allowed = _allowed_fields(model, e["loc"], data)
         return FieldViolation(path, f"unknown field {e['loc'][-1]!r}; allowed here: {', '.join(allowed)}")
@@ -99,12 +99,45 @@ def _invalid(err: ValidationError, prefix: str, data: dict, model: type[BaseMode
     return e
 
 
+MAX_RECIPE_CHARS = 256 << 10   # jobs.proto SubmitJobRequest.recipe_yaml
+MAX_YAML_DEPTH = 32            # nesting of mappings and sequences (recipes use about 6)
+
+
+def _check_yaml_shape(text: str, field: str, limit: int = MAX_RECIPE_CHARS) -> None:
+    """InvalidArgument for YAML too long, nested deeper than MAX_YAML_DEPTH or using aliases, checked on
+    the event stream (iterative) before anything recursive (the composer, deepcopy, pydantic) sees it: a
+    deeply nested document overflows their recursion, and aliases can expand exponentially."""
+    if len(text) > limit:
+        raise InvalidArgument(field, f"at most {limit} characters, got {len(text)}", reason="INVALID_RECIPE")
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise InvalidArgument(field, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                          reason="INVALID_RECIPE")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
+                raise InvalidArgument(field, "YAML aliases (*name) are not accepted", reason="INVALID_RECIPE")
+    except yaml.YAMLError as e:
+        raise InvalidArgument(field, f"not valid YAML: {e}", reason="INVALID_RECIPE") from None
+
+
 def _apply_option(data: dict, dotted: str, raw: str) -> None:
+    if len(dotted) > 256 or dotted.count(".") >= MAX_YAML_DEPTH // 2:
+        raise InvalidArgument("options", f"an option path is at most 256 characters and {MAX_YAML_DEPTH // 2} "
+                              "keys deep", reason="INVALID_RECIPE")
+    _check_yaml_shape(raw, f"options[{dotted}]", limit=64 << 10)
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise InvalidArgument(f"options[{dotted}]", f"not valid YAML: {e}") from None
     keys = dotted.split(".")
+    if not all(keys):
+        raise InvalidArgument(f"options[{dotted}]", "an option path is dot-separated non-empty keys",
+                              reason="INVALID_RECIPE")
     node: Any = data
     if keys[:2] == ["stages", "*"] and len(keys) == 3:   # every stage whose kind has this param
         stages = [s for s in data.get("stages", []) if isinstance(s, dict) and s.get("kind") in STAGES
@@ -140,6 +173,7 @@ def load_recipe(name: str = "", text: str = "", options: dict[str, str] | None =
             raise InvalidArgument("recipe_name", f"unknown recipe {name!r}; built-in: {builtin_names()}",
                                   reason="UNKNOWN_RECIPE")
         text = (BUILTIN / f"{name}.yaml").read_text()
+    _check_yaml_shape(text, "recipe_yaml")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from services.common.errors import Unauthenticated
+from services.common.errors import FailedPrecondition, Unauthenticated
 
 LOCAL_TENANT = "local"
 _tenant: contextvars.ContextVar[str] = contextvars.ContextVar("headforge_tenant", default=LOCAL_TENANT)
@@ -37,16 +37,19 @@ class TokenStore:
     @classmethod
     def load(cls, path: str | Path | None = None, env: str | None = None) -> "TokenStore":
         """Tokens from a YAML file ({tokens: {TOKEN: TENANT}}) and/or "tok=tenant,tok2=tenant2" text
-        (the HEADFORGE_TOKENS environment variable by default)."""
+        (the HEADFORGE_TOKENS environment variable by default). Fails closed: a tokens file that is
+        empty, has no tokens, an unknown key or a malformed entry, and a malformed pair in the text,
+        raise FailedPrecondition (the server refuses to start) rather than fall back to local mode."""
         tokens: dict[str, str] = {}
         if path:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-            tokens.update({str(k): str(v) for k, v in (data.get("tokens") or {}).items()})
+            tokens.update(_read_tokens_file(Path(path)))
         env = os.environ.get("HEADFORGE_TOKENS", "") if env is None else env
         for pair in filter(None, (p.strip() for p in env.split(","))):
-            token, _, tenant = pair.partition("=")
-            if token and tenant:
-                tokens[token] = tenant
+            token, _, tenant = (s.strip() for s in pair.partition("="))
+            if not (token and tenant):
+                raise FailedPrecondition("HEADFORGE_TOKENS: every entry must be TOKEN=TENANT; got one without "
+                                         "a token or a tenant", reason="BAD_TOKENS")
+            tokens[token] = tenant
         return cls(tokens)
 
     @property
@@ -65,3 +68,30 @@ class TokenStore:
             if hmac.compare_digest(token.encode(), presented.encode()):
                 return tenant
         raise Unauthenticated("unknown token", reason="BAD_TOKEN")
+
+
+def _read_tokens_file(path: Path) -> dict[str, str]:
+    """{TOKEN: TENANT} of a tokens file; FailedPrecondition naming the file and the problem (never a
+    token: the message ends up in logs)."""
+    def bad(problem: str) -> FailedPrecondition:
+        return FailedPrecondition(f"tokens file {path}: {problem}; expected YAML {{tokens: {{TOKEN: TENANT, ...}}}} "
+                                  "with at least one token (no --tokens-file = local mode)", reason="BAD_TOKENS_FILE")
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise bad(f"not YAML ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise bad("empty" if data is None else f"a {type(data).__name__}, not a mapping")
+    unknown = sorted(str(k) for k in data if k != "tokens")
+    if unknown:
+        raise bad(f"unknown key(s) {unknown}")
+    entries = data.get("tokens")
+    if not isinstance(entries, dict) or not entries:
+        raise bad("no tokens" if not entries else f"tokens is a {type(entries).__name__}, not a mapping")
+    for i, (token, tenant) in enumerate(entries.items()):
+        if not isinstance(token, str) or not token.strip():
+            raise bad(f"entry {i}: the token must be a non-empty string")
+        if not isinstance(tenant, str) or not tenant.strip():
+            raise bad(f"entry {i}: the tenant must be a non-empty string")
+    return {token.strip(): tenant.strip() for token, tenant in entries.items()}

@@ -17,6 +17,26 @@ from grpc_status import rpc_status
 from headforge.v1 import common_pb2
 
 
+# Bounds on what an error puts on the wire: the status travels in response headers (grpc-message and
+# grpc-status-details-bin, the latter base64), and a header over the channel's metadata limit (8 KiB by
+# default) turns the client's NOT_FOUND into RESOURCE_EXHAUSTED. Messages echo request values.
+MAX_MESSAGE_CHARS = 1024
+MAX_FIELD_CHARS = 200
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """text, cut to at most `limit` characters with a marker saying how long it was."""
+    if len(text) <= limit:
+        return text
+    marker = f"... ({len(text)} characters)"
+    return text[:max(0, limit - len(marker))] + marker
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """repr(value) for a message, a long value cut (a 10,000-character id is not echoed whole)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+
+
 @dataclass
 class FieldViolation:
     field: str
@@ -43,12 +63,15 @@ class HeadForgeError(Exception):
         self.metadata = dict(metadata or {})
 
     def to_status(self) -> status_pb2.Status:
-        info = common_pb2.ErrorInfo(reason=self.reason, metadata=self.metadata)
-        for v in self.violations:
-            info.field_violations.add(field=v.field, description=v.description)
+        """The wire status; message, fields and descriptions clipped (MAX_MESSAGE_CHARS) to fit in headers."""
+        info = common_pb2.ErrorInfo(reason=clip(self.reason, MAX_FIELD_CHARS),
+                                    metadata={clip(k, MAX_FIELD_CHARS): clip(v, MAX_FIELD_CHARS)
+                                              for k, v in list(self.metadata.items())[:16]})
+        for v in self.violations[:8]:
+            info.field_violations.add(field=clip(v.field, MAX_FIELD_CHARS), description=clip(v.description, 512))
         detail = any_pb2.Any()
         detail.Pack(info)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        return status_pb2.Status(code=self.code.value[0], message=clip(self.message), details=[detail])
 
 
 class InvalidArgument(HeadForgeError):

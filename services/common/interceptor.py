@@ -15,7 +15,7 @@ import grpc
 from grpc_status import rpc_status
 
 from services.common import auth, metrics
-from services.common.errors import HeadForgeError, Internal
+from services.common.errors import HeadForgeError, Internal, InvalidArgument
 
 log = logging.getLogger("headforge.rpc")
 
@@ -72,6 +72,43 @@ def _is_abort(exc: BaseException, context) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
+class _Undecodable:
+    """What the request deserializer returns for bytes that are not the method's message: grpc would
+    answer INTERNAL ("Exception deserializing request"); the handler raises INVALID_ARGUMENT instead."""
+
+    def __init__(self, message_name: str, error: Exception):
+        self.message_name, self.error = message_name, error
+
+    def refuse(self) -> InvalidArgument:
+        return InvalidArgument("request", f"the body is not a valid {self.message_name} protobuf "
+                               f"({type(self.error).__name__})", reason="UNDECODABLE_REQUEST")
+
+
+def _lenient(deserializer):
+    if deserializer is None:
+        return None
+    name = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = name.full_name if name is not None else "request"
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as e:  # protobuf's DecodeError and friends
+            return _Undecodable(name, e)
+    return deserialize
+
+
+def _checked(request):
+    if isinstance(request, _Undecodable):
+        raise request.refuse()
+    return request
+
+
+def _checked_stream(requests):
+    for request in requests:
+        yield _checked(request)
+
+
 class ServiceInterceptor(grpc.ServerInterceptor):
     def __init__(self, service: str, tokens: auth.TokenStore):
         self.service = service
@@ -86,20 +123,21 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             inner = handler.unary_unary or handler.stream_unary
             factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                        else grpc.stream_unary_rpc_method_handler)
-            wrapped = self._wrap_unary(inner, method)
+            wrapped = self._wrap_unary(inner, method, streaming_request=bool(handler.stream_unary))
         else:
             inner = handler.unary_stream or handler.stream_stream
             factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
                        else grpc.stream_stream_rpc_method_handler)
-            wrapped = self._wrap_stream(inner, method)
-        return factory(wrapped, request_deserializer=handler.request_deserializer,
+            wrapped = self._wrap_stream(inner, method, streaming_request=bool(handler.stream_stream))
+        return factory(wrapped, request_deserializer=_lenient(handler.request_deserializer),
                        response_serializer=handler.response_serializer)
 
-    def _wrap_unary(self, behavior, method):
+    def _wrap_unary(self, behavior, method, streaming_request: bool):
         def wrapped(request, context):
             call = _Call(self.service, method, self.tokens, context)
             try:
                 call.enter()
+                request = _checked_stream(request) if streaming_request else _checked(request)
                 return behavior(request, context)
             except Exception as exc:
                 if _is_abort(exc, context):
@@ -110,11 +148,12 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 call.exit()
         return wrapped
 
-    def _wrap_stream(self, behavior, method):
+    def _wrap_stream(self, behavior, method, streaming_request: bool):
         def wrapped(request, context):
             call = _Call(self.service, method, self.tokens, context)
             try:
                 call.enter()
+                request = _checked_stream(request) if streaming_request else _checked(request)
                 yield from behavior(request, context)
             except Exception as exc:
                 if _is_abort(exc, context):

@@ -56,7 +56,9 @@ def add_server_arguments(parser, *, default_max_workers: int = 8) -> None:
 
 
 def server_config(args) -> ServerConfig:
-    """The ServerConfig of parsed add_server_arguments flags."""
+    """The ServerConfig of parsed add_server_arguments flags. A bad tokens file fails here, before the
+    service loads anything (auth.TokenStore.load: FailedPrecondition)."""
+    auth.TokenStore.load(args.tokens_file)
     return ServerConfig(host=args.host, port=args.port, metrics_port=args.metrics_port, tokens_file=args.tokens_file,
                         max_workers=args.max_workers, max_message_bytes=args.max_message_bytes, grace_s=args.grace_s)
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, Protocol, TypeVar
 
-from services.common.errors import NotFound, PermissionDenied, ResourceExhausted
+from services.common.errors import NotFound, PermissionDenied, ResourceExhausted, quoted
 
 
 class Stored(Protocol):
@@ -56,11 +56,15 @@ class TenantStore(Generic[T]):
 
     noun: what the items are called in messages ("scene", "inversion session"); its last word names the
     reasons. size_of: an item's bytes now (scenes grow as they densify). close_hint: how a client frees
-    items ("CloseScene")."""
+    items ("CloseScene"). held_elsewhere(tenant): bytes the tenant holds in another store that share
+    the tenant_bytes cap (the render service's scenes and staged assets); called outside this store's
+    lock, so two stores may count each other without a lock-order deadlock."""
 
     def __init__(self, noun: str, caps: StoreCaps, *, size_of: Callable[[T], int] = lambda item: 0,
                  clock: Callable[[], float] = time.monotonic, refresh_on_get: bool = True,
-                 hide_other_tenants: bool = False, close_hint: str = ""):
+                 hide_other_tenants: bool = False, close_hint: str = "",
+                 held_elsewhere: Callable[[str], int] = lambda tenant: 0):
+        self.held_elsewhere = held_elsewhere
         self.noun = noun
         self.caps = caps
         self.size_of = size_of
@@ -74,12 +78,14 @@ class TenantStore(Generic[T]):
 
     # caps ---------------------------------------------------------------------------------------
 
-    def reserve(self, tenant: str, nbytes: int) -> None:
+    def reserve(self, tenant: str, nbytes: int, replacing: T | None = None) -> None:
         """RESOURCE_EXHAUSTED when a new item of nbytes would break a cap now (nothing is held): lets a
-        service refuse before long work rather than after it."""
+        service refuse before long work (or a large allocation) rather than after it. replacing: an item
+        of the tenant that the new content replaces (its bytes and its place in the count are freed)."""
         self._check_item(nbytes)
+        elsewhere = self.held_elsewhere(tenant)
         with self._lock:
-            self._check_locked(tenant, nbytes)
+            self._check_locked(tenant, nbytes, elsewhere, replacing)
 
     def _check_item(self, nbytes: int) -> None:
         cap = self.caps.item_bytes
@@ -87,21 +93,21 @@ class TenantStore(Generic[T]):
             raise _exhausted(f"the {self.noun} would hold {nbytes} bytes, over the per-{self.noun} cap of {cap[0]} "
                              f"({cap[1]})", f"{self._reason}_TOO_LARGE", cap, nbytes)
 
-    def _check_locked(self, tenant: str, nbytes: int) -> None:
+    def _check_locked(self, tenant: str, nbytes: int, elsewhere: int = 0, replacing: T | None = None) -> None:
         self._expire_locked()
         caps = self.caps
-        mine = [s for s in self._items.values() if s.tenant == tenant]
+        mine = [s for s in self._items.values() if s.tenant == tenant and s is not replacing]
         if caps.per_tenant and len(mine) >= caps.per_tenant[0]:
             hint = f"close some ({self.close_hint}) or wait for expiry" if self.close_hint else "wait for expiry"
             raise _exhausted(f"tenant has {len(mine)} {self.noun}s, the cap is {caps.per_tenant[0]}; {hint}",
                              f"TOO_MANY_{self._reason}S", caps.per_tenant, len(mine) + 1)
         if caps.tenant_bytes:
-            used = sum(self.size_of(s) for s in mine) + nbytes
+            used = sum(self.size_of(s) for s in mine) + nbytes + elsewhere
             if used > caps.tenant_bytes[0]:
                 raise _exhausted(f"the tenant's {self.noun}s would hold {used} bytes, over {caps.tenant_bytes[0]} "
                                  f"({caps.tenant_bytes[1]})", "TENANT_MEMORY", caps.tenant_bytes, used)
         if caps.total_bytes:
-            total = sum(self.size_of(s) for s in self._items.values()) + nbytes
+            total = sum(self.size_of(s) for s in self._items.values() if s is not replacing) + nbytes
             if total > caps.total_bytes[0]:
                 raise _exhausted(f"the server's {self.noun}s would hold {total} bytes, over {caps.total_bytes[0]} "
                                  f"({caps.total_bytes[1]})", "SERVER_MEMORY", caps.total_bytes, total)
@@ -113,8 +119,9 @@ class TenantStore(Generic[T]):
         while the caller worked. nbytes: its size (default size_of(item))."""
         nbytes = self.size_of(item) if nbytes is None else nbytes
         self._check_item(nbytes)
+        elsewhere = self.held_elsewhere(item.tenant)
         with self._lock:
-            self._check_locked(item.tenant, nbytes)
+            self._check_locked(item.tenant, nbytes, elsewhere)
             item.last_used = self.clock()
             self._items[item.id] = item
             return item
@@ -125,10 +132,10 @@ class TenantStore(Generic[T]):
             self._expire_locked()
             item = self._items.get(item_id)
             if item is None or (item.tenant != tenant and self.hide_other_tenants):
-                raise NotFound(f"no {self.noun} {item_id!r} (unknown, expired or closed)",
+                raise NotFound(f"no {self.noun} {quoted(item_id)} (unknown, expired or closed)",
                                reason=f"{self._reason}_NOT_FOUND")
             if item.tenant != tenant:
-                raise PermissionDenied(f"{self.noun} {item_id!r} belongs to another tenant", reason="NOT_OWNER")
+                raise PermissionDenied(f"{self.noun} {quoted(item_id)} belongs to another tenant", reason="NOT_OWNER")
             if self.refresh_on_get:
                 item.last_used = self.clock()
             return item
@@ -138,6 +145,12 @@ class TenantStore(Generic[T]):
         item = self.get(tenant, item_id)
         with self._lock:
             self._items.pop(item.id, None)
+
+    def tenant_bytes(self, tenant: str) -> int:
+        """The bytes the tenant's live items hold now."""
+        with self._lock:
+            self._expire_locked()
+            return sum(self.size_of(s) for s in self._items.values() if s.tenant == tenant)
 
     def count(self, tenant: str | None = None) -> int:
         with self._lock:

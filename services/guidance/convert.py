@@ -10,7 +10,7 @@ import numpy as np
 
 from headforge.v1 import common_pb2, guidance_pb2
 from services.common import tensors
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, require
 from services.common.images import image_input_to_rgb8, to_image_input
 from services.core.cameras import PinholeCamera
 from services.core.models import ModelRecord
@@ -43,6 +43,9 @@ def _inverse(d: dict) -> dict:
     return out
 
 
+_GRAD_DTYPES = {0: "float32", DType.FLOAT32: "float32", DType.FLOAT16: "float16"}
+
+
 def _enum(value: int, names: dict, field: str) -> str:
     if value not in names:  # proto3 enums are open: any int32 arrives
         raise InvalidArgument(field, f"unknown enum value {value}")
@@ -56,7 +59,12 @@ def _tensor(msg: common_pb2.Tensor, field: str, *, dtypes=None, ndim=None) -> np
 
 
 def _deadline(queue: G.QueueOptions, context) -> QueueOptions:
-    deadline = queue.deadline.ToNanoseconds() / 1e9 if queue.HasField("deadline") else None
+    deadline = None
+    if queue.HasField("deadline"):
+        try:
+            deadline = queue.deadline.ToNanoseconds() / 1e9
+        except ValueError as e:  # seconds or nanos outside a Timestamp's range
+            raise InvalidArgument("queue.deadline", str(e)) from None
     remaining = context.time_remaining() if context is not None else None
     if remaining is not None and remaining < 1e8:  # grpc reports a huge number when there is no deadline
         rpc_deadline = time.time() + remaining
@@ -82,6 +90,8 @@ def conditions_from_proto(c: G.Conditions, field: str = "conditions") -> Conditi
         f = f"{field}.controls[{i}]"
         landmarks = None
         if ctrl.landmarks:
+            require(len({len(s.points) for s in ctrl.landmarks}) == 1, f"{f}.landmarks",
+                    "every landmark set needs the same number of points")
             landmarks = np.array([[[p.x, p.y] for p in s.points] for s in ctrl.landmarks], dtype=np.float32)
             landmarks = landmarks[0] if len(ctrl.landmarks) == 1 else landmarks
         controls.append(ControlInput(kind=_enum(ctrl.kind, _CONTROL_KINDS, f"{f}.kind"), name=ctrl.name,
@@ -138,7 +148,7 @@ def distill_from_proto(r: G.DistillRequest, context=None) -> DistillRequest:
                                    t=list(t.t)),
         weighting=_enum(r.weighting, _WEIGHTINGS, "weighting"),
         noise=_tensor(r.noise, "noise", dtypes=FLOATS, ndim=4), seed=r.seed, resolution=r.resolution,
-        grad_clip=r.grad_clip, grad_dtype="float16" if r.grad_dtype == DType.FLOAT16 else "float32",
+        grad_clip=r.grad_clip, grad_dtype=_enum(r.grad_dtype, _GRAD_DTYPES, "grad_dtype"),
         return_noise=r.return_noise, return_denoised=r.return_denoised, queue=_deadline(r.queue, context),
         background=_background(r))
 

@@ -20,6 +20,7 @@ from services.guidance.cache import ConditionsCache
 from services.guidance.conditioning import PreparedConditions
 from services.guidance.controls import draw_landmarks
 from services.guidance.types import CONTROL_KINDS, Conditions, ControlInput, ControlSpec
+from services.guidance import validate
 from services.guidance.validate import MAX_SIDE, MIN_SIDE
 
 TEXT_MEMO_SIZE = 512   # (backbone, prompt) text states kept
@@ -52,7 +53,11 @@ class ConditionsEncoder:
         (n, 3) or None (white) reaches a backbone's encode_cameras."""
         info = bb.info
         tenant = current_tenant()
-        prompt, negative, expression = c.prompt, c.negative_prompt, c.expression
+        prompt = validate.text(c.prompt, "conditions.prompt")
+        negative = validate.text(c.negative_prompt, "conditions.negative_prompt")
+        expression = validate.text(c.expression, "conditions.expression")
+        for key in ("text_cache_key", "identity_cache_key"):
+            validate.text(getattr(c, key), f"conditions.{key}", validate.MAX_CACHE_KEY_CHARS)
         if c.text_cache_key:
             scope = (tenant, name, "text")
             if prompt or negative or expression:

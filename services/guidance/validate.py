@@ -14,6 +14,15 @@ from services.common.tensors import require_finite
 from services.guidance.types import BackboneInfo, TimestepSchedule
 
 MIN_SIDE, MAX_SIDE = 16, 2048   # pixels, for every image side the service takes or makes
+MAX_PROMPT_CHARS = 4096         # prompt, negative_prompt, expression (guidance.proto Conditions)
+MAX_CACHE_KEY_CHARS = 256       # text_cache_key, identity_cache_key
+
+
+def text(value: str, field: str, limit: int = MAX_PROMPT_CHARS) -> str:
+    """A prompt-like string of at most `limit` characters (text encoders truncate long prompts anyway,
+    and the work before that grows with the length)."""
+    require(len(value) <= limit, field, f"at most {limit} characters, got {len(value)}")
+    return value
 
 
 def images(value: np.ndarray, field: str, *, max_images: int, max_pixels: int) -> np.ndarray:

@@ -65,6 +65,22 @@ def read_checkpoint(data: bytes) -> dict:
     return {"meta": meta, "rep": rep, "optim": optim}
 
 
+def checkpoint_bytes(cls, checkpoint: dict) -> int:
+    """The bytes the checkpoint's representation will hold, found without allocating it: its config is
+    built on torch's meta device. InvalidArgument when the config asks for more than the checkpoint's
+    tensors hold (placeholders of a forged config would be allocated before the tensors are checked)."""
+    tensor_bytes = sum(t.numel() * t.element_size() for t in checkpoint["rep"].values())
+    try:
+        with torch.device("meta"):
+            declared = cls.from_config(checkpoint["meta"]["config"]).memory_bytes()
+    except (RuntimeError, KeyError, ValueError, TypeError, NotImplementedError) as e:
+        raise InvalidArgument("checkpoint", f"does not fit a {cls.kind} scene: {e}") from None
+    if declared > tensor_bytes + (1 << 20):  # slack: small buffers a checkpoint may leave out
+        raise InvalidArgument("checkpoint", f"its config declares {declared} bytes of parameters, its tensors "
+                              f"hold {tensor_bytes}")
+    return max(declared, tensor_bytes)
+
+
 def rep_from_checkpoint(cls, checkpoint: dict):
     """The representation a checkpoint describes; InvalidArgument when its tensors do not fit its config."""
     try:

@@ -23,12 +23,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scene bytes per tenant")
     parser.add_argument("--max-pending-steps", type=int, default=defaults.max_pending_steps_per_scene,
                         help="step handles held per scene")
+    parser.add_argument("--max-render-pixels", type=int, default=defaults.max_render_pixels,
+                        help="N x H x W per Render call")
+    parser.add_argument("--max-gaussians", type=int, default=defaults.max_gaussians)
+    parser.add_argument("--max-triangles", type=int, default=defaults.max_triangles)
+    parser.add_argument("--max-asset-bytes", type=int, default=defaults.max_asset_bytes)
 
 
 def limits_from_args(args: argparse.Namespace) -> RenderLimits:
     """The RenderLimits of parsed add_serve_arguments flags (pydantic ValidationError when out of range)."""
     return RenderLimits(scene_idle_ttl_s=args.scene_idle_ttl_s, max_scenes_per_tenant=args.max_scenes_per_tenant,
-                        max_tenant_bytes=args.max_tenant_bytes, max_pending_steps_per_scene=args.max_pending_steps)
+                        max_tenant_bytes=args.max_tenant_bytes, max_pending_steps_per_scene=args.max_pending_steps,
+                        max_render_pixels=args.max_render_pixels, max_gaussians=args.max_gaussians,
+                        max_triangles=args.max_triangles, max_asset_bytes=args.max_asset_bytes)
 
 
 def serve(args: argparse.Namespace, config: ServerConfig) -> int:

@@ -28,6 +28,19 @@ FORMAT_NAMES = {render_pb2.ASSET_FORMAT_GLB: "glb", render_pb2.ASSET_FORMAT_OBJ_
                 render_pb2.ASSET_FORMAT_CHECKPOINT: "checkpoint"}
 FORMAT_ENUMS = {v: k for k, v in FORMAT_NAMES.items()}
 _INTERP = {0: "linear", 1: "linear", 2: "exponential", 3: "cosine"}
+_OPTIMIZERS = {0: "adam", render_pb2.OptimizerConfig.ADAM: "adam", render_pb2.OptimizerConfig.ADAN: "adan"}
+WRITE_MODES = {0: "none", 1: "none", 2: "visible", 3: "unseen"}
+
+
+def enum_value(value: int, names: dict, field: str):
+    """names[value]; proto3 enums are open (any int32 arrives): an unknown value is INVALID_ARGUMENT."""
+    require(value in names, field, f"unknown enum value {value}")
+    return names[value]
+
+
+def asset_format(value: int, field: str) -> str:
+    """The format name of an AssetFormat value, "" for unspecified (then it is detected)."""
+    return "" if value == 0 else enum_value(value, FORMAT_NAMES, field)
 
 
 def timestamp(seconds_from_now: float) -> timestamp_pb2.Timestamp:
@@ -91,11 +104,16 @@ def optimizer_from_proto(o: render_pb2.OptimizerConfig) -> OptimizerSpec:
             require(all(np.isfinite([lr.start_value, lr.end_value])) and lr.start_value >= 0 and lr.end_value >= 0,
                     f"optimizer.groups[{i}].lr", "values must be finite and >= 0")
             lrs[g.name] = LrSchedule(lr.start_step, lr.start_value, lr.end_value, lr.end_step,
-                                     _INTERP.get(lr.interpolation, "linear"))
-    kind = "adan" if o.kind == render_pb2.OptimizerConfig.ADAN else "adam"
+                                     enum_value(lr.interpolation, _INTERP, f"optimizer.groups[{i}].lr.interpolation"))
+    kind = enum_value(o.kind, _OPTIMIZERS, "optimizer.kind")
     require(len(o.betas) in (0, 2 if kind == "adam" else 3), "optimizer.betas",
             f"{kind} takes {2 if kind == 'adam' else 3} betas, got {len(o.betas)}")
     require(all(0 <= b < 1 for b in o.betas), "optimizer.betas", "must lie in [0, 1)")
+    require(np.isfinite(o.eps) and o.eps >= 0, "optimizer.eps", f"must be finite and >= 0, got {o.eps}")
+    require(np.isfinite(o.weight_decay) and o.weight_decay >= 0, "optimizer.weight_decay",
+            f"must be finite and >= 0, got {o.weight_decay}")
+    require(np.isfinite(o.max_grad_norm) and o.max_grad_norm >= 0, "optimizer.max_grad_norm",
+            f"must be finite and >= 0, got {o.max_grad_norm}")
     return OptimizerSpec(kind, lrs, frozen, tuple(o.betas), o.eps or 1e-8, o.weight_decay, o.max_grad_norm)
 
 

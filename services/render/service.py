@@ -15,7 +15,8 @@ from services.common.auth import current_tenant
 from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument, NotFound, ResourceExhausted, require
 from services.core.camera_batch import CameraBatch
 from services.core.cameras import PinholeCamera
-from services.render.checkpoints import load_optimizer_state, read_checkpoint, rep_from_checkpoint, write_checkpoint
+from services.render.checkpoints import (checkpoint_bytes, load_optimizer_state, read_checkpoint, rep_from_checkpoint,
+                                         write_checkpoint)
 from services.render.optim import SceneOptimizer
 from services.render.representations import SCENE_KINDS
 from services.render.representations.dmtet import RESOLUTIONS as DMTET_RESOLUTIONS
@@ -46,14 +47,18 @@ class RenderService:
         require(not unknown, "options", f"unknown option(s) {sorted(unknown)} for {kind}; known: {sorted(spec.options)}")
         seed = seed or secrets.randbits(31)
         checkpoint = None
+        tenant = current_tenant()
         try:
             if asset is not None and asset[1] == "checkpoint":
                 checkpoint = read_checkpoint(asset[0])
                 require(checkpoint["meta"]["kind"] == kind, "asset", f"checkpoint of kind {checkpoint['meta']['kind']}, not {kind}")
+                self.store.reserve(tenant, checkpoint_bytes(spec.cls, checkpoint))
                 rep = rep_from_checkpoint(spec.cls, checkpoint)
             elif asset is not None:
                 rep = spec.from_asset(asset[0], asset[1], options)
             else:
+                # the caps before the allocation: a few request bytes may ask for gigabytes
+                self.store.reserve(tenant, spec.init_bytes(init or {}, options, self.limits))
                 rep = spec.create(init or {}, seed, options, self.limits)
         except HeadForgeError:
             raise  # already names its field
@@ -65,9 +70,11 @@ class RenderService:
             opt = SceneOptimizer(rep.parameter_groups(), rep.default_lrs, optimizer)
         except KeyError as e:
             raise InvalidArgument("optimizer.groups", str(e.args[0])) from None
+        except ValueError as e:  # torch's own checks (in-process callers skip convert.optimizer_from_proto)
+            raise InvalidArgument("optimizer", str(e)) from None
         if checkpoint is not None:
             load_optimizer_state(opt, checkpoint)
-        scene = self.store.add_scene(current_tenant(), kind, label, rep, opt)
+        scene = self.store.add_scene(tenant, kind, label, rep, opt)
         return self._info(scene)
 
     def _info(self, scene: Scene) -> SceneInfo:
@@ -212,6 +219,8 @@ class RenderService:
         if meta["kind"] != scene.kind:
             raise FailedPrecondition(f"checkpoint of a {meta['kind']} scene cannot restore a {scene.kind} scene",
                                      reason="CHECKPOINT_KIND")
+        nbytes = checkpoint_bytes(scene.rep.__class__, checkpoint)
+        self.store.check_replacement(scene, nbytes)
         with scene.lock:
             fresh = rep_from_checkpoint(scene.rep.__class__, checkpoint).to(self.device)
             opt = SceneOptimizer(fresh.parameter_groups(), fresh.default_lrs, scene.optimizer.spec)
@@ -290,6 +299,11 @@ class RenderService:
                                          dict(spec.options)))
         device = "cpu" if self.device.type == "cpu" else f"{self.device} ({torch.cuda.get_device_name(self.device)})"
         return RenderDescription(kinds, list(DMTET_RESOLUTIONS), device, self.limits, self.max_message_bytes)
+
+    def reserve_upload(self, nbytes: int) -> None:
+        """RESOURCE_EXHAUSTED before an upload of nbytes is received when it would break the per-asset or
+        the tenant's byte cap (scenes and staged assets share max_tenant_bytes)."""
+        self.store.assets.reserve(current_tenant(), nbytes)
 
     def upload_asset(self, data: bytes, fmt: str, sha256: str = "") -> str:
         if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():

@@ -29,7 +29,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             data, fmt = src.data, ""
         else:
             raise InvalidArgument(field, "give data or asset_id")
-        fmt = convert.FORMAT_NAMES.get(src.format, fmt) or convert.sniff_format(data)
+        fmt = convert.asset_format(src.format, f"{field}.format") or fmt or convert.sniff_format(data)
         return data, fmt
 
     def CreateScene(self, request, context):
@@ -106,10 +106,14 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         for i, chunk in enumerate(request_iterator):
             if i == 0:
                 require(chunk.offset == 0, "chunks[0].offset", "the first chunk starts at offset 0")
-                expected, digest, fmt = chunk.total_size, chunk.sha256, convert.FORMAT_NAMES.get(chunk.format, "")
+                expected, digest, fmt = chunk.total_size, chunk.sha256, convert.asset_format(chunk.format, "chunks[0].format")
                 if expected > self.service.limits.max_asset_bytes:  # refuse before receiving it all
                     raise ResourceExhausted(f"asset of {expected} bytes exceeds {self.service.limits.max_asset_bytes}",
                                             reason="ASSET_TOO_LARGE")
+                self.service.reserve_upload(expected)
+            else:  # a later chunk repeats the first one's format or leaves it unset
+                later = convert.asset_format(chunk.format, f"chunks[{i}].format")
+                require(later in ("", fmt), f"chunks[{i}].format", "differs from the first chunk's")
             require(chunk.offset == received, f"chunks[{i}].offset", f"expected {received}, got {chunk.offset}")
             parts.append(chunk.data)
             received += len(chunk.data)
@@ -130,7 +134,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             mask = image_input_to_rgb8(request.mask, max_pixels=self.service.limits.max_render_pixels, field="mask")
             mask = mask[..., 0] > 127
         camera = PinholeCamera.from_proto(request.camera, "camera")
-        write = {0: "none", 1: "none", 2: "visible", 3: "unseen"}[request.write]
+        write = convert.enum_value(request.write, convert.WRITE_MODES, "write")
         r = self.service.back_project(request.scene_id, image, camera, mask, request.min_cosine or 0.2, write)
         return render_pb2.BackProjectTextureResponse(texture=tensors.to_proto(r.texture),
                                                      visibility=tensors.to_proto(r.visibility),

@@ -69,16 +69,23 @@ class SceneStore(TenantStore[Scene]):
                                             per_tenant=(lim.max_scenes_per_tenant, "max_scenes_per_tenant"),
                                             item_bytes=(lim.max_scene_bytes, "max_scene_bytes"),
                                             tenant_bytes=(lim.max_tenant_bytes, "max_tenant_bytes")),
-                         size_of=lambda s: s.rep.memory_bytes(), clock=clock, close_hint="CloseScene")
+                         size_of=lambda s: s.rep.memory_bytes(), clock=clock, close_hint="CloseScene",
+                         held_elsewhere=lambda tenant: self.assets.tenant_bytes(tenant))
         self.limits = limits
+        # staged assets count against the same per-tenant byte cap as the tenant's scenes
         self.assets: TenantStore[Asset] = TenantStore(
-            "asset", StoreCaps(lim.asset_ttl_s, item_bytes=(lim.max_asset_bytes, "max_asset_bytes")),
+            "asset", StoreCaps(lim.asset_ttl_s, item_bytes=(lim.max_asset_bytes, "max_asset_bytes"),
+                               tenant_bytes=(lim.max_tenant_bytes, "max_tenant_bytes")),
             size_of=lambda a: len(a.data), clock=lambda: self.clock(), refresh_on_get=False,
-            hide_other_tenants=True)
+            hide_other_tenants=True, held_elsewhere=self.tenant_bytes)
         RENDER_SCENES.set_function(self.count)   # the newest store in a process reports
 
     def add_scene(self, tenant: str, kind: str, label: str, rep: Representation, optimizer: SceneOptimizer) -> Scene:
         return self.add(Scene(new_id(), tenant, kind, label, rep, optimizer, self.clock()))
+
+    def check_replacement(self, scene: Scene, nbytes: int) -> None:
+        """RESOURCE_EXHAUSTED when `scene` holding nbytes instead of its current bytes breaks a cap."""
+        self.reserve(scene.tenant, nbytes, replacing=scene)
 
     def add_asset(self, tenant: str, data: bytes, fmt: str) -> Asset:
         return self.assets.add(Asset(new_id(), tenant, data, fmt))

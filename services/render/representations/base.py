@@ -9,7 +9,7 @@ Render outputs by name (shapes for N cameras of H x W pixels; see protos/headfor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Collection, Mapping
 
 import torch
@@ -83,7 +83,9 @@ class SceneKind:
     dict) and options, validating every value (InvalidArgument naming "<kind>.<field>" or
     "options.<key>"). from_asset(data, fmt, options) -> a scene from a file. options: the accepted
     CreateScene options, described (Describe). accelerated_backend: the backend Describe lists first
-    when the server has CUDA."""
+    when the server has CUDA. init_bytes(init, options, limits) -> the bytes create() would hold
+    (memory_bytes() of the new scene), computed from the request alone and validating the size-like
+    fields it reads, so that the service refuses an over-cap scene before allocating it."""
 
     cls: type[Representation]
     create: Callable[[Mapping[str, Any], int, Mapping[str, str], Any], Representation]
@@ -92,3 +94,4 @@ class SceneKind:
     export_formats: tuple[str, ...]
     regularizers: tuple[str, ...]
     accelerated_backend: str = "torch"
+    init_bytes: Callable[[Mapping[str, Any], Mapping[str, str], Any], int] = field(kw_only=True)

@@ -252,6 +252,18 @@ def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limi
                              backend=iv.choice(options, "backend", BACKENDS, "auto"), max_triangles=limits.max_triangles)
 
 
+def dmtet_bytes(resolution: int, color_field: bool = False) -> int:
+    """memory_bytes() of a DmtetScene: sdf (n,), deform (n, 3) and colours (n, 3), n = (r + 1)^3."""
+    return (resolution + 1) ** 3 * (1 + 3 + (3 if color_field else 0)) * 4
+
+
+def _init_bytes(init: Mapping[str, Any], options: Mapping[str, str], limits) -> int:
+    iv.check_keys(init, DMTET_INIT_KEYS, "dmtet")
+    resolution = _resolution(iv.integer(init, "grid_resolution", "dmtet.grid_resolution", 128), "dmtet.grid_resolution")
+    texture_size_from_init(init, "dmtet.texture_size")
+    return dmtet_bytes(resolution, iv.flag(options, "color_field"))
+
+
 def _mesh_asset(value) -> tuple[bytes, str]:
     """init["mesh_asset"]: (bytes, format) with format glb | obj_zip | ply | "" (detected)."""
     if isinstance(value, (bytes, bytearray)):
@@ -273,4 +285,5 @@ def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> DmtetScene
 
 
 SCENE_KIND = SceneKind(DmtetScene, _create, _from_asset, OPTIONS, ("glb", "obj_zip", "ply", "npz"),
-                       ("sdf_sign", "laplacian", "normal_consistency"), accelerated_backend="nvdiffrast")
+                       ("sdf_sign", "laplacian", "normal_consistency"), accelerated_backend="nvdiffrast",
+                       init_bytes=_init_bytes)

@@ -113,6 +113,14 @@ class FieldConfig(volume.RaySettings):
             return (3, self.channels, r, r)
         return (3, self.depth, self.channels, r, r)
 
+    def parameter_bytes(self) -> int:
+        """float32 bytes of the grids and the decoder (a FieldRepresentation's memory_bytes()), without
+        allocating them."""
+        grids = sum(math.prod(self.grid_shape(n)) for n in self.grid_names())
+        widths = [self.channels, *self.hidden, 1 + self.rgb_channels]
+        decoder = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+        return 4 * (grids + decoder)
+
     def finest_resolution(self) -> int:
         return max(self.levels) if self.kind == "pyramid_trigrid" else self.resolution
 

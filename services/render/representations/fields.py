@@ -372,7 +372,11 @@ def _scene_kind(cls: type[FieldRepresentation]) -> SceneKind:
             raise InvalidArgument("asset.format", f"a {cls.kind} scene is created from NPZ, not {fmt}")
         return cls.from_npz(data, options)
 
-    return SceneKind(cls, create, from_asset, dict(OPTIONS), ("npz", "glb", "ply", "obj_zip"), ("tv", "l1"))
+    def init_bytes(init: Mapping[str, Any], options: Mapping[str, str], limits) -> int:
+        return field_config(cls.kind, init, options).parameter_bytes()
+
+    return SceneKind(cls, create, from_asset, dict(OPTIONS), ("npz", "glb", "ply", "obj_zip"), ("tv", "l1"),
+                     init_bytes=init_bytes)
 
 
 TRIPLANE_KIND = _scene_kind(TriplaneRepresentation)

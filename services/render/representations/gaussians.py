@@ -385,6 +385,17 @@ def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limi
     return GaussianScene.create(GaussiansConfig.from_init(init, options).within(limits.max_gaussians), seed)
 
 
+def gaussians_bytes(count: int, sh_degree: int) -> int:
+    """memory_bytes() of a GaussianScene: per Gaussian means 3, scales 3, quats 4, opacity 1, SH 3 K
+    (K = (sh_degree + 1)^2) and the two densification statistics, float32."""
+    return count * (3 + 3 + 4 + 1 + 3 * (sh_degree + 1) ** 2 + 2) * 4
+
+
+def _init_bytes(init: Mapping[str, Any], options: Mapping[str, str], limits) -> int:
+    cfg = GaussiansConfig.from_init(init, options).within(limits.max_gaussians)
+    return gaussians_bytes(len(cfg.points) if cfg.points is not None else cfg.num_points, cfg.sh_degree)
+
+
 def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> GaussianScene:
     kw = {"backend": options.get("backend", "auto")}
     if fmt == "ply":
@@ -395,4 +406,5 @@ def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> GaussianSc
 
 
 SCENE_KIND = SceneKind(GaussianScene, _create, _from_asset, OPTIONS, ("ply", "npz"), ("opacity_entropy", "scale"),
+                       init_bytes=_init_bytes,
                        accelerated_backend="gsplat")

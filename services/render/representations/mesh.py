@@ -107,8 +107,8 @@ class MeshScene(Representation):
         v, f, report = mesh_io.validate_mesh(vertices, faces, max_triangles)
         tex = _texture_array(texture) if texture is not None else None
         size = int(texture_size)
-        if size < 0:
-            raise MeshShapeError("mesh.texture_size", f"must be >= 0, got {size}")
+        if not 0 <= size <= MAX_TEXTURE_SIZE:  # also a textured asset's own side
+            raise MeshShapeError("mesh.texture_size", f"must be in [0, {MAX_TEXTURE_SIZE}], got {size}")
         if size == 0 and (uvs is not None or tex is not None):
             size = DEFAULT_TEXTURE_SIZE
         if size > 0:
@@ -287,9 +287,37 @@ def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limi
                             flat_normals=iv.flag(options, "flat_normals"))
 
 
+def mesh_bytes(num_vertices: int, num_faces: int, texture_size: int = 0, num_uvs: int = 0) -> int:
+    """memory_bytes() of a MeshScene of these sizes (texture_size 0 = vertex colours)."""
+    common = num_vertices * 3 * 4 + num_faces * 3 * 8 + 4
+    if texture_size <= 0:
+        return common + num_vertices * 3 * 4
+    return common + texture_size * texture_size * (3 + 1) * 4 + num_uvs * 2 * 4 + num_faces * 3 * 8
+
+
+def _rows(values: Mapping[str, Any], key: str) -> int:
+    """The row count of an init array (0 when absent or not an array: create() reports those)."""
+    shape = np.shape(values.get(key)) if values.get(key) is not None else ()
+    return int(shape[0]) if len(shape) >= 1 else 0
+
+
+def _init_bytes(init: Mapping[str, Any], options: Mapping[str, str], limits) -> int:
+    iv.check_keys(init, MESH_INIT_KEYS, "mesh")
+    size = texture_size_from_init(init, "mesh.texture_size")
+    faces = _rows(init, "faces")
+    if faces > limits.max_triangles:
+        raise mesh_io.TooManyTrianglesError("mesh.faces", f"{faces} triangles is above the limit of "
+                                            f"{limits.max_triangles}")
+    if size == 0 and (init.get("uvs") is not None or init.get("texture") is not None):
+        size = DEFAULT_TEXTURE_SIZE
+    uvs = _rows(init, "uvs") if init.get("uvs") is not None else 3 * faces  # xatlas: at most 3 per face
+    return mesh_bytes(_rows(init, "vertices"), faces, size, uvs)
+
+
 def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> MeshScene:
     return MeshScene.from_asset(data, fmt or None, backend=iv.choice(options, "backend", BACKENDS, "auto"))
 
 
 SCENE_KIND = SceneKind(MeshScene, _create, _from_asset, OPTIONS, ("glb", "obj_zip", "ply", "npz"),
-                       ("laplacian", "normal_consistency", "edge_length"), accelerated_backend="nvdiffrast")
+                       ("laplacian", "normal_consistency", "edge_length"), accelerated_backend="nvdiffrast",
+                       init_bytes=_init_bytes)

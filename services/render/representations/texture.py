@@ -35,8 +35,14 @@ def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, texture_size: int = 1024,
     resamples, so the gutter is about padding * T / atlas_size texels)."""
     import xatlas
 
+    # The atlas does not depend on the mesh's position or scale: unit-size coordinates keep xatlas's float
+    # normals finite (coordinates near 1e19 and above overflow them, and xatlas then loops forever).
+    v = np.asarray(vertices, dtype=np.float64)
+    v = v - (v.max(0) + v.min(0)) / 2
+    extent = float(np.abs(v).max()) if v.size else 0.0
+    v = v / extent if extent > 0 and np.isfinite(extent) else v
     atlas = xatlas.Atlas()
-    atlas.add_mesh(np.ascontiguousarray(vertices, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.uint32))
+    atlas.add_mesh(np.ascontiguousarray(v, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.uint32))
     pack = xatlas.PackOptions()
     pack.resolution = int(texture_size)
     pack.padding = int(padding)
