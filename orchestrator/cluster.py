@@ -186,14 +186,40 @@ def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, 
     extra = {"guidance": ["--config", guidance_config] if guidance_config else [],
              "inversion": ["--models-dir", inversion_models_dir] if inversion_models_dir else []}
     token_args = []
-    if tokens_file:   # the jobs service calls the services with the first token of the file
-        import yaml
-
-        token_args = ["--service-token", next(iter(yaml.safe_load(Path(tokens_file).read_text())["tokens"]))]
+    if tokens_file:   # the services accept the cluster's own service token, acting for each job's tenant
+        tokens_file, service_token = cluster_tokens(directory, tokens_file)
+        common = ["--tokens-file", tokens_file]
+        token_args = ["--service-token-file", service_token]
     return [*(ServiceSpec(name, [*extra.get(name, []), *common], ports[name]) for name in SERVICES),
             ServiceSpec("jobs", ["--store", str(directory / "jobs.db"), "--artifacts", str(directory / "artifacts"),
                                  *[arg for name in SERVICES for arg in (f"--{name}", addr[name])],
                                  *token_args, *common], jobs_port, env=ray_auth_env(directory))]
+
+
+def _private_file(path: Path, text: str | None = None) -> Path:
+    """path, readable only by this user; written with text (or a new random token when it does not exist)."""
+    import secrets
+
+    if text is None and path.is_file():
+        os.chmod(path, 0o600)
+        return path
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) if text is None else text)
+    return path
+
+
+def cluster_tokens(directory: Path, tokens_file: str) -> tuple[str, str]:
+    """(the services' tokens file, the jobs service's service-token file) in DIR, both mode 0600: the
+    user's tenant tokens plus the cluster's own service token (services.common.auth service_tokens), so
+    every job's calls are its tenant's and no token goes on a command line."""
+    import yaml
+
+    service = _private_file(directory / "service_token").read_text().strip()
+    user = yaml.safe_load(Path(tokens_file).read_text()) or {}
+    merged = {**user, "service_tokens": {**(user.get("service_tokens") or {}), service: "headforge-jobs"}}
+    return str(_private_file(directory / "tokens.yaml", yaml.safe_dump(merged))), str(directory / "service_token")
 
 
 def ray_auth_env(directory: Path) -> dict[str, str]:
@@ -201,15 +227,7 @@ def ray_auth_env(directory: Path) -> dict[str, str]:
     every interface (its servers take no bind address), so each of them (GCS, raylet, workers, the jobs
     driver) refuses a caller without this cluster's token, kept in DIR/ray_auth_token, readable only by
     this user (made once per state folder; a restarted jobs service reuses it)."""
-    import secrets
-
-    path = directory / RAY_TOKEN
-    if not path.is_file():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    os.chmod(path, 0o600)
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(_private_file(directory / RAY_TOKEN))}
 
 
 def _run(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def cmd_serve(args) -> int:
 
 # flags of `serve jobs` that only its Ray runtime reads (meaningless with --runtime none)
 RUNTIME_FLAGS = ("face", "render", "guidance", "inversion", "guidance_config", "inversion_models_dir",
-                 "service_token", "ray_address", "ray_resource", "subject_cpus", "subject_gpus",
+                 "service_token_file", "ray_address", "ray_resource", "subject_cpus", "subject_gpus",
                  "subject_resource", "max_running_per_tenant")
 
 
@@ -97,7 +98,10 @@ def _add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-config", default=None, help="model repository of in-process guidance")
     p.add_argument("--inversion-models-dir", default=None,
                    help="generators of in-process inversion (DIR/inversion/<name>)")
-    p.add_argument("--service-token", default=None, help="bearer token for the services")
+    p.add_argument("--service-token-file", default=None,
+                   help="file holding the service token the Ray workers present to the services, acting for "
+                        "each job's tenant (or the HEADFORGE_SERVICE_TOKEN environment variable; never on a "
+                        "command line)")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster; default: start Ray locally")
     p.add_argument("--ray-resource", action="append", help="NAME=AMOUNT declared on a local Ray "
                       "(e.g. fake_gpu=1 on a CPU machine)")
@@ -133,11 +137,21 @@ def make_runtime(service, args):
         url = Path(url).resolve().as_uri()
     endpoints = Endpoints(face=args.face, render=args.render, guidance=args.guidance, inversion=args.inversion,
                           guidance_config=args.guidance_config, inversion_models_dir=args.inversion_models_dir,
-                          token=args.service_token)
+                          token=_service_token(args))
     share = ActorShare(num_cpus=args.subject_cpus, num_gpus=args.subject_gpus,
                        resources=amounts(args.subject_resource, "--subject-resource"))
     return RayRuntime(service.store, url, endpoints, share=share, max_active_per_tenant=args.max_running_per_tenant,
                       ray_address=args.ray_address, ray_resources=amounts(args.ray_resource, "--ray-resource"))
+
+def _service_token(args) -> str | None:
+    """The service token of --service-token-file, else $HEADFORGE_SERVICE_TOKEN, else None (local mode)."""
+    if args.service_token_file:
+        token = Path(args.service_token_file).read_text().strip()
+        if not token:
+            raise InvalidArgument("--service-token-file", f"{args.service_token_file} is empty")
+        return token
+    return os.environ.get("HEADFORGE_SERVICE_TOKEN", "").strip() or None
+
 
 def _serve_jobs(args, config) -> int:
     from orchestrator.jobs.service import JobsService

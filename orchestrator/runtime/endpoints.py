@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.client import INPROCESS, RetryPolicy
+from services.common.client import INPROCESS, RetryPolicy, ServiceCredentials
 
 if TYPE_CHECKING:
     from services.face.client import FaceClient
@@ -30,7 +30,8 @@ class Endpoints(BaseModel):
     inversion: str = INPROCESS
     guidance_config: str | None = None     # in-process guidance: its model repository YAML (None = analytic)
     inversion_models_dir: str | None = None  # in-process inversion: every generator under DIR/inversion/<name>
-    token: str | None = None               # bearer token for the services
+    token: str | None = None               # bearer token for the services (a service token when tenant is set)
+    tenant: str | None = None              # the tenant the calls are made for (a job's), with a service token
     retry_budget_s: float = 120.0          # how long calls retry UNAVAILABLE (a service restarting)
 
 
@@ -59,9 +60,10 @@ def build_clients(e: Endpoints, *, face_config=None) -> ServiceClients:
     from services.render.client import connect as connect_render
 
     retry = RetryPolicy(max_attempts=1000, max_backoff_s=2.0, budget_s=e.retry_budget_s)
+    token = ServiceCredentials(e.token, e.tenant) if e.token and e.tenant else e.token
     inversion_options = {"models_dir": e.inversion_models_dir} if e.inversion_models_dir else {}
-    return ServiceClients(face=connect_face(e.face, token=e.token, retry=retry, config=face_config),
-                          render=connect_render(e.render, token=e.token, retry=retry),
-                          guidance=connect_guidance(e.guidance, token=e.token, retry=retry,
+    return ServiceClients(face=connect_face(e.face, token=token, retry=retry, config=face_config),
+                          render=connect_render(e.render, token=token, retry=retry),
+                          guidance=connect_guidance(e.guidance, token=token, retry=retry,
                                                     config_path=e.guidance_config),
-                          inversion=connect_inversion(e.inversion, token=e.token, retry=retry, **inversion_options))
+                          inversion=connect_inversion(e.inversion, token=token, retry=retry, **inversion_options))

@@ -157,17 +157,20 @@ class RayRuntime:
         self._threads[job_id] = t
         t.start()
 
-    def _new_actor(self):
+    def _new_actor(self, tenant: str):
+        """An actor whose service calls are the job's tenant's (with a service token: Endpoints.tenant)."""
         s = self.share
+        endpoints = self.endpoints.model_copy(update={"tenant": tenant}) if self.endpoints.token else self.endpoints
         return SubjectActor.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, resources=dict(s.resources),
-                                    max_restarts=0).remote(self.endpoints.model_dump(), self.artifacts_url)
+                                    max_restarts=0).remote(endpoints.model_dump(), self.artifacts_url)
 
     def _drive(self, job_id: str) -> None:
         images, prompt, recipe_yaml, models_dir = self.store.inputs(job_id)
+        tenant = self.store.get_any(job_id).tenant
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
-            actor = self._new_actor()
+            actor = self._new_actor(tenant)
             self.actors[job_id] = actor
             final = None
             cancel_sent_at = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth import ACT_FOR_HEADER
 from services.common.errors import DeadlineExceeded, Unavailable, from_rpc_error
 from services.common.server import channel_options
 
@@ -38,15 +39,27 @@ class RetryPolicy:
         return random.uniform(0, cap)
 
 
+@dataclass(frozen=True)
+class ServiceCredentials:
+    """A HeadForge component's service token acting for one tenant: the calls carry the token and
+    ACT_FOR_HEADER, and the services treat them as that tenant's (services.common.auth)."""
+
+    token: str
+    tenant: str
+
+
 class GrpcTransport:
     """One channel to one service address, with a token, a default deadline and a retry policy."""
 
-    def __init__(self, target: str, *, token: str | None = None, timeout_s: float = 60.0,
+    def __init__(self, target: str, *, token: "str | ServiceCredentials | None" = None, timeout_s: float = 60.0,
                  retry: RetryPolicy | None = None, max_message_bytes: int = 64 * 1024 * 1024):
         self.target = target
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if isinstance(token, ServiceCredentials):
+            self.metadata = (("authorization", f"Bearer {token.token}"), (ACT_FOR_HEADER, token.tenant))
+        else:
+            self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
 
     def call(self, method, request, *, timeout_s: float | None = None):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import grpc
+import yaml
 import psutil
 
 from services.common.process import ROOT, free_port
@@ -89,6 +90,55 @@ def test_services_on_loopback_and_ray_behind_the_clusters_token(tmp_path):
                 assert token not in " ".join(p.cmdline())
             except psutil.NoSuchProcess:
                 pass
+    finally:
+        down = _headforge("cluster", "down", home=home, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_each_jobs_calls_are_its_tenants_and_no_token_is_on_a_command_line(tmp_path):
+    """Issue 22, item 5: with a tokens file of two tenants, the jobs service's workers call the services with
+    the cluster's own service token acting for each job's tenant (render's log names the job's tenant on
+    every scene call); the tokens live in 0600 files, never on a command line."""
+    import time
+
+    home = tmp_path / "home"
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": {"tok-alpha-0123456789": "tenant-a", "tok-beta-0123456789": "tenant-b"}}))
+    up = _headforge("cluster", "up", "--jobs-port", str(free_port()), "--tokens-file", str(tokens), home=home)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state_dir = home / "cluster"
+        for name in ("tokens.yaml", "service_token"):
+            assert stat.S_IMODE((state_dir / name).stat().st_mode) == 0o600
+        service_token = (state_dir / "service_token").read_text().strip()
+        jobs = {}
+        for token, tenant in (("tok-alpha-0123456789", "tenant-a"), ("tok-beta-0123456789", "tenant-b")):
+            r = _headforge("submit", "--recipe", "analytic_prior", "--option", "stages.optimise.iterations=5",
+                           "--token", token, "--json", home=home, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            jobs[tenant] = (json.loads(r.stdout)["id"], token)
+        deadline = time.monotonic() + 240
+        states = {}
+        while time.monotonic() < deadline:
+            for tenant, (job_id, token) in jobs.items():
+                r = _headforge("status", job_id, "--token", token, "--json", home=home, timeout=60)
+                states[tenant] = json.loads(r.stdout)["state"] if r.returncode == 0 else r.stderr
+            if all(s in ("succeeded", "failed", "cancelled") for s in states.values()):
+                break
+            time.sleep(1)
+        assert states == {"tenant-a": "succeeded", "tenant-b": "succeeded"}, states
+        calls = [json.loads(line) for log in (state_dir / "logs").glob("render.*.log")
+                 for line in log.read_text().splitlines() if line.startswith("{")]
+        scene_calls = [c for c in calls if c.get("msg") == "rpc" and "Scene" in c.get("method", "")]
+        assert {c["tenant"] for c in scene_calls} == {"tenant-a", "tenant-b"}, {c.get("tenant") for c in scene_calls}
+        state = json.loads((state_dir / "cluster.json").read_text())
+        for p in [psutil.Process(state["pid"]), *psutil.Process(state["pid"]).children(recursive=True)]:
+            try:
+                line = " ".join(p.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            for secret in (service_token, "tok-alpha-0123456789", "tok-beta-0123456789"):
+                assert secret not in line, line
     finally:
         down = _headforge("cluster", "down", home=home, timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
