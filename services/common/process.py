@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,14 +23,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class ServiceProcess:
     """A `headforge serve ARGS...` child process; `address` is HOST:PORT once it prints its ready line.
-    stderr (JSON logs) goes to log_path. stop() sends SIGTERM (drain) and waits."""
+    stderr (JSON logs) goes to log_path. It leads its own process group, so stop() (SIGTERM, drain, wait)
+    also ends what it left behind: a killed jobs service's local Ray agents ignore its death."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", *args],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
         self.ready = self._read_ready_line(timeout_s=90)
         self.address = self.ready["address"]
 
@@ -72,5 +74,9 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:   # the rest of its process group (children it started that outlived it)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.log.close()
         return self.proc.returncode
