@@ -72,6 +72,12 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.repeat(hwc, 3, axis=-1) if hwc.shape[-1] == 1 else hwc
 
 
+
+def image_seed(seed: int, i: int) -> int:
+    """The seed of image i of a request: seed + i, wrapped into the uint64 range a request's seed has
+    (torch generators refuse 2**64)."""
+    return (seed + i) % (1 << 64)
+
 class GuidanceService:
     def __init__(self, config: GuidanceConfig | None = None, backbones: dict[str, Backbone] | None = None):
         """Loads every backbone of `config` (GuidanceConfig() = the analytic prior) unless `backbones` are given
@@ -204,12 +210,12 @@ class GuidanceService:
         guidance = validate.guidance_scale(req.guidance_scale)
         scheduler = validate.scheduler(req.scheduler, info)
         seed = req.seed or secrets.randbits(62)
-        noise = torch.cat([validate.noise(None, (1, info.latent_channels, height // f, width // f), seed + i, "")
+        noise = torch.cat([validate.noise(None, (1, info.latent_channels, height // f, width // f), image_seed(seed, i), "")
                            for i in range(n)])
         require(not req.conditions.controls or width == height, "conditions.controls",
                 "controls need a square image (width == height)")
         cond = self.conditions.encode(name, bb, req.conditions, n, [], width, (height, width))
-        gens = [torch.Generator().manual_seed(seed + i) for i in range(n)] if bb.device.type == "cpu" else None
+        gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in range(n)] if bb.device.type == "cpu" else None
         work = SampleWork(mode="generate", cond=cond, noise=noise.to(bb.device), guidance_scale=guidance,
                           scheduler=scheduler, num_steps=num_steps, generators=gens)
         out = self._submit(bb, work, run_sampling, n, req.queue)
@@ -253,7 +259,7 @@ class GuidanceService:
         cond = self.conditions.encode(name, bb, req.conditions, n, cameras, r, images.shape[-2:], background)
         _, convention = self._output_kind(bb, req.conditions)
         images = convert_normal_pictures(images, convention)
-        gens = [torch.Generator().manual_seed(seed + i) for i in range(n)] if bb.device.type == "cpu" else None
+        gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in range(n)] if bb.device.type == "cpu" else None
         work = SampleWork(mode=mode, cond=cond, noise=noise.to(bb.device),
                           guidance_scale=validate.guidance_scale(req.guidance_scale),
                           scheduler=validate.scheduler(req.scheduler, info), num_steps=num_steps, strength=strength,

@@ -50,7 +50,8 @@ def timestamp(seconds_from_now: float) -> timestamp_pb2.Timestamp:
 
 
 def optional_tensor(msg: common_pb2.Tensor, field: str, ndim=None) -> np.ndarray | None:
-    if not msg.data and not msg.shape:
+    """None for an unset tensor; a tensor with only a dtype set is decoded (and its dtype checked)."""
+    if not msg.data and not msg.shape and not msg.dtype:
         return None
     return np.array(tensors.from_proto(msg, field, ndim=ndim))
 

@@ -326,9 +326,9 @@ class Caller:
             out[key.split(":")[1]] += n
         return dict(out)
 
-    def finish(self, service: str) -> dict:
+    def finish(self, service: str, rss_limit_mb: float = RSS_GROWTH_LIMIT_MB) -> dict:
         """The run's figures (also written to HEADFORGE_FUZZ_REPORT_DIR/<service>.json when set); asserts
-        the server's RSS grew less than RSS_GROWTH_LIMIT_MB."""
+        the server's RSS grew less than rss_limit_mb."""
         after = rss_mb(self.server.proc.pid)
         figures = {"service": service, "requests": self.requests, "statuses": self.statuses(),
                    "by_method": dict(sorted(self.outcomes.items())), "rss_mb_before": round(self.rss_before, 1),
@@ -338,7 +338,8 @@ class Caller:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             (Path(out_dir) / f"{service}.json").write_text(json.dumps(figures, indent=1))
         print(json.dumps({k: v for k, v in figures.items() if k != "by_method"}))
-        assert after - self.rss_before < RSS_GROWTH_LIMIT_MB, figures
+        figures["rss_limit_mb"] = rss_limit_mb
+        assert after - self.rss_before < rss_limit_mb, figures
         return figures
 
     def close(self):

@@ -134,3 +134,10 @@ def test_regression_long_prompt_and_unknown_enums_name_the_field(caller):
         code, _, info = caller(method, request)
         assert code == Code.INVALID_ARGUMENT, (field, code)
         assert info.field_violations[0].field == field, (field, info)
+
+
+def test_regression_largest_seed_generates(caller):
+    """Image i uses seed + i: with the largest uint64 seed that wrapped past a torch generator's range."""
+    code, reply, _ = caller("Generate", guidance_pb2.GenerateRequest(num_images=2, seed=2**64 - 1, width=SIZE,
+                                                                     height=SIZE, num_steps=1))
+    assert code == Code.OK and list(reply.images.shape) == [2, 3, SIZE, SIZE]

@@ -180,7 +180,11 @@ def test_fuzz_render_server(caller, scenes):
 
     run()
     assert_server_renders(caller, scenes)
-    figures = caller.finish("render")
+    # The render server holds memory by design beyond the other services' bound: every pending step handle
+    # keeps its render's autograd graph (up to --max-pending-steps 4 per scene, for the step handle TTL of
+    # 60 s; a field scene's graph of a max_render_pixels render is about 100 MB), and the allocator keeps
+    # its high-water mark. Measured growth over 10,000 requests: 216 and 564 MB in two runs.
+    figures = caller.finish("render", rss_limit_mb=1024)
     seen = figures["statuses"]
     assert seen.get("OK", 0) >= 0.05 * figures["requests"] and seen.get("INVALID_ARGUMENT", 0) >= 0.2 * figures["requests"], seen
     for method in ("Render", "ApplyGradients", "CreateScene", "Export"):
@@ -199,6 +203,8 @@ def test_regression_unknown_enum_values_name_the_field(caller, scenes):
          "asset.format"),
         ("Render", render_pb2.RenderSceneRequest(scene_id=scenes.ids["mesh"], cameras=[_camera()], dtype=77), "dtype"),
         ("Export", render_pb2.ExportSceneRequest(scene_id=scenes.ids["mesh"], format=12), "format"),
+        ("Render", render_pb2.RenderSceneRequest(scene_id=scenes.ids["mesh"], cameras=[_camera()],
+                                                 image=common_pb2.Tensor(dtype=-1)), "image.dtype"),
         ("BackProjectTexture", render_pb2.BackProjectTextureRequest(
             scene_id=scenes.ids["mesh"], camera=_camera(),
             image=common_pb2.ImageInput(pixels=_t(np.zeros((SIZE, SIZE, 3), np.uint8))), write=5), "write"),
