@@ -351,3 +351,20 @@ def _summary(request) -> str:
         return f"a stream of {len(request)} messages: " + "; ".join(_summary(r) for r in request[:3])
     text = str(request)
     return text if len(text) < 1500 else text[:1500] + f"... ({request.ByteSize()} bytes)"
+
+
+def method_requests(by_method: dict, gen: Generator, caller, extra: dict | None = None):
+    """A strategy of (method, request): a method name, then near-valid mutations of its seed requests
+    (weighted double), a seed as is, or a request generated from the method's input descriptor. extra:
+    {method: strategy} for methods whose requests are not one message (e.g. a client stream)."""
+    extra = dict(extra or {})
+
+    def requests(method: str):
+        if method in extra:
+            return extra[method]
+        near = [mutated(s, gen) for s in by_method[method]]
+        return st.one_of(*near, *near, st.sampled_from(by_method[method]), gen.message(caller.method(method).input_type))
+
+    methods = sorted(set(by_method) | set(extra))
+    strategies = {m: requests(m) for m in methods}
+    return st.sampled_from(methods).flatmap(lambda m: st.tuples(st.just(m), strategies[m]))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from headforge.v1 import common_pb2, guidance_pb2
 from services.core.cameras import sample_orbit_cameras
-from tests.fuzz.protofuzz import Caller, Code, Generator, examples, fuzz_settings, mutated
+from tests.fuzz.protofuzz import Caller, Code, Generator, examples, fuzz_settings, method_requests
 
 SERVICE = "headforge.v1.GuidanceService"
 SIZE = 32
@@ -92,16 +92,8 @@ def test_fuzz_guidance_server(caller):
              "expression": ["", "smile"], "identity_adapter": ["", "x"]}
     gen = Generator(words, special={"headforge.v1.Camera": st.one_of(
         st.integers(0, 50).map(_camera), Generator(words).message(common_pb2.Camera.DESCRIPTOR))})
-    methods = sorted(by_method)
-
-    def requests(method: str):
-        near = [mutated(s, gen) for s in by_method[method]]
-        return st.one_of(*near, *near, st.sampled_from(by_method[method]), gen.message(caller.method(method).input_type))
-
-    strategies = {m: requests(m) for m in methods}
-
     @fuzz_settings(examples(400))
-    @given(st.sampled_from(methods).flatmap(lambda m: st.tuples(st.just(m), strategies[m])))
+    @given(method_requests(by_method, gen, caller))
     def run(case):
         method, request = case
         caller(method, _cheap(request))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from headforge.v1 import common_pb2, jobs_pb2
 from orchestrator.recipes import builtin_names, load_recipe
 from tests.conftest import png_bytes
-from tests.fuzz.protofuzz import Caller, Code, Generator, examples, fuzz_settings, mutated
+from tests.fuzz.protofuzz import Caller, Code, Generator, examples, fuzz_settings, method_requests
 
 SERVICE = "headforge.v1.JobsService"
 RECIPE = "sds_gaussians"
@@ -66,16 +66,8 @@ def test_fuzz_jobs_server(caller, photo):
              "idempotency_key": ["", "key"]}
     gen = Generator(words, special={"headforge.v1.EncodedImage": st.one_of(
         st.just(common_pb2.EncodedImage(data=photo)), Generator(words).message(common_pb2.EncodedImage.DESCRIPTOR))})
-    methods = sorted(by_method)
-
-    def requests(method: str):
-        near = [mutated(s, gen) for s in by_method[method]]
-        return st.one_of(*near, *near, st.sampled_from(by_method[method]), gen.message(caller.method(method).input_type))
-
-    strategies = {m: requests(m) for m in methods}
-
     @fuzz_settings(examples(300))
-    @given(st.sampled_from(methods).flatmap(lambda m: st.tuples(st.just(m), strategies[m])))
+    @given(method_requests(by_method, gen, caller))
     def run(case):
         method, request = case
         if getattr(request, "job_id", None) == "@job":

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from headforge.v1 import common_pb2, render_pb2
 from services.core.cameras import sample_orbit_cameras
 from services.render.convert import chunks
-from tests.fuzz.protofuzz import Caller, Code, Generator, examples, fuzz_settings, mutated, tensors
+from tests.fuzz.protofuzz import Caller, Code, Generator, examples, fuzz_settings, method_requests, mutated, tensors
 
 SERVICE = "headforge.v1.RenderService"
 KINDS = ("mesh", "gaussians", "triplane", "dmtet")
@@ -153,22 +153,13 @@ def test_fuzz_render_server(caller, scenes):
     gen = Generator(words, special={"headforge.v1.Camera": st.one_of(
         st.integers(0, 50).map(_camera), Generator(words).message(common_pb2.Camera.DESCRIPTOR))})
     upload_seed = list(chunks(glb, "glb", 4096))
-    methods = sorted(by_method) + ["UploadAsset"]
-
-    def requests(method: str):
-        if method == "UploadAsset":
-            chunk = gen.message(render_pb2.AssetChunk.DESCRIPTOR)
-            return st.one_of(st.just(upload_seed), st.lists(chunk, max_size=3),
-                             st.tuples(st.integers(0, len(upload_seed) - 1), mutated(upload_seed[0], gen)).map(
-                                 lambda t: upload_seed[:t[0]] + [t[1]] + upload_seed[t[0] + 1:]))
-        descriptor = caller.method(method).input_type
-        near = [mutated(s, gen) for s in by_method[method]]
-        return st.one_of(*near, *near, st.sampled_from(by_method[method]), gen.message(descriptor))
-
-    strategies = {m: requests(m) for m in methods}
+    chunk = gen.message(render_pb2.AssetChunk.DESCRIPTOR)
+    uploads = st.one_of(st.just(upload_seed), st.lists(chunk, max_size=3),
+                        st.tuples(st.integers(0, len(upload_seed) - 1), mutated(upload_seed[0], gen)).map(
+                            lambda t: upload_seed[:t[0]] + [t[1]] + upload_seed[t[0] + 1:]))
 
     @fuzz_settings(examples(400))
-    @given(st.sampled_from(methods).flatmap(lambda m: st.tuples(st.just(m), strategies[m])))
+    @given(method_requests(by_method, gen, caller, extra={"UploadAsset": uploads}))
     def run(case):
         method, request = case
         if method != "UploadAsset":
