@@ -173,4 +173,7 @@ def test_cli_eval_on_a_generated_head(astronaut_head, astronaut, tmp_path):
     assert abs(m["views"]["frontal"]["distance"] - generated["views"]["frontal"]["distance"]) < 0.03
     assert m["lpips"].startswith("not available")
     r = headforge("eval", str(tmp_path / "nothing"), "--reference", str(photo))
-    assert r.returncode == 1 and "asset.glb" in r.stderr
+    assert r.returncode == 1 and "file not found" in r.stderr and "nothing" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = headforge("eval", str(tmp_path / "empty"), "--reference", str(photo))
+    assert r.returncode == 1 and "asset.glb" in r.stderr and "Traceback" not in r.stderr
