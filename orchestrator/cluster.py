@@ -124,13 +124,21 @@ def up(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file
     raise Unavailable(f"the cluster did not come up in {timeout_s:.0f}s; see {log_path}")
 
 
+def _running_state(directory: Path) -> dict | None:
+    """The state of the cluster running from directory (its supervisor holds the lock and is alive), or
+    None; a stale cluster.json left by one that died is removed."""
+    state = _state(directory)
+    if not _locked(directory):
+        (directory / STATE).unlink(missing_ok=True)
+        return None
+    return state if state and _alive(state["pid"]) else None
+
+
 def down(directory: Path, timeout_s: float = 60) -> bool:
     """Stop the cluster whose state is in directory; False when none runs there."""
     directory = Path(directory).expanduser().resolve()
-    state = _state(directory)
-    if not _locked(directory) or not state or not _alive(state["pid"]):
-        if not _locked(directory):
-            (directory / STATE).unlink(missing_ok=True)
+    state = _running_state(directory)
+    if state is None:
         return False
     os.kill(state["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -142,11 +150,8 @@ def down(directory: Path, timeout_s: float = 60) -> bool:
 
 def running_jobs_address(directory: Path) -> str | None:
     """The jobs address of the cluster running from directory, or None (no health check: fast)."""
-    directory = Path(directory).expanduser().resolve()
-    state = _state(directory)
-    if state and _locked(directory) and _alive(state["pid"]):
-        return state["jobs"]
-    return None
+    state = _running_state(Path(directory).expanduser().resolve())
+    return state["jobs"] if state else None
 
 
 def status(directory: Path) -> dict:
@@ -154,8 +159,8 @@ def status(directory: Path) -> dict:
     from services.common.client import GrpcTransport
 
     directory = Path(directory).expanduser().resolve()
-    state = _state(directory)
-    if not state or not _locked(directory) or not _alive(state["pid"]):
+    state = _running_state(directory)
+    if state is None:
         return {"running": False, "dir": str(directory)}
     health = {}
     for name, address in state["services"].items():
@@ -180,16 +185,14 @@ def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, 
     from orchestrator.runtime.supervisor import ServiceSpec
     from services.common.process import free_port
 
-    common = ["--tokens-file", tokens_file] if tokens_file else []
     ports = {name: free_port() for name in SERVICES}
     addr = {name: f"127.0.0.1:{p}" for name, p in ports.items()}
     extra = {"guidance": ["--config", guidance_config] if guidance_config else [],
              "inversion": ["--models-dir", inversion_models_dir] if inversion_models_dir else []}
-    token_args = []
+    common, token_args = [], []
     if tokens_file:   # the services accept the cluster's own service token, acting for each job's tenant
-        tokens_file, service_token = cluster_tokens(directory, tokens_file)
-        common = ["--tokens-file", tokens_file]
-        token_args = ["--service-token-file", service_token]
+        merged, service_token = cluster_tokens(directory, tokens_file)
+        common, token_args = ["--tokens-file", merged], ["--service-token-file", service_token]
     return [*(ServiceSpec(name, [*extra.get(name, []), *common], ports[name]) for name in SERVICES),
             ServiceSpec("jobs", ["--store", str(directory / "jobs.db"), "--artifacts", str(directory / "artifacts"),
                                  *[arg for name in SERVICES for arg in (f"--{name}", addr[name])],

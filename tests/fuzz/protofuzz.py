@@ -287,23 +287,17 @@ class Caller:
         self.outcomes[f"{name}:OK"] += 1
         requests = list(request) if m.client_streaming else [request]
         bad = [p for r in requests for p in unknown_enums(r)]
-        assert not bad, f"{name} accepted unknown enum value(s) at {bad}: {_summary(request)}"
+        assert not bad, f"{name} accepted unknown enum value(s) at {bad}: {summary(request)}"
         return Code.OK, reply, None
 
     def _refused(self, name, request, err):
         code, details = err.code(), err.details() or ""
         if code not in DELIBERATE:
-            log = self._incident_log(details) if code == Code.INTERNAL else ""
-            raise AssertionError(f"{name} ended {code.name}: {details[:500]}\nrequest: {_summary(request)}\n"
+            log = incident_log(self.server, details) if code == Code.INTERNAL else ""
+            raise AssertionError(f"{name} ended {code.name}: {details[:500]}\nrequest: {summary(request)}\n"
                                  f"server log:\n{log}")
         self.outcomes[f"{name}:{code.name}"] += 1
-        info = None
-        status = rpc_status.from_call(err)
-        if status is not None:
-            for d in status.details:
-                if d.Is(common_pb2.ErrorInfo.DESCRIPTOR):
-                    info = common_pb2.ErrorInfo()
-                    d.Unpack(info)
+        info = error_info(err)
         if code != Code.RESOURCE_EXHAUSTED:  # the transport's own size refusal carries no details
             assert info is not None and info.reason, f"{name} {code.name} without ErrorInfo: {details[:300]}"
         if code == Code.INVALID_ARGUMENT:
@@ -312,12 +306,6 @@ class Caller:
         assert len(details) <= 1100, f"{name}: a {len(details)}-character error message"
         return code, None, info
 
-    def _incident_log(self, details: str) -> str:
-        m = re.search(r"incident ([0-9a-f]+)", details)
-        if not m:
-            return ""
-        lines = [line for line in self.server.log_path.read_text().splitlines() if m.group(1) in line]
-        return "\n".join(lines)[-4000:]
 
     def statuses(self) -> dict[str, int]:
         """Status name -> count over all methods."""
@@ -346,9 +334,30 @@ class Caller:
         self.channel.close()
 
 
-def _summary(request) -> str:
+def error_info(err: grpc.RpcError) -> "common_pb2.ErrorInfo | None":
+    """The ErrorInfo detail of a failed call's rich status, or None."""
+    status = rpc_status.from_call(err)
+    for d in (status.details if status is not None else []):
+        if d.Is(common_pb2.ErrorInfo.DESCRIPTOR):
+            info = common_pb2.ErrorInfo()
+            d.Unpack(info)
+            return info
+    return None
+
+
+def incident_log(server, details: str) -> str:
+    """The server log's lines of the incident an INTERNAL error names (its last 4000 characters)."""
+    m = re.search(r"incident ([0-9a-f]+)", details or "")
+    if not m:
+        return ""
+    lines = [line for line in server.log_path.read_text().splitlines() if m.group(1) in line]
+    return "\n".join(lines)[-4000:]
+
+
+def summary(request) -> str:
+    """A request (or a list of streamed ones) for a failure message, cut at 1500 characters."""
     if not hasattr(request, "ByteSize"):
-        return f"a stream of {len(request)} messages: " + "; ".join(_summary(r) for r in request[:3])
+        return f"a stream of {len(request)} messages: " + "; ".join(summary(r) for r in request[:3])
     text = str(request)
     return text if len(text) < 1500 else text[:1500] + f"... ({request.ByteSize()} bytes)"
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import struct
 import zlib
 
@@ -23,7 +22,6 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -34,6 +32,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_image
 from services.face.client import GrpcFaceClient
 from tests.conftest import jpeg_bytes, png_bytes
+from tests.fuzz.protofuzz import error_info, incident_log, summary
 
 DType = common_pb2.Tensor.DType
 Code = grpc.StatusCode
@@ -65,19 +64,6 @@ def outcomes(test: str) -> dict[str, int]:
 
 # Calling the server ----------------------------------------------------------------------------------
 
-def _incident_log(server, details: str) -> str:
-    m = re.search(r"incident ([0-9a-f]+)", details or "")
-    if not m:
-        return ""
-    lines = [line for line in server.log_path.read_text().splitlines() if m.group(1) in line]
-    return "\n".join(lines)[-4000:]
-
-
-def _summary(request) -> str:
-    text = str(request)
-    return text if len(text) < 1500 else text[:1500] + f"... ({request.ByteSize()} bytes)"
-
-
 class Caller:
     """Calls the server through a raw stub and enforces the status contract on every answer."""
 
@@ -97,17 +83,11 @@ class Caller:
         except grpc.RpcError as err:
             code, details = err.code(), err.details()
             if code not in DELIBERATE:
-                log = _incident_log(self.server, details) if code == Code.INTERNAL else ""
-                pytest.fail(f"{method} ended {code.name}: {details}\nrequest: {_summary(request)}\n"
+                log = incident_log(self.server, details) if code == Code.INTERNAL else ""
+                pytest.fail(f"{method} ended {code.name}: {details}\nrequest: {summary(request)}\n"
                             f"server log:\n{log}")
             _count(test, code.name)
-            info = None
-            status = rpc_status.from_call(err)
-            if status is not None:
-                for d in status.details:
-                    if d.Is(common_pb2.ErrorInfo.DESCRIPTOR):
-                        info = common_pb2.ErrorInfo()
-                        d.Unpack(info)
+            info = error_info(err)
             if code != Code.RESOURCE_EXHAUSTED:  # the transport's own size refusal carries no details
                 assert info is not None and info.reason, f"{code.name} without ErrorInfo: {details}"
             if code == Code.INVALID_ARGUMENT:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
-from grpc_status import rpc_status
 from hypothesis import given
 from hypothesis import strategies as st
 
 from headforge.v1 import common_pb2, face_pb2, guidance_pb2, jobs_pb2, render_pb2  # noqa: F401 - register the services
-from tests.fuzz.protofuzz import DELIBERATE, Code, examples, fuzz_settings
+from tests.fuzz.protofuzz import DELIBERATE, Code, error_info, examples, fuzz_settings
 
 UNDECODABLE = [b"\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x07\x00", b"\x0a\x05ab", b"\x80" * 11]
 SERVERS = {"face_server": "headforge.v1.FaceService", "render_fuzz_server": "headforge.v1.RenderService",
@@ -33,13 +32,7 @@ def raw_call(channel, service, method, body: bytes):
         else:
             channel.unary_unary(path, **kw)(body, timeout=30)
     except grpc.RpcError as err:
-        info = None
-        status = rpc_status.from_call(err)
-        for d in (status.details if status is not None else []):
-            if d.Is(common_pb2.ErrorInfo.DESCRIPTOR):
-                info = common_pb2.ErrorInfo()
-                d.Unpack(info)
-        return err.code(), info, err.details() or ""
+        return err.code(), error_info(err), err.details() or ""
     return Code.OK, None, ""
 
 

@@ -7,26 +7,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import stat
 import subprocess
-import sys
 
 import grpc
 import yaml
 import psutil
 
 from services.common.process import ROOT, free_port
+from tests.integration.test_local_cluster import _headforge_in
 
 GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetAllNodeInfo"
 
 
 def _headforge(*args: str, home, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    env.update(HEADFORGE_HOME=str(home),
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "protos"), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return _headforge_in(ROOT, *args, home=home, timeout=timeout)
 
 
 def _listeners(root_pid: int) -> list[tuple[psutil.Process, str, int]]:

@@ -21,8 +21,9 @@ def _untracked() -> set[str]:
 
 
 def _headforge_in(cwd, *args: str, home, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`headforge ARGS` from directory cwd, as a user with HEADFORGE_HOME=home and no HEADFORGE_JOBS."""
-    env = {k: v for k, v in os.environ.items() if k != "HEADFORGE_JOBS"}
+    """`headforge ARGS` from directory cwd, as a user with HEADFORGE_HOME=home and no HEADFORGE_JOBS (nor a
+    Ray auth setting of this process's own)."""
+    env = {k: v for k, v in os.environ.items() if k != "HEADFORGE_JOBS" and not k.startswith("RAY_AUTH")}
     env.update(HEADFORGE_HOME=str(home),
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "protos"), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, capture_output=True,
