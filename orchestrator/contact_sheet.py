@@ -76,7 +76,9 @@ def contact_sheet(photo: np.ndarray | None, renders: dict[str, np.ndarray], geom
         value = metrics.get(key)
         return "n/a" if value is None or isinstance(value, str) else format(value, fmt)
 
-    text = [f"ID (mean cos, 4 views) {figure('identity_similarity', '.3f')}",
+    sp = metrics.get("same_person_views")
+    text = ([f"same person: {sp['count']} of {sp['of']} views"] if sp else []) + [
+            f"ID (mean cos, 4 views) {figure('identity_similarity', '.3f')}",
             f"PSNR {figure('psnr_db', '.2f')} dB  SSIM {figure('ssim', '.3f')}",
             f"LPIPS / CLIP-I: {figure('lpips', '')} / {figure('clip_i', '')}"]
     for k, t in enumerate(text):

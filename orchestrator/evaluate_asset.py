@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from orchestrator.evaluation import Evaluation, Reference, evaluate_scene
-from orchestrator.photo_intake import analyse_photo, prepare_image
+from orchestrator.photo_intake import intake_photo
 
 
 # where a head's asset lies in an output folder: `headforge generate` (fast) writes asset.glb; a recipe's
@@ -40,8 +40,7 @@ def evaluate_asset(out_dir: Path, reference_image, *, face_client, render_client
     if face_index is None:
         report = out_dir / "report.json"
         face_index = json.loads(report.read_text()).get("face", {}).get("index", 0) if report.exists() else 0
-    rgb = prepare_image(reference_image)
-    rgb, face, _, _ = analyse_photo(face_client, rgb, face_index)
+    rgb, face, _, _ = intake_photo(face_client, reference_image, face_index)
     scene = render_client.create_scene(kind, asset=(asset.read_bytes(), fmt), label="eval")
     try:
         ref = Reference(rgb, face.camera, face.head_mask, face.embedding, face.embedding_norm)

@@ -117,10 +117,17 @@ def _print_head_summary(out_dir: Path, total_s: float, metrics: dict) -> None:
     for name in ("asset.glb", "turntable.gif", "contact_sheet.png", "report.json"):
         print(f"  {out_dir / name}")
     dist = f"{fr['distance']:.3f}" if fr.get("distance") is not None else "no face found"
-    print(f"identity: frontal render {metrics['face_model']['backend']} distance {dist} "
-          f"(same person below {metrics['face_model']['same_person_threshold']}); ID over 4 views "
-          f"{metrics['identity_similarity']:.3f}; PSNR {metrics['psnr_db']:.2f} dB, SSIM {metrics['ssim']:.3f} "
-          "at the photo's camera")
+    print(f"identity: {same_person_line(metrics)}; frontal render {metrics['face_model']['backend']} distance "
+          f"{dist}; PSNR {metrics['psnr_db']:.2f} dB, SSIM {metrics['ssim']:.3f} at the photo's camera")
+
+
+def same_person_line(metrics: dict) -> str:
+    """'same person at N of 5 views (frontal, +-30, +-45 deg; dlib distance < 0.6)' from evaluate's metrics."""
+    sp = metrics.get("same_person_views")
+    if not sp:
+        return f"ID over 4 views {metrics['identity_similarity']:.3f}"
+    return (f"same person at {sp['count']} of {sp['of']} views (frontal, +-30, +-45 deg; "
+            f"{metrics['face_model']['backend']} distance < {sp['threshold']})")
 
 
 def _face_config(args):
@@ -139,7 +146,7 @@ def _face_config(args):
 def _recipe_options(args) -> dict[str, str]:
     """--option K=V, and the flags that set a stage param by name (stages.*.PARAM)."""
     options = pairs(args.option, "--option")
-    for param in ("texture_size", "face_index", "clip_model"):
+    for param in ("texture_size", "face_index", "clip_model", "max_image_pixels"):
         value = getattr(args, param)
         if value is not None:
             options[f"stages.*.{param}"] = str(value)

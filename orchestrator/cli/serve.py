@@ -110,7 +110,7 @@ def _add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subject-resource", action="append", help="NAME=AMOUNT each subject holds "
                       "(e.g. fake_gpu=0.25)")
     p.add_argument("--max-running-per-tenant", type=int, default=2, help="subjects running at once per tenant")
-    p.add_argument("--max-image-pixels", type=int, default=40_000_000, help="larger input photos are refused")
+    p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="larger input photos are refused")
     p.set_defaults(runtime_defaults={d: p.get_default(d) for d in RUNTIME_FLAGS})
 
 

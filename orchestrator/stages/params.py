@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from orchestrator.photo_intake import MIN_FACE_PX
+from orchestrator.photo_intake import MAX_IMAGE_PIXELS, MIN_FACE_PX
 from orchestrator.stages.cameras import CameraSpec, OrbitCameras
 from orchestrator.stages.schedules import ScheduleValue
 
@@ -40,6 +40,7 @@ class PreprocessParams(_Strict):
     reference: Literal["crop", "photo", "given"] = "crop"
     crop_size: int = Field(512, ge=64, le=2048)
     min_face_px: int = Field(MIN_FACE_PX, ge=16)   # the face box's shorter side (photo_intake)
+    max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)   # larger photos (width * height) are refused
     camera: KnownCamera | None = None         # reference "given": where the picture was taken from
 
     @model_validator(mode="after")

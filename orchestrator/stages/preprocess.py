@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from orchestrator.head_template.fit import head_box
-from orchestrator.photo_intake import analyse_photo, prepare_image
+from orchestrator.photo_intake import intake_photo, prepare_image
 from orchestrator.stages.context import StageContext, camera_from_json, camera_to_json
 from orchestrator.stages.params import PreprocessParams
 from services.core.cameras import PinholeCamera, camera_for_box, orbit_camera
@@ -45,7 +45,7 @@ def _crop(array: np.ndarray, left: int, top: int, side: int, fill) -> np.ndarray
 class PhotoFace:
     """The analysed face of the working photo, as preprocess stored it (pixel coordinates of `rgb`)."""
 
-    rgb: np.ndarray              # (H, W, 3) uint8, the working photo (photo_intake.prepare_image/analyse_photo)
+    rgb: np.ndarray              # (H, W, 3) uint8, the working photo (photo_intake.intake_photo)
     camera: PinholeCamera        # the photo's camera, head frame = world
     landmarks_68: np.ndarray     # (68, 2) px
     landmarks_3d_68: np.ndarray  # (68, 3) head frame
@@ -106,8 +106,8 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
     if params.reference == "given":
         _given_reference(ctx, raw, params)
         return
-    rgb, face, result, warnings = analyse_photo(ctx.clients.face, prepare_image(raw), params.face_index,
-                                                min_face_px=params.min_face_px)
+    rgb, face, result, warnings = intake_photo(ctx.clients.face, raw, params.face_index,
+                                               max_pixels=params.max_image_pixels, min_face_px=params.min_face_px)
     ctx.artifact("preprocess/photo.png", encode_png(rgb))
     ctx.artifact("preprocess/face.npz", _npz(landmarks_68=face.landmarks_68, landmarks_3d_68=face.landmarks_3d_68,
                                              head_mask=face.head_mask, face_mask=face.face_mask))

@@ -17,6 +17,9 @@ from services.face.backends import DETECTORS, RECOGNIZERS
 from services.face.config import FaceConfig
 
 
+MAX_IMAGE_PIXELS = 50_000_000   # orchestrator.photo_intake.MAX_IMAGE_PIXELS: the face service takes what intake takes
+
+
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """--detector, --recognizer (the registered backend names), --insightface-dir, --max-image-pixels."""
     parser.add_argument("--detector", choices=DETECTORS.names(), default=None,
@@ -25,7 +28,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default insightface with --insightface-dir, else dlib")
     parser.add_argument("--insightface-dir", default=None,
                         help="InsightFace pack folder (buffalo_l/antelopev2 layout); implies insightface backends")
-    parser.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    parser.add_argument("--max-image-pixels", type=int, default=None,
+                        help="larger photos (width * height) are refused; default 50,000,000 (48 MP phone photos pass)")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +42,7 @@ def config_from_args(args: argparse.Namespace) -> FaceConfig:
     e.g. --detector insightface without --insightface-dir)."""
     default = "insightface" if args.insightface_dir else "dlib"
     return FaceConfig(detector=args.detector or default, recognizer=args.recognizer or default,
-                      insightface_dir=args.insightface_dir, max_image_pixels=args.max_image_pixels)
+                      insightface_dir=args.insightface_dir, max_image_pixels=args.max_image_pixels or MAX_IMAGE_PIXELS)
 
 
 def serve(args: argparse.Namespace, config: ServerConfig) -> int:

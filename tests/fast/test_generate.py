@@ -161,7 +161,7 @@ def test_cli_generate_no_face_fails_cleanly(tmp_path):
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["coffee.png"]
 
 
-def test_cli_eval_on_a_generated_head(astronaut_head, astronaut, tmp_path):
+def test_cli_eval_on_a_generated_head(astronaut_head, astronaut, hopper, tmp_path):
     result, _ = astronaut_head
     photo = tmp_path / "astronaut.png"
     photo.write_bytes(png_bytes(astronaut))
@@ -172,6 +172,17 @@ def test_cli_eval_on_a_generated_head(astronaut_head, astronaut, tmp_path):
     assert abs(m["identity_similarity"] - generated["identity_similarity"]) < 0.02
     assert abs(m["views"]["frontal"]["distance"] - generated["views"]["frontal"]["distance"]) < 0.03
     assert m["lpips"].startswith("not available")
+    sp = m["same_person_views"]
+    assert sp["of"] == 5 and sp["threshold"] == m["face_model"]["same_person_threshold"]
+    assert set(sp["distances"]) == {"frontal", "left_frontal", "right_frontal", "yaw_+45", "yaw_-45"}
+    assert sp["count"] == sum(d is not None and d < sp["threshold"] for d in sp["distances"].values()) >= 3
+    # the headline separates people: the same head against another person's photo passes at fewer views
+    other = tmp_path / "hopper.png"
+    other.write_bytes(png_bytes(hopper))
+    r = headforge("eval", str(result.out_dir), "--reference", str(other), "--json")
+    assert r.returncode == 0, r.stderr
+    wrong = json.loads(r.stdout)["same_person_views"]
+    assert wrong["count"] < sp["count"], (wrong, sp)
     r = headforge("eval", str(tmp_path / "nothing"), "--reference", str(photo))
     assert r.returncode == 1 and "file not found" in r.stderr and "nothing" in r.stderr
     (tmp_path / "empty").mkdir()

@@ -46,7 +46,7 @@ def test_generate_texture_size_reaches_the_glb(tmp_path, astronaut):
     mesh = trimesh.load(tmp_path / "out" / "asset.glb", force="mesh")
     assert mesh.visual.material.baseColorTexture.size == (256, 256)
     assert json.loads((tmp_path / "out" / "report.json").read_text())["texture"]["size"] == 256
-    assert "ID over 4 views" in r.stdout
+    assert "same person at " in r.stdout and " of 5 views" in r.stdout
 
 
 def test_generate_face_index_beyond_the_faces_fails_cleanly(tmp_path, astronaut):
