@@ -377,9 +377,20 @@ class InvertParams(_MakesScene):
         return self
 
 
+METRES_PER_WORLD_UNIT = 0.1   # the world frame: head radius ~1 unit = 10 cm (protos: conventions)
+
+
 class ExportParams(_Strict):
+    """units: "world" writes positions in world units (1 unit = 10 cm); "metres" writes GLBs in metres, as
+    glTF viewers assume (only GLB records its scale, so HeadForge reads it back: the other formats stay in
+    world units)."""
+
     formats: list[Literal["glb", "ply", "npz", "obj_zip"]] = Field(default_factory=lambda: ["ply"], min_length=1)
     stem: str = Field("export/head", pattern=r"^[a-z][a-z0-9_/]*$")   # artifact name without extension
+    units: Literal["world", "metres"] = "world"
+
+    def scale_for(self, fmt: str) -> float:
+        return METRES_PER_WORLD_UNIT if self.units == "metres" and fmt == "glb" else 1.0
 
 
 class TurntableParams(_Strict):

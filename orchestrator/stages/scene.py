@@ -229,4 +229,5 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
 def run_export(ctx: StageContext, params: ExportParams) -> None:
     scene_id = ensure_scene(ctx)
     for fmt in params.formats:
-        ctx.artifact(f"{params.stem}.{EXTENSIONS[fmt]}", ctx.clients.render.export(scene_id, fmt))
+        ctx.artifact(f"{params.stem}.{EXTENSIONS[fmt]}", ctx.clients.render.export(scene_id, fmt,
+                                                                                  scale=params.scale_for(fmt)))

@@ -56,7 +56,8 @@ def test_glb_loads_with_its_texture_as_one_clean_head(astronaut_head, template):
     welded = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     welded.merge_vertices(merge_tex=True, merge_norm=True)
     assert len(welded.vertices) == len(template.vertices) and len(welded.faces) == len(template.faces)
-    check_clean_mesh(np.asarray(welded.vertices), np.asarray(welded.faces), template.cols)
+    # the GLB is in metres (1 world unit = 10 cm): the template's checks are in world units
+    check_clean_mesh(np.asarray(welded.vertices) * 10.0, np.asarray(welded.faces), template.cols)
     # the texture is the photo's: skin-toned in the middle of the face, not the grey it started as
     tex = np.asarray(image.convert("RGB")).astype(float) / 255
     centre = tex[int(0.35 * 1024), 512]

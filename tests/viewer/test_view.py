@@ -51,6 +51,7 @@ def result_dir(tmp_path_factory, astronaut) -> Path:
     run_fast(astronaut, out, face_client=InProcessFaceClient(FaceService()), render_client=render,
              texture_size=256, fit_steps=2, turntable_frames=4)
     mesh = trimesh.load(out / "asset.glb", file_type="glb", force="mesh")
+    mesh.apply_scale(10.0)   # the GLB is in metres; Gaussians recipes and the invert stage write world units
     points, faces = trimesh.sample.sample_surface_even(mesh, 5000, seed=0)
     bary = trimesh.triangles.points_to_barycentric(mesh.triangles[faces], points)
     uv = np.einsum("nk,nkj->nj", bary, mesh.visual.uv[mesh.faces[faces]])

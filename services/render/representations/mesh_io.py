@@ -193,12 +193,39 @@ def _to_trimesh(m: MeshData, scale: float):
     return trimesh.Trimesh(m.vertices * scale, m.faces, visual=ColorVisuals(vertex_colors=colours), process=False)
 
 
+# asset.extras of HeadForge's GLBs: {"headforge": {"file_units_per_world_unit": scale}}, so that load_mesh
+# reads a GLB written at any scale (e.g. metres: 0.1, world units being 10 cm) back in world units
+GLB_EXTRAS_KEY = "headforge"
+
+
 def export_glb(m: MeshData, scale: float = 1.0) -> bytes:
     """glTF 2.0 binary: positions in world units times scale (+Y up, +Z front), TEXCOORD_0 and the
-    texture as baseColorTexture (PNG), or COLOR_0 vertex colours."""
+    texture as baseColorTexture (PNG), or COLOR_0 vertex colours. The scale is recorded in asset.extras
+    (GLB_EXTRAS_KEY) for load_mesh."""
     import trimesh
 
-    return trimesh.Scene(_to_trimesh(m, scale)).export(file_type="glb")
+    def record_scale(tree: dict) -> None:
+        tree.setdefault("asset", {}).setdefault("extras", {})[GLB_EXTRAS_KEY] = {
+            "file_units_per_world_unit": float(scale)}
+
+    return trimesh.Scene(_to_trimesh(m, scale)).export(file_type="glb", tree_postprocessor=record_scale)
+
+
+def glb_scale(data: bytes) -> float:
+    """The file_units_per_world_unit a HeadForge GLB records (export_glb); 1.0 for any other GLB (its
+    positions are taken as world units)."""
+    import json
+    import struct
+
+    try:
+        length, kind = struct.unpack_from("<II", data, 12)
+        if kind != 0x4E4F534A:   # "JSON": the first chunk of a valid GLB
+            return 1.0
+        extras = json.loads(data[20:20 + length]).get("asset", {}).get("extras", {})
+        scale = float(extras.get(GLB_EXTRAS_KEY, {}).get("file_units_per_world_unit", 1.0))
+    except (struct.error, ValueError, AttributeError, TypeError):
+        return 1.0   # trimesh reports what is wrong with the file
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
 def export_ply(m: MeshData, scale: float = 1.0) -> bytes:
@@ -364,6 +391,8 @@ def load_mesh(data: bytes, fmt: str | None = None, max_triangles: int = DEFAULT_
     except Exception as e:  # trimesh raises many types on garbage
         raise MeshFormatError("asset.data", f"could not decode the {fmt} file: {type(e).__name__}: {e}") from None
     pos = np.asarray(tm.vertices, dtype=np.float64)
+    if fmt == "glb":
+        pos = pos / glb_scale(data)
     faces = np.asarray(tm.faces, dtype=np.int64)
     if len(faces) > max_triangles:
         raise TooManyTrianglesError("asset.data", f"{len(faces)} triangles is above the limit of {max_triangles}",
