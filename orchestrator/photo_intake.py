@@ -126,7 +126,8 @@ def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw:
                           f"a roughly frontal, upright face at least {min_face_px} px tall.{hint}",
                           reason="FACE_ROTATED" if turn else "NO_FACE")
     if near is not None:
-        face_index = res.faces.index(_nearest_face(res.faces, np.asarray(near, np.float64)))
+        nearest = _nearest_face(res.faces, np.asarray(near, np.float64))
+        face_index = next(i for i, f in enumerate(res.faces) if f is nearest)
     elif face_index >= len(res.faces):
         raise FailedPrecondition(f"--face-index {face_index} asked for, but the photo has {len(res.faces)} face(s) "
                                  f"(0 = the largest)", reason="FACE_INDEX")

@@ -52,3 +52,17 @@ def test_generate_honours_max_image_pixels(astronaut, tmp_path):
     r = headforge("generate", str(photo), "--out", str(out), "--no-progress", "--max-image-pixels", "100000")
     assert r.returncode != 0 and "Traceback" not in r.stderr and "pixels" in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_face_index_in_a_large_photo_picks_that_face_after_the_crop(astronaut, hopper, face_service):
+    from orchestrator.photo_intake import intake_photo
+
+    canvas = np.full((1800, 3000, 3), 128, np.uint8)
+    canvas[200:712, 300:812] = astronaut
+    canvas[1100:1100 + hopper.shape[0], 2200:2200 + hopper.shape[1]] = hopper
+    _, first, _, warnings = intake_photo(face_service, canvas, 0)
+    _, second, _, _ = intake_photo(face_service, canvas, 1)
+    assert any("2 faces found" in w for w in warnings)
+    # both crops are analysed at a face size near the photo's own (no upscale), and they are two people
+    d = face_service.compare(first.embedding, second.embedding)
+    assert not d.same_person, d
