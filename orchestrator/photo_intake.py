@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.images import any_to_rgb8
+from services.common.images import DEFAULT_MAX_IMAGE_PIXELS, any_to_rgb8
 from services.face.types import AnalyzeOptions
 
 MAX_SIDE = 1024            # the working photo's longer side at most (a crop round the face of larger photos)
-MAX_IMAGE_PIXELS = 50_000_000   # default cap on an input photo (width * height): 48 MP phone photos pass
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 HEAD_CROP = 4.0            # a large photo's working crop: this many face-box sides, centred on the face
 MIN_FACE_PX = 40           # a face box shorter side below this is refused
 GOOD_FACE_PX = 80          # faces smaller than this are upscaled (x4 at most) before use
@@ -81,12 +81,12 @@ def intake_photo(face_client, image, face_index: int = 0, *, max_pixels: int = M
     the working image (the crop: its camera is the crop's)."""
     full = decode_photo(image, max_pixels)
     small, s = downscaled(full)
-    rgb, face, res, warnings = analyse_photo(face_client, small, face_index, max_yaw=max_yaw,
-                                             min_face_px=min(min_face_px, max(16, round(min_face_px * s))))
+    # a downscaled photo is only searched: the crop below is what gets upscaled if its face is small
+    _, face, _, warnings = analyse_photo(face_client, small, face_index, max_yaw=max_yaw, upscale=s == 1.0,
+                                         min_face_px=min(min_face_px, max(16, round(min_face_px * s))))
     if s == 1.0:
-        return rgb, face, res, warnings
-    scale = small.shape[1] / rgb.shape[1]            # analyse_photo may have upscaled the small photo
-    box = np.asarray(face.box, np.float64) * scale / s   # the face box in full-resolution pixels
+        return small, face, _, warnings
+    box = np.asarray(face.box, np.float64) / s   # the face box in full-resolution pixels
     side = HEAD_CROP * max(box[2] - box[0], box[3] - box[1])
     cx, cy = _box_centre(box)
     H, W = full.shape[:2]
@@ -101,13 +101,14 @@ def intake_photo(face_client, image, face_index: int = 0, *, max_pixels: int = M
 
 
 def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw: float = MAX_YAW_DEG,
-                  min_face_px: int = MIN_FACE_PX, near: np.ndarray | None = None):
+                  min_face_px: int = MIN_FACE_PX, near: np.ndarray | None = None, upscale: bool = True):
     """(rgb, face, analysis, warnings): face `face_index` (0 = the largest) of rgb (H, W, 3) uint8, in a
     working image that may be upscaled (x4 at most) so that the face box side reaches GOOD_FACE_PX.
     warnings: several faces, an upscaled photo, yaw beyond max_yaw or pitch beyond MAX_PITCH_DEG degrees.
     Raises NoFaceError (NO_FACE) or FailedPrecondition (FACE_INDEX, FACE_TOO_SMALL below min_face_px)
     with a message a user can act on; InvalidArgument for a negative face_index. near: (x, y) px, choose the
-    face nearest this point instead of by face_index (intake_photo's crop)."""
+    face nearest this point instead of by face_index (intake_photo's crop). upscale=False: no small-face
+    upscaling."""
     import cv2
 
     if face_index < 0:
@@ -140,7 +141,7 @@ def analyse_photo(face_client, rgb: np.ndarray, face_index: int = 0, *, max_yaw:
     if side < min_face_px:
         raise FailedPrecondition(f"the face is {side:.0f} px; HeadForge needs at least {min_face_px} px "
                                  "(face box side). Use a closer or larger photo.", reason="FACE_TOO_SMALL")
-    if side < GOOD_FACE_PX:
+    if side < GOOD_FACE_PX and upscale:
         factor = min(4.0, GOOD_FACE_PX / side, 2048 / max(rgb.shape[:2]))
         if factor > 1.05:
             h, w = rgb.shape[:2]

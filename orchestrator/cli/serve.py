@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.cli.args import amounts
 from services.common.errors import HeadForgeError, InvalidArgument
+from services.common.images import DEFAULT_MAX_IMAGE_PIXELS
 
 # name -> the module with add_serve_arguments(parser) and serve(args, ServerConfig) -> exit code
 SERVICE_CLIS = {"face": "services.face.cli", "render": "services.render.cli", "guidance": "services.guidance.cli",
@@ -110,7 +111,7 @@ def _add_jobs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subject-resource", action="append", help="NAME=AMOUNT each subject holds "
                       "(e.g. fake_gpu=0.25)")
     p.add_argument("--max-running-per-tenant", type=int, default=2, help="subjects running at once per tenant")
-    p.add_argument("--max-image-pixels", type=int, default=50_000_000, help="larger input photos are refused")
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, help="larger input photos are refused")
     p.set_defaults(runtime_defaults={d: p.get_default(d) for d in RUNTIME_FLAGS})
 
 

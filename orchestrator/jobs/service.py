@@ -28,7 +28,7 @@ from orchestrator.jobs.types import (TERMINAL, ArtifactChunk, JobEvent, JobRecor
 from orchestrator.recipes import builtin_names, load_recipe
 from services.common.auth import current_tenant
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable, quoted
-from services.common.images import decode_image
+from services.common.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
 
 log = logging.getLogger("headforge.jobs")
 
@@ -49,7 +49,7 @@ class JobsConfig(BaseModel):
     max_storage_bytes: int = Field(20 << 30, ge=0, description="artifact bytes per tenant")
     max_watch_streams: int = Field(16, ge=1, description="open WatchProgress streams per tenant")
     max_image_bytes: int = Field(20 << 20, ge=1, description="per input photo, encoded")
-    max_image_pixels: int = Field(50_000_000, ge=1, description="per input photo, width * height (48 MP phone photos pass)")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="per input photo, width * height")
     retention_days: int = Field(0, ge=0, description="artifact retention after a job finishes; 0 = forever")
     watch_poll_s: float = Field(1.0, gt=0, description="how often a watch stream checks its caller is still there")
     purge_interval_s: float = Field(3600.0, gt=0, description="how often expired artifacts are deleted")

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from orchestrator.head_template.fit import head_box
-from orchestrator.photo_intake import intake_photo, prepare_image
+from orchestrator.photo_intake import intake_photo
 from orchestrator.stages.context import StageContext, camera_from_json, camera_to_json
 from orchestrator.stages.params import PreprocessParams
 from services.core.cameras import PinholeCamera, camera_for_box, orbit_camera

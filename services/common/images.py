@@ -20,6 +20,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a g
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")  # what the API documents; Pillow knows many more
 
 DType = common_pb2.Tensor.DType
+# the default cap on one input photo (width * height) of every service and of the recipes' intake: 48 MP
+# phone photos pass
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 def decode_image(data: bytes, *, max_pixels: int, field: str = "image.encoded.data") -> np.ndarray:

@@ -13,11 +13,9 @@ import argparse
 from pathlib import Path
 
 from services.common.server import ServerConfig
+from services.common.images import DEFAULT_MAX_IMAGE_PIXELS
 from services.face.backends import DETECTORS, RECOGNIZERS
 from services.face.config import FaceConfig
-
-
-MAX_IMAGE_PIXELS = 50_000_000   # orchestrator.photo_intake.MAX_IMAGE_PIXELS: the face service takes what intake takes
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +27,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insightface-dir", default=None,
                         help="InsightFace pack folder (buffalo_l/antelopev2 layout); implies insightface backends")
     parser.add_argument("--max-image-pixels", type=int, default=None,
-                        help="larger photos (width * height) are refused; default 50,000,000 (48 MP phone photos pass)")
+                        help="larger photos (width * height) are refused; default services.common.images.DEFAULT_MAX_IMAGE_PIXELS")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +40,7 @@ def config_from_args(args: argparse.Namespace) -> FaceConfig:
     e.g. --detector insightface without --insightface-dir)."""
     default = "insightface" if args.insightface_dir else "dlib"
     return FaceConfig(detector=args.detector or default, recognizer=args.recognizer or default,
-                      insightface_dir=args.insightface_dir, max_image_pixels=args.max_image_pixels or MAX_IMAGE_PIXELS)
+                      insightface_dir=args.insightface_dir, max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def serve(args: argparse.Namespace, config: ServerConfig) -> int:

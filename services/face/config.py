@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
+from services.common.images import DEFAULT_MAX_IMAGE_PIXELS
 from services.face.backends import DETECTORS, RECOGNIZERS
 
 
@@ -13,7 +14,7 @@ class FaceConfig(BaseModel):
         "dlib", description="identity embedding backend (a RECOGNIZERS name); insightface enables IdentityLoss")
     insightface_dir: str | None = Field(
         None, description="an InsightFace model pack folder (buffalo_l / antelopev2 layout)")
-    max_image_pixels: int = Field(50_000_000, ge=1, description="larger images are refused")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="larger images are refused")
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     default_upsample: int = Field(1, ge=0, le=2, description="detector upsampling when a request says -1")
     default_min_face_size: float = Field(20.0, ge=0, description="px; smaller faces are dropped")

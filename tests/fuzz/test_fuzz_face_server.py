@@ -29,8 +29,7 @@ from PIL import Image
 from headforge.v1 import common_pb2, face_pb2, face_pb2_grpc
 from services.common.client import RetryPolicy
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.images import decode_image
-from services.face.cli import MAX_IMAGE_PIXELS as FACE_MAX_IMAGE_PIXELS
+from services.common.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
 from services.face.client import GrpcFaceClient
 from tests.conftest import jpeg_bytes, png_bytes
 from tests.fuzz.protofuzz import error_info, incident_log, summary
@@ -38,7 +37,7 @@ from tests.fuzz.protofuzz import error_info, incident_log, summary
 DType = common_pb2.Tensor.DType
 Code = grpc.StatusCode
 DELIBERATE = {Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION, Code.RESOURCE_EXHAUSTED}
-MAX_PIXELS = FACE_MAX_IMAGE_PIXELS  # the server's default --max-image-pixels
+MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS  # the server's default --max-image-pixels
 IMAGE_REASONS = {"IMAGE_EMPTY", "IMAGE_UNDECODABLE", "IMAGE_TRUNCATED", "IMAGE_TOO_LARGE"}
 INT32 = st.integers(-(2**31), 2**31 - 1)
 FLOAT32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
