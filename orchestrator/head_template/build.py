@@ -33,7 +33,7 @@ import numpy as np
 
 from services.core.landmarks import TEMPLATE_68
 
-VERSION = 1
+VERSION = 2
 Y0 = 0.25          # the upper cap's ray origin and the tube's first row (just above the eyes)
 Y_CUT = -1.55      # the neck cut (15.5 cm below the eye line)
 A = 0.55           # azimuth density: the front is (1 + 2(1 - A)/A) times denser than the back
@@ -51,11 +51,12 @@ _PARTS = [
 ]
 _MIRRORED = [
     ("cheek", (0.40, -0.10, 0.52), (0.26, 0.24, 0.28), 0.16),
-    ("brow", (0.30, 0.46, 0.74), (0.26, 0.10, 0.13), 0.16),
+    ("brow", (0.30, 0.46, 0.66), (0.26, 0.10, 0.10), 0.16),    # a soft ridge: the dense fit shapes brows
     ("nostril", (0.13, -0.20, 0.90), (0.07, 0.06, 0.08), 0.06),
     ("ear", (0.74, 0.08, -0.12), (0.12, 0.30, 0.19), 0.05),
 ]
 _NECK = ((0.0, -0.12), (0.54, 0.50), -0.35)   # centre (x, z), radii (x, z), top y (it rounds off above)
+_NECK_FLARE = (-1.05, 0.35)   # below this y the neck widens, by this fraction at the cut (the trapezius)
 
 
 def _ellipsoid(p: np.ndarray, centre, radii) -> np.ndarray:
@@ -78,7 +79,9 @@ def head_sdf(p: np.ndarray) -> np.ndarray:
     for name, centre, radii, k in _PARTS:
         if name == "neck":
             (cx, cz), (rx, rz), top = _NECK
-            q = np.stack([(p[..., 0] - cx) / rx, (p[..., 2] - cz) / rz], -1)
+            y0, flare = _NECK_FLARE
+            f = 1.0 + flare * np.clip((y0 - p[..., 1]) / (y0 - Y_CUT), 0, 1) ** 2
+            q = np.stack([(p[..., 0] - cx) / (rx * f), (p[..., 2] - cz) / (rz * (1 + 0.4 * (f - 1)))], -1)
             dn = (np.linalg.norm(q, axis=-1) - 1.0) * min(rx, rz)
             dn = np.maximum(dn, p[..., 1] - top)
             d = _smin(d, dn, k)

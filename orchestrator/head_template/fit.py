@@ -31,7 +31,7 @@ def rbf_deform(points: np.ndarray, src: np.ndarray, dst: np.ndarray, smooth: flo
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     K = len(src)
-    Phi = np.linalg.norm(src[:, None] - src[None], axis=-1) + smooth * np.eye(K)
+    Phi = np.linalg.norm(src[:, None] - src[None], axis=-1) - smooth * np.eye(K)
     P = np.concatenate([np.ones((K, 1)), src], 1) if affine else np.ones((K, 1))
     m = P.shape[1]
     A = np.zeros((K + m, K + m))

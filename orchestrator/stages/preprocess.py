@@ -51,6 +51,7 @@ class PhotoFace:
     landmarks_3d_68: np.ndarray  # (68, 3) head frame
     head_mask: np.ndarray        # (H, W) uint8 0/255
     face_mask: np.ndarray        # (H, W) uint8 0/255
+    landmarks_3d_478: np.ndarray | None = None  # (478, 3) head frame, MediaPipe order (None: a 68-point detector)
 
 
 def load_photo_face(ctx: StageContext) -> PhotoFace:
@@ -62,7 +63,8 @@ def load_photo_face(ctx: StageContext) -> PhotoFace:
     return PhotoFace(rgb=decode_png(ctx.read_artifact(ctx.state["photo"]["image"]))[..., :3],
                      camera=camera_from_json(ctx.state["photo"]["camera"]),
                      landmarks_68=arrays["landmarks_68"], landmarks_3d_68=arrays["landmarks_3d_68"],
-                     head_mask=arrays["head_mask"], face_mask=arrays["face_mask"])
+                     head_mask=arrays["head_mask"], face_mask=arrays["face_mask"],
+                     landmarks_3d_478=arrays["landmarks_3d_478"] if "landmarks_3d_478" in arrays.files else None)
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -109,8 +111,10 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
     rgb, face, result, warnings = intake_photo(ctx.clients.face, raw, params.face_index,
                                                max_pixels=params.max_image_pixels, min_face_px=params.min_face_px)
     ctx.artifact("preprocess/photo.png", encode_png(rgb))
+    dense = {} if face.landmarks_3d_478 is None else {"landmarks_478": face.landmarks_478,
+                                                      "landmarks_3d_478": face.landmarks_3d_478}
     ctx.artifact("preprocess/face.npz", _npz(landmarks_68=face.landmarks_68, landmarks_3d_68=face.landmarks_3d_68,
-                                             head_mask=face.head_mask, face_mask=face.face_mask))
+                                             head_mask=face.head_mask, face_mask=face.face_mask, **dense))
     ctx.state["photo"] = {"image": "preprocess/photo.png", "face": "preprocess/face.npz",
                           "camera": camera_to_json(face.camera)}
     if params.reference == "photo":
@@ -146,5 +150,6 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
     ctx.add_report_section("face", {"index": params.face_index, "faces_found": len(result.faces),
                                     "box": [round(float(v), 1) for v in face.box], "score": round(float(face.score), 3),
                                     "yaw_deg": round(face.pose.yaw, 1), "pitch_deg": round(face.pose.pitch, 1),
-                                    "roll_deg": round(face.pose.roll, 1)})
+                                    "roll_deg": round(face.pose.roll, 1),
+                                    "landmarks": 68 if face.landmarks_3d_478 is None else 478})
     ctx.add_report_section("models", {"face": [asdict(m) for m in result.models]})

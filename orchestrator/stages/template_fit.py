@@ -1,5 +1,6 @@
 """template_fit: the project's head template (orchestrator/head_template) deformed to the photo's 3D
-landmarks, then its silhouette pulled onto the photo's head mask through the render service
+landmarks, the face bent onto MediaPipe's 468-point mesh when the face service gave one
+(head_template.dense_fit; a warning says so when it did not), then its silhouette pulled onto the photo's head mask through the render service
 (head_template.fit.refine_silhouette). The fitted vertices go to fit/vertices.npy for the texture stage;
 landmark errors and mask IoUs to the report's fit section."""
 
@@ -18,6 +19,7 @@ VERTICES = "fit/vertices.npy"
 
 def run(ctx: StageContext, params: TemplateFitParams) -> None:
     from orchestrator.head_template.build import VERSION, load_template, template_hash
+    from orchestrator.head_template.dense_fit import fit_dense
     from orchestrator.head_template.fit import fit_to_landmarks, landmark_error, refine_silhouette
 
     face = load_photo_face(ctx)
@@ -26,6 +28,16 @@ def run(ctx: StageContext, params: TemplateFitParams) -> None:
     err_template = landmark_error(template.vertices, template.anchors, cam, lm68)
     v_lm = fit_to_landmarks(template, face.landmarks_3d_68)
     err_lm = landmark_error(v_lm, template.anchors, cam, lm68)
+    dense_report = None
+    if face.landmarks_3d_478 is not None:
+        dense = fit_dense(template, v_lm, face.landmarks_3d_478)
+        v_lm = dense.vertices
+        dense_report = {"points": dense.points_used, "rms_mm_before": round(dense.rms_before * 100, 2),
+                        "rms_mm_after": round(dense.rms_after * 100, 2)}
+    else:
+        ctx.warn("the face shape is the template's: the face service's detector gives 68 landmarks, not "
+                 "MediaPipe's 478 (serve face with --detector auto or mediapipe for a face shaped like the person)")
+    err_dense = landmark_error(v_lm, template.anchors, cam, lm68)
     ctx.progress(0, max(params.fit_steps, 1), "silhouette")
 
     def progress(k: int, n: int) -> None:
@@ -43,7 +55,8 @@ def run(ctx: StageContext, params: TemplateFitParams) -> None:
         "template_version": VERSION, "template_hash": template_hash(),
         "vertices": int(len(sil.vertices)), "faces": int(len(template.faces)),
         "landmark_rms_px": {"template": round(err_template, 2), "landmark_fit": round(err_lm, 2),
-                            "silhouette_fit": round(err_fit, 2)},
+                            "dense_fit": round(err_dense, 2), "silhouette_fit": round(err_fit, 2)},
+        "dense_fit": dense_report,
         "mask_iou": {"before": round(sil.iou_before, 4), "after": round(sil.iou_after, 4)},
         "silhouette_steps": sil.steps})
     ctx.add_report_section("models", {"head_template": f"headforge-template-v{VERSION}"})

@@ -21,7 +21,7 @@ from services.face.config import FaceConfig
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """--detector, --recognizer (the registered backend names), --insightface-dir, --max-image-pixels."""
     parser.add_argument("--detector", choices=DETECTORS.names(), default=None,
-                        help="default insightface with --insightface-dir, else dlib")
+                        help="default insightface with --insightface-dir, else auto (MediaPipe, dlib fallback)")
     parser.add_argument("--recognizer", choices=RECOGNIZERS.names(), default=None,
                         help="default insightface with --insightface-dir, else dlib")
     parser.add_argument("--insightface-dir", default=None,
@@ -38,8 +38,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> FaceConfig:
     """The FaceConfig of parsed add_backend_arguments flags (pydantic ValidationError for a bad mix,
     e.g. --detector insightface without --insightface-dir)."""
-    default = "insightface" if args.insightface_dir else "dlib"
-    return FaceConfig(detector=args.detector or default, recognizer=args.recognizer or default,
+    pack = bool(args.insightface_dir)
+    return FaceConfig(detector=args.detector or ("insightface" if pack else "auto"),
+                      recognizer=args.recognizer or ("insightface" if pack else "dlib"),
                       insightface_dir=args.insightface_dir, max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 
 

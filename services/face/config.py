@@ -9,7 +9,8 @@ from services.face.backends import DETECTORS, RECOGNIZERS
 
 
 class FaceConfig(BaseModel):
-    detector: str = Field("dlib", description="face detection + 68 landmarks backend (a DETECTORS name)")
+    detector: str = Field("auto", description="face detection + landmarks backend (a DETECTORS name); auto: "
+                          "MediaPipe's 478-point mesh, dlib when MediaPipe finds no face")
     recognizer: str = Field(
         "dlib", description="identity embedding backend (a RECOGNIZERS name); insightface enables IdentityLoss")
     insightface_dir: str | None = Field(

@@ -64,7 +64,8 @@ class FaceService:
             face.landmarks_478 = lm478[:, :2].copy()
             face.landmarks_3d_478 = head_frame_478(lm478, fit)
         if not options.skip_embedding:
-            raw = self.recognizer.embed(rgb, lm68, lm5)
+            own = getattr(self.detector, "identity_landmarks_68", None)   # the auto detector: dlib's own points
+            raw = self.recognizer.embed(rgb, lm68 if own is None else own(rgb, det, lm68, self.recognizer), lm5)
             norm = float(np.linalg.norm(raw))
             face.embedding = (raw / max(norm, 1e-12)).astype(np.float32)
             face.embedding_norm = norm
@@ -203,7 +204,8 @@ class FaceService:
 
     def _five(self, rgb: np.ndarray, det) -> np.ndarray:
         dense = getattr(self.detector, "landmarks_478", None)
-        return five_from_478(dense(rgb, det)) if dense else five_from_68(self.detector.landmarks_68(rgb, det))
+        lm478 = None if dense is None else dense(rgb, det)   # None: the auto detector's dlib fallback
+        return five_from_478(lm478) if lm478 is not None else five_from_68(self.detector.landmarks_68(rgb, det))
 
     # Describe --------------------------------------------------------------------------------------
     def describe(self) -> Description:

@@ -273,7 +273,7 @@ def test_backend_names_come_from_the_registries():
     from services.face.backends import DETECTORS, RECOGNIZERS, load_detector
     from services.face.cli import add_backend_arguments
 
-    assert DETECTORS.names() == ["dlib", "insightface", "mediapipe"]     # mediapipe detects; dlib recognises
+    assert DETECTORS.names() == ["auto", "dlib", "insightface", "mediapipe"]   # mediapipe detects; dlib recognises
     assert RECOGNIZERS.names() == ["dlib", "insightface"]
     for field in ("detector", "recognizer"):
         with pytest.raises(ValidationError) as info:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 DETECTORS: Registry[Callable[["FaceConfig"], "Detector"]] = Registry("face detector")
 RECOGNIZERS: Registry[Callable[["FaceConfig", "Detector"], "Recognizer"]] = Registry("face recognizer")
 
+DETECTORS.register("auto", "services.face.backends.auto:load_detector")
 DETECTORS.register("dlib", "services.face.backends.dlib_backend:load_detector")
 RECOGNIZERS.register("dlib", "services.face.backends.dlib_backend:load_recognizer")
 DETECTORS.register("insightface", "services.face.backends.insightface:load_detector")

@@ -38,9 +38,10 @@ class Detector(Protocol):
 class DenseDetector(Detector, Protocol):
     """A detector that also predicts MediaPipe's 478 points (the service then reads the 68 off them)."""
 
-    def landmarks_478(self, image: np.ndarray, detection: Detection) -> np.ndarray:
+    def landmarks_478(self, image: np.ndarray, detection: Detection) -> np.ndarray | None:
         """(478, 3) MediaPipe-order points for one detection: x, y image pixels, z relative depth in
-        the x pixel scale, smaller = nearer the camera."""
+        the x pixel scale, smaller = nearer the camera. None when this detection has none (the auto
+        detector's dlib fallback)."""
 
 
 class Recognizer(Protocol):

@@ -113,4 +113,7 @@ def load_detector(config) -> DlibModels:
 
 def load_recognizer(config, detector) -> DlibModels:
     """The RECOGNIZERS entry "dlib": dlib's ResNet descriptor (the detector's models when it is dlib too)."""
-    return detector if isinstance(detector, DlibModels) else DlibModels()
+    if isinstance(detector, DlibModels):
+        return detector
+    shared = getattr(detector, "dlib", None)   # the auto detector's dlib fallback
+    return shared if isinstance(shared, DlibModels) else DlibModels()
