@@ -58,3 +58,45 @@ def test_silhouette_fit_over_grpc_matches_in_process(template, astronaut_face, r
     _, local, _ = _silhouette(render_client, template, astronaut_face, steps=3)
     assert remote.iou_after > remote.iou_before
     np.testing.assert_allclose(remote.vertices, local.vertices, atol=2e-3)
+
+
+def test_dense_fit_puts_the_face_on_the_mediapipe_points(template, astronaut_face):
+    """The 468 face-mesh points (head frame) end up on the surface; the head away from the face does not
+    move; the 68 landmarks stay where the landmark fit put them (in the photo)."""
+    from orchestrator.head_template.dense_fit import _zones, fit_dense
+
+    rgb, face = astronaut_face
+    assert face.landmarks_3d_478 is not None            # the default detector (auto) found it with MediaPipe
+    v0 = fit_to_landmarks(template, face.landmarks_3d_68)
+    fit = fit_dense(template, v0, face.landmarks_3d_478)
+    assert fit.points_used == 468
+    assert fit.rms_before > 0.02 and fit.rms_after < 0.3 * fit.rms_before and fit.rms_after < 0.07, fit
+    _, moving, _ = _zones(template)
+    still = np.setdiff1d(np.arange(len(v0)), moving)
+    np.testing.assert_array_equal(fit.vertices[still], v0[still])
+    face_px = face.box[2] - face.box[0]
+    assert landmark_error(fit.vertices, template.anchors, face.camera, face.landmarks_68) < 0.03 * face_px
+    from tests.fast.test_template import check_clean_mesh
+
+    check_clean_mesh(fit.vertices, template.faces, template.cols)
+
+
+def test_dense_fit_follows_a_known_shape(template):
+    """A nose 1 cm longer: points on the template pushed out along the normals round the nose tip come back
+    as a surface pushed out by about that much there, and nowhere far from it."""
+    from orchestrator.head_template.dense_fit import face_area, fit_dense, vertex_normals
+
+    v0 = template.vertices
+    n = vertex_normals(v0, template.faces)
+    tip = template.anchors[30]
+    area = np.flatnonzero(face_area(template))
+    rng = np.random.default_rng(0)
+    pick = rng.choice(area, 468, replace=False)
+    r = np.linalg.norm(v0[pick] - v0[tip], axis=1)
+    bump = 0.1 * np.exp(-(r / 0.15) ** 2)
+    fit = fit_dense(template, v0, v0[pick] + n[pick] * bump[:, None])
+    moved = np.einsum("ij,ij->i", fit.vertices - v0, n)
+    assert 0.07 < moved[tip] < 0.12, moved[tip]
+    far = np.linalg.norm(v0 - v0[tip], axis=1) > 0.6
+    assert np.abs(moved[far]).max() < 0.01
+    assert fit.rms_after < 0.25 * fit.rms_before
