@@ -99,9 +99,11 @@ def test_an_unknown_recipe_field_names_its_path_and_the_allowed_fields(tmp_path)
 
 
 def test_a_rotated_photo_says_which_turn_finds_the_face(tmp_path, astronaut):
+    """dlib's detector finds upright faces only (the default auto detector's MediaPipe finds this one)."""
     photo = tmp_path / "sideways.png"
     photo.write_bytes(png_bytes(np.ascontiguousarray(np.rot90(astronaut, -1))))   # turned clockwise
-    r = headforge("generate", str(photo), "--out", str(tmp_path / "out"), "--no-progress", timeout=300)
+    r = headforge("generate", str(photo), "--out", str(tmp_path / "out"), "--no-progress", "--detector", "dlib",
+                  timeout=300)
     assert r.returncode == 1 and "no face found" in r.stderr, r.stderr
     assert "turned 90 degrees counter-clockwise" in r.stderr and "rotated" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()

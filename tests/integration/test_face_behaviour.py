@@ -34,7 +34,9 @@ def test_analyze_astronaut_landmarks_are_anatomical(face_client, astronaut):
     assert lm[0, 0] < lm[8, 0] < lm[16, 0]
     assert lm[48, 0] < lm[54, 0]
     # 5 points in ArcFace order, consistent with the 68
-    np.testing.assert_allclose(f.landmarks_5[0], left_eye, atol=1e-3)
+    # (MediaPipe's 5 points take the eyes from its iris model: within a px of the eye contour's mean)
+    eye_tol = 1e-3 if f.landmarks_478 is None else 1.0
+    np.testing.assert_allclose(f.landmarks_5[0], left_eye, atol=eye_tol)
     np.testing.assert_allclose(f.landmarks_5[4], lm[54], atol=1e-3)
 
 
