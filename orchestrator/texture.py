@@ -83,7 +83,7 @@ def photo_tones(rgb: np.ndarray, lm68: np.ndarray, head_mask: np.ndarray, face_m
     if len(hair_px) >= 50:
         # hair is darker or differently coloured than skin: keep pixels away from the skin tone
         d = np.linalg.norm(hair_px - skin, axis=1)
-        far = hair_px[d > np.percentile(d, 40)] if len(hair_px) > 200 else hair_px
+        far = hair_px[d >= np.percentile(d, 40)] if len(hair_px) > 200 else hair_px
         hair = np.median(far, 0)
     else:
         hair = skin * 0.55
