@@ -226,11 +226,18 @@ def complete_texture(texture: np.ndarray, visibility: np.ndarray, template, tone
     strands = cv2.GaussianBlur(rng.normal(size=(T, T)).astype(np.float32), (0, 0), sigmaX=T / 512, sigmaY=T / 40)
     strands = strands / max(float(strands.std()), 1e-6)
     scalp = _wrap_blur((regions == REGION_SCALP).astype(np.float32), T / 48)
-    prior = prior * (1 + 0.08 * strands * scalp)[..., None]
+    if not ((conf > 0.95) & (regions == REGION_SCALP)).any():
+        prior = prior * (1 + 0.08 * strands * scalp)[..., None]   # no hair seen: faint strands instead
     dist = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5)
     beta = np.clip(dist / (0.06 * T), 0, 1)[..., None]
     fill = fill * (1 - beta) + prior * beta
     fill = _wrap_blur(fill, T / 256)
+    # structure: the seen hair's own detail, tiled over the scalp the photo did not show
+    from orchestrator.texture_synthesis import patch_detail
+
+    detail = patch_detail(mirrored, (conf > 0.95) & (regions == REGION_SCALP), max(8, T // 16))
+    if detail is not None:
+        fill = fill + detail * scalp[..., None]
     out = mirrored * conf[..., None] + fill * (1 - conf[..., None])
     stats = {"mirror_weight_face": round(w_face, 3), "photo_texels": float((visibility > 0).mean()), "mirrored_texels": float(took_mirror.mean()),
              "inpainted_texels": float((~known).mean()),

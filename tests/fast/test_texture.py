@@ -148,3 +148,29 @@ def test_hair_tone_of_obama_is_dark_not_the_wall(face_client):
     hair = photo_tones(rgb, face.landmarks_68, face.head_mask, face.face_mask).hair
     # the wall behind him is mint-grey (g, b > r); his hair is grey-black
     assert hair[1] <= hair[0] + 0.02 and hair[2] <= hair[0] + 0.02 and hair.mean() < 0.6, hair
+
+
+def test_unseen_scalp_gets_the_seen_hairs_structure(template):
+    T = 256
+    regions = region_map(template, T)
+    rng = np.random.default_rng(3)
+    import cv2
+
+    strands = cv2.GaussianBlur(rng.normal(size=(T, T)).astype(np.float32), (0, 0), sigmaX=1, sigmaY=4)
+    hair = np.clip(0.3 + 0.6 * strands[..., None] * [1, 0.8, 0.6], 0, 1).astype(np.float32)
+    vis = np.zeros((T, T), np.float32)
+    vis[:, 96:160] = 0.9                       # the front of the head seen, the back not
+    tex = np.where(vis[..., None] > 0, hair, 0).astype(np.float32)
+    tones = PhotoTones(np.array([0.8, 0.6, 0.5], np.float32), np.array([0.3, 0.24, 0.18], np.float32), 500, 500)
+    out, _ = complete_texture(tex, vis, template, tones)
+
+    def local_std(img, mask):
+        m = cv2.blur(img, (9, 9))
+        return float(np.sqrt(np.maximum(cv2.blur(img * img, (9, 9)) - m * m, 0)).mean(-1)[mask].mean())
+
+    scalp = regions == REGION_SCALP
+    seen = scalp & (vis > 0)
+    back = scalp.copy()
+    back[:, 40:216] = False                   # the back of the head, far from anything seen
+    assert back.sum() > 500
+    assert local_std(out, back) > 0.3 * local_std(out, seen), (local_std(out, back), local_std(out, seen))
