@@ -48,7 +48,8 @@ def background_tones(img: np.ndarray, head_mask: np.ndarray, ring_px: int, k: in
 
 def photo_tones(rgb: np.ndarray, lm68: np.ndarray, head_mask: np.ndarray, face_mask: np.ndarray) -> PhotoTones:
     """Median skin tone over the cheeks (face hull minus eyes, nose and mouth) and median hair tone over
-    the head mask above the brows outside the face hull. Falls back to the skin tone, darkened, when the
+    the head mask above the brows outside the face hull, within 0.25 face heights of the face, leaving out
+    pixels within 0.12 of the wall's colours (background_tones: a loose head mask takes in wall). Falls back to the skin tone, darkened, when the
     photo shows no hair."""
     h, w = rgb.shape[:2]
     img = rgb.astype(np.float32) / 255.0
