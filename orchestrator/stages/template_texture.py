@@ -16,6 +16,16 @@ from services.common.images import encode_png
 TEXTURE = "texture.png"
 
 
+def _photo_yaw(ctx: StageContext) -> float:
+    """The photo's face yaw in degrees (preprocess/face.json pose.yaw; 0 when absent)."""
+    import json
+
+    try:
+        return float(json.loads(ctx.read_artifact("preprocess/face.json"))["pose"]["yaw"])
+    except Exception:       # a recipe without preprocess' face.json: treat as frontal
+        return 0.0
+
+
 def run(ctx: StageContext, params: TemplateTextureParams) -> None:
     from orchestrator.head_template.build import load_template
     from orchestrator.head_template.fit import mesh_glb
@@ -37,7 +47,8 @@ def run(ctx: StageContext, params: TemplateTextureParams) -> None:
         render.close_scene(probe.scene_id)
     ctx.progress(2, 3, "complete")
     tones = photo_tones(face.rgb, face.landmarks_68, face.head_mask, face.face_mask)
-    texture, stats = complete_texture(bp.texture.transpose(1, 2, 0), bp.visibility[0], template, tones)
+    texture, stats = complete_texture(bp.texture.transpose(1, 2, 0), bp.visibility[0], template, tones,
+                                      yaw_deg=_photo_yaw(ctx))
     ctx.artifact(TEXTURE, encode_png((texture * 255 + 0.5).astype(np.uint8)))
     close_scene(ctx)
     info = render.create_scene("mesh", asset=(mesh_glb(vertices, template, texture), "glb"), label=ctx.job_id)

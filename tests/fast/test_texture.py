@@ -66,3 +66,111 @@ def test_photo_tones_of_a_real_portrait(astronaut_face):
     assert tones.skin.mean() > tones.hair.mean() + 0.15
     assert tones.skin[0] > tones.skin[2] and tones.hair[0] > tones.hair[2]
     assert tones.hair_pixels > 500 and tones.skin_pixels > 500
+
+
+def test_mirror_is_gated_by_the_photos_yaw_and_a_better_mirrored_view():
+    from orchestrator.texture import yaw_mirror_weight
+
+    assert yaw_mirror_weight(0) == 1 and yaw_mirror_weight(-10) == 1 and yaw_mirror_weight(35) == 0
+    assert 0 < yaw_mirror_weight(20) < 1 and yaw_mirror_weight(20) == yaw_mirror_weight(-20)
+    T = 64
+    rng = np.random.default_rng(2)
+    tex = rng.uniform(size=(T, T, 3)).astype(np.float32)
+    vis = np.zeros((T, T), np.float32)
+    vis[:, : T // 2] = 0.9                     # the near side seen head-on
+    vis[:, T // 2:] = 0.3                      # the far side grazing
+    seen = np.where(vis[..., None] > 0, tex, 0)
+    _, _, frontal = mirror_fill(seen, vis, yaw_mirror_weight(0))
+    assert frontal[:, T // 2:].all()           # a frontal face: the grazing side takes its mirror
+    out, _, turned = mirror_fill(seen, vis, yaw_mirror_weight(35))
+    assert not turned.any()                    # turned 35 deg: no mirrored colour at all
+    np.testing.assert_allclose(out, seen, atol=1e-6)
+    # a mirror seen only a little better than the texel itself is not taken
+    _, _, close = mirror_fill(seen, np.where(vis > 0.5, 0.5, 0.45).astype(np.float32), 1.0)
+    assert not close.any()
+
+
+def test_no_hard_step_where_the_photo_stops(template):
+    T = 256
+    tex = np.zeros((T, T, 3), np.float32)
+    vis = np.zeros((T, T), np.float32)
+    rows, cols = slice(90, 170), slice(100, 156)
+    vis[rows, cols] = 0.9
+    tex[rows, cols] = [0.8, 0.2, 0.2]
+    # the photo's edge carries a one-texel fringe of background colour
+    edge = np.zeros((T, T), bool)
+    edge[rows, cols] = True
+    inner = np.zeros((T, T), bool)
+    inner[91:169, 101:155] = True
+    tex[edge & ~inner] = [0.2, 0.9, 0.8]
+    tones = PhotoTones(np.array([0.3, 0.3, 0.9], np.float32), np.array([0.2, 0.1, 0.05], np.float32), 500, 500)
+    out, _ = complete_texture(tex, vis, template, tones)
+    band = out[100:160, 80:176]
+    step = np.abs(np.diff(band, axis=1)).max()
+    assert step < 0.12, step                  # the fringe and the seen / unseen edge are feathered away
+    assert np.abs(out[130, 128] - [0.8, 0.2, 0.2]).max() < 0.05   # the photo's middle is kept
+
+
+def _paint_portrait(face):
+    """A synthetic portrait in the astronaut's landmark frame: mint wall, skin face, brown hair cap, and a
+    loose head mask that takes in a lot of wall."""
+    import cv2
+
+    h, w = face.face_mask.shape
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = (90, 200, 170)                                             # mint wall
+    head = face.head_mask > 0
+    face_m = face.face_mask > 0
+    img[head] = (150, 110, 80)                                          # light brown hair cap
+    img[face_m] = (205, 160, 135)                                       # skin
+    loose = cv2.dilate(face.head_mask.astype(np.uint8), np.ones((61, 61), np.uint8))
+    return img, loose
+
+
+def test_hair_tone_comes_from_hair_not_the_wall(astronaut_face):
+    _, face = astronaut_face
+    img, loose = _paint_portrait(face)
+    tones = photo_tones(img, face.landmarks_68, loose, face.face_mask)
+    np.testing.assert_allclose(tones.hair * 255, (150, 110, 80), atol=12)   # the wall is further from skin
+    assert getattr(tones, "background", None) is not None and np.abs(tones.background * 255 - (90, 200, 170)).max() < 12
+
+
+def test_hair_tone_of_obama_is_dark_not_the_wall(face_client):
+    import os
+    from PIL import Image
+    import pytest
+    from orchestrator.photo_intake import analyse_photo, prepare_image
+
+    path = "/tmp/hf/wild_src/face_recognition-1.3.0/tests/test_images/obama.jpg"
+    if not os.path.exists(path):
+        pytest.skip("the face_recognition test photos are not here")
+    rgb, face, _, _ = analyse_photo(face_client, prepare_image(np.asarray(Image.open(path).convert("RGB"))))
+    hair = photo_tones(rgb, face.landmarks_68, face.head_mask, face.face_mask).hair
+    # the wall behind him is mint-grey (g, b > r); his hair is grey-black
+    assert hair[1] <= hair[0] + 0.02 and hair[2] <= hair[0] + 0.02 and hair.mean() < 0.6, hair
+
+
+def test_unseen_scalp_gets_the_seen_hairs_structure(template):
+    T = 256
+    regions = region_map(template, T)
+    rng = np.random.default_rng(3)
+    import cv2
+
+    strands = cv2.GaussianBlur(rng.normal(size=(T, T)).astype(np.float32), (0, 0), sigmaX=1, sigmaY=4)
+    hair = np.clip(0.3 + 0.6 * strands[..., None] * [1, 0.8, 0.6], 0, 1).astype(np.float32)
+    vis = np.zeros((T, T), np.float32)
+    vis[:, 96:160] = 0.9                       # the front of the head seen, the back not
+    tex = np.where(vis[..., None] > 0, hair, 0).astype(np.float32)
+    tones = PhotoTones(np.array([0.8, 0.6, 0.5], np.float32), np.array([0.3, 0.24, 0.18], np.float32), 500, 500)
+    out, _ = complete_texture(tex, vis, template, tones)
+
+    def local_std(img, mask):
+        m = cv2.blur(img, (9, 9))
+        return float(np.sqrt(np.maximum(cv2.blur(img * img, (9, 9)) - m * m, 0)).mean(-1)[mask].mean())
+
+    scalp = regions == REGION_SCALP
+    seen = scalp & (vis > 0)
+    back = scalp.copy()
+    back[:, 40:216] = False                   # the back of the head, far from anything seen
+    assert back.sum() > 500
+    assert local_std(out, back) > 0.3 * local_std(out, seen), (local_std(out, back), local_std(out, seen))
