@@ -49,8 +49,8 @@ def background_tones(img: np.ndarray, head_mask: np.ndarray, ring_px: int, k: in
 def photo_tones(rgb: np.ndarray, lm68: np.ndarray, head_mask: np.ndarray, face_mask: np.ndarray) -> PhotoTones:
     """Median skin tone over the cheeks (face hull minus eyes, nose and mouth) and median hair tone over
     the head mask above the brows outside the face hull, within 0.25 face heights of the face, leaving out
-    pixels within 0.12 of the wall's colours (background_tones: a loose head mask takes in wall). Falls back to the skin tone, darkened, when the
-    photo shows no hair."""
+    pixels within 0.12 of the wall's colours (background_tones: a loose head mask takes in wall). Falls
+    back to the skin tone, darkened, when the photo shows no hair."""
     h, w = rgb.shape[:2]
     img = rgb.astype(np.float32) / 255.0
     cheeks = np.zeros((h, w), np.uint8)
@@ -240,7 +240,8 @@ def complete_texture(texture: np.ndarray, visibility: np.ndarray, template, tone
     if detail is not None:
         fill = fill + detail * scalp[..., None]
     out = mirrored * conf[..., None] + fill * (1 - conf[..., None])
-    stats = {"mirror_weight_face": round(w_face, 3), "photo_texels": float((visibility > 0).mean()), "mirrored_texels": float(took_mirror.mean()),
+    stats = {"mirror_weight_face": round(w_face, 3), "photo_texels": float((visibility > 0).mean()),
+             "mirrored_texels": float(took_mirror.mean()),
              "inpainted_texels": float((~known).mean()),
              "skin_rgb": [round(float(c), 3) for c in tones.skin], "hair_rgb": [round(float(c), 3) for c in tones.hair]}
     return np.clip(out, 0, 1).astype(np.float32), stats

@@ -1,8 +1,9 @@
 """template_fit: the project's head template (orchestrator/head_template) deformed to the photo's 3D
 landmarks, the face bent onto MediaPipe's 468-point mesh when the face service gave one
-(head_template.dense_fit; a warning says so when it did not), then its silhouette pulled onto the photo's head mask through the render service
-(head_template.fit.refine_silhouette). The fitted vertices go to fit/vertices.npy for the texture stage;
-landmark errors and mask IoUs to the report's fit section."""
+(head_template.dense_fit; a warning says so when it did not), then its silhouette pulled onto the photo's
+head mask through the render service (head_template.fit.refine_silhouette). The fitted vertices go to
+fit/vertices.npy for the texture stage; landmark errors, the dense fit's distances and mask IoUs to the
+report's fit section."""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ when MediaPipe finds no face (BlazeFace misses some faces dlib finds, e.g. partl
 photo's edge). A photo's faces all come from one backend: the report's face models say which ran.
 
 Scores keep their backend's meaning (MediaPipe: a probability, dlib: an SVM margin), so each
-backend's own default threshold is applied here (identity_landmarks_68: dlib's recogniser still aligns
-with dlib's own 68 points) and the service-level default is 0; a request's
-explicit min_score applies to the raw score of whichever backend found the face.
+backend's own default threshold is applied here and the service-level default is 0; a request's
+explicit min_score applies to the raw score of whichever backend found the face. dlib's recogniser
+still aligns faces with dlib's own 68 points (identity_landmarks_68).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class AutoFace:
 
     def landmarks_68(self, image: np.ndarray, detection: Detection) -> np.ndarray:
         dense = self.landmarks_478(image, detection)
-        return self.dlib.landmarks_68(image, detection) if dense is None else self.mediapipe.landmarks_68(image, detection)
+        if dense is None:
+            return self.dlib.landmarks_68(image, detection)
+        return self.mediapipe.landmarks_68(image, detection)
 
     def identity_landmarks_68(self, image: np.ndarray, detection: Detection, landmarks_68: np.ndarray,
                               recognizer) -> np.ndarray:
