@@ -1,7 +1,8 @@
 """The `auto` detector, HeadForge's default: MediaPipe (BlazeFace + the 478-point face mesh, dense 3D
 points that the fast recipe shapes the face with) first, dlib's HOG detector and 68-point predictor
-when MediaPipe finds no face (BlazeFace misses some faces dlib finds, e.g. partly cut off at the
-photo's edge). A photo's faces all come from one backend: the report's face models say which ran.
+when MediaPipe finds no face (a safety net: on the photos tried, cut off, turned, covered, dark or
+blurred, MediaPipe found every face dlib found). A photo's faces all come from one backend; a face
+from dlib has no 478 points.
 
 Scores keep their backend's meaning (MediaPipe: a probability, dlib: an SVM margin), so each
 backend's own default threshold is applied here and the service-level default is 0; a request's
