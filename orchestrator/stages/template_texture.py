@@ -17,13 +17,11 @@ TEXTURE = "texture.png"
 
 
 def _photo_yaw(ctx: StageContext) -> float:
-    """The photo's face yaw in degrees (preprocess/face.json pose.yaw; 0 when absent)."""
+    """The photo's face yaw in degrees (preprocess/face.json pose.yaw: preprocess writes it with the face
+    that load_photo_face needs)."""
     import json
 
-    try:
-        return float(json.loads(ctx.read_artifact("preprocess/face.json"))["pose"]["yaw"])
-    except Exception:       # a recipe without preprocess' face.json: treat as frontal
-        return 0.0
+    return float(json.loads(ctx.read_artifact("preprocess/face.json"))["pose"]["yaw"])
 
 
 def run(ctx: StageContext, params: TemplateTextureParams) -> None:
