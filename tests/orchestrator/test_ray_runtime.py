@@ -25,6 +25,7 @@ from orchestrator.runtime.supervisor import ServiceSpec, Supervisor, free_port
 from services.common.images import encode_png
 from services.common.process import ROOT
 from tests.integration.test_server_runtime import sample, scrape
+from tests.orchestrator.cluster_checks import alive_subject_actors, open_scenes, settle
 
 K = 4  # subjects sharing the fake GPU
 
@@ -140,12 +141,14 @@ def test_a_job_waiting_for_a_ray_slot_stays_queued(cluster):
 def test_guidance_killed_mid_job_is_restarted_and_the_job_completes(cluster):
     store, sup = cluster["store"], cluster["supervisor"]
     restarts = sup.restarts["guidance"]
+    scenes, actors = open_scenes(cluster), alive_subject_actors()
     job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "60"})
     wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 5)
     os.kill(sup.pid("guidance"), signal.SIGKILL)
     job = wait(store, job_id)
     assert job.state == "succeeded", job.error_message
     assert sup.restarts["guidance"] == restarts + 1
+    assert settle(lambda: open_scenes(cluster) == scenes and alive_subject_actors() == actors)   # nothing leaked
 
 
 def test_render_killed_mid_job_restores_the_scene_from_its_checkpoint(cluster):
@@ -153,6 +156,7 @@ def test_render_killed_mid_job_restores_the_scene_from_its_checkpoint(cluster):
     restarts its stage from the last checkpoint (scene and state) instead of failing with SCENE_NOT_FOUND."""
     store, sup = cluster["store"], cluster["supervisor"]
     restarts = sup.restarts["render"]
+    actors = alive_subject_actors()
     ids = [submit(store, "analytic_prior", {"stages.optimise.iterations": "60", "checkpoint_every": "10",
                                             "seed": str(i)}) for i in range(2)]
     jobs = [wait(store, i, 120, until=lambda j: optimise_step(j) >= 14) for i in ids]
@@ -167,10 +171,13 @@ def test_render_killed_mid_job_restores_the_scene_from_its_checkpoint(cluster):
         (resumed,) = state["resumed_from"]
         assert resumed["step"] % 10 == 0 and resumed["step"] >= at - 10   # at most one interval redone
         assert state["steps"]["optimise"] == 60
+    # the restarted render holds none of the jobs' scenes (restored, then closed) and no actor outlives its job
+    assert settle(lambda: open_scenes(cluster) == 0 and alive_subject_actors() == actors)
 
 
 def test_actor_killed_mid_stage_resumes_from_its_checkpoint(cluster):
     store, runtime = cluster["store"], cluster["runtime"]
+    scenes, actors = open_scenes(cluster), alive_subject_actors()
     job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "60", "checkpoint_every": "10"})
     job = wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 14)
     killed_at = optimise_step(job)
@@ -184,28 +191,25 @@ def test_actor_killed_mid_stage_resumes_from_its_checkpoint(cluster):
     (resumed,) = state["resumed_from"]
     assert resumed["stage"] == "optimise" and resumed["step"] % 10 == 0 and resumed["step"] >= killed_at - 10
     assert state["steps"]["optimise"] == 60
+    # the dead worker's scene is closed (the new worker restored its own, then closed it); no actor is left
+    assert settle(lambda: open_scenes(cluster) == scenes and alive_subject_actors() == actors)
 
 
 def test_cancel_mid_stage_frees_the_scene(cluster):
     store = cluster["store"]
     job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "5000"})
-    baseline = _open_scenes(cluster)
+    baseline = open_scenes(cluster)
     wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 3)
-    assert _open_scenes(cluster) == baseline + 1
+    assert open_scenes(cluster) == baseline + 1
     store.request_cancel("tenant-a", job_id)
     job = wait(store, job_id, 60)
     assert job.state == "cancelled"
     assert next(s for s in job.stages if s.name == "optimise").state == "cancelled"
     assert optimise_step(job) < 5000
     deadline = time.monotonic() + 10
-    while _open_scenes(cluster) > baseline and time.monotonic() < deadline:
+    while open_scenes(cluster) > baseline and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _open_scenes(cluster) == baseline      # the render service freed the job's scene
-
-
-def _open_scenes(cluster) -> float:
-    """Scenes open in the render process (its headforge_render_scenes gauge)."""
-    return sample(scrape(cluster["render_metrics_port"]), "headforge_render_scenes")
+    assert open_scenes(cluster) == baseline      # the render service freed the job's scene
 
 
 def test_the_fast_recipe_runs_as_a_cluster_job(cluster, astronaut):
