@@ -2,7 +2,8 @@
 - the jobs process (its local Ray with it), SIGKILLed mid-job under the supervisor, is restarted, finds the
   job still RUNNING in its SQLite store and resumes it from the last checkpoint: the job completes with at
   most one checkpoint interval redone and the render service holds no scene afterwards (the dead worker's
-  scene is closed when the new worker restores its own)."""
+  scene is closed when the new worker restores its own), and no process of the killed one's Ray (the job's
+  actor, raylet, GCS, agents) is left running."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import os
 import signal
 import time
 
+import psutil
 import yaml
 
 from orchestrator.jobs.artifacts import ArtifactStore
 from orchestrator.jobs.client import GrpcJobsClient
 from orchestrator.runtime.supervisor import ServiceSpec, Supervisor, free_port
 from tests.integration.test_server_runtime import sample, scrape
+from tests.orchestrator.cluster_checks import settle
 
 
 def _wait_terminal(client, job_id: str, timeout_s: float = 300):
@@ -29,6 +32,13 @@ def _wait_terminal(client, job_id: str, timeout_s: float = 300):
             pass
         time.sleep(0.5)
     return client.get(job_id)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _optimise_step(job) -> int:
@@ -59,6 +69,8 @@ def test_jobs_process_killed_mid_job_resumes_and_leaks_no_scene(tmp_path):
         killed_at = _optimise_step(client.get(job.id))
         assert killed_at >= 14
         first = jobs.pid("jobs")
+        ray_processes = psutil.Process(first).children(recursive=True)   # its local Ray, with the job's actor
+        assert any("SubjectActor" in " ".join(p.cmdline()) for p in ray_processes)
         os.kill(first, signal.SIGKILL)
         final = _wait_terminal(client, job.id)
         assert final.state == "succeeded", final.error_message
@@ -71,6 +83,9 @@ def test_jobs_process_killed_mid_job_resumes_and_leaks_no_scene(tmp_path):
         while time.monotonic() < deadline and sample(scrape(render_metrics), "headforge_render_scenes") > 0:
             time.sleep(0.5)
         assert sample(scrape(render_metrics), "headforge_render_scenes") == 0
+        # nothing of the killed process's Ray outlives it: no actor, raylet, GCS or agent process
+        assert settle(lambda: not any(_alive(p) for p in ray_processes)), [p.cmdline() for p in ray_processes
+                                                                           if _alive(p)]
     finally:
         client.close()
         jobs.stop()
