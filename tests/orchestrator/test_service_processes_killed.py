@@ -1,4 +1,5 @@
-"""Issue 22's fault tests for the processes not covered in test_ray_runtime.py (guidance, render, actor):
+"""Issue 22's fault test for the jobs process (guidance, render and the actor: test_ray_runtime.py; face and
+  inversion: test_face_inversion_killed.py):
 - the jobs process (its local Ray with it), SIGKILLed mid-job under the supervisor, is restarted, finds the
   job still RUNNING in its SQLite store and resumes it from the last checkpoint: the job completes with at
   most one checkpoint interval redone and the render service holds no scene afterwards (the dead worker's
