@@ -19,7 +19,7 @@ from services.face.geometry import alignment, masks
 from services.core.face_mesh import five_from_478, ibug68_from_478
 from services.core.landmarks import five_from_68
 from services.face.geometry.dense import head_frame_478
-from services.face.geometry.pose import fit_head_pose
+from services.face.geometry.pose import assumed_intrinsics, fit_head_pose, rotation_from_shape
 from services.face.types import (AnalyzeOptions, AnalyzeResult, CompareResult, Description, Face, HeadPose,
                                  IdentityLossResult)
 
@@ -54,7 +54,9 @@ class FaceService:
         lm68 = self.detector.landmarks_68(rgb, det) if lm478 is None else ibug68_from_478(lm478[:, :2])
         lm5 = det.landmarks_5 if det.landmarks_5 is not None else (
             five_from_68(lm68) if lm478 is None else five_from_478(lm478))
-        fit = fit_head_pose(lm68, w, h)
+        # MediaPipe's 3D shape gives the rotation (2D points alone halve a turned head's yaw: geometry.pose)
+        rotation = None if lm478 is None else rotation_from_shape(lm478, assumed_intrinsics(w, h))
+        fit = fit_head_pose(lm68, w, h, rotation=rotation)
         transform = alignment.crop_transform(lm68, options.crop_size, options.crop_style)
         crop_cam, label = alignment.crop_camera(fit.yaw, fit.pitch, options.crop_size, options.crop_style)
         face = Face(box=det.box, score=det.score, landmarks_5=lm5, landmarks_68=lm68,

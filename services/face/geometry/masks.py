@@ -35,7 +35,11 @@ def head_mask(image: np.ndarray, lm68: np.ndarray, face: np.ndarray | None = Non
     face_h = np.linalg.norm(lm68[8] - lm68[27]) * 1.35
     face_w = np.linalg.norm(lm68[16] - lm68[0])
     centre = (lm68[8] + lm68[27]) / 2 + up * face_h * 0.35
-    axes = (face_w * 0.75, face_h * 0.95)
+    # a turned head's cranium lies behind its face: the nose's offset from the jaw's middle (about 0 for a
+    # frontal face, a third of the jaw's width at 40 degrees) moves the head ellipse the other way and widens it
+    turn = float(np.dot(lm68[30] - (lm68[0] + lm68[16]) / 2, right)) / max(face_w, 1e-6)
+    centre = centre - right * turn * face_w * 1.2
+    axes = (face_w * (0.75 + abs(turn)), face_h * 0.95)
     angle = np.degrees(np.arctan2(right[1], right[0]))
 
     # Region of interest: generous box around the head ellipse.
@@ -51,9 +55,20 @@ def head_mask(image: np.ndarray, lm68: np.ndarray, face: np.ndarray | None = Non
     seed = np.full(roi.shape[:2], cv2.GC_BGD, np.uint8)
     cv2.ellipse(seed, _pt(to_roi(centre)), _pt(np.array(axes) * scale * 1.25), angle, 0, 360, cv2.GC_PR_BGD, -1)
     cv2.ellipse(seed, _pt(to_roi(centre)), _pt(np.array(axes) * scale), angle, 0, 360, cv2.GC_PR_FGD, -1)
-    face_roi = cv2.resize(face[y0:y1, x0:x1], (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_NEAREST)
-    face_roi = cv2.erode(face_roi, np.ones((3, 3), np.uint8))
-    seed[face_roi > 0] = cv2.GC_FGD
+    # sure foreground: the face mask, less (for a turned face) a band up to 8% of the face's width along its
+    # far half, where the far jaw points and the raised brows' hull reach past the silhouette; that band is
+    # only probable foreground
+    inner = face
+    k = int(round(0.08 * face_w * min(1.0, abs(turn) / 0.3)))
+    if k > 0:
+        eroded = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+        far = _half_plane((h, w), (lm68[0] + lm68[16]) / 2, np.sign(turn) * right)   # where the nose points
+        inner = np.where(far, eroded, face)
+    face_roi, inner_roi = (cv2.erode(cv2.resize(m[y0:y1, x0:x1], (roi.shape[1], roi.shape[0]),
+                                                interpolation=cv2.INTER_NEAREST), np.ones((3, 3), np.uint8))
+                           for m in (face, inner))
+    seed[face_roi > 0] = cv2.GC_PR_FGD
+    seed[inner_roi > 0] = cv2.GC_FGD
     below_jaw = _below_jaw(to_roi(lm68[JAW]), up, roi.shape[:2])
     seed[below_jaw] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
@@ -66,13 +81,24 @@ def head_mask(image: np.ndarray, lm68: np.ndarray, face: np.ndarray | None = Non
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     out = np.zeros((h, w), np.uint8)
     out[y0:y1, x0:x1] = cv2.resize(fg, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR) > 127
-    return np.maximum(out * 255, face)
+    return np.maximum(out * 255, inner)
 
 
 def _face_up(lm68: np.ndarray) -> np.ndarray:
     """Unit vector in image pixels from the chin toward the top of the head."""
     v = lm68[27] - lm68[8]
     return v / max(np.linalg.norm(v), 1e-6)
+
+
+def _half_plane(shape: tuple[int, int], point: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels on normal's side of the line through point (pixels) perpendicular to it."""
+    along = np.array([-normal[1], normal[0]])
+    far = float(np.hypot(*shape)) * 2
+    quad = [point + along * far, point + along * far + normal * far, point - along * far + normal * far,
+            point - along * far]
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(np.array(quad)).astype(np.int32)], 1)
+    return m.astype(bool)
 
 
 def _pt(p) -> tuple[int, int]:

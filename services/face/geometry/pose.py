@@ -4,6 +4,11 @@ The generic template (landmarks.TEMPLATE_68) is fitted with a perspective PnP un
 view; the fitted pose gives yaw/pitch/roll (conventions in protos/headforge/v1/face.proto) and a camera
 in the head frame. Each template point is then moved within its depth plane so that it projects exactly
 onto the observed landmark: the subject's own 3D landmarks.
+
+2D points alone underestimate a turned head's yaw by about half (at 40 degrees PnP says about 20: the
+detectors put the far jaw on the silhouette and the generic template's depths are not the person's), so
+when the detector gives a 3D shape (MediaPipe's 478 points, rotation_from_shape) the rotation comes from
+that shape and the PnP only places the head (fit_head_pose's `rotation`).
 """
 
 from __future__ import annotations
@@ -47,20 +52,65 @@ def euler_from_rotation(H: np.ndarray) -> tuple[float, float, float]:
     return yaw, -math.degrees(b), roll
 
 
-def fit_head_pose(lm68: np.ndarray, width: int, height: int, fov_deg: float = ASSUMED_FOV_DEG) -> HeadPoseFit:
-    """Fit the template to (68, 2) pixel landmarks of an image of width x height pixels."""
+def assumed_intrinsics(width: int, height: int, fov_deg: float = ASSUMED_FOV_DEG) -> np.ndarray:
+    """(3, 3) K of a photo of unknown camera: vertical field of view fov_deg, principal point at the centre."""
     f = focal_from_fov(fov_deg, height)
-    K = intrinsics(f, f, width / 2, height / 2)
+    return intrinsics(f, f, width / 2, height / 2)
+
+
+def rotation_from_shape(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The head's world-to-camera rotation (3, 3) from a 3D face shape in camera axes: points (N, 3) with
+    x, y in pixels and z a relative depth in x's scale (MediaPipe's), whose iBUG 68 (services.core.face_mesh)
+    are rigidly aligned (eyes, nose, mouth) to the template's. The shape is an orthographic view along the
+    ray through the face, so the rotation is carried from that ray to the optical axis."""
+    from services.core.face_mesh import ibug68_from_478
+    from services.face.geometry.dense import RIGID, similarity_transform
+
+    shape = ibug68_from_478(np.asarray(points, np.float64))[RIGID]
+    _, R_ray_frame, _ = similarity_transform((TEMPLATE_68.astype(np.float64) @ _FRONTAL.T)[RIGID], shape)
+    ray = np.linalg.inv(K) @ np.r_[shape[:, :2].mean(0), 1.0]
+    ray /= np.linalg.norm(ray)
+    axis = np.cross([0.0, 0.0, 1.0], ray)
+    angle = math.atan2(np.linalg.norm(axis), ray[2])
+    to_ray, _ = cv2.Rodrigues(axis / max(np.linalg.norm(axis), 1e-12) * angle)
+    return to_ray @ R_ray_frame @ _FRONTAL
+
+
+def _translation(obj: np.ndarray, lm68: np.ndarray, R: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The t that best projects R obj + t onto lm68 (linear least squares on the projection equations)."""
+    rotated = obj @ R.T
+    uv = (lm68 - K[:2, 2]) / np.diag(K)[:2]          # normalised image coordinates
+    A = np.zeros((2 * len(obj), 3))
+    A[0::2, 0], A[1::2, 1] = 1.0, 1.0
+    A[0::2, 2], A[1::2, 2] = -uv[:, 0], -uv[:, 1]
+    b = np.r_[uv[:, 0] * rotated[:, 2] - rotated[:, 0], uv[:, 1] * rotated[:, 2] - rotated[:, 1]]
+    b = np.stack([b[:len(obj)], b[len(obj):]], 1).reshape(-1)
+    return np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+def fit_head_pose(lm68: np.ndarray, width: int, height: int, fov_deg: float = ASSUMED_FOV_DEG,
+                  rotation: np.ndarray | None = None) -> HeadPoseFit:
+    """Fit the template to (68, 2) pixel landmarks of an image of width x height pixels. rotation: the
+    head's (3, 3) world-to-camera rotation when known (rotation_from_shape); then only the head's
+    position is fitted."""
+    K = assumed_intrinsics(width, height, fov_deg)
+    f = K[0, 0]
     obj = TEMPLATE_68.astype(np.float64)
     img = lm68.astype(np.float64).reshape(-1, 1, 2)
-    try:
-        ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_SQPNP)
-    except cv2.error:  # points (nearly) coincide: no pose to fit
-        ok = False
-    if ok:
-        rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
-        R, _ = cv2.Rodrigues(rvec)
-        t = tvec.reshape(3)
+    ok = False
+    if rotation is not None:
+        R = np.asarray(rotation, np.float64)
+        t = _translation(obj, lm68.astype(np.float64), R, K)
+        ok = bool(np.isfinite(t).all())
+    else:
+        try:
+            ok, rvec, tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_SQPNP)
+        except cv2.error:  # points (nearly) coincide: no pose to fit
+            ok = False
+        if ok:
+            rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, None, rvec, tvec)
+            R, _ = cv2.Rodrigues(rvec)
+            t = tvec.reshape(3)
     if not ok or t[2] <= 0:  # degenerate fit (no solution, or behind the camera): a frontal head at the face's distance
         R = _FRONTAL.copy()
         t = np.array([0.0, 0.0, f * 1.4 / max(float(np.ptp(lm68[:, 0])), 1.0)])
