@@ -11,10 +11,19 @@ from pathlib import Path
 
 
 class _Holder:
-    """One thread's connection (sqlite3.Connection cannot be weakly referenced itself)."""
+    """One thread's connection (sqlite3.Connection cannot be weakly referenced itself). It closes the
+    connection when its thread ends (threading.local drops it then): a connection and its statement cache
+    refer to each other, so left to itself it would stay open, with its file handles, until a full garbage
+    collection, and a job server starts a thread per job."""
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+
+    def __del__(self):
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
 
 
 class SqliteDatabase:

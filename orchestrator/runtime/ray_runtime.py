@@ -149,7 +149,7 @@ class RayRuntime:
         need = {"CPU": s.num_cpus, "GPU": s.num_gpus, **s.resources}
         total = ray.cluster_resources()
         fits = [math.floor(total.get(name, 0.0) / amount + 1e-9) for name, amount in need.items() if amount > 0]
-        running = sum(t.is_alive() for t in self._threads.values())
+        running = sum(t.is_alive() for t in list(self._threads.values()))
         return (min(fits) if fits else math.inf) - running
 
     def _launch(self, job_id: str) -> None:
@@ -165,6 +165,13 @@ class RayRuntime:
                                     max_restarts=0).remote(endpoints.model_dump(), self.artifacts_url)
 
     def _drive(self, job_id: str) -> None:
+        try:
+            self._drive_attempts(job_id)
+        finally:   # a long-running server starts one thread per job: forget it once it is done
+            if self._threads.get(job_id) is threading.current_thread():
+                del self._threads[job_id]
+
+    def _drive_attempts(self, job_id: str) -> None:
         images, prompt, recipe_yaml, models_dir = self.store.inputs(job_id)
         tenant = self.store.get_any(job_id).tenant
         attempt = 0
