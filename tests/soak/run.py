@@ -457,8 +457,8 @@ def soak(a, state_dir: Path) -> dict:
             "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
             "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "minutes": a.minutes,
             "warmup_s": warmup_s, "slope_window_s": [round(x, 1) for x in window],
-            "warmup_rule": "min(20% of the load window, 60 s); the slope uses samples after it and before the "
-                           "last submission",
+            "warmup_rule": f"min(20% of the load window, 60 s) = {'60 s' if warmup_s >= 60 else '20%'}; the slope "
+                           "uses the samples after it and before the last submission",
             "samples": len(sampler.sample_times), "jobs": jobs_report(load, unfinished, a.minutes),
             "long_lived": long_lived, "workers": workers, "ray_sessions": sorted(sampler.sessions),
             "pids_seen": [{"pid": s.pid, "role": s.role, "create_time": s.create_time, "samples": len(s.samples)}
