@@ -16,7 +16,8 @@ What it measures, and how:
   `orchestrator.cli serve NAME`, the executable for Ray's native processes (gcs_server, raylet), the script
   for Ray's Python helpers (log_monitor, dashboard agent, runtime_env agent, ...), and "ray workers" for the
   per-job worker processes (cmdline `ray::...` or default_worker.py), reported as their count and the
-  peak/median of each worker's peak RSS; every PID ever seen is recorded with its create time;
+  peak/median of each worker's peak RSS; every PID ever seen is recorded with its create time, and each
+  process's thread and open-fd counts are sampled too;
 - at the end, per long-lived process: first/last/max RSS and the least-squares slope of RSS (MB/min) over the
   samples taken after the warm-up (min(20% of --minutes, 1 minute): "warmup_s" in the JSON) and before the
   last submission; jobs submitted/succeeded/failed (with their error messages) per tenant, throughput
@@ -91,13 +92,15 @@ def role_of(cmdline: list[str], name: str) -> str:
 
 @dataclass
 class Seen:
-    """One process ever seen: its role, create time (s since the epoch) and RSS samples (t_s, MB)."""
+    """One process ever seen: its role, create time (s since the epoch), RSS samples (t_s, MB) and
+    (t_s, threads, open fds) samples (a leak of threads or sockets shows there before it shows in RSS)."""
 
     pid: int
     role: str
     create_time: float
     cmdline: str
     samples: list[tuple[float, float]] = field(default_factory=list)
+    handles: list[tuple[float, int, int]] = field(default_factory=list)
 
 
 class Sampler:
@@ -141,6 +144,7 @@ class Sampler:
                 with p.oneshot():
                     key = (p.pid, p.create_time())
                     rss = p.memory_info().rss / MB
+                    handles = (p.num_threads(), p.num_fds())
                     if key not in self.seen:
                         cmdline = p.cmdline()
                         self.seen[key] = Seen(p.pid, role_of(cmdline, p.name()), key[1], " ".join(cmdline)[:300])
@@ -148,6 +152,7 @@ class Sampler:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             self.seen[key].samples.append((t, rss))
+            self.seen[key].handles.append((t, *handles))
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -170,7 +175,10 @@ def process_summary(seen: Seen, window: tuple[float, float]) -> dict:
     ys = [y for _, y in seen.samples]
     post = [(t, y) for t, y in seen.samples if window[0] <= t <= window[1]]
     out = {"pid": seen.pid, "samples": len(ys), "first_mb": round(ys[0], 1), "last_mb": round(ys[-1], 1),
-           "max_mb": round(max(ys), 1), "post_warmup_samples": len(post)}
+           "max_mb": round(max(ys), 1), "post_warmup_samples": len(post),
+           "threads_first_last_max": [seen.handles[0][1], seen.handles[-1][1], max(h[1] for h in seen.handles)],
+           "fds_first_last_max": [seen.handles[0][2], seen.handles[-1][2], max(h[2] for h in seen.handles)],
+           "series_t_s_mb": [[round(t, 1), round(y, 1)] for t, y in seen.samples]}
     fit = slope_mb_per_min(post)
     if fit is None:
         return {**out, "slope_mb_per_min": None, "growth_fraction": None, "flat": None}
@@ -395,12 +403,13 @@ def print_table(report: dict) -> None:
     print(f"jobs: submitted {j['submitted']}, succeeded {j['succeeded']}, failed {j['failed']}, unfinished "
           f"{len(j['unfinished'])}, refused {len(j['submit_errors'])}; {j['throughput_jobs_per_min']} jobs/min; "
           f"median queue wait {j['queue_wait_median_s']} s, run {j['run_time_median_s']} s")
-    print(f"{'process':<28}{'pid':>8}{'first MB':>10}{'last MB':>10}{'max MB':>10}{'MB/min':>9}{'growth':>8}")
+    print(f"{'process':<28}{'pid':>8}{'first MB':>10}{'last MB':>10}{'max MB':>10}{'MB/min':>9}{'growth':>8}"
+          f"{'threads':>9}{'fds':>6}")
     for label, p in report["long_lived"].items():
         slope = "-" if p["slope_mb_per_min"] is None else f"{p['slope_mb_per_min']:.2f}"
         growth = "-" if p["growth_fraction"] is None else f"{100 * p['growth_fraction']:.1f}%"
         print(f"{label[:27]:<28}{p['pid']:>8}{p['first_mb']:>10}{p['last_mb']:>10}{p['max_mb']:>10}{slope:>9}"
-              f"{growth:>8}")
+              f"{growth:>8}{p['threads_first_last_max'][1]:>9}{p['fds_first_last_max'][1]:>6}")
     print(f"ray workers: {w['count']}, peak {w['peak_mb']} MB, median peak {w['median_peak_mb']} MB")
     print(f"orphans after cluster down: {len(report['orphans'])}; criteria: {report['criteria']['results']}")
 
