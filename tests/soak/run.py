@@ -178,7 +178,8 @@ def process_summary(seen: Seen, window: tuple[float, float]) -> dict:
            "max_mb": round(max(ys), 1), "post_warmup_samples": len(post),
            "threads_first_last_max": [seen.handles[0][1], seen.handles[-1][1], max(h[1] for h in seen.handles)],
            "fds_first_last_max": [seen.handles[0][2], seen.handles[-1][2], max(h[2] for h in seen.handles)],
-           "series_t_s_mb": [[round(t, 1), round(y, 1)] for t, y in seen.samples]}
+           "series_t_s_mb": [[round(t, 1), round(y, 1)] for t, y in seen.samples],
+           "series_t_s_threads_fds": [[round(t, 1), n, f] for t, n, f in seen.handles]}
     fit = slope_mb_per_min(post)
     if fit is None:
         return {**out, "slope_mb_per_min": None, "growth_fraction": None, "flat": None}
