@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 VIEWER := orchestrator/viewer
 VIEWER_STAMP := $(VIEWER)/node_modules/.installed
 
-.PHONY: install demo test fuzz bench protos check-protos clean triton-env
+.PHONY: install demo test fuzz soak bench protos check-protos clean triton-env
 
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ fuzz: $(STAMP)
 	HEADFORGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HEADFORGE_FUZZ_REPORT_DIR=$(CURDIR)/out/fuzz $(PY) -m pytest -q -s \
 		tests/fuzz/test_fuzz_render_server.py tests/fuzz/test_fuzz_guidance_server.py \
 		tests/fuzz/test_fuzz_jobs_server.py tests/fuzz/test_fuzz_raw_bodies.py
+
+# A `cluster up` soak: 16 concurrent analytic_prior jobs for SOAK_MINUTES, RSS slopes, orphans (out/soak.json).
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) -m tests.soak.run --out out/soak.json --minutes $(SOAK_MINUTES)
 
 # A separate environment holding NVIDIA's tritonserver (inside nvidia-pytriton; it pins numpy<2 and
 # protobuf<7, so it cannot share .venv) with torch and diffusers for its python-backend UNet model.

@@ -4,6 +4,7 @@ calling those services) as processes on loopback, kept alive by a supervisor tha
 
     headforge cluster up [--dir DIR] [--guidance-config models/guidance/guidance.yaml]
                          [--inversion-models-dir models]     # generators under models/inversion/<name>
+                         [--subject-cpus 0.25 --max-running-per-tenant 4 --max-active-jobs 8]   # jobs limits
     headforge submit photo.jpg --recipe fast      # the jobs commands find the running cluster's address
     headforge cluster down
 
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import FailedPrecondition, Unavailable
@@ -76,12 +78,13 @@ def _log_tail(path: Path, n: int = 15) -> str:
 
 
 def up(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
-       timeout_s: float = 300, inversion_models_dir: str | None = None) -> dict:
+       timeout_s: float = 300, inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None) -> dict:
     """Start the supervisor (detached); its state: pid, jobs address, service addresses. directory: the
     state folder (resolved here, never against the checkout). FailedPrecondition (CLUSTER_RUNNING) while a
     cluster runs or starts there, leaving its state and logs alone; FailedPrecondition (PORT_IN_USE) when
     jobs_port is taken; Unavailable when the supervisor exits or does not come up in timeout_s.
-    inversion_models_dir: the inversion service's --models-dir (None: it serves no generator)."""
+    inversion_models_dir: the inversion service's --models-dir (None: it serves no generator). jobs_limits:
+    the jobs service's --subject-cpus / --max-running-per-tenant / --max-active-jobs (None fields: its defaults)."""
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     lock = open(directory / LOCK, "a+")
@@ -105,6 +108,7 @@ def up(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file
             args += ["--tokens-file", str(Path(tokens_file).resolve())]
         if inversion_models_dir:
             args += ["--inversion-models-dir", str(Path(inversion_models_dir).resolve())]
+        args += (jobs_limits or JobsLimits()).args()
         log_path = directory / "supervisor.log"
         with open(log_path, "ab") as log:
             # the child inherits the locked file: the lock lives as long as the supervisor
@@ -178,10 +182,28 @@ def status(directory: Path) -> dict:
 SERVICES = ("face", "render", "guidance", "inversion")
 
 
+@dataclass(frozen=True)
+class JobsLimits:
+    """The jobs service's capacity flags a cluster passes on (None: `serve jobs`'s own default).
+    subject_cpus: CPUs each running subject's Ray actor holds (the local Ray has max(cpu_count, 4));
+    max_running_per_tenant: subjects running at once per tenant; max_active_jobs: queued + running per tenant."""
+
+    subject_cpus: float | None = None
+    max_running_per_tenant: int | None = None
+    max_active_jobs: int | None = None
+
+    def args(self) -> list[str]:
+        """The same flags for `serve jobs` and `python -m orchestrator.cluster` (only those given)."""
+        flags = (("--subject-cpus", self.subject_cpus), ("--max-running-per-tenant", self.max_running_per_tenant),
+                 ("--max-active-jobs", self.max_active_jobs))
+        return [arg for flag, value in flags if value is not None for arg in (flag, str(value))]
+
+
 def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
-                  inversion_models_dir: str | None = None) -> list:
+                  inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None) -> list:
     """The supervised processes (orchestrator.runtime.supervisor.ServiceSpec): each service on a free
-    loopback port, and the jobs service on jobs_port with every service's address for its Ray workers."""
+    loopback port, and the jobs service on jobs_port with every service's address for its Ray workers
+    (and jobs_limits' flags, when given)."""
     from orchestrator.runtime.supervisor import ServiceSpec
     from services.common.process import free_port
 
@@ -196,7 +218,8 @@ def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, 
     return [*(ServiceSpec(name, [*extra.get(name, []), *common], ports[name]) for name in SERVICES),
             ServiceSpec("jobs", ["--store", str(directory / "jobs.db"), "--artifacts", str(directory / "artifacts"),
                                  *[arg for name in SERVICES for arg in (f"--{name}", addr[name])],
-                                 *token_args, *common], jobs_port, env=ray_auth_env(directory))]
+                                 *token_args, *common, *(jobs_limits or JobsLimits()).args()], jobs_port,
+                        env=ray_auth_env(directory))]
 
 
 def _private_file(path: Path, text: str | None = None) -> Path:
@@ -234,11 +257,11 @@ def ray_auth_env(directory: Path) -> dict[str, str]:
 
 
 def _run(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
-         inversion_models_dir: str | None = None) -> int:
+         inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None) -> int:
     """The supervisor process itself (started detached by `up`)."""
     from orchestrator.runtime.supervisor import Supervisor
 
-    specs = service_specs(directory, guidance_config, jobs_port, tokens_file, inversion_models_dir)
+    specs = service_specs(directory, guidance_config, jobs_port, tokens_file, inversion_models_dir, jobs_limits)
     sup = Supervisor(specs, directory / "logs").start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -258,8 +281,12 @@ def main(argv=None) -> int:
     p.add_argument("--jobs-port", type=int, default=50050)
     p.add_argument("--tokens-file", default=None)
     p.add_argument("--inversion-models-dir", default=None)
+    p.add_argument("--subject-cpus", type=float, default=None)
+    p.add_argument("--max-running-per-tenant", type=int, default=None)
+    p.add_argument("--max-active-jobs", type=int, default=None)
     a = p.parse_args(argv)
-    return _run(Path(a.dir).resolve(), a.guidance_config, a.jobs_port, a.tokens_file, a.inversion_models_dir)
+    limits = JobsLimits(a.subject_cpus, a.max_running_per_tenant, a.max_active_jobs)
+    return _run(Path(a.dir).resolve(), a.guidance_config, a.jobs_port, a.tokens_file, a.inversion_models_dir, limits)
 
 
 if __name__ == "__main__":

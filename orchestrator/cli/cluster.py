@@ -15,6 +15,12 @@ def add_parsers(sub) -> None:
     cl.add_argument("--inversion-models-dir", default=None,
                     help="the inversion service's generators: DIR/inversion/<name> (default: none)")
     cl.add_argument("--jobs-port", type=int, default=50050)
+    cl.add_argument("--subject-cpus", type=float, default=None,
+                    help="CPUs each running subject's Ray actor holds (serve jobs --subject-cpus; default 1)")
+    cl.add_argument("--max-running-per-tenant", type=int, default=None,
+                    help="subjects running at once per tenant (serve jobs --max-running-per-tenant; default 2)")
+    cl.add_argument("--max-active-jobs", type=int, default=None,
+                    help="queued + running jobs per tenant (serve jobs --max-active-jobs; default 4)")
     cl.add_argument("--tokens-file", default=None)
     cl.add_argument("--jobs-address", action="store_true", help="status: print only the jobs address")
     cl.set_defaults(func=cmd_cluster)
@@ -26,8 +32,9 @@ def cmd_cluster(args) -> int:
 
     directory = Path(args.dir).expanduser().resolve() if args.dir else cluster_dir()
     if args.cluster_command == "up":
+        limits = cluster.JobsLimits(args.subject_cpus, args.max_running_per_tenant, args.max_active_jobs)
         state = cluster.up(directory, args.guidance_config, args.jobs_port, args.tokens_file,
-                           inversion_models_dir=args.inversion_models_dir)
+                           inversion_models_dir=args.inversion_models_dir, jobs_limits=limits)
         print(f"HeadForge is up (supervisor pid {state['pid']}); jobs service at {state['jobs']}")
         for name, address in state["services"].items():
             print(f"  {name:<9} {address}")

@@ -32,3 +32,25 @@ def test_the_jobs_service_of_a_cluster_gives_its_workers_the_inversion_address(t
 def test_without_a_models_dir_the_inversion_service_starts_bare(tmp_path):
     specs = {s.name: s for s in cluster.service_specs(Path(tmp_path), None, 50999, None)}
     assert specs["inversion"].args == []
+
+
+def test_the_jobs_limits_reach_serve_jobs_and_are_left_out_when_not_given(tmp_path):
+    """cluster up's --subject-cpus / --max-running-per-tenant / --max-active-jobs become serve jobs' own flags;
+    without them serve jobs keeps its defaults (no flag is passed)."""
+    limits = cluster.JobsLimits(subject_cpus=0.25, max_running_per_tenant=4, max_active_jobs=8)
+    jobs_args = {s.name: s for s in cluster.service_specs(tmp_path, None, 50999, None, jobs_limits=limits)}["jobs"].args
+    args = build_parser().parse_args(["serve", "jobs", *jobs_args])
+    assert (args.subject_cpus, args.max_running_per_tenant, args.max_active_jobs) == (0.25, 4, 8)
+
+    bare = {s.name: s for s in cluster.service_specs(tmp_path, None, 50999, None)}["jobs"].args
+    assert not {"--subject-cpus", "--max-running-per-tenant", "--max-active-jobs"} & set(bare)
+    defaults = build_parser().parse_args(["serve", "jobs", *bare])
+    assert (defaults.subject_cpus, defaults.max_running_per_tenant, defaults.max_active_jobs) == (1.0, 2, 4)
+
+
+def test_cluster_up_parses_the_jobs_limits():
+    """The CLI's flags (None when not given: the supervisor's argv then carries none of them)."""
+    args = build_parser().parse_args(["cluster", "up", "--subject-cpus", "0.5", "--max-active-jobs", "6"])
+    assert (args.subject_cpus, args.max_running_per_tenant, args.max_active_jobs) == (0.5, None, 6)
+    assert cluster.JobsLimits(0.5, None, 6).args() == ["--subject-cpus", "0.5", "--max-active-jobs", "6"]
+    assert cluster.JobsLimits().args() == []
