@@ -56,6 +56,11 @@ def _locked(directory: Path) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    try:   # a supervisor this process started and that has exited is a zombie until reaped: reap it
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:   # not this process's child
+        pass
     try:
         os.kill(pid, 0)
         return True
