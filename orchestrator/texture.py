@@ -204,6 +204,18 @@ def region_map(template, size: int) -> np.ndarray:
     return template.region[vid]
 
 
+def _drop_wall_on_ears(texture: np.ndarray, visibility: np.ndarray, regions: np.ndarray, tones: PhotoTones
+                       ) -> np.ndarray:
+    """visibility without the ear texels whose photo colour is nearer the wall's than the skin's: the
+    template's ears stand out past most photos' ears, and a head mask that took in a pale wall beside
+    white hair paints them with the wall."""
+    if tones.background is None:
+        return visibility
+    ears = (regions == REGION_EAR) & (visibility > 0)
+    wall = np.linalg.norm(texture - tones.background, axis=-1) < np.linalg.norm(texture - tones.skin, axis=-1)
+    return np.where(ears & wall, 0.0, visibility).astype(visibility.dtype)
+
+
 def complete_texture(texture: np.ndarray, visibility: np.ndarray, template, tones: PhotoTones,
                      yaw_deg: float = 0.0) -> tuple[np.ndarray, dict]:
     """The full texture: photo where seen, mirror where only the other side was seen, then a smooth fill
@@ -216,10 +228,14 @@ def complete_texture(texture: np.ndarray, visibility: np.ndarray, template, tone
     w_face = yaw_mirror_weight(yaw_deg)
     w_rest = yaw_mirror_weight(yaw_deg, 25.0, 50.0)
     mirror_weight = np.where(regions == REGION_SKIN, w_face, w_rest).astype(np.float32)
+    visibility = _drop_wall_on_ears(texture, visibility, regions, tones)
     mirrored, conf, took_mirror = mirror_fill(texture, visibility, mirror_weight)
     conf = feather(conf, width=T / 48, inset=T / 256)
     known = conf > 0
     fill = push_pull(mirrored, conf)
+    # ears and neck are skin: filled from what the photo showed of skin, not from the hair around the ears
+    skin_like = np.isin(regions, (REGION_EAR, REGION_NECK))
+    fill[skin_like] = push_pull(mirrored, conf * (regions != REGION_SCALP))[skin_like]
     palette = np.stack([tones.skin, tones.hair, tones.skin * 0.92, tones.skin * 0.85]).astype(np.float32)
     prior = _wrap_blur(palette[regions], T / 24)
     # hair is not paint: faint strands running down the scalp (deterministic noise, long in v, short in u)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.texture import (PhotoTones, complete_texture, mirror_fill, photo_tones, push_pull, region_map,
-                                  REGION_EAR, REGION_NECK, REGION_SCALP)
+                                  REGION_EAR, REGION_NECK, REGION_SCALP, REGION_SKIN)
 
 
 def test_mirror_fill_copies_the_seen_side_onto_the_unseen_side():
@@ -174,3 +174,25 @@ def test_unseen_scalp_gets_the_seen_hairs_structure(template):
     back[:, 40:216] = False                   # the back of the head, far from anything seen
     assert back.sum() > 500
     assert local_std(out, back) > 0.3 * local_std(out, seen), (local_std(out, back), local_std(out, seen))
+
+
+def test_ears_are_skin_not_the_wall_or_the_hair(template):
+    """The template's ears stand out past most photos' ears: where the photo gave them the wall's colour
+    (a pale wall taken into the head mask beside white hair) they are dropped, and ears and neck are filled
+    from the skin the photo showed, not from the hair round the ears."""
+    T = 128
+    regions = region_map(template, T)
+    skin, hair, wall = np.array([0.7, 0.5, 0.4]), np.array([0.9, 0.9, 0.88]), np.array([0.95, 0.93, 0.85])
+    tex = np.zeros((T, T, 3), np.float32)
+    vis = np.zeros((T, T), np.float32)
+    tex[regions == REGION_SKIN], vis[regions == REGION_SKIN] = skin, 0.9
+    tex[regions == REGION_SCALP], vis[regions == REGION_SCALP] = hair, 0.9
+    tex[regions == REGION_EAR], vis[regions == REGION_EAR] = wall, 0.6
+    tones = PhotoTones(skin.astype(np.float32), hair.astype(np.float32), 1000, 1000, wall.astype(np.float32))
+    out, _ = complete_texture(tex, vis, template, tones)
+    ears = out[regions == REGION_EAR]
+    assert np.linalg.norm(ears.mean(0) - skin) < 0.15, ears.mean(0)   # the wall and the hair are 0.5-0.6 away
+    # a photo that shows real ears keeps them
+    tex[regions == REGION_EAR] = skin * 0.9
+    out, _ = complete_texture(tex, vis, template, tones)
+    np.testing.assert_allclose(out[regions == REGION_EAR].mean(0), skin * 0.9, atol=0.05)
