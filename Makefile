@@ -39,14 +39,16 @@ demo: $(STAMP)
 test: $(STAMP) $(VIEWER_STAMP)
 	$(if $(wildcard .triton-venv/bin/python),HEADFORGE_TRITON_VENV=$(CURDIR)/.triton-venv) $(PY) -m pytest -q tests
 
-# The gRPC fuzzers at full size: FUZZ_EXAMPLES generated requests per service (render, guidance, jobs, and
-# raw non-protobuf bodies to every method of face/render/guidance/jobs); `make test` runs a fixed-seed share.
+# The gRPC fuzzers at full size: FUZZ_EXAMPLES generated requests per service (render, guidance, jobs, face,
+# inversion, and raw non-protobuf bodies to every method of face/render/guidance/jobs); `make test` runs a
+# fixed-seed share.
 # Figures (requests, statuses, server RSS before/after) in out/fuzz/<service>.json.
 FUZZ_EXAMPLES ?= 10000
 fuzz: $(STAMP)
 	HEADFORGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HEADFORGE_FUZZ_REPORT_DIR=$(CURDIR)/out/fuzz $(PY) -m pytest -q -s \
 		tests/fuzz/test_fuzz_render_server.py tests/fuzz/test_fuzz_guidance_server.py \
-		tests/fuzz/test_fuzz_jobs_server.py tests/fuzz/test_fuzz_raw_bodies.py
+		tests/fuzz/test_fuzz_jobs_server.py tests/fuzz/test_fuzz_face_server.py tests/inversion/test_fuzz.py \
+		tests/fuzz/test_fuzz_raw_bodies.py
 
 # A `cluster up` soak: 16 concurrent analytic_prior jobs for SOAK_MINUTES, RSS slopes, orphans (out/soak.json).
 SOAK_MINUTES ?= 10

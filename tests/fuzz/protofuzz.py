@@ -9,8 +9,8 @@ never INTERNAL, UNKNOWN, UNAVAILABLE or the client's deadline; and a request hol
 answered OK (proto3 enums are open: an unknown value must be refused, naming the field, not read as a
 default).
 
-Examples per fuzzer: HEADFORGE_FUZZ_EXAMPLES (`make fuzz` sets 10000 per service); unset, the fixed-seed
-share `make test` runs. Each run writes its figures (requests, statuses, server RSS before and after) to
+Examples per fuzzer: HEADFORGE_FUZZ_EXAMPLES (`make fuzz` sets 10000 per service; scaled() shares them out
+between a file's tests); unset, the fixed-seed share `make test` runs. Each run writes its figures (requests, statuses, server RSS before and after) to
 HEADFORGE_FUZZ_REPORT_DIR when that is set.
 """
 
@@ -44,6 +44,27 @@ RSS_GROWTH_LIMIT_MB = 400   # resident memory a fuzz run may add to a server (ca
 def examples(share: int) -> int:
     """HEADFORGE_FUZZ_EXAMPLES, else `share` (the fixed-seed part `make test` runs)."""
     return int(os.environ.get("HEADFORGE_FUZZ_EXAMPLES", share))
+
+
+def scaled(share: int, file_share: int) -> int:
+    """One fuzz test's examples in a file of several: `share` in `make test`; with HEADFORGE_FUZZ_EXAMPLES = N,
+    its part of N (the file's shares sum to file_share), so the file sends about N requests in all."""
+    n = os.environ.get("HEADFORGE_FUZZ_EXAMPLES")
+    return share if n is None else math.ceil(share * int(n) / file_share)
+
+
+def write_figures(service: str, requests: int, statuses: dict[str, int], rss_before: float, rss_after: float,
+                  seconds: float, **extra) -> dict:
+    """A fuzz run's figures, printed and (when HEADFORGE_FUZZ_REPORT_DIR is set) written there as
+    <service>.json; RSS in MB."""
+    figures = {"service": service, "requests": requests, "statuses": statuses, **extra,
+               "rss_mb_before": round(rss_before, 1), "rss_mb_after": round(rss_after, 1), "seconds": round(seconds, 1)}
+    out_dir = os.environ.get("HEADFORGE_FUZZ_REPORT_DIR")
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / f"{service}.json").write_text(json.dumps(figures, indent=1))
+    print(json.dumps({k: v for k, v in figures.items() if k != "by_method"}))
+    return figures
 
 
 def fuzz_settings(n: int):
@@ -318,14 +339,8 @@ class Caller:
         """The run's figures (also written to HEADFORGE_FUZZ_REPORT_DIR/<service>.json when set); asserts
         the server's RSS grew less than rss_limit_mb."""
         after = rss_mb(self.server.proc.pid)
-        figures = {"service": service, "requests": self.requests, "statuses": self.statuses(),
-                   "by_method": dict(sorted(self.outcomes.items())), "rss_mb_before": round(self.rss_before, 1),
-                   "rss_mb_after": round(after, 1), "seconds": round(time.monotonic() - self.started, 1)}
-        out_dir = os.environ.get("HEADFORGE_FUZZ_REPORT_DIR")
-        if out_dir:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            (Path(out_dir) / f"{service}.json").write_text(json.dumps(figures, indent=1))
-        print(json.dumps({k: v for k, v in figures.items() if k != "by_method"}))
+        figures = write_figures(service, self.requests, self.statuses(), self.rss_before, after,
+                                time.monotonic() - self.started, by_method=dict(sorted(self.outcomes.items())))
         figures["rss_limit_mb"] = rss_limit_mb
         assert after - self.rss_before < rss_limit_mb, figures
         return figures

@@ -9,6 +9,9 @@ renders. Work per example is bounded (Invert steps <= 3, mesh grids <= 80) so th
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
 import grpc
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headforge.v1 import common_pb2, inversion_pb2, inversion_pb2_grpc
+from tests.fuzz.protofuzz import RSS_GROWTH_LIMIT_MB, rss_mb, scaled, write_figures
 from services.common.images import encode_png
 
 Code = grpc.StatusCode
@@ -24,15 +28,21 @@ DELIBERATE = {Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION, Code.RESOURCE_EXH
 DType = common_pb2.Tensor.DType
 FLOAT32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
 META = (("authorization", "Bearer tok-a"),)
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
+# 25 examples per fuzz test in `make test`; `make fuzz` shares HEADFORGE_FUZZ_EXAMPLES out over the three
+FUZZ = settings(max_examples=scaled(25, 75), deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+STATUSES: Counter = Counter()
 
 
 @pytest.fixture(scope="module")
 def stub(inversion_server):
     channel = grpc.insecure_channel(inversion_server.address)
+    rss_before, started = rss_mb(inversion_server.proc.pid), time.monotonic()
     yield inversion_pb2_grpc.InversionServiceStub(channel)
     channel.close()
+    after = rss_mb(inversion_server.proc.pid)
+    write_figures("inversion", sum(STATUSES.values()), dict(STATUSES), rss_before, after, time.monotonic() - started)
+    assert after - rss_before < RSS_GROWTH_LIMIT_MB, (rss_before, after)
 
 
 def check(call):
@@ -41,7 +51,9 @@ def check(call):
         result = call()
         if hasattr(result, "__iter__") and not hasattr(result, "DESCRIPTOR"):
             list(result)
+        STATUSES["OK"] += 1
     except grpc.RpcError as err:
+        STATUSES[err.code().name] += 1
         assert err.code() in DELIBERATE, f"{err.code()}: {err.details()}"
         status = rpc_status.from_call(err)
         assert status is not None and status.details, "no ErrorInfo"
