@@ -55,6 +55,7 @@ def fuzz_settings(n: int):
 
 OUTCOMES: dict[tuple[str, str], int] = {}  # (fuzz test, status or known bug) -> count, for the floors below
 # the gRPC fuzz tests' examples in `make test` (150 + 200 + 160 + 50 + 80 + 80 + 40); `make fuzz` scales them
+# (by 1.1: at 10,000 the tests send about 5% fewer than asked, Hypothesis running out of distinct examples)
 GRPC_SHARE = 760
 
 
@@ -126,7 +127,8 @@ def caller(face_server):
     c.close()
     statuses: dict[str, int] = {}
     for (_, outcome), n in OUTCOMES.items():
-        statuses[outcome] = statuses.get(outcome, 0) + n
+        if outcome in Code.__members__:    # the outcomes also count other things (faces found)
+            statuses[outcome] = statuses.get(outcome, 0) + n
     after = rss_mb(face_server.proc.pid)
     write_figures("face", sum(statuses.values()), statuses, rss_before, after, time.monotonic() - started)
     assert after - rss_before < RSS_GROWTH_LIMIT_MB, (rss_before, after)
@@ -352,7 +354,7 @@ def invalid_option_fields(o: face_pb2.AnalyzeOptions) -> set[str]:
 def test_fuzz_random_bytes(caller, astronaut_png):
     test = "random_bytes"
 
-    @fuzz_settings(scaled(150, GRPC_SHARE))
+    @fuzz_settings(scaled(150, GRPC_SHARE, 1.1))
     @given(random_bytes)
     def run(data):
         code, _, info = caller("Analyze", _analyze_request(data), ("image",), test)
@@ -371,7 +373,7 @@ def test_fuzz_mutated_files_match_the_local_decoder(client, caller, seeds, astro
     decodes is analysed (its size reported as decoded)."""
     test = "mutated_files"
 
-    @fuzz_settings(scaled(200, GRPC_SHARE))
+    @fuzz_settings(scaled(200, GRPC_SHARE, 1.1))
     @given(mutated_file(seeds))
     def run(case):
         name, steps, data = case
@@ -408,7 +410,7 @@ def test_fuzz_mutated_files_match_the_local_decoder(client, caller, seeds, astro
 def test_fuzz_pixel_tensors(caller, astronaut_png):
     test = "pixel_tensors"
 
-    @fuzz_settings(scaled(160, GRPC_SHARE))
+    @fuzz_settings(scaled(160, GRPC_SHARE, 1.1))
     @given(st.one_of(random_tensor(), pixel_tensor()), st.booleans())
     def run(tensor, fast):
         options = face_pb2.AnalyzeOptions(skip_masks=True, skip_crop=True) if fast else None
@@ -432,7 +434,7 @@ def test_fuzz_analyze_options(caller, seeds, astronaut_png):
     test = "options"
     images = {"face": seeds["face_jpeg"], "no_face": seeds["png"]}
 
-    @fuzz_settings(scaled(50, GRPC_SHARE))
+    @fuzz_settings(scaled(50, GRPC_SHARE, 1.1))
     @given(analyze_options(), st.sampled_from(["face", "face", "no_face"]))
     def run(options, which):
         code, reply, info = caller("Analyze", _analyze_request(images[which], options), ("options",), test)
@@ -491,7 +493,7 @@ def test_fuzz_compare(caller, seeds, astronaut_embedding, astronaut_png):
             s.embedding.CopyFrom(draw(random_tensor()))
         return s
 
-    @fuzz_settings(scaled(80, GRPC_SHARE))
+    @fuzz_settings(scaled(80, GRPC_SHARE, 1.1))
     @given(side(), side())
     def run(a, b):
         code, reply, _ = caller("Compare", face_pb2.CompareRequest(a=a, b=b), ("a", "b"), test)
@@ -529,7 +531,7 @@ def test_fuzz_identity_loss(caller, astronaut_png):
                                        data=np.ones((max(rows, 1), 128), "<f4").tobytes()),
         st.integers(0, 3)))
 
-    @fuzz_settings(scaled(80, GRPC_SHARE))
+    @fuzz_settings(scaled(80, GRPC_SHARE, 1.1))
     @given(images(), reference, landmarks)
     def run(imgs, ref, lms):
         request = face_pb2.IdentityLossRequest(images=imgs, reference_embedding=ref, landmarks=lms)
@@ -548,7 +550,7 @@ def test_fuzz_client_errors_are_typed(client, seeds, astronaut_embedding):
     """Through GrpcFaceClient every refusal is a typed HeadForgeError of a deliberate kind."""
     embedding, _ = astronaut_embedding
 
-    @fuzz_settings(scaled(40, GRPC_SHARE))
+    @fuzz_settings(scaled(40, GRPC_SHARE, 1.1))
     @given(random_bytes, st.sampled_from(["analyze", "compare_bytes", "compare_embedding"]))
     def run(data, how):
         try:

@@ -142,12 +142,16 @@ def test_guidance_killed_mid_job_is_restarted_and_the_job_completes(cluster):
     store, sup = cluster["store"], cluster["supervisor"]
     restarts = sup.restarts["guidance"]
     scenes, actors = open_scenes(cluster), alive_subject_actors()
-    job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "60"})
-    wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 5)
+    job_id = submit(store, "analytic_prior", {"stages.optimise.iterations": "60", "checkpoint_every": "10"})
+    killed_at = optimise_step(wait(store, job_id, 120, until=lambda j: optimise_step(j) >= 14))
     os.kill(sup.pid("guidance"), signal.SIGKILL)
     job = wait(store, job_id)
     assert job.state == "succeeded", job.error_message
     assert sup.restarts["guidance"] == restarts + 1
+    state = json.loads(cluster["artifacts"].read(job_id, "checkpoints/state.json"))
+    assert state["steps"]["optimise"] == 60
+    # the client's retries ride out the restart, or the stage restarts from its last checkpoint
+    assert all(r["step"] >= killed_at - 10 for r in state.get("resumed_from", []))
     assert settle(lambda: open_scenes(cluster) == scenes and alive_subject_actors() == actors)   # nothing leaked
 
 
