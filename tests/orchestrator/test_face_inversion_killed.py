@@ -30,7 +30,7 @@ from services.face import convert as face_convert
 from services.inversion import convert as inversion_convert
 from tests.integration.test_server_runtime import sample, scrape
 from tests.orchestrator.cluster_checks import alive_subject_actors, open_scenes, settle
-from tests.orchestrator.test_ray_runtime import optimise_step, wait
+from tests.orchestrator.test_ray_runtime import optimise_step, stage_step, wait
 
 CHECKPOINT_EVERY = 10
 
@@ -110,11 +110,6 @@ def _calls(port: int, service: str, method: str) -> float:
     return sample(scrape(port), "headforge_rpc_calls_total", service=service, method=f"/{full}/{method}", code="OK")
 
 
-def _stage_step(job, name: str) -> int:
-    stage = next(s for s in job.stages if s.name == name)
-    return stage.progress.step if stage.progress else 0
-
-
 def test_face_killed_mid_job_is_restarted_and_the_job_completes(cluster, astronaut):
     """IdentityLoss is called on every step; face is SIGKILLed at step >= 14 (checkpoint every 10). The
     client's retries ride out the restart, or the stage restarts from its last checkpoint: either way the job
@@ -148,7 +143,7 @@ def test_inversion_killed_mid_invert_reruns_the_stage_and_the_job_completes(clus
     store, sup = cluster["store"], cluster["supervisor"]
     scenes, actors = open_scenes(cluster), alive_subject_actors()
     job_id = _submit(store, INVERT_RECIPE, encode_png(astronaut))
-    job = wait(store, job_id, 180, until=lambda j: _stage_step(j, "invert") >= 5 or j.state not in ("queued",
+    job = wait(store, job_id, 180, until=lambda j: stage_step(j, "invert") >= 5 or j.state not in ("queued",
                                                                                                    "running"))
     assert job.state == "running", job.error_message
     os.kill(sup.pid("inversion"), signal.SIGKILL)

@@ -78,9 +78,14 @@ def wait(store: JobStore, job_id: str, timeout_s: float = 300, until=None):
     raise AssertionError(f"job {job_id} still {store.get_any(job_id).state} after {timeout_s}s")
 
 
-def optimise_step(job) -> int:
-    stage = next(s for s in job.stages if s.name == "optimise")
+def stage_step(job, name: str) -> int:
+    """The step the store shows for a job's stage (0 before its first progress)."""
+    stage = next(s for s in job.stages if s.name == name)
     return stage.progress.step if stage.progress else 0
+
+
+def optimise_step(job) -> int:
+    return stage_step(job, "optimise")
 
 
 def test_photo_to_gaussians_over_grpc_services(cluster, astronaut):

@@ -348,13 +348,11 @@ def limits_for(a) -> dict:
 
 
 def headforge(*args: str, timeout_s: float = 360) -> subprocess.CompletedProcess:
-    """`headforge ARGS` (python -m orchestrator.cli) from the checkout; RuntimeError with its output when it fails.
-    A subprocess, as a user runs it: the detached supervisor is then not this process's child (down() waits
-    for its pid to go, and an unreaped child of ours would linger as a zombie)."""
-    from services.common.process import ROOT
+    """tests.helpers.headforge (a subprocess, as a user runs it: the detached supervisor is then not this
+    process's child), raising RuntimeError with its output when it fails."""
+    from tests.helpers import headforge as run
 
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout_s)
+    r = run(*args, timeout=timeout_s)
     if r.returncode != 0:
         raise RuntimeError(f"headforge {' '.join(args)} exited {r.returncode}:\n{r.stdout}{r.stderr}")
     return r

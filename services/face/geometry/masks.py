@@ -64,9 +64,12 @@ def head_mask(image: np.ndarray, lm68: np.ndarray, face: np.ndarray | None = Non
         eroded = cv2.erode(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
         far = _half_plane((h, w), (lm68[0] + lm68[16]) / 2, np.sign(turn) * right)   # where the nose points
         inner = np.where(far, eroded, face)
-    face_roi, inner_roi = (cv2.erode(cv2.resize(m[y0:y1, x0:x1], (roi.shape[1], roi.shape[0]),
-                                                interpolation=cv2.INTER_NEAREST), np.ones((3, 3), np.uint8))
-                           for m in (face, inner))
+    def to_roi_mask(m: np.ndarray) -> np.ndarray:
+        m = cv2.resize(m[y0:y1, x0:x1], (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_NEAREST)
+        return cv2.erode(m, np.ones((3, 3), np.uint8))
+
+    face_roi = to_roi_mask(face)
+    inner_roi = face_roi if inner is face else to_roi_mask(inner)
     seed[face_roi > 0] = cv2.GC_PR_FGD
     seed[inner_roi > 0] = cv2.GC_FGD
     below_jaw = _below_jaw(to_roi(lm68[JAW]), up, roi.shape[:2])

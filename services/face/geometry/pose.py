@@ -83,8 +83,7 @@ def _translation(obj: np.ndarray, lm68: np.ndarray, R: np.ndarray, K: np.ndarray
     A = np.zeros((2 * len(obj), 3))
     A[0::2, 0], A[1::2, 1] = 1.0, 1.0
     A[0::2, 2], A[1::2, 2] = -uv[:, 0], -uv[:, 1]
-    b = np.r_[uv[:, 0] * rotated[:, 2] - rotated[:, 0], uv[:, 1] * rotated[:, 2] - rotated[:, 1]]
-    b = np.stack([b[:len(obj)], b[len(obj):]], 1).reshape(-1)
+    b = (uv * rotated[:, 2:3] - rotated[:, :2]).reshape(-1)   # rows x0, y0, x1, y1, ... as in A
     return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
