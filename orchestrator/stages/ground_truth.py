@@ -8,6 +8,9 @@ tracing, into the report's ground_truth section:
                      surface points the depth renders of the scene and of the head see at the same views
   markings           the fraction of marking-green pixels in the +90 and -90 views; correct_side when the
                      +X view shows them and the -X view (nearly) does not
+With truth gan_sample the known head is a sample of the inversion service's generator (the field an oracle with
+that sample's exemplar_field renders, services/core/field_render.py), there are no markings (None), and for a field
+scene the figures add decoder_sha256 (a digest of the scene's decoder weights: a frozen renderer keeps it).
 None of this is a result about a person: it proves that cameras, signs, schedules and stages are right."""
 
 from __future__ import annotations
@@ -22,13 +25,33 @@ from services.core.cameras import PinholeCamera, orbit_camera
 WHITE = np.ones(3, np.float32)
 
 
-def ground_truth(cameras: list[PinholeCamera]) -> dict[str, np.ndarray]:
-    """The marked procedural head at cameras: rgb, alpha, depth, normal_world as numpy (N, C, H, W)."""
+def ground_truth(cameras: list[PinholeCamera], field_npz: bytes | None = None) -> dict[str, np.ndarray]:
+    """The marked procedural head (or the field of field_npz) at cameras on white: rgb, alpha, depth,
+    normal_world as numpy (N, C, H, W)."""
     from services.core.camera_batch import CameraBatch
-    from services.core.procedural_head import render_head
 
-    out = render_head(CameraBatch.from_pinholes(cameras), markings=True)
+    batch = CameraBatch.from_pinholes(cameras)
+    if field_npz is not None:
+        from services.core.field_render import FieldRenderer
+
+        out = FieldRenderer.from_npz(field_npz).render(batch, ["rgb", "alpha", "depth", "normal_world"])
+    else:
+        from services.core.procedural_head import render_head
+
+        out = render_head(batch, markings=True)
     return {k: v.numpy().astype(np.float32) for k, v in out.items()}
+
+
+def decoder_digest(field_npz: bytes) -> str:
+    """The first 16 hex of the SHA-256 of a field file's decoder arrays (order and bytes)."""
+    import hashlib
+    import io
+
+    h = hashlib.sha256()
+    with np.load(io.BytesIO(field_npz), allow_pickle=False) as npz:
+        for k in sorted(k for k in npz.files if k.startswith("decoder.")):
+            h.update(k.encode() + np.ascontiguousarray(npz[k], np.float32).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _points(depth: np.ndarray, alpha: np.ndarray, cameras: list[PinholeCamera]) -> np.ndarray:
@@ -61,15 +84,16 @@ def marking_fraction(rgb: np.ndarray) -> float:
     return float((np.abs(rgb - np.asarray(MARKING_RGB)[:, None, None]).max(0) < 0.15).mean())
 
 
-def measure(render_client, scene_id: str, params: GroundTruthCheckParams) -> dict:
-    """The figures of the module docstring for a scene in the render service."""
+def measure(render_client, scene_id: str, params: GroundTruthCheckParams, truth_npz: bytes | None = None) -> dict:
+    """The figures of the module docstring for a scene in the render service, against the procedural head or
+    the field of truth_npz."""
     size = params.resolution
     cams = [orbit_camera(a, params.elevation, params.radius, fov_deg=params.fov, width=size, height=size)
             for a in params.azimuths]
     side = [orbit_camera(a, 0.0, params.radius, fov_deg=params.fov, width=size, height=size) for a in (90.0, -90.0)]
     out = render_client.render(scene_id, cams + side, ["rgb", "alpha", "depth", "normal_world"],
                                background=WHITE).outputs
-    truth = ground_truth(cams)
+    truth = ground_truth(cams, truth_npz)
     n = len(cams)
     mse = np.mean((np.clip(out["rgb"][:n], 0, 1) - truth["rgb"]) ** 2, axis=(1, 2, 3))
     both = (out["alpha"][:n, 0] > 0.5) & (truth["alpha"][:, 0] > 0.5)
@@ -77,17 +101,31 @@ def measure(render_client, scene_id: str, params: GroundTruthCheckParams) -> dic
     cos = np.clip((pred * truth["normal_world"]).sum(1), -1, 1)
     angle = np.degrees(np.arccos(cos))[both]
     left, right = marking_fraction(out["rgb"][n]), marking_fraction(out["rgb"][n + 1])
+    markings = None if truth_npz is not None else {"plus_x_view": round(left, 4), "minus_x_view": round(right, 4),
+                                                   "correct_side": bool(left > 0.005 and left > 4 * right)}
     return {"views_deg": list(params.azimuths), "elevation_deg": params.elevation, "resolution": size,
             "psnr_db": round(float(np.mean(-10 * np.log10(np.maximum(mse, 1e-10)))), 2),
             "normal_error_deg": round(float(angle.mean()), 2) if angle.size else None,
             "chamfer": round(chamfer(_points(out["depth"][:n], out["alpha"][:n], cams),
                                      _points(truth["depth"], truth["alpha"], cams)), 4),
-            "markings": {"plus_x_view": round(left, 4), "minus_x_view": round(right, 4),
-                         "correct_side": bool(left > 0.005 and left > 4 * right)}}
+            "markings": markings}
 
 
 def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
-    figures = measure(ctx.clients.render, ensure_scene(ctx), params)
+    from services.core.planes import FIELD_KINDS
+
+    truth_npz = None
+    if params.truth == "gan_sample":
+        from orchestrator.stages.invert import find_generator
+        from services.inversion.types import Latent
+
+        _, info = find_generator(ctx, params.gan.generator)
+        truth_npz = ctx.clients.inversion.export_field(Latent.sample(params.gan.seed, info.name,
+                                                                     params.gan.truncation_psi))
+    scene_id = ensure_scene(ctx)
+    figures = measure(ctx.clients.render, scene_id, params, truth_npz)
+    if ctx.state["scene"]["kind"] in FIELD_KINDS:
+        figures["decoder_sha256"] = decoder_digest(ctx.clients.render.export(scene_id, "npz"))
     sections = ctx.state.setdefault("report", {})
     sections.setdefault("ground_truth", {"note": "a test against the oracle prior's known head, not a result"})
     sections["ground_truth"][params.label or ctx.stage] = figures

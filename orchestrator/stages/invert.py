@@ -50,6 +50,23 @@ def _crop_face(ctx: StageContext, style: str, crop_size: int, with_mask: bool):
     return best
 
 
+def _reference_crop(ctx: StageContext):
+    """(picture (S, S, 3) uint8, its world camera, head mask (S, S) uint8) of preprocess's reference view."""
+    from orchestrator.stages.context import camera_from_json
+    from services.common.images import decode_png
+
+    ref = ctx.state.get("reference")
+    if ref is None:
+        raise FailedPrecondition(f"{ctx.stage} with crop reference needs a preprocess stage before it",
+                                 reason="NO_REFERENCE")
+    picture = decode_png(ctx.read_artifact(ref["image"]))[..., :3]
+    if picture.shape[0] != picture.shape[1]:
+        raise FailedPrecondition(f"{ctx.stage}: crop reference inverts a square reference view, got "
+                                 f"{picture.shape[1]}x{picture.shape[0]}", reason="REFERENCE_NOT_SQUARE")
+    mask = decode_png(ctx.read_artifact(ref["mask"]))[..., 0]
+    return picture, GanCamera.world(camera_from_json(ref["camera"])), mask
+
+
 def _finite(v: float) -> float | None:
     return round(float(v), 6) if math.isfinite(v) else None
 
@@ -58,20 +75,39 @@ def _metrics(m) -> dict | None:
     return None if m is None else {"mse": _finite(m.mse), "psnr_db": _finite(m.psnr), "lpips": _finite(m.lpips)}
 
 
-def run(ctx: StageContext, params: InvertParams) -> None:
-    inversion, render = ctx.clients.inversion, ctx.clients.render
+def find_generator(ctx: StageContext, name: str):
+    """(the inversion service's Description, the GeneratorInfo of `name` ("" = its default));
+    FailedPrecondition naming what is missing: the service (NO_INVERSION_SERVICE), the generator (NO_GENERATOR)."""
+    inversion = ctx.clients.inversion
     if inversion is None:
         raise FailedPrecondition(f"{ctx.stage} needs the inversion service", reason="NO_INVERSION_SERVICE")
     desc = inversion.describe()
-    info = next((g for g in desc.generators if g.name == params.generator or (not params.generator and g.is_default)),
-                None)
+    info = next((g for g in desc.generators if g.name == name or (not name and g.is_default)), None)
     if info is None or not info.available:
         known = [g.name for g in desc.generators]
-        why = f"unknown generator {params.generator!r}; configured: {known}" if info is None else \
+        why = f"unknown generator {name!r}; configured: {known}" if info is None else \
             f"generator {info.name!r} is unavailable ({info.unavailable_reason})"
         raise FailedPrecondition(f"{ctx.stage}: {why}", reason="NO_GENERATOR")
-    face = _crop_face(ctx, info.crop_style or "head", params.crop_size, params.use_mask)
-    ctx.artifact("invert/crop.png", encode_png(face.aligned_crop))
+    return desc, info
+
+
+def record_generator(ctx: StageContext, info) -> ModelRecord:
+    """The generator's model record, added to the report's models (its provenance says random weights)."""
+    record = ModelRecord("generator", f"inversion:{info.kind}:{info.weights_format}", info.path or info.name,
+                         info.sha256[:HASH_CHARS], provenance=info.provenance)
+    ctx.add_report_section("models", {"inversion": [asdict(record)]})
+    return record
+
+
+def run(ctx: StageContext, params: InvertParams) -> None:
+    inversion, render = ctx.clients.inversion, ctx.clients.render
+    desc, info = find_generator(ctx, params.generator)
+    if params.crop == "reference":
+        crop, camera, mask = _reference_crop(ctx)
+    else:
+        face = _crop_face(ctx, info.crop_style or "head", params.crop_size, params.use_mask)
+        crop, camera, mask = face.aligned_crop, GanCamera.generator(face.crop_camera), face.crop_head_mask
+    ctx.artifact("invert/crop.png", encode_png(crop))
 
     total = params.steps + (params.pti_steps if params.pti else 0)
     history: list[dict] = []
@@ -83,8 +119,7 @@ def run(ctx: StageContext, params: InvertParams) -> None:
         ctx.progress(step, total, ev.stage, **{k: v for k, v in ev.scalars.items() if math.isfinite(v)})
 
     try:
-        result = inversion.invert(face.aligned_crop, GanCamera.generator(face.crop_camera), generator=info.name,
-                                  mask=face.crop_head_mask if params.use_mask else None,
+        result = inversion.invert(crop, camera, generator=info.name, mask=mask if params.use_mask else None,
                                   settings=_settings(params, ctx.seed), on_progress=progress,
                                   cancelled=ctx.is_cancelled)
     except Cancelled:
@@ -114,9 +149,7 @@ def run(ctx: StageContext, params: InvertParams) -> None:
     scene = render.create_scene(output["kind"], asset=asset, optimizer=optimizer_spec(optimizer), label=ctx.job_id)
     set_job_scene(ctx, output["kind"], scene.scene_id, optimizer)
 
-    record = ModelRecord("generator", f"inversion:{info.kind}:{info.weights_format}", info.path or info.name,
-                         info.sha256[:HASH_CHARS])
-    ctx.add_report_section("models", {"inversion": [asdict(record)]})
+    record = record_generator(ctx, info)
     ctx.add_report_section("inversion", {
         "generator": {"name": info.name, "kind": info.kind, "crop_style": info.crop_style or "head",
                       "weights_format": info.weights_format, "sha256": record.sha256},

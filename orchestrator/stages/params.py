@@ -107,6 +107,15 @@ class DmtetInitParams(_Strict):
     color_field: bool = True
 
 
+class GanSampleParams(_Strict):
+    """A sample of the inversion service's generator (init source gan_sample): w = mapping(z), z ~ N(0, I)
+    from `seed`, truncated towards w_avg by truncation_psi (inversion.proto GanLatent)."""
+
+    generator: str = ""                       # "" = the inversion service's default generator
+    seed: int = Field(1, ge=1)
+    truncation_psi: float = Field(1.0, ge=0, le=1)
+
+
 class FieldInitParams(_Strict):
     """A tri-plane / tri-grid / pyramid tri-grid: 0 = the kind's default of each size."""
 
@@ -123,7 +132,7 @@ class FieldInitParams(_Strict):
 # where each representation's first scene can come from
 INIT_SOURCES = {"gaussians": ("random", "artifact"), "mesh": ("sphere", "head_template", "fitted_template", "artifact"),
                 "dmtet": ("sphere", "head_template", "fitted_template", "artifact"),
-                **{k: ("random", "artifact") for k in FIELD_KINDS}}
+                **{k: ("random", "artifact", "gan_sample") for k in FIELD_KINDS}}
 
 
 class _MakesScene(_Strict):
@@ -146,11 +155,13 @@ class _MakesScene(_Strict):
 class InitParams(_MakesScene):
     """The job's first scene. source: random (Gaussians in a ball of `radius`, a field's random features),
     sphere (an icosphere of `radius`), head_template (orchestrator/head_template), fitted_template (the
-    template_fit stage's vertices), or artifact (a job artifact: a PLY for Gaussians, a GLB/OBJ-zip/PLY mesh
-    for mesh and DMTet, an exported field NPZ for fields). lrs: shorthand for optimizer.lrs."""
+    template_fit stage's vertices), artifact (a job artifact: a PLY for Gaussians, a GLB/OBJ-zip/PLY mesh
+    for mesh and DMTet, an exported field NPZ for fields) or gan_sample (fields: the feature field of a sample
+    of the inversion service's generator, `gan`; its kind must be the representation). lrs: shorthand for
+    optimizer.lrs."""
 
     representation: Representation = "gaussians"
-    source: Literal["random", "sphere", "head_template", "fitted_template", "artifact"] | None = None
+    source: Literal["random", "sphere", "head_template", "fitted_template", "artifact", "gan_sample"] | None = None
     artifact: str = ""
     num_points: int = Field(3000, ge=16, le=2_000_000)
     radius: float = Field(0.8, gt=0)
@@ -159,6 +170,7 @@ class InitParams(_MakesScene):
     gaussians: GaussianInitParams = Field(default_factory=GaussianInitParams)
     dmtet: DmtetInitParams = Field(default_factory=DmtetInitParams)
     field: FieldInitParams = Field(default_factory=FieldInitParams)
+    gan: GanSampleParams = Field(default_factory=GanSampleParams)
 
     @model_validator(mode="after")
     def _source(self):
@@ -365,6 +377,10 @@ class InvertParams(_MakesScene):
     progress_every: int = Field(10, ge=1, le=10000)
     use_mask: bool = True                     # fit only inside the crop's head mask
     crop_size: int = Field(512, ge=64, le=2048)
+    # face: the face service's aligned crop in the generator's crop style and its crop camera; reference: the
+    # preprocess stage's reference view as it is, at its camera (a picture already framed for the generator, e.g.
+    # a render of a known scene with preprocess `given`)
+    crop: Literal["face", "reference"] = "face"
     output: Literal["field", "mesh"] = "field"
     mesh_resolution: int = Field(256, ge=32, le=1024)
     density_threshold: float = 0.0
@@ -486,7 +502,13 @@ class RefineParams(_Strict):
     backbone: str = ""
     l1: float = Field(0.0, ge=0)
     l2: float = Field(1.0, ge=0)
+    # alpha_weighted: the per-pixel loss times the rendered alpha, its gradient reaching alpha too (Portrait3D-Text's
+    # code: 1e3 * mean(mask * (x - x_hat)^2)); the mean is over every pixel
+    alpha_weighted: bool = False
     patch_size: int = Field(0, ge=0, le=2048)
+    # random_scale: a random square of side patch_size/2 .. the view's, resized to patch_size; native: a random
+    # patch_size square of the target at its own resolution (no resize)
+    patch_crop: Literal["random_scale", "native"] = "random_scale"
     optimizer: OptimizerParams | None = None
 
     @model_validator(mode="after")
@@ -499,8 +521,10 @@ class RefineParams(_Strict):
 
 
 class GroundTruthCheckParams(_Strict):
-    """A TEST stage (orchestrator/stages/ground_truth.py): compare the job's scene with the procedural head
-    the oracle prior is built on, at held-out views. Meaningful only for jobs on the oracle prior."""
+    """A TEST stage (orchestrator/stages/ground_truth.py): compare the job's scene with the known head the
+    oracle prior is built on, at held-out views: the procedural head, or (truth gan_sample) a sample of the
+    inversion service's generator, the field an oracle with that sample's exemplar_field renders. Meaningful
+    only for jobs on the oracle prior."""
 
     azimuths: list[float] = Field(default_factory=lambda: [22.5, 67.5, 112.5, 157.5, -157.5, -112.5, -67.5, -22.5],
                                   min_length=1)
@@ -509,3 +533,5 @@ class GroundTruthCheckParams(_Strict):
     fov: float = Field(35.0, gt=1, lt=170)
     resolution: int = Field(64, ge=16, le=512)
     label: str = Field("", pattern=r"^[a-z0-9_]*$")     # the report key; "" = the stage's name
+    truth: Literal["procedural_head", "gan_sample"] = "procedural_head"
+    gan: GanSampleParams = Field(default_factory=GanSampleParams)   # truth gan_sample: which sample

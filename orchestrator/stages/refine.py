@@ -50,10 +50,11 @@ def _make_targets(ctx: StageContext, scene_id: str, params: RefineParams, round_
     return name
 
 
-def _patch(image: np.ndarray, camera: PinholeCamera, size: int, rng: np.random.Generator):
-    """A random square crop of a target view: (camera of the crop at size x size, (1, 3, size, size))."""
+def _patch(image: np.ndarray, camera: PinholeCamera, size: int, rng: np.random.Generator, native: bool = False):
+    """A random square crop of a target view: (camera of the crop at size x size, (1, 3, size, size)); its side
+    is drawn from size/2 .. the view's side, or (native) is exactly `size` pixels of the target."""
     h = camera.height
-    side = int(rng.integers(max(8, size // 2), h + 1))
+    side = min(size, h) if native else int(rng.integers(max(8, size // 2), h + 1))
     x0, y0 = (int(v) for v in rng.integers(0, h - side + 1, size=2))
     crop = image[:, y0:y0 + side, x0:x0 + side].transpose(1, 2, 0)
     crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
@@ -77,10 +78,19 @@ def run(ctx: StageContext, params: RefineParams) -> None:
             k = step % len(cams)
             camera, target = cams[k], images[k:k + 1]
             if params.patch_size:
-                camera, target = _patch(images[k], cams[k], params.patch_size, step_rng(ctx.seed + state["round"], step))
-            r = render.render(scene_id, [camera], ["rgb"], requires_grad=True, background=backgrounds[k])
-            loss, grad = losses.photometric(r.outputs["rgb"], target, l1_weight=params.l1, l2_weight=params.l2)
-            render.apply_gradients(scene_id, [GradientTerm(r.step_handle, "rgb", grad.astype(np.float32), name="refine")])
+                camera, target = _patch(images[k], cams[k], params.patch_size, step_rng(ctx.seed + state["round"], step),
+                                        native=params.patch_crop == "native")
+            outputs = ["rgb", "alpha"] if params.alpha_weighted else ["rgb"]
+            r = render.render(scene_id, [camera], outputs, requires_grad=True, background=backgrounds[k])
+            if params.alpha_weighted:
+                loss, grad, grad_alpha = losses.alpha_weighted_photometric(
+                    r.outputs["rgb"], r.outputs["alpha"], target, l1_weight=params.l1, l2_weight=params.l2)
+                terms = [GradientTerm(r.step_handle, "rgb", grad.astype(np.float32), name="refine"),
+                         GradientTerm(r.step_handle, "alpha", grad_alpha.astype(np.float32), name="refine_alpha")]
+            else:
+                loss, grad = losses.photometric(r.outputs["rgb"], target, l1_weight=params.l1, l2_weight=params.l2)
+                terms = [GradientTerm(r.step_handle, "rgb", grad.astype(np.float32), name="refine")]
+            render.apply_gradients(scene_id, terms)
             state["step"] = step + 1
             if (step + 1) % ctx.checkpoint_every == 0 or step + 1 == params.iterations:
                 ctx.checkpoint(render.get_state(scene_id))

@@ -95,11 +95,30 @@ def _init_values(ctx: StageContext, params: InitParams) -> tuple[dict | None, tu
         options["samples_per_ray"] = str(f.samples_per_ray)
     if f.importance_samples is not None:
         options["importance_samples"] = str(f.importance_samples)
+    if start == "gan_sample":
+        asset = (_gan_sample(ctx, params), "npz")
     if asset is not None:
         return None, asset, options
     init = {k: v for k, v in {"resolution": f.resolution, "channels": f.channels, "depth": f.depth,
                               "levels": tuple(f.levels), "box_size": f.box_size}.items() if v}
     return init, None, options
+
+
+def _gan_sample(ctx: StageContext, params: InitParams) -> bytes:
+    """The field NPZ of the inversion service's sample params.gan (its generator recorded in the report);
+    FailedPrecondition GENERATOR_KIND_MISMATCH when the generator's field is not params.representation."""
+    from orchestrator.stages.invert import find_generator, record_generator
+    from services.inversion.types import Latent
+
+    _, info = find_generator(ctx, params.gan.generator)
+    if info.kind != params.representation:
+        raise FailedPrecondition(f"{ctx.stage}: generator {info.name!r} makes a {info.kind} field, not the "
+                                 f"{params.representation} this stage asks for", reason="GENERATOR_KIND_MISMATCH")
+    record_generator(ctx, info)
+    data = ctx.clients.inversion.export_field(Latent.sample(params.gan.seed, info.name, params.gan.truncation_psi))
+    ctx.add_report_section("init", {"gan_sample": {"generator": info.name, "seed": params.gan.seed,
+                                                   "truncation_psi": params.gan.truncation_psi}})
+    return data
 
 
 def run_init(ctx: StageContext, params: InitParams) -> None:

@@ -86,17 +86,27 @@ def source_from_proto(msg: inversion_pb2.InversionSource, field: str = "source")
         return msg.session_id
     if which == "latent":
         lat = msg.latent
-        require(bool(lat.w.data) or bool(lat.w.shape), f"{field}.latent.w", "is empty")
+        camera = camera_from_proto(lat.conditioning_camera, f"{field}.latent.conditioning_camera")
+        psi = lat.truncation_psi if lat.HasField("truncation_psi") else 1.0
+        has_w = bool(lat.w.data) or bool(lat.w.shape)
+        require(has_w or lat.z_seed > 0, f"{field}.latent.w", "is empty: give w, or z_seed > 0 for a sample")
+        require(not (has_w and lat.z_seed), f"{field}.latent.z_seed", "give w or z_seed, not both")
+        if not has_w:
+            return Latent(None, lat.generator, camera, z_seed=int(lat.z_seed), truncation_psi=float(psi))
         w = np.array(tensors.from_proto(lat.w, f"{field}.latent.w", dtypes=[DType.FLOAT32, DType.FLOAT16], ndim=(1, 2)),
                      dtype=np.float32)
-        return Latent(w, lat.generator, camera_from_proto(lat.conditioning_camera, f"{field}.latent.conditioning_camera"))
+        return Latent(w, lat.generator, camera)
     raise InvalidArgument(field, "give a session_id or a latent")
 
 
 def source_to_proto(source: str | Latent) -> inversion_pb2.InversionSource:
     if isinstance(source, str):
         return inversion_pb2.InversionSource(session_id=source)
-    lat = inversion_pb2.GanLatent(generator=source.generator, w=tensors.to_proto(np.asarray(source.w, np.float32)))
+    if source.w is None:
+        lat = inversion_pb2.GanLatent(generator=source.generator, z_seed=source.z_seed,
+                                      truncation_psi=source.truncation_psi)
+    else:
+        lat = inversion_pb2.GanLatent(generator=source.generator, w=tensors.to_proto(np.asarray(source.w, np.float32)))
     if source.conditioning_camera is not None:
         lat.conditioning_camera.CopyFrom(camera_to_proto(source.conditioning_camera))
     return inversion_pb2.InversionSource(latent=lat)

@@ -218,8 +218,10 @@ class InversionService:
         if isinstance(source, Latent):
             entry = self._entry(source.generator, f"{field_name}.latent.generator")
             gen = self._load(entry)
-            w = np.asarray(source.w, dtype=np.float32)
             n, d = gen.num_ws, gen.cfg.w_dim
+            if source.w is None:
+                return gen, self._sample(gen, source, field_name), None, None
+            w = np.asarray(source.w, dtype=np.float32)
             require(w.shape in ((n, d), (d,)), f"{field_name}.latent.w",
                     f"shape {list(w.shape)}; this generator takes ({n}, {d}) or ({d},)")
             require(bool(np.isfinite(w).all()), f"{field_name}.latent.w", "contains NaN or infinite values")
@@ -229,6 +231,23 @@ class InversionService:
             ws = (ws.expand(n, d) if ws.ndim == 1 else ws)[None].contiguous()
             return gen, ws, None, None
         raise InvalidArgument(field_name, "give a session_id or a latent")
+
+    def _sample(self, gen, source: Latent, field_name: str) -> torch.Tensor:
+        """ws (1, num_ws, w_dim) of the sample source.z_seed, truncated towards w_avg (module docstring)."""
+        require(source.z_seed > 0, f"{field_name}.latent.z_seed", "must be > 0")
+        psi = float(source.truncation_psi)
+        require(0.0 <= psi <= 1.0, f"{field_name}.latent.truncation_psi", f"must be in [0, 1], got {psi}")
+        label = None
+        if source.conditioning_camera is not None:
+            label = gen.cfg.label(gen.cfg.world_camera(source.conditioning_camera,
+                                                       f"{field_name}.latent.conditioning_camera"))
+        z = torch.randn(1, gen.cfg.z_dim, generator=torch.Generator().manual_seed(int(source.z_seed) % (1 << 63)))
+        with torch.no_grad():
+            ws = gen.map(z.to(self.device), label)
+            if psi < 1.0:
+                w_avg, _ = gen.w_stats(label)
+                ws = w_avg.to(ws) + psi * (ws - w_avg.to(ws))
+        return ws
 
     # render ----------------------------------------------------------------------------------------
 

@@ -98,11 +98,18 @@ def as_gan_camera(c: GanCamera | PinholeCamera) -> GanCamera:
 
 @dataclass
 class Latent:
-    """A latent source for an untuned generator: w (num_ws, w_dim) or (w_dim,)."""
+    """A latent source for an untuned generator: w (num_ws, w_dim) or (w_dim,), or (w None) the sample
+    mapping(z) with z ~ N(0, I) from z_seed (> 0), truncated towards w_avg by truncation_psi in [0, 1]."""
 
-    w: np.ndarray
+    w: np.ndarray | None
     generator: str = ""
     conditioning_camera: GanCamera | None = None
+    z_seed: int = 0
+    truncation_psi: float = 1.0
+
+    @classmethod
+    def sample(cls, z_seed: int, generator: str = "", truncation_psi: float = 1.0) -> "Latent":
+        return cls(None, generator, z_seed=z_seed, truncation_psi=truncation_psi)
 
 
 # invert --------------------------------------------------------------------------------------------

@@ -49,14 +49,18 @@ class InversionSource(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., latent: _Optional[_Union[GanLatent, _Mapping]] = ...) -> None: ...
 
 class GanLatent(_message.Message):
-    __slots__ = ("generator", "w", "conditioning_camera")
+    __slots__ = ("generator", "w", "conditioning_camera", "z_seed", "truncation_psi")
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
     W_FIELD_NUMBER: _ClassVar[int]
     CONDITIONING_CAMERA_FIELD_NUMBER: _ClassVar[int]
+    Z_SEED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_PSI_FIELD_NUMBER: _ClassVar[int]
     generator: str
     w: _common_pb2.Tensor
     conditioning_camera: InversionCamera
-    def __init__(self, generator: _Optional[str] = ..., w: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., conditioning_camera: _Optional[_Union[InversionCamera, _Mapping]] = ...) -> None: ...
+    z_seed: int
+    truncation_psi: float
+    def __init__(self, generator: _Optional[str] = ..., w: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., conditioning_camera: _Optional[_Union[InversionCamera, _Mapping]] = ..., z_seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ...) -> None: ...
 
 class InvertOptions(_message.Message):
     __slots__ = ("latent_space", "steps", "lr", "lr_rampup", "lr_rampdown", "w_noise", "w_noise_ramp", "noise_regularization", "l2_weight", "lpips_weight", "lpips_resolution", "init_latent", "pti", "pti_steps", "pti_lr", "pti_l2_weight", "pti_lpips_weight", "seed", "progress_every", "preview_size")

@@ -21,7 +21,11 @@ every variant (ISD, image-conditioned and its reference view, video), identity e
 scales, expressions, controls and LoRA scales (a LoRA only selects the output kind). Classifier-free
 guidance is a no-op (the conditional and unconditional rows see the same exemplar).
 
-Renders are cached per (camera, image size, working resolution, kind) in a small LRU.
+With `exemplar_field` (a field NPZ, render.proto's layout: e.g. a 3D-GAN sample written by the inversion
+service's ExportField) the known head is that field instead, rendered by services/core/field_render.py as the
+render service would (rgb over the background; normals from its density), so a GAN-initialised recipe can be
+checked against a second GAN sample. Renders are cached per (camera, image size, working resolution, kind) in
+a small LRU.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class OracleBackboneConfig(BaseModel):
     normal_convention: str = "opencv"
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)   # rgb exemplars' background, sRGB in [0, 1]
     markings: bool = True                    # the procedural head's +X-only marking
+    exemplar_field: str = ""                 # a field NPZ (relative to the config's folder) instead of the head
     supersample: int = Field(2, ge=1, le=4)  # rays per pixel side when rendering an exemplar
     cache_size: int = Field(64, ge=1)        # exemplars kept (LRU)
     # accepted (and ignored) so that recipes' identity, control and LoRA terms run
@@ -91,7 +96,7 @@ def _check_kind(kind: str, where: str) -> None:
 class OracleBackbone:
     """Implements services.guidance.backbones.base.Backbone, plus encode_cameras (module docstring)."""
 
-    def __init__(self, config: OracleBackboneConfig, device="cpu"):
+    def __init__(self, config: OracleBackboneConfig, device="cpu", base_dir: Path | None = None):
         where = f"oracle backbone {config.name!r}"
         _check_kind(config.output_kind, where)
         check_normal_convention(config.normal_convention, where)
@@ -107,6 +112,9 @@ class OracleBackbone:
         self._alphas = alphas_cumprod(SCHEDULER_CONFIG)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
+        self._field, exemplar = None, "oracle-procedural-head"
+        if config.exemplar_field:
+            self._field, exemplar = _load_field(config.exemplar_field, base_dir, where)
         self.info = BackboneInfo(
             name=config.name, backend="oracle", family="test_prior", output_kind=config.output_kind,
             normal_convention=config.normal_convention, native_resolution=config.native_resolution,
@@ -117,7 +125,7 @@ class OracleBackbone:
             expression_adapter=True,
             loras=tuple(LoraSpec(x.name, x.output_kind, x.normal_convention) for x in config.loras),
             schedulers=("ddim", "ddpm", "euler"),
-            models=(ModelRecord("test_prior", "oracle", "oracle-procedural-head", provenance="test_prior"),))
+            models=(ModelRecord("test_prior", "oracle", exemplar, provenance="test_prior"),))
 
     def alphas_cumprod(self) -> torch.Tensor:
         return self._alphas
@@ -178,13 +186,26 @@ class OracleBackbone:
             scaled.append(PinholeCamera(K, np.asarray(c.world_to_camera, np.float64), w, h))
         batch = CameraBatch.from_pinholes(scaled, field="cameras")
         s = self.config.supersample
-        if kind == "normal":
+        if self._field is not None:
+            pictures = self._render_field(batch, background, kind, convention, s)
+        elif kind == "normal":
             pictures = (head_normals(batch, "camera", supersample=s) + 1) / 2
             pictures = torch.from_numpy(convert_normal_pictures(pictures.numpy(), convention))
         else:
             pictures = render_head(batch, torch.from_numpy(np.ascontiguousarray(background)), supersample=s,
                                    markings=self.config.markings)["rgb"]
         return resize(pictures.float(), (resolution, resolution)).to(self.device) * 2 - 1
+
+    def _render_field(self, batch: CameraBatch, background: np.ndarray, kind: str, convention: str, s: int):
+        """(m, 3, h, w) pictures in [0, 1] of the exemplar field, rendered at s x s rays per pixel."""
+        fine = CameraBatch(batch.K.clone(), batch.world_to_camera, batch.width * s, batch.height * s)
+        fine.K[:, :2] *= s
+        if kind == "normal":
+            out = self._field.render(fine, ["normal_camera"])["normal_camera"]
+            pictures = torch.from_numpy(convert_normal_pictures(((out + 1) / 2).numpy(), convention))
+        else:
+            pictures = self._field.render(fine, ["rgb"], torch.from_numpy(np.ascontiguousarray(background)))["rgb"]
+        return torch.nn.functional.avg_pool2d(pictures.float(), s) if s > 1 else pictures
 
     def predict_noise(self, latents_t: torch.Tensor, timesteps: torch.Tensor, cond: BatchConditions) -> torch.Tensor:
         """The exact eps for one Gaussian around each row's exemplar (cond.cameras, from encode_cameras)."""
@@ -199,8 +220,23 @@ class OracleBackbone:
         return torch.zeros((1, 1, resolution, resolution), device=self.device)
 
 
+def _load_field(path: str, base_dir: Path | None, where: str):
+    """(FieldRenderer, file name) of an exemplar field; ModelFilesError naming the file when it is missing
+    or malformed."""
+    from services.common.errors import HeadForgeError
+    from services.core.field_render import FieldRenderer
+
+    file = Path(path) if Path(path).is_absolute() or base_dir is None else Path(base_dir) / path
+    if not file.is_file():
+        raise ModelFilesError(f"{where}: exemplar_field {str(file)!r} does not exist")
+    try:
+        return FieldRenderer.from_npz(file.read_bytes()), f"oracle-field-{file.name}"
+    except HeadForgeError as e:
+        raise ModelFilesError(f"{where}: exemplar_field {str(file)!r} is not a field file: {e.message}") from None
+
+
 def load_oracle_backbone(config: OracleBackboneConfig | dict, base_dir: Path, device="cpu") -> OracleBackbone:
-    """One `backend: oracle` entry of guidance.yaml (pydantic ValidationError on a bad field); base_dir is
-    unused (the oracle has no files)."""
+    """One `backend: oracle` entry of guidance.yaml (pydantic ValidationError on a bad field); base_dir: the
+    folder a relative exemplar_field is read from."""
     cfg = config if isinstance(config, OracleBackboneConfig) else OracleBackboneConfig.model_validate(config)
-    return OracleBackbone(cfg, device)
+    return OracleBackbone(cfg, device, base_dir)
