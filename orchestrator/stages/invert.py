@@ -5,7 +5,8 @@ colours). Needs preprocess before it: the working photo is analysed again for th
 camera in the generator's crop style (preprocess asks for no crop), and the face nearest preprocess's
 landmarks is inverted. Writes invert/crop.png, invert/reconstruction.png and invert/latent.npz; adds the
 inversion section of report.json (settings, loss history, final metrics, the generator) and the
-generator's model record."""
+generator's model record; with optimize_camera, the section's "camera" holds the optimised crop camera
+(world units) and its yaw/pitch/roll offsets."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from services.inversion.types import Cancelled, GanCamera, InvertSettings
 def _settings(params: InvertParams, seed: int) -> InvertSettings:
     names = ("latent_space", "steps", "lr", "lr_rampup", "lr_rampdown", "w_noise", "w_noise_ramp",
              "noise_regularization", "l2_weight", "lpips_weight", "lpips_resolution", "pti", "pti_steps", "pti_lr",
-             "pti_l2_weight", "pti_lpips_weight", "progress_every")
+             "pti_l2_weight", "pti_lpips_weight", "optimize_camera", "camera_lr", "progress_every")
     # the service draws a random seed for 0; the job's seed keeps a rerun identical
     return InvertSettings(**{n: getattr(params, n) for n in names}, seed=abs(seed) + 1)
 
@@ -75,6 +76,18 @@ def _metrics(m) -> dict | None:
     return None if m is None else {"mse": _finite(m.mse), "psnr_db": _finite(m.psnr), "lpips": _finite(m.lpips)}
 
 
+def _camera(result) -> dict | None:
+    """The optimised camera for report.json (None without optimize_camera)."""
+    if result.camera is None or result.camera_offsets is None:
+        return None
+    c = result.camera
+    return {"offsets_deg": {k: _finite(v) for k, v in result.camera_offsets.as_dict().items()},
+            "world_to_camera": [_finite(v) for v in np.asarray(c.world_to_camera, np.float64).reshape(-1)],
+            "fx": _finite(c.K[0, 0]), "fy": _finite(c.K[1, 1]), "cx": _finite(c.K[0, 2]), "cy": _finite(c.K[1, 2]),
+            "width": int(c.width), "height": int(c.height),
+            "position": [_finite(v) for v in c.position], "units": "world"}
+
+
 def find_generator(ctx: StageContext, name: str):
     """(the inversion service's Description, the GeneratorInfo of `name` ("" = its default));
     FailedPrecondition naming what is missing: the service (NO_INVERSION_SERVICE), the generator (NO_GENERATOR)."""
@@ -115,7 +128,8 @@ def run(ctx: StageContext, params: InvertParams) -> None:
     def progress(ev) -> None:
         step = ev.step + (params.steps if ev.stage == "pti" else 0)
         history.append({"stage": ev.stage, "step": ev.step,
-                        **{k: _finite(v) for k, v in ev.scalars.items() if k in ("loss", "mse", "psnr", "lpips")}})
+                        **{k: _finite(v) for k, v in ev.scalars.items()
+                           if k in ("loss", "mse", "psnr", "lpips", "yaw_deg", "pitch_deg", "roll_deg")}})
         ctx.progress(step, total, ev.stage, **{k: v for k, v in ev.scalars.items() if math.isfinite(v)})
 
     try:
@@ -155,6 +169,8 @@ def run(ctx: StageContext, params: InvertParams) -> None:
                       "weights_format": info.weights_format, "sha256": record.sha256},
         "latent_space": params.latent_space, "steps": params.steps, "pti": params.pti,
         "pti_steps": params.pti_steps if params.pti else 0, "mask": params.use_mask, "lpips": desc.lpips or "none",
+        "optimize_camera": params.optimize_camera,
+        **({"camera_lr": params.camera_lr, "camera": _camera(result)} if params.optimize_camera else {}),
         "final": {"latent": _metrics(result.latent_metrics), "pti": _metrics(result.pti_metrics)},
         "steps_per_s": round(result.steps_per_s, 2), "pti_steps_per_s": round(result.pti_steps_per_s, 2),
         "history": history, "output": output})

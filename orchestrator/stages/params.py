@@ -374,6 +374,8 @@ class InvertParams(_MakesScene):
     pti_lr: float = Field(3e-4, gt=0, le=1)
     pti_l2_weight: float = Field(1.0, ge=0)
     pti_lpips_weight: float = Field(1.0, ge=0)
+    optimize_camera: bool = False             # yaw/pitch/roll offsets of the crop camera, jointly with w
+    camera_lr: float = Field(0.01, gt=0, le=1)  # radians per step, on lr's ramp
     progress_every: int = Field(10, ge=1, le=10000)
     use_mask: bool = True                     # fit only inside the crop's head mask
     crop_size: int = Field(512, ge=64, le=2048)

@@ -14,8 +14,9 @@ from services.common import tensors
 from services.common.errors import InvalidArgument, require
 from services.common.images import decode_png, encode_png, to_image_input
 from services.core.cameras import PinholeCamera
-from services.inversion.types import (Description, GanCamera, GeneratorInfo, InversionLimits, InvertResult,
-                                      InvertSettings, Latent, MeshOutput, MeshResult, Metrics, ProgressEvent)
+from services.inversion.types import (CameraOffsets, Description, GanCamera, GeneratorInfo, InversionLimits,
+                                      InvertResult, InvertSettings, Latent, MeshOutput, MeshResult, Metrics,
+                                      ProgressEvent)
 
 SERVICE_NAME = inversion_pb2.DESCRIPTOR.services_by_name["InversionService"].full_name
 DType = tensors.DType
@@ -143,6 +144,8 @@ def settings_from_proto(o: inversion_pb2.InvertOptions) -> InvertSettings:
     s.pti = o.pti
     s.pti_steps = o.pti_steps or s.pti_steps
     s.pti_lr = o.pti_lr or s.pti_lr
+    s.optimize_camera = o.optimize_camera
+    s.camera_lr = o.camera_lr or s.camera_lr
     s.seed = o.seed
     s.progress_every = o.progress_every or s.progress_every
     s.preview_size = o.preview_size
@@ -156,7 +159,8 @@ def settings_to_proto(s: InvertSettings) -> inversion_pb2.InvertOptions:
         w_noise_ramp=s.w_noise_ramp, noise_regularization=s.noise_regularization, l2_weight=s.l2_weight,
         lpips_weight=s.lpips_weight, lpips_resolution=s.lpips_resolution, pti=s.pti, pti_steps=s.pti_steps,
         pti_lr=s.pti_lr, pti_l2_weight=s.pti_l2_weight, pti_lpips_weight=s.pti_lpips_weight, seed=s.seed,
-        progress_every=s.progress_every, preview_size=s.preview_size)
+        progress_every=s.progress_every, preview_size=s.preview_size, optimize_camera=s.optimize_camera,
+        camera_lr=s.camera_lr)
     if s.init_latent is not None:
         o.init_latent.CopyFrom(tensors.to_proto(np.asarray(s.init_latent, np.float32)))
     return o
@@ -191,6 +195,12 @@ def result_to_proto(r: InvertResult) -> inversion_pb2.InvertResult:
                                      session_bytes=r.session_bytes)
     if r.pti_metrics is not None:
         out.pti_metrics.CopyFrom(metrics_to_proto(r.pti_metrics))
+    if r.camera is not None:
+        out.camera.CopyFrom(r.camera.to_proto())
+    if r.camera_offsets is not None:
+        o = r.camera_offsets
+        out.camera_offsets.CopyFrom(inversion_pb2.CameraOffsets(yaw_deg=o.yaw_deg, pitch_deg=o.pitch_deg,
+                                                                 roll_deg=o.roll_deg))
     return out
 
 
@@ -198,7 +208,11 @@ def result_from_proto(r: inversion_pb2.InvertResult) -> InvertResult:
     return InvertResult(r.session_id, max(0.0, r.expires_at.ToSeconds() - time.time()),
                         np.array(tensors.from_proto(r.latent, "latent")), metrics_from_proto(r.latent_metrics),
                         metrics_from_proto(r.pti_metrics) if r.HasField("pti_metrics") else None,
-                        decode_png(r.reconstruction.data), r.generator, r.session_bytes)
+                        decode_png(r.reconstruction.data), r.generator, r.session_bytes,
+                        camera=PinholeCamera.from_proto(r.camera, "camera") if r.HasField("camera") else None,
+                        camera_offsets=CameraOffsets(r.camera_offsets.yaw_deg, r.camera_offsets.pitch_deg,
+                                                     r.camera_offsets.roll_deg)
+                        if r.HasField("camera_offsets") else None)
 
 
 # render, mesh, field -------------------------------------------------------------------------------

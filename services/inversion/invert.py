@@ -13,6 +13,13 @@ Latent optimisation follows the StyleGAN2 / EG3D projector:
           latent each step (exploration early on, none at the end);
   noise   the generator's constant noise buffers are optimised too (and renormalised to mean 0,
           std 1 after each step) when noise_regularization > 0; kept fixed otherwise.
+camera  with optimize_camera, the camera is optimised jointly with the latent, as Portrait3D's
+          projector optimises its head pose: three rotation offsets (yaw about world +Y, pitch about
+          the input camera's right axis, roll about the viewing axis; radians inside, degrees out)
+          about the generator's camera target, the rays differentiable through them (offset_camera),
+          Adam at camera_lr * the same ramp. The conditioning label (w_avg, w_std) is not recomputed
+          for the new camera (the projector does not re-run the mapping either); PTI then renders
+          from the optimised camera.
 PTI (Roich et al.): a copy of the generator (all but the mapping network, which PTI does not use) is
 fine-tuned with Adam at pti_lr on pti_l2_weight * MSE + pti_lpips_weight * LPIPS with the pivot latent
 fixed. The PTI paper's locality regulariser is not implemented.
@@ -36,7 +43,7 @@ import torch.nn.functional as F
 from services.core.camera_batch import CameraBatch
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 from services.core.lpips import LPIPS
-from services.inversion.types import Cancelled, InvertSettings, Metrics, ProgressEvent
+from services.inversion.types import CameraOffsets, Cancelled, InvertSettings, Metrics, ProgressEvent
 
 
 @dataclass
@@ -50,12 +57,51 @@ class InversionOutcome:
     steps_per_s: float = 0.0
     pti_steps_per_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    camera: CameraBatch | None = None           # with optimize_camera: the optimised camera (world units)
+    camera_offsets: CameraOffsets | None = None  # ... and its rotation from the input camera, degrees
 
 
 def _sync(device: torch.device) -> None:
     """Wait for queued GPU work, so step timings measure it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _axis_rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: the (3, 3) rotation by `angle` radians (0-d tensor, differentiable) about the unit
+    `axis` (3,), right-handed."""
+    x, y, z = axis.unbind()
+    zero = torch.zeros((), dtype=axis.dtype, device=axis.device)
+    k = torch.stack([torch.stack([zero, -z, y]), torch.stack([z, zero, -x]), torch.stack([-y, x, zero])])
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
+    return eye + torch.sin(angle) * k + (1 - torch.cos(angle)) * (k @ k)
+
+
+def offset_camera(camera: CameraBatch, offsets: torch.Tensor, pivot: torch.Tensor) -> CameraBatch:
+    """The cameras rotated about `pivot` (3,) (world units) by offsets (3,) = (yaw, pitch, roll) in
+    radians: yaw about world +Y (the orbit azimuth grows), pitch about each camera's right axis (+x; the
+    elevation grows), roll about its viewing axis (+z, right-handed). Built
+    from torch ops, so rays (CameraBatch.pixel_rays) are differentiable w.r.t. the offsets; the
+    intrinsics are kept. Zero offsets give the input extrinsics."""
+    dtype, dev = offsets.dtype, offsets.device
+    w2c = camera.world_to_camera.to(dtype=dtype, device=dev)
+    rot_b, t_b = w2c[:, :3, :3], w2c[:, :3, 3]
+    rot_c2w = rot_b.transpose(1, 2)                               # camera axes as world columns
+    centre = -(rot_c2w @ t_b[..., None])[..., 0]                  # (N, 3)
+    yaw, pitch, roll = offsets.unbind()
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=dtype, device=dev)
+    z_cam = torch.tensor([0.0, 0.0, 1.0], dtype=dtype, device=dev)
+    out = []
+    for i in range(w2c.shape[0]):
+        right = rot_c2w[i, :, 0] / rot_c2w[i, :, 0].norm()
+        world = _axis_rotation(up, yaw) @ _axis_rotation(right, -pitch)   # +x right: -pitch raises it
+        new_c2w = world @ rot_c2w[i] @ _axis_rotation(z_cam, roll)
+        new_centre = pivot + world @ (centre[i] - pivot)
+        rot = new_c2w.T
+        top = torch.cat([rot, -(rot @ new_centre)[:, None]], 1)
+        bottom = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=dtype, device=dev)
+        out.append(torch.cat([top, bottom], 0))
+    return CameraBatch(camera.K.to(dtype=dtype, device=dev), torch.stack(out), camera.width, camera.height)
 
 
 def lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float:
@@ -65,6 +111,12 @@ def lr_schedule(t: float, base: float, rampup: float, rampdown: float) -> float:
     if rampup > 0:
         ramp *= min(1.0, t / rampup)
     return base * ramp
+
+
+def camera_offsets(offsets: torch.Tensor) -> CameraOffsets:
+    """(yaw, pitch, roll) radians -> CameraOffsets in degrees."""
+    yaw, pitch, roll = (math.degrees(float(v)) for v in offsets.detach().cpu())
+    return CameraOffsets(yaw, pitch, roll)
 
 
 def noise_regularizer(noise: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -155,6 +207,15 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
     noise = {k: v.detach().clone().requires_grad_(optimise_noise) for k, v in gen.noise_buffers().items()}
     params = [w_opt] + (list(noise.values()) if optimise_noise else [])
     opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=s.lr)
+    cam_opt = None
+    if s.optimize_camera:
+        pivot = torch.as_tensor(np.asarray(gen.cfg.camera_target, np.float64) * gen.cfg.world_scale,
+                                dtype=cam.K.dtype, device=dev)
+        cam_opt = torch.zeros(3, dtype=cam.K.dtype, device=dev, requires_grad=True)   # yaw, pitch, roll, rad
+        opt.add_param_group({"params": [cam_opt], "lr": s.camera_lr})
+
+    def view() -> CameraBatch:
+        return cam if cam_opt is None else offset_camera(cam, cam_opt, pivot)
 
     def full(w):
         return w.expand(1, num_ws, w_dim)
@@ -168,6 +229,8 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
                "psnr": 10 * math.log10(1.0 / max(mse, 1e-10))}
         if perc is not None:
             out["lpips"] = float(perc.detach())
+        if cam_opt is not None:
+            out.update(camera_offsets(cam_opt).as_dict())
         return out
 
     t0 = time.perf_counter()
@@ -178,9 +241,11 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
         lr = lr_schedule(t, s.lr, s.lr_rampup, s.lr_rampdown)
         for g in opt.param_groups:
             g["lr"] = lr
+        if cam_opt is not None:   # the camera group: its own base lr, the same ramp
+            opt.param_groups[-1]["lr"] = lr_schedule(t, s.camera_lr, s.lr_rampup, s.lr_rampdown)
         scale = w_std * s.w_noise * max(0.0, 1.0 - t / s.w_noise_ramp) ** 2 if s.w_noise_ramp > 0 else 0.0
         w_noise = torch.randn(w_opt.shape, generator=rng).to(dev) * scale
-        img = gen.render(full(w_opt + w_noise), cam, ("rgb",), noise=noise)["rgb"]
+        img = gen.render(full(w_opt + w_noise), view(), ("rgb",), noise=noise)["rgb"]
         mse = objective.mse(img)
         perc = objective.perceptual(img) if s.lpips_weight > 0 else None
         loss = s.l2_weight * mse + (s.lpips_weight * perc if perc is not None else 0.0)
@@ -201,6 +266,11 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
     latent_time = time.perf_counter() - t0
     ws = full(w_opt.detach()).clone()
     noise = {k: v.detach() for k, v in noise.items()}
+    offsets = None
+    if cam_opt is not None:
+        with torch.no_grad():
+            cam = view()
+        offsets = camera_offsets(cam_opt)
     with torch.no_grad():
         img = gen.render(ws, cam, ("rgb",), noise=noise)["rgb"]
     latent_metrics = objective.metrics(img)
@@ -237,4 +307,5 @@ def invert(generator: TriplaneGenerator, target: torch.Tensor, camera: CameraBat
     yield InversionOutcome(ws, noise, tuned, latent_metrics, pti_metrics, to_uint8(img),
                            s.steps / latent_time if s.steps and latent_time > 0 else 0.0,
                            s.pti_steps / pti_time if s.pti and s.pti_steps and pti_time > 0 else 0.0,
-                           {"latent_s": latent_time, "pti_s": pti_time, "total_s": time.perf_counter() - start})
+                           {"latent_s": latent_time, "pti_s": pti_time, "total_s": time.perf_counter() - start},
+                           cam if offsets is not None else None, offsets)

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from services.common.auth import current_tenant
 from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument, ResourceExhausted, require
 from services.core.camera_batch import CameraBatch
+from services.core.cameras import PinholeCamera
 from services.inversion.generators import checkpoint
 from services.inversion.generators.triplane_generator import TriplaneGenerator
-from services.inversion.invert import InversionOutcome, invert
+from services.inversion.invert import InversionOutcome, invert, offset_camera
 from services.core.lpips import LpipsStatus, load_lpips
 from services.inversion.mesh import extract_mesh
 from services.inversion.sessions import SessionStore, session_bytes
@@ -202,9 +203,19 @@ class InversionService:
             self._busy.release()
         nbytes = session_bytes(outcome.ws, outcome.noise, outcome.tuned.tuned_bytes() if outcome.tuned else 0)
         session = self.store.add_session(tenant, entry.name, outcome.ws, outcome.noise, outcome.tuned, label, nbytes)
+        optimised = None
+        if outcome.camera_offsets is not None:   # the input camera's intrinsics and size, rotated (float64)
+            given = cfg.world_camera(camera, "camera")
+            off = outcome.camera_offsets
+            rotated = offset_camera(CameraBatch.from_pinholes([given], dtype=torch.float64),
+                                    torch.tensor([math.radians(off.yaw_deg), math.radians(off.pitch_deg),
+                                                  math.radians(off.roll_deg)], dtype=torch.float64),
+                                    torch.tensor(np.asarray(cfg.camera_target) * cfg.world_scale, dtype=torch.float64))
+            optimised = PinholeCamera(np.array(given.K, np.float64), rotated.world_to_camera[0].numpy(),
+                                      given.width, given.height)
         yield InvertResult(session.id, self.store.expires_in(session), outcome.ws[0].cpu().numpy().astype(np.float32),
                            outcome.latent_metrics, outcome.pti_metrics, outcome.reconstruction, entry.name, nbytes,
-                           outcome.steps_per_s, outcome.pti_steps_per_s)
+                           outcome.steps_per_s, outcome.pti_steps_per_s, optimised, outcome.camera_offsets)
 
     # sources ---------------------------------------------------------------------------------------
 

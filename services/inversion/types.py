@@ -135,6 +135,10 @@ class InvertSettings:
     pti_lr: float = 3e-4
     pti_l2_weight: float = 1.0
     pti_lpips_weight: float = 1.0
+    # joint camera optimisation (Portrait3D's projector optimises the head pose jointly with w): yaw,
+    # pitch, roll offsets about the generator's camera target, Adam at camera_lr * the lr ramp (radians)
+    optimize_camera: bool = False
+    camera_lr: float = 0.01
     seed: int = 0
     progress_every: int = 10
     preview_size: int = 0
@@ -148,7 +152,8 @@ class InvertSettings:
         need(self.latent_space in ("w", "w_plus"), "latent_space", "W or W_PLUS")
         need(0 <= self.steps <= 10000, "steps", f"must be in 0..10000, got {self.steps}")
         need(0 <= self.pti_steps <= 5000, "pti_steps", f"must be in 0..5000, got {self.pti_steps}")
-        for name in ("lr", "pti_lr"):
+        need(isinstance(self.optimize_camera, (bool, np.bool_)), "optimize_camera", "must be true or false")
+        for name in ("lr", "pti_lr", "camera_lr"):
             v = getattr(self, name)
             need(math.isfinite(v) and 0 < v <= 1, name, f"must be in (0, 1], got {v}")
         for name in ("lr_rampup", "lr_rampdown", "w_noise_ramp"):
@@ -168,6 +173,20 @@ class InvertSettings:
                  f"shape {list(a.shape)}; expected ({num_ws}, {w_dim}) or ({w_dim},)")
             need(bool(np.isfinite(a).all()), "init_latent", "contains NaN or infinite values")
         return self
+
+
+@dataclass
+class CameraOffsets:
+    """Rotation of the optimised camera relative to the input camera about the generator's camera
+    target, degrees: yaw about world +Y (azimuth grows), pitch about the input camera's right axis
+    (elevation grows), then roll about the camera's own viewing axis (+z, right-handed)."""
+
+    yaw_deg: float = 0.0
+    pitch_deg: float = 0.0
+    roll_deg: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"yaw_deg": self.yaw_deg, "pitch_deg": self.pitch_deg, "roll_deg": self.roll_deg}
 
 
 @dataclass
@@ -202,6 +221,10 @@ class InvertResult:
     session_bytes: int
     steps_per_s: float = 0.0
     pti_steps_per_s: float = 0.0
+    # with settings.optimize_camera: the optimised camera (world units, the input camera's intrinsics
+    # and image size) and its offsets from the input camera (CameraOffsets)
+    camera: PinholeCamera | None = None
+    camera_offsets: "CameraOffsets | None" = None
 
 
 # describe ------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class GanLatent(_message.Message):
     def __init__(self, generator: _Optional[str] = ..., w: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., conditioning_camera: _Optional[_Union[InversionCamera, _Mapping]] = ..., z_seed: _Optional[int] = ..., truncation_psi: _Optional[float] = ...) -> None: ...
 
 class InvertOptions(_message.Message):
-    __slots__ = ("latent_space", "steps", "lr", "lr_rampup", "lr_rampdown", "w_noise", "w_noise_ramp", "noise_regularization", "l2_weight", "lpips_weight", "lpips_resolution", "init_latent", "pti", "pti_steps", "pti_lr", "pti_l2_weight", "pti_lpips_weight", "seed", "progress_every", "preview_size")
+    __slots__ = ("latent_space", "steps", "lr", "lr_rampup", "lr_rampdown", "w_noise", "w_noise_ramp", "noise_regularization", "l2_weight", "lpips_weight", "lpips_resolution", "init_latent", "pti", "pti_steps", "pti_lr", "pti_l2_weight", "pti_lpips_weight", "seed", "progress_every", "preview_size", "optimize_camera", "camera_lr")
     class LatentSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         LATENT_SPACE_UNSPECIFIED: _ClassVar[InvertOptions.LatentSpace]
@@ -92,6 +92,8 @@ class InvertOptions(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_EVERY_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZE_CAMERA_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_LR_FIELD_NUMBER: _ClassVar[int]
     latent_space: InvertOptions.LatentSpace
     steps: int
     lr: float
@@ -112,7 +114,9 @@ class InvertOptions(_message.Message):
     seed: int
     progress_every: int
     preview_size: int
-    def __init__(self, latent_space: _Optional[_Union[InvertOptions.LatentSpace, str]] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., lr_rampup: _Optional[float] = ..., lr_rampdown: _Optional[float] = ..., w_noise: _Optional[float] = ..., w_noise_ramp: _Optional[float] = ..., noise_regularization: _Optional[float] = ..., l2_weight: _Optional[float] = ..., lpips_weight: _Optional[float] = ..., lpips_resolution: _Optional[int] = ..., init_latent: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., pti: _Optional[bool] = ..., pti_steps: _Optional[int] = ..., pti_lr: _Optional[float] = ..., pti_l2_weight: _Optional[float] = ..., pti_lpips_weight: _Optional[float] = ..., seed: _Optional[int] = ..., progress_every: _Optional[int] = ..., preview_size: _Optional[int] = ...) -> None: ...
+    optimize_camera: bool
+    camera_lr: float
+    def __init__(self, latent_space: _Optional[_Union[InvertOptions.LatentSpace, str]] = ..., steps: _Optional[int] = ..., lr: _Optional[float] = ..., lr_rampup: _Optional[float] = ..., lr_rampdown: _Optional[float] = ..., w_noise: _Optional[float] = ..., w_noise_ramp: _Optional[float] = ..., noise_regularization: _Optional[float] = ..., l2_weight: _Optional[float] = ..., lpips_weight: _Optional[float] = ..., lpips_resolution: _Optional[int] = ..., init_latent: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., pti: _Optional[bool] = ..., pti_steps: _Optional[int] = ..., pti_lr: _Optional[float] = ..., pti_l2_weight: _Optional[float] = ..., pti_lpips_weight: _Optional[float] = ..., seed: _Optional[int] = ..., progress_every: _Optional[int] = ..., preview_size: _Optional[int] = ..., optimize_camera: _Optional[bool] = ..., camera_lr: _Optional[float] = ...) -> None: ...
 
 class InvertRequest(_message.Message):
     __slots__ = ("generator", "image", "camera", "conditioning_camera", "mask", "options")
@@ -141,7 +145,7 @@ class ReconstructionMetrics(_message.Message):
     def __init__(self, mse: _Optional[float] = ..., psnr: _Optional[float] = ..., lpips: _Optional[float] = ...) -> None: ...
 
 class InvertResult(_message.Message):
-    __slots__ = ("session_id", "expires_at", "latent", "latent_metrics", "pti_metrics", "reconstruction", "generator", "session_bytes")
+    __slots__ = ("session_id", "expires_at", "latent", "latent_metrics", "pti_metrics", "reconstruction", "generator", "session_bytes", "camera", "camera_offsets")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     LATENT_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +154,8 @@ class InvertResult(_message.Message):
     RECONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
     SESSION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     expires_at: _timestamp_pb2.Timestamp
     latent: _common_pb2.Tensor
@@ -158,7 +164,19 @@ class InvertResult(_message.Message):
     reconstruction: _common_pb2.EncodedImage
     generator: str
     session_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latent: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., latent_metrics: _Optional[_Union[ReconstructionMetrics, _Mapping]] = ..., pti_metrics: _Optional[_Union[ReconstructionMetrics, _Mapping]] = ..., reconstruction: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., generator: _Optional[str] = ..., session_bytes: _Optional[int] = ...) -> None: ...
+    camera: _common_pb2.Camera
+    camera_offsets: CameraOffsets
+    def __init__(self, session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latent: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., latent_metrics: _Optional[_Union[ReconstructionMetrics, _Mapping]] = ..., pti_metrics: _Optional[_Union[ReconstructionMetrics, _Mapping]] = ..., reconstruction: _Optional[_Union[_common_pb2.EncodedImage, _Mapping]] = ..., generator: _Optional[str] = ..., session_bytes: _Optional[int] = ..., camera: _Optional[_Union[_common_pb2.Camera, _Mapping]] = ..., camera_offsets: _Optional[_Union[CameraOffsets, _Mapping]] = ...) -> None: ...
+
+class CameraOffsets(_message.Message):
+    __slots__ = ("yaw_deg", "pitch_deg", "roll_deg")
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
+    ROLL_DEG_FIELD_NUMBER: _ClassVar[int]
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+    def __init__(self, yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., roll_deg: _Optional[float] = ...) -> None: ...
 
 class InvertEvent(_message.Message):
     __slots__ = ("progress", "preview", "result")
