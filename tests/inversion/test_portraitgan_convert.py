@@ -369,8 +369,9 @@ def test_unconverted_parts_are_reported_by_name(official):
     for part in ("pose_branch", "bcg_synthesis", "renderer", "SMPL deformation", "triplane_crop", "pose conditioning"):
         assert part in text, part
     assert not any(k.startswith(("pose_branch.", "bcg_synthesis.", "renderer.")) for k in gen.state_dict())
-    with pytest.raises(ValueError, match="sigmoid decoder"):  # the render service's field format cannot hold it
+    with pytest.raises(FailedPrecondition, match="sigmoid decoder") as e:  # the field format cannot hold it
         gen.export_field(random_ws(gen))
+    assert e.value.reason == "FIELD_NOT_EXPORTABLE"
 
 
 def test_cli_convert_gan_routes_3dportraitgan(official, tmp_path):

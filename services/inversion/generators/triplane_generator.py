@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.common.errors import FailedPrecondition
 from services.core import volume
 from services.core.camera_batch import CameraBatch
 from services.core.field_npz import FieldArrays, write_field_npz
@@ -238,12 +239,14 @@ class TriplaneGenerator(nn.Module):
                      dtype: str = "float32") -> bytes:
         """The NPZ (render.proto's field layout) of the field for ws: grids (3, C, R, R) or
         (3, D, C, R, R), the decoder with gains folded, and settings (box, rays, density scale).
-        ValueError for a generator the field format cannot hold (its decoder is EG3D's sigmoid one and
-        the colour is the first 3 decoded channels): decoder_activation "none" or raw_torgb."""
+        FailedPrecondition FIELD_NOT_EXPORTABLE for a generator the field format cannot hold (its decoder
+        is EG3D's sigmoid one and the colour is the first 3 decoded channels): decoder_activation "none"
+        or raw_torgb."""
         if self.cfg.decoder_activation != "sigmoid" or self.cfg.raw_torgb:
-            raise ValueError("a field file holds a sigmoid decoder whose first 3 channels are the colour; this "
+            raise FailedPrecondition("a field file holds a sigmoid decoder whose first 3 channels are the colour; this "
                              f"generator has decoder_activation {self.cfg.decoder_activation!r}, raw_torgb "
-                             f"{self.cfg.raw_torgb} (3DPortraitGAN): render it in the inversion service instead")
+                             f"{self.cfg.raw_torgb} (3DPortraitGAN): render it in the inversion service instead",
+                                     reason="FIELD_NOT_EXPORTABLE")
         grids = {}
         for name, g in self.synthesize(ws, noise).items():
             g = g.detach().float().cpu()
