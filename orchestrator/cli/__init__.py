@@ -12,7 +12,7 @@ here (serve, jobs, face, models, cluster, generate).
     headforge face compare A B               same person?
     headforge serve inversion --models-dir DIR   3D-GAN inversion (generators under DIR/inversion/<name>)
     headforge models make-tiny DIR           write tiny random models in the real on-disk formats (tests)
-    headforge models convert-gan PKL OUT --trust-pickle   official EG3D/PanoHead pickle -> safetensors
+    headforge models convert-gan PKL OUT --trust-pickle   official EG3D/PanoHead/3DPortraitGAN pickle -> safetensors
     headforge generate IMAGE [--recipe R]    portrait -> 3D head in this process (default recipe: fast)
     headforge eval OUT_DIR --reference IMAGE the papers' evaluation protocol on a generated head
     headforge demo [--out DIR]               `generate` on a bundled portrait (scikit-image's astronaut)

@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
     tiny = models.add_parser("make-tiny", help="tiny random models in the real formats (tests only)")
     tiny.add_argument("dir")
     tiny.set_defaults(func=cmd_models_make_tiny)
-    conv = models.add_parser("convert-gan", help="official EG3D/PanoHead pickle -> HeadForge safetensors generator")
+    conv = models.add_parser("convert-gan", help="official EG3D/PanoHead/3DPortraitGAN pickle -> HeadForge safetensors generator")
     add_convert_arguments(conv)
     conv.set_defaults(func=cmd_models_convert_gan)
 

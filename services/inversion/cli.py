@@ -25,7 +25,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", action="append", help="NAME=DIR, repeatable (checkpoint directory)")
     parser.add_argument("--default-generator", default=None)
     parser.add_argument("--trust-pickles", action="store_true",
-                        help="allow official EG3D/PanoHead .pkl weights (pickles run code when loaded)")
+                        help="allow official EG3D/PanoHead/3DPortraitGAN .pkl weights (pickles run code when loaded)")
     parser.add_argument("--lpips-vgg", default=None, help="VGG16 weights (torchvision state dict .pth/.safetensors)")
     parser.add_argument("--lpips-lin", default=None,
                         help="LPIPS lin weights (the lpips package's weights/v0.1/vgg.pth)")
@@ -95,8 +95,9 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def convert_gan(args: argparse.Namespace) -> int:
-    """An official EG3D / PanoHead network pickle -> a HeadForge safetensors generator directory. Without
-    --trust-pickle the pickle is refused unopened (unpickling runs code from the file)."""
+    """An official EG3D / PanoHead / 3DPortraitGAN network pickle -> a HeadForge safetensors generator
+    directory; the parts that could not be converted are printed. Without --trust-pickle the pickle is
+    refused unopened (unpickling runs code from the file)."""
     from services.inversion.generators.checkpoint import save_generator
     from services.inversion.generators.convert_pickle import convert_network_pickle
 
@@ -111,9 +112,13 @@ def convert_gan(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.kind:
         overrides["kind"] = args.kind
-    gen = convert_network_pickle(args.pickle, trust=args.trust_pickle, overrides=overrides)
+    report: list[str] = []
+    gen = convert_network_pickle(args.pickle, trust=args.trust_pickle, overrides=overrides, report=report)
     out = save_generator(gen, args.out, source=f"converted from {args.pickle}")
     c = gen.cfg
     print(f"{out}: {c.kind}, planes {c.plane_resolution} x {c.channels} ch x depth {c.depth}, "
-          f"w_dim {c.w_dim}, num_ws {gen.num_ws}, neural {c.neural_resolution} -> {c.output_resolution}")
+          f"w_dim {c.w_dim}, num_ws {gen.num_ws}, neural {c.neural_resolution} -> {c.output_resolution}"
+          + (f", pyramid {c.pyramid_style} levels {list(c.pyramid_levels)}" if c.kind == "pyramid_trigrid" else ""))
+    for line in report:
+        print(f"  not converted: {line}")
     return 0

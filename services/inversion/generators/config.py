@@ -21,6 +21,8 @@ from services.inversion.types import GanCamera, as_gan_camera
 
 KINDS = FIELD_KINDS
 CROP_STYLES = ("ffhq", "head")
+PYRAMID_STYLES = ("headforge", "3dportraitgan")
+DECODER_ACTIVATIONS = ("sigmoid", "none")
 
 @dataclass(frozen=True)
 class GeneratorConfig(volume.RaySettings):
@@ -31,9 +33,17 @@ class GeneratorConfig(volume.RaySettings):
     0 = conditioning off);
     plane_resolution R (power of two), channels C per plane, depth D slices (1 for "triplane"),
     pyramid_levels (sides, each a synthesis block resolution; "pyramid_trigrid" only); channel_base /
-    channel_max the synthesis widths min(channel_base // res, channel_max). Decoder: decoder_hidden
-    width, decoder_features K decoded channels (the first 3 are RGB, all K feed the super-resolution
-    head). Images: neural_resolution r of the volume rendering, output_resolution S (> r: a
+    channel_max the synthesis widths min(channel_base // res, channel_max). pyramid_style (pyramid
+    only): "headforge" (level L = the toRGB output of synthesis block L) or "3dportraitgan"
+    (3DPortraitGAN's hierarchical 3D-aware synthesis, generators/portraitgan.py: 2D blocks 4..R all
+    3*C*D wide, level 2r made by the 3D-aware block after block r, so levels are 8..2R; channel_base /
+    channel_max are then unused). pose_dim: extra mapping-conditioning inputs after the camera label
+    (3DPortraitGAN's 6 body-pose parameters; fed zeros, the official mapping's default when no pose is
+    given). Decoder: decoder_hidden width, decoder_features K decoded channels (the first 3 are RGB
+    unless raw_torgb, all K feed the super-resolution head), decoder_activation on the K channels
+    ("sigmoid": EG3D's widened sigmoid, features in [0, 1]; "none": linear, 3DPortraitGAN's). raw_torgb:
+    the raw image is a w-modulated 1x1 ToRGB (K -> 3, w = ws[:, -1]) of the volume-rendered feature
+    image (3DPortraitGAN's / PanoHead's use_torgb_raw) instead of its first 3 channels. Images: neural_resolution r of the volume rendering, output_resolution S (> r: a
     super-resolution head with sr_channels). Rendering, in generator units: box_warp (the box is
     [-box_warp/2, box_warp/2]^3), ray_start/ray_end (both 0 = the box intersection), samples.
     Cameras: the range seen in training (orbit degrees, azimuth_min..max, elevation_min..max) plus
@@ -52,6 +62,8 @@ class GeneratorConfig(volume.RaySettings):
     channels: int = 32
     depth: int = 1
     pyramid_levels: tuple[int, ...] = ()
+    pyramid_style: str = "headforge"
+    pose_dim: int = 0
     channel_base: int = 32768
     channel_max: int = 512
     use_noise: bool = True
@@ -59,6 +71,8 @@ class GeneratorConfig(volume.RaySettings):
     decoder_hidden: int = 64
     decoder_features: int = 32
     decoder_lr_multiplier: float = 1.0
+    decoder_activation: str = "sigmoid"
+    raw_torgb: bool = False
     neural_resolution: int = 128
     output_resolution: int = 512
     sr_channels: tuple[int, ...] = (128, 64)
@@ -95,12 +109,22 @@ class GeneratorConfig(volume.RaySettings):
         r = self.plane_resolution
         need(r >= 4 and r & (r - 1) == 0, f"plane_resolution must be a power of two >= 4, got {r}")
         need(self.channels >= 1 and self.depth >= 1, "channels and depth must be >= 1")
-        if self.kind == "pyramid_trigrid":
+        need(self.pyramid_style in PYRAMID_STYLES, f"pyramid_style must be one of {PYRAMID_STYLES}")
+        if self.kind == "pyramid_trigrid" and self.pyramid_style == "3dportraitgan":
+            want = [2 * res for res in self.block_resolutions]
+            need(list(self.pyramid_levels) == want,
+                 f"pyramid_levels of a 3dportraitgan pyramid are twice the synthesis blocks {want}, "
+                 f"got {list(self.pyramid_levels)}")
+        elif self.kind == "pyramid_trigrid":
             lv = list(self.pyramid_levels)
             need(lv and lv == sorted(set(lv)) and all(4 <= v <= r and v & (v - 1) == 0 for v in lv),
                  f"pyramid_levels must be distinct ascending powers of two in [4, {r}], got {lv}")
         else:
             need(not self.pyramid_levels, "pyramid_levels is only for kind pyramid_trigrid")
+            need(self.pyramid_style == "headforge", "pyramid_style is only for kind pyramid_trigrid")
+        need(self.pose_dim >= 0 and (self.c_dim or not self.pose_dim), "pose_dim >= 0, and only with c_dim 25")
+        need(self.decoder_activation in DECODER_ACTIVATIONS,
+             f"decoder_activation must be one of {DECODER_ACTIVATIONS}")
         need(self.z_dim >= 1 and self.w_dim >= 1 and self.c_dim in (0, 25), "z_dim, w_dim >= 1; c_dim 0 or 25")
         need(self.decoder_features >= 3, "decoder_features must be >= 3")
         n, s = self.neural_resolution, self.output_resolution
@@ -116,6 +140,10 @@ class GeneratorConfig(volume.RaySettings):
     @property
     def super_resolution(self) -> bool:
         return self.output_resolution > self.neural_resolution
+
+    @property
+    def block_resolutions(self) -> list[int]:
+        return [2 ** i for i in range(2, int(math.log2(self.plane_resolution)) + 1)]
 
     @property
     def num_ws(self) -> int:

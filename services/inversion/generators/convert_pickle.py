@@ -1,4 +1,8 @@
-"""Convert an official EG3D / PanoHead network pickle to the HeadForge safetensors format.
+"""Convert an official EG3D / PanoHead / 3DPortraitGAN network pickle to the HeadForge safetensors format.
+
+A 3DPortraitGAN network (state with backbone.synthesis.b3d<r>.* 3D-aware blocks or pose_branch.*) goes
+to convert_portraitgan.py, which states what it maps and what it cannot convert; the rest of this
+docstring is the EG3D / PanoHead path.
 
 Pickles execute code when loaded, so nothing here unpickles a file unless the caller passes
 trust=True (the server's `--trust-pickles`, the CLI's `--trust-pickle`); without it the call fails
@@ -64,7 +68,7 @@ def load_network_pickle(path: str | Path, *, trust: bool) -> Any:
         raise FailedPrecondition(f"{path} does not exist", reason="GENERATOR_NOT_FOUND") from None
     except Exception as e:  # missing dnnlib/torch_utils, corrupt file, ...
         raise FailedPrecondition(f"{path}: cannot unpickle ({type(e).__name__}: {e}); official pickles need the "
-                                 "EG3D/PanoHead code (dnnlib, torch_utils) on PYTHONPATH",
+                                 "EG3D / PanoHead / 3DPortraitGAN code (dnnlib, torch_utils, training) on PYTHONPATH",
                                  reason="GENERATOR_LOAD_FAILED") from None
 
 
@@ -76,6 +80,27 @@ def _network(data: Any):
         raise FailedPrecondition(f"pickle holds {sorted(map(str, data))}; expected a 'G_ema' or 'G' network",
                                  reason="CHECKPOINT_MISMATCH")
     return data
+
+
+def sr_settings(state: dict[str, torch.Tensor], kw: dict, rk: dict, prefer_sr_noise: bool = False
+                ) -> tuple[int, int, tuple[int, ...]]:
+    """(neural resolution, output resolution, SR block widths) from superresolution.block<i> tensors and
+    init_kwargs / rendering_kwargs (see the module docstring). prefer_sr_noise: take the neural resolution
+    from the first SR block's noise size (its input) even when the network says otherwise."""
+    sr_blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"superresolution\.block(\d+)\.", k))})
+    neural = int(rk.get("neural_rendering_resolution", kw.get("neural_rendering_resolution", 0)) or 0)
+    img_res = int(kw.get("img_resolution", 0) or 0)
+    if sr_blocks:
+        noise0 = state.get("superresolution.block0.conv1.noise_const")
+        if (prefer_sr_noise or not neural) and noise0 is not None:  # the first SR block works at twice the input
+            neural = int(noise0.shape[-1]) // 2
+        neural = neural or (img_res >> len(sr_blocks) if img_res else 64)
+        output = neural << len(sr_blocks)
+        sr_channels = tuple(tuple(state[f"superresolution.block{i}.conv1.weight"].shape)[0] for i in sr_blocks)
+    else:
+        neural = neural or img_res or 64
+        output, sr_channels = neural, (128, 64)
+    return neural, output, sr_channels
 
 
 def infer_config(state: dict[str, torch.Tensor], init_kwargs: dict | None = None,
@@ -110,20 +135,7 @@ def infer_config(state: dict[str, torch.Tensor], init_kwargs: dict | None = None
         raise FailedPrecondition(f"torgb has {img_channels} outputs, not 3 x C x depth {depth}", reason="CHECKPOINT_MISMATCH")
     hidden, channels = shape("decoder.net.0.weight")
     features = shape("decoder.net.2.weight")[0] - 1
-    sr_blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"superresolution\.block(\d+)\.", k))})
-    neural = int(rk.get("neural_rendering_resolution", kw.get("neural_rendering_resolution", 0)) or 0)
-    img_res = int(kw.get("img_resolution", 0) or 0)
-    if sr_blocks:
-        noise0 = state.get("superresolution.block0.conv1.noise_const")
-        if not neural and noise0 is not None:  # the first SR block works at twice the neural resolution
-            neural = int(noise0.shape[-1]) // 2
-        neural = neural or (img_res >> len(sr_blocks) if img_res else 64)
-        output = neural << len(sr_blocks)
-        sr_channels = tuple(shape(f"superresolution.block{i}.conv1.weight")[0] for i in sr_blocks)
-    else:
-        neural = neural or img_res or 64
-        output, sr_channels = neural, (128, 64)
-
+    neural, output, sr_channels = sr_settings(state, kw, rk)
     def num(key, default):
         v = rk.get(key, default)
         return float(v) if isinstance(v, (int, float)) else default
@@ -168,8 +180,10 @@ def convert_state(state: dict[str, torch.Tensor], cfg: GeneratorConfig, where: s
     return gen
 
 
-def convert_network_pickle(path: str | Path, *, trust: bool, overrides: dict | None = None) -> TriplaneGenerator:
-    """Load (with trust) and convert an EG3D/PanoHead pickle to a TriplaneGenerator."""
+def convert_network_pickle(path: str | Path, *, trust: bool, overrides: dict | None = None,
+                           report: list[str] | None = None) -> TriplaneGenerator:
+    """Load (with trust) and convert an EG3D / PanoHead / 3DPortraitGAN pickle to a TriplaneGenerator;
+    `report` (when given) receives one line per part that was not converted."""
     net = _network(load_network_pickle(path, trust=trust))
     if not hasattr(net, "state_dict"):
         raise FailedPrecondition(f"{path}: the network has no state_dict()", reason="CHECKPOINT_MISMATCH")
@@ -178,5 +192,17 @@ def convert_network_pickle(path: str | Path, *, trust: bool, overrides: dict | N
     init_kwargs = dict(init_kwargs) if isinstance(init_kwargs, dict) else {}
     if isinstance(getattr(net, "neural_rendering_resolution", None), int):  # EG3D keeps it as an attribute
         init_kwargs.setdefault("neural_rendering_resolution", net.neural_rendering_resolution)
-    cfg = infer_config(state, init_kwargs, overrides)
-    return convert_state(state, cfg, str(path))
+    from services.inversion.generators.convert_portraitgan import convert_portraitgan_state, is_portraitgan
+
+    if is_portraitgan(state):
+        nrr = getattr(net, "neural_rendering_resolution", None)
+        gen, lines = convert_portraitgan_state(state, init_kwargs, overrides, str(path),
+                                               nrr if isinstance(nrr, int) else None)
+    else:
+        cfg = infer_config(state, init_kwargs, overrides)
+        gen = convert_state(state, cfg, str(path))
+        extra = sorted(set(state) - set(gen.state_dict()))
+        lines = [f"ignored official-only tensors ({len(extra)}): {', '.join(extra[:6])}" + (", ..." if len(extra) > 6 else "")] if extra else []
+    if report is not None:
+        report.extend(lines)
+    return gen

@@ -5,8 +5,15 @@ super-resolution. One class for the three kinds:
   "triplane"         EG3D: the synthesis output (3*C, R, R) viewed as planes (3, C, R, R).
   "trigrid"          PanoHead: output (3*C*D, R, R) viewed as (3, C, D, R, R) (PanoHead's order:
                      channel outer, depth slice inner); exported as the NPZ's (3, D, C, R, R).
-  "pyramid_trigrid"  3DPortraitGAN-style: level L is the toRGB output of synthesis block L (not the
-                     skip-summed image), each viewed as (3, C, D, L, L); levels are summed when sampled.
+  "pyramid_trigrid"  pyramid_style "headforge" (HeadForge's own design): level L is the toRGB output of
+                     synthesis block L (not the skip-summed image), each viewed as (3, C, D, L, L);
+                     levels are summed when sampled. pyramid_style "3dportraitgan": the published
+                     3DPortraitGAN backbone (generators/portraitgan.py), levels 8..2R from its 3D-aware
+                     blocks, same (3, C, D, L, L) views and level sum.
+
+With cfg.raw_torgb the raw image is `torgb` (a w-modulated 1x1 ToRGB, w = ws[:, -1]) of the rendered
+feature image (in [-1, 1] after EG3D's 2c - 1 for a sigmoid decoder, as is for a linear one), and the
+super-resolution head gets that image; decoder_activation "none" keeps the decoded features linear.
 
 Units: the generator's frame has the world axes (+Y up, face towards +Z) but its own scale (EG3D: head
 within [-0.5, 0.5]); x_world = x_generator * world_units_per_generator_unit (2 by default, so the head
@@ -26,15 +33,18 @@ from typing import Collection
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from services.common.errors import FailedPrecondition
 from services.core import volume
 from services.core.camera_batch import CameraBatch
 from services.core.field_npz import FieldArrays, write_field_npz
 from services.core.planes import decode_osg, feature_sampler
 from services.inversion.generators.config import GeneratorConfig
-from services.inversion.generators.layers import FullyConnectedLayer
+from services.inversion.generators.layers import FullyConnectedLayer, ToRGBLayer
 from services.inversion.generators.mapping import MappingNetwork
+from services.inversion.generators.portraitgan import HierarchySynthesisNetwork
 from services.inversion.generators.superres import SuperResolution
 from services.inversion.generators.synthesis import SynthesisNetwork
 
@@ -62,11 +72,18 @@ class TriplaneGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = nn.Module()
-        self.backbone.synthesis = SynthesisNetwork(cfg.w_dim, cfg.plane_resolution, 3 * cfg.channels * cfg.depth,
-                                                   cfg.channel_base, cfg.channel_max, cfg.use_noise, cfg.conv_clamp)
+        img_channels = 3 * cfg.channels * cfg.depth
+        if cfg.kind == "pyramid_trigrid" and cfg.pyramid_style == "3dportraitgan":
+            self.backbone.synthesis = HierarchySynthesisNetwork(cfg.w_dim, cfg.plane_resolution, img_channels,
+                                                                cfg.use_noise, cfg.conv_clamp)
+        else:
+            self.backbone.synthesis = SynthesisNetwork(cfg.w_dim, cfg.plane_resolution, img_channels,
+                                                       cfg.channel_base, cfg.channel_max, cfg.use_noise, cfg.conv_clamp)
         self.backbone.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, self.backbone.synthesis.num_ws,
-                                               cfg.mapping_layers)
+                                               cfg.mapping_layers, pose_dim=cfg.pose_dim)
         self.decoder = OSGDecoder(cfg.channels, cfg.decoder_hidden, cfg.decoder_features, cfg.decoder_lr_multiplier)
+        if cfg.raw_torgb:  # the official ToRGBLayer(decoder features, 3, w_dim): no conv clamp
+            self.torgb = ToRGBLayer(cfg.decoder_features, 3, cfg.w_dim, conv_clamp=None)
         if cfg.super_resolution:
             self.superresolution = SuperResolution(cfg.decoder_features, cfg.w_dim, cfg.neural_resolution,
                                                    cfg.output_resolution, cfg.sr_channels, cfg.conv_clamp)
@@ -116,6 +133,14 @@ class TriplaneGenerator(nn.Module):
         features = feature_sampler(c.kind, list(grids.values()), plane_axes=c.plane_axes,
                                    box_size=self.settings.box_size, reduction=c.plane_reduction)
         layers = self.decoder.plain_weights()
+        if c.decoder_activation == "none":
+            (w0, b0), (w1, b1) = layers
+
+            def query(points: torch.Tensor):  # the OSG decoder with linear features (3DPortraitGAN)
+                x = torch.addmm(b1[:, None], w1, F.softplus(torch.addmm(b0[:, None], w0, features(points))))
+                return x[0], x[1:].t()
+
+            return query
 
         def query(points: torch.Tensor):
             return decode_osg(layers, features(points))
@@ -149,18 +174,30 @@ class TriplaneGenerator(nn.Module):
                                     perturb=perturb, generator=generator)
         out = {k: v for k, v in res.items() if k in outputs}
         if outputs & {"rgb", "rgb_raw"}:
-            raw = res["features"][:, :3]
+            n = len(cams)
+            if self.cfg.decoder_activation == "sigmoid":  # features in [0, 1]; the official image is 2c - 1
+                feats = res["features"] * 2 - 1 if sr or self.cfg.raw_torgb else None
+            else:  # a linear decoder's feature image is used as is
+                feats = res["features"]
+            if self.cfg.raw_torgb:
+                raw = self.torgb(feats, ws[:, -1].expand(n, -1))  # [-1, 1]
+                raw01 = (raw + 1) / 2
+            elif feats is None or self.cfg.decoder_activation == "sigmoid":
+                raw01 = res["features"][:, :3]
+                raw = raw01 * 2 - 1
+            else:
+                raw = feats[:, :3]
+                raw01 = (raw + 1) / 2
             if "rgb_raw" in outputs:
-                out["rgb_raw"] = raw
+                out["rgb_raw"] = raw01
             if "rgb" in outputs:
                 if sr:
                     if cams.width != self.cfg.neural_resolution or cams.height != self.cfg.neural_resolution:
                         raise ValueError(f"rgb with super-resolution needs {self.cfg.neural_resolution}-pixel cameras")
-                    n = len(cams)
-                    img = self.superresolution(raw * 2 - 1, res["features"] * 2 - 1, ws.expand(n, -1, -1))
+                    img = self.superresolution(raw, feats, ws.expand(n, -1, -1))
                     out["rgb"] = (img + 1) / 2
                 else:
-                    out["rgb"] = raw
+                    out["rgb"] = raw01
         return out
 
     def generate(self, ws: torch.Tensor, camera: CameraBatch, noise=None) -> torch.Tensor:
@@ -201,7 +238,15 @@ class TriplaneGenerator(nn.Module):
     def export_field(self, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None = None,
                      dtype: str = "float32") -> bytes:
         """The NPZ (render.proto's field layout) of the field for ws: grids (3, C, R, R) or
-        (3, D, C, R, R), the decoder with gains folded, and settings (box, rays, density scale)."""
+        (3, D, C, R, R), the decoder with gains folded, and settings (box, rays, density scale).
+        FailedPrecondition FIELD_NOT_EXPORTABLE for a generator the field format cannot hold (its decoder
+        is EG3D's sigmoid one and the colour is the first 3 decoded channels): decoder_activation "none"
+        or raw_torgb."""
+        if self.cfg.decoder_activation != "sigmoid" or self.cfg.raw_torgb:
+            raise FailedPrecondition("a field file holds a sigmoid decoder whose first 3 channels are the colour; this "
+                             f"generator has decoder_activation {self.cfg.decoder_activation!r}, raw_torgb "
+                             f"{self.cfg.raw_torgb} (3DPortraitGAN): render it in the inversion service instead",
+                                     reason="FIELD_NOT_EXPORTABLE")
         grids = {}
         for name, g in self.synthesize(ws, noise).items():
             g = g.detach().float().cpu()
