@@ -24,7 +24,7 @@ from services.core.planes import FIELD_KINDS
 
 # the rendering settings a field file carries (the render service's field options of the same names)
 META_KEYS = ("box_size", "ray_start", "ray_end", "samples_per_ray", "importance_samples", "plane_reduction",
-             "density_activation", "density_scale", "plane_axes", "rgb_channels")
+             "density_activation", "density_scale", "plane_axes", "rgb_channels", "colour_activation")
 
 
 @dataclass

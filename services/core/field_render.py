@@ -3,7 +3,7 @@ decoder (planes.decode_osg) and ray marching (volume.py) a field scene uses, rea
 must see a known field but may not depend on the render service: the oracle prior's exemplars of a GAN
 sample and the closed-loop checks' ground truth. Settings come from the file's meta exactly as the render
 service reads them (defaults: 48 + 48 samples, the box intersection, softplus, density_scale 1, plane axes
-"xy_xz_zy", planes reduced by "sum" for a pyramid tri-grid and "mean" otherwise)."""
+"xy_xz_zy", planes reduced by "sum" for a pyramid tri-grid and "mean" otherwise, sigmoid colours)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class FieldRenderer:
     settings: volume.VolumeSettings
     plane_axes: str
     reduction: str
+    colour_activation: str = "sigmoid"
 
     @classmethod
     def from_arrays(cls, f: FieldArrays) -> "FieldRenderer":
@@ -44,7 +45,8 @@ class FieldRenderer:
         decoder = [(torch.from_numpy(np.asarray(w, np.float32)), torch.from_numpy(np.asarray(b, np.float32)))
                    for w, b in f.decoder]
         reduction = meta.get("plane_reduction") or ("sum" if f.kind == "pyramid_trigrid" else "mean")
-        return cls(f.kind, grids, decoder, settings, meta.get("plane_axes") or "xy_xz_zy", reduction)
+        return cls(f.kind, grids, decoder, settings, meta.get("plane_axes") or "xy_xz_zy", reduction,
+                   meta.get("colour_activation") or "sigmoid")
 
     @classmethod
     def from_npz(cls, data: bytes) -> "FieldRenderer":
@@ -54,7 +56,7 @@ class FieldRenderer:
     def query(self) -> volume.Query:
         features = feature_sampler(self.kind, self.grids, plane_axes=self.plane_axes,
                                    box_size=self.settings.box_size, reduction=self.reduction)
-        return lambda points: decode_osg(self.decoder, features(points))
+        return lambda points: decode_osg(self.decoder, features(points), self.colour_activation)
 
     @torch.no_grad()
     def render(self, cameras: CameraBatch, outputs: Collection[str] = ("rgb",),

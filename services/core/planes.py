@@ -68,14 +68,21 @@ def feature_sampler(kind: str, grids: Sequence[torch.Tensor], *, plane_axes: str
     return features
 
 
-def decode_osg(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
+COLOUR_ACTIVATIONS = ("sigmoid", "none")
+
+
+def decode_osg(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, colour_activation: str = "sigmoid"
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """EG3D's OSGDecoder on channel-first features: x (C, P); layers [(weight (out, in), bias (out,))],
-    softplus between them. -> raw density (P,) (before activation), colour (P, K) in [-0.001, 1.001].
-    Works on (width, P) activations, so the big (P, C) transposes are never materialised."""
+    softplus between them. -> raw density (P,) (before activation), colour (P, K): in [-0.001, 1.001] for
+    colour_activation "sigmoid" (EG3D), the last layer's output as is for "none" (a linear decoder, e.g. a
+    3DPortraitGAN field whose ToRGB is folded into that layer). Works on (width, P) activations, so the big
+    (P, C) transposes are never materialised."""
     last = len(layers) - 1
     for i, (w, b) in enumerate(layers):
         x = torch.addmm(b[:, None], w, x)
         if i < last:
             x = F.softplus(x)
+    if colour_activation == "none":
+        return x[0], x[1:].t()
     return x[0], (torch.sigmoid(x[1:]) * (1 + 2 * COLOUR_WIDENING) - COLOUR_WIDENING).t()

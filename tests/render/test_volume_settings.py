@@ -39,7 +39,9 @@ def test_field_config_carries_every_ray_setting():
     for name in RAY_FIELDS:
         assert getattr(s, name) == OLD_FIELD_CONFIG[name], name
     assert s.box_size == 1.5
-    assert FieldConfig(**cfg.as_dict()) == cfg and set(cfg.as_dict()) == set(OLD_FIELD_CONFIG)
+    # a config written before colour_activation existed loads with EG3D's sigmoid
+    assert FieldConfig(**cfg.as_dict()) == cfg and set(cfg.as_dict()) == set(OLD_FIELD_CONFIG) | {"colour_activation"}
+    assert cfg.colour_activation == "sigmoid"
     rep = FieldRepresentation.from_config(OLD_FIELD_CONFIG)
     assert rep.settings == s and rep.frozen_groups == ("decoder",)
 

@@ -176,8 +176,10 @@ class GeneratorConfig(volume.RaySettings):
         world units: a render-service field scene made from the file samples and integrates as this
         generator does (its normal step and chunking are the render service's own defaults)."""
         s = self.volume_settings()
+        linear = self.decoder_activation == "none" or self.raw_torgb   # export folds the colour to 3 linear rows
         own = {"plane_reduction": self.plane_reduction, "plane_axes": self.plane_axes,
-               "rgb_channels": self.decoder_features}
+               "rgb_channels": 3 if linear else self.decoder_features,
+               "colour_activation": "none" if linear else "sigmoid"}
         return {key: own[key] if key in own else getattr(s, key) for key in META_KEYS}
 
     def as_dict(self) -> dict:

@@ -234,23 +234,40 @@ class TriplaneGenerator(nn.Module):
 
     # export ----------------------------------------------------------------------------------------
 
+    def _linear_colour_rows(self, ws: torch.Tensor, w: torch.Tensor, b: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's last layer (1 + K, H), (1 + K,) -> (1 + 3, H), (1 + 3,): density row kept, colour rows
+        c = (A f + a + 1) / 2 for decoded features f = W h + b, where raw = A f + a is the raw image in [-1, 1]:
+        the w-modulated ToRGB at ws[:, -1] (raw_torgb; exact, it is linear), else the first 3 features. The
+        compositing is linear, so per-sample colours composite to (raw + 1) / 2 where alpha is 1."""
+        if self.cfg.raw_torgb:
+            t = self.torgb
+            styles = t.affine(ws[:1, -1].to(t.weight)) * t.weight_gain              # (1, K)
+            A = (t.weight[:, :, 0, 0] * styles).float()                            # (3, K)
+            a = t.bias.float()
+        else:
+            A = torch.eye(3, w.shape[0] - 1, dtype=w.dtype, device=w.device)
+            a = torch.zeros(3, dtype=w.dtype, device=w.device)
+        A, a = A.to(w), a.to(w)
+        colour_w = 0.5 * A @ w[1:]
+        colour_b = 0.5 * (A @ b[1:] + a + 1.0)
+        return torch.cat([w[:1], colour_w]), torch.cat([b[:1], colour_b])
+
     @torch.no_grad()
     def export_field(self, ws: torch.Tensor, noise: dict[str, torch.Tensor] | None = None,
                      dtype: str = "float32") -> bytes:
         """The NPZ (render.proto's field layout) of the field for ws: grids (3, C, R, R) or
-        (3, D, C, R, R), the decoder with gains folded, and settings (box, rays, density scale).
-        FailedPrecondition FIELD_NOT_EXPORTABLE for a generator the field format cannot hold (its decoder
-        is EG3D's sigmoid one and the colour is the first 3 decoded channels): decoder_activation "none"
-        or raw_torgb."""
-        if self.cfg.decoder_activation != "sigmoid" or self.cfg.raw_torgb:
-            raise FailedPrecondition("a field file holds a sigmoid decoder whose first 3 channels are the colour; this "
-                             f"generator has decoder_activation {self.cfg.decoder_activation!r}, raw_torgb "
-                             f"{self.cfg.raw_torgb} (3DPortraitGAN): render it in the inversion service instead",
-                                     reason="FIELD_NOT_EXPORTABLE")
+        (3, D, C, R, R), the decoder with gains folded, and settings (box, rays, density scale). A linear
+        decoder (decoder_activation "none", 3DPortraitGAN) is written with colour_activation "none" and its
+        colour rows replaced by the raw image's affine map (_linear_colour_rows): the file renders the
+        generator's rgb_raw wherever the head covers a pixel (the generator composites over zero features,
+        the file over the render's background)."""
         grids = {}
         for name, g in self.synthesize(ws, noise).items():
             g = g.detach().float().cpu()
             grids[name] = (g if self.cfg.kind == "triplane" else g.permute(0, 2, 1, 3, 4)).numpy()
-        decoder = [(w.detach().float().cpu().numpy(), b.detach().float().cpu().numpy())
-                   for w, b in self.decoder.plain_weights()]
+        layers = [(w.detach().float(), b.detach().float()) for w, b in self.decoder.plain_weights()]
+        if self.cfg.decoder_activation == "none" or self.cfg.raw_torgb:
+            layers[-1] = self._linear_colour_rows(ws, *layers[-1])
+        decoder = [(w.cpu().numpy(), b.cpu().numpy()) for w, b in layers]
         return write_field_npz(FieldArrays(self.cfg.kind, grids, decoder, self.cfg.field_meta()), grid_dtype=dtype)

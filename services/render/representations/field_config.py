@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from services.common.errors import InvalidArgument
 from services.core import volume
-from services.core.planes import FIELD_KINDS, PLANE_AXES, PLANE_REDUCTIONS
+from services.core.planes import COLOUR_ACTIVATIONS, FIELD_KINDS, PLANE_AXES, PLANE_REDUCTIONS
 
 KINDS = FIELD_KINDS
 DEFAULT_LEVELS = (8, 16, 32, 64, 128, 256, 512)
@@ -47,6 +47,7 @@ class FieldConfig(volume.RaySettings):
     rgb_channels: int = 3
     plane_reduction: str = "mean"
     plane_axes: str = "xy_xz_zy"
+    colour_activation: str = "sigmoid"
     frozen_groups: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -89,6 +90,8 @@ class FieldConfig(volume.RaySettings):
             bad("plane_reduction", f"must be one of {PLANE_REDUCTIONS}")
         if self.plane_axes not in PLANE_AXES:
             bad("plane_axes", f"must be one of {tuple(PLANE_AXES)}")
+        if self.colour_activation not in COLOUR_ACTIVATIONS:
+            bad("colour_activation", f"must be one of {COLOUR_ACTIVATIONS}")
         if self.normal_eps < 0:
             bad("normal_eps", f"must be >= 0, got {self.normal_eps}")
         unknown = set(self.frozen_groups) - set(self.group_names())
@@ -146,6 +149,8 @@ OPTIONS = {
     "density_scale": "factor on the activated density (default 1; 0.5 for a 3D-GAN field exported by the "
                      "inversion service, whose densities are per generator unit = 2 world units)",
     "plane_axes": "plane axis layout: xy_xz_zy (default), eg3d, panohead",
+    "colour_activation": "sigmoid (default, EG3D's widened sigmoid) or none (a linear decoder: 3DPortraitGAN's "
+                         "field with its ToRGB folded in)",
     "rgb_channels": "decoded colour channels, >= 3 (extra ones are the 'features' output)",
     "hidden": "decoder hidden widths, comma-separated (default 64)",
     "normal_method": "finite_difference (default) or autograd",

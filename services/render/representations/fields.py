@@ -102,8 +102,10 @@ class FieldDecoder(nn.Module):
     """EG3D OSGDecoder-like MLP: Linear layers with softplus between them. forward(features (P, C)) ->
     raw density (P,) (before activation) and colour (P, K) in [-0.001, 1.001]."""
 
-    def __init__(self, in_features: int, hidden: tuple[int, ...] = (64,), rgb_channels: int = 3):
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (64,), rgb_channels: int = 3,
+                 colour_activation: str = "sigmoid"):
         super().__init__()
+        self.colour_activation = colour_activation
         widths = [in_features, *hidden, 1 + rgb_channels]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
@@ -117,7 +119,7 @@ class FieldDecoder(nn.Module):
 
     def decode_channels_first(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (C, P) -> raw density (P,), colour (P, K) (planes.decode_osg)."""
-        return decode_osg([(layer.weight, layer.bias) for layer in self.layers], x)
+        return decode_osg([(layer.weight, layer.bias) for layer in self.layers], x, self.colour_activation)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (P, C) -> raw density (P,), colour (P, K)."""
@@ -141,7 +143,7 @@ class FieldRepresentation(Representation):
             raise InvalidArgument("kind", f"{type(self).__name__} renders {self.kind!r}, config is {cfg.kind!r}")
         self.cfg = cfg
         self.field = FeatureField(cfg)
-        self.decoder = FieldDecoder(cfg.channels, cfg.hidden, cfg.rgb_channels)
+        self.decoder = FieldDecoder(cfg.channels, cfg.hidden, cfg.rgb_channels, cfg.colour_activation)
         self.settings = cfg.volume_settings()
         # instance values shadow the class defaults: pyramid groups depend on the levels
         self.default_lrs = default_learning_rates(cfg)
