@@ -24,7 +24,7 @@ import time
 import traceback
 from typing import Callable
 
-from orchestrator.recipes import load_recipe
+from orchestrator.recipes import load_recipe, requirements
 from orchestrator.runtime.report import REPORT, build_report
 from orchestrator.stages import scene
 from orchestrator.stages.context import JobCancelled, StageContext
@@ -65,6 +65,13 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
                        image_names=list(image_names or []), models_dir=models_dir)
     if artifacts.exists(job_id, STATE_ARTIFACT):
         ctx.state = json.loads(artifacts.read(job_id, STATE_ARTIFACT))
+    if not ctx.state.get("completed_stages"):
+        try:   # before any stage: a recipe the services cannot serve fails at once, naming what to configure
+            requirements.check(loaded, clients)
+        except HeadForgeError as e:   # no stage ran: the job fails without a stage event
+            emit({"kind": "done", "state": "failed", "error_message": e.message,
+                  "error_reason": e.reason or type(e).__name__, "error_code": e.code.name})
+            return "failed"
     for spec in loaded.recipe.stages:
         if spec.name in ctx.state.setdefault("completed_stages", []):
             continue

@@ -19,7 +19,7 @@ import numpy as np
 from orchestrator.stages.context import JobCancelled, StageContext
 from orchestrator.stages.preprocess import load_photo_face
 from orchestrator.stages.params import InvertParams
-from orchestrator.stages.scene import optimizer_spec, set_job_scene
+from orchestrator.stages.scene import create_job_scene
 from services.common.errors import FailedPrecondition, HeadForgeError
 from services.common.images import encode_png
 from services.core.models import HASH_CHARS, ModelRecord
@@ -113,7 +113,7 @@ def record_generator(ctx: StageContext, info) -> ModelRecord:
 
 
 def run(ctx: StageContext, params: InvertParams) -> None:
-    inversion, render = ctx.clients.inversion, ctx.clients.render
+    inversion = ctx.clients.inversion
     desc, info = find_generator(ctx, params.generator)
     if params.crop == "reference":
         crop, camera, mask = _reference_crop(ctx)
@@ -159,9 +159,7 @@ def run(ctx: StageContext, params: InvertParams) -> None:
             inversion.close_session(result.session_id)
         except HeadForgeError:   # expired or the service restarted: nothing left to free
             pass
-    optimizer = params.optimizer_params()
-    scene = render.create_scene(output["kind"], asset=asset, optimizer=optimizer_spec(optimizer), label=ctx.job_id)
-    set_job_scene(ctx, output["kind"], scene.scene_id, optimizer)
+    create_job_scene(ctx, output["kind"], asset=asset, optimizer=params.optimizer_params())
 
     record = record_generator(ctx, info)
     ctx.add_report_section("inversion", {

@@ -57,8 +57,8 @@ FIELD_KINDS = ("triplane", "trigrid", "pyramid_trigrid")
 class OptimizerParams(_Strict):
     """The render service's optimiser for the job's scene (services/render/types.py OptimizerSpec): Adam or
     Adan, a learning rate per parameter group (a number or a schedule [start_step, start, end, end_step];
-    groups not listed keep the kind's defaults), eps, weight decay, gradient clipping (max_grad_norm 0 =
-    none) and frozen groups (e.g. a field's "decoder")."""
+    groups not listed keep the kind's defaults; level_lrs: per pyramid level by rank, below), eps, weight
+    decay, gradient clipping (max_grad_norm 0 = none) and frozen groups (e.g. a field's "decoder")."""
 
     kind: Literal["adam", "adan"] = "adam"
     lrs: dict[str, ScheduleValue] = Field(default_factory=dict)
@@ -68,6 +68,9 @@ class OptimizerParams(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(0.0, ge=0)
     frozen: list[str] = Field(default_factory=list)
+    # a pyramid tri-grid's levels by rank from the finest: [0.1, 0.2, 1.0] gives the finest level 0.1, the next
+    # 0.2 and every coarser one 1.0 (levels named in `lrs` keep theirs); expanded once the scene's levels are known
+    level_lrs: list[ScheduleValue] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _betas(self):

@@ -35,12 +35,18 @@ def _make_targets(ctx: StageContext, scene_id: str, params: RefineParams, round_
     render = ctx.clients.render
     images = np.concatenate([render.render(scene_id, [c], ["rgb"], background=v.background).outputs["rgb"]
                              for c, v in zip(cams, views)])
-    targets = ctx.clients.guidance.denoise(DenoiseRequest(
-        images=np.clip(images, 0, 1).astype(np.float32), strength=params.strength, cameras=cams,
-        conditions=Conditions(backbone=params.backbone, prompt=params.prompt or ctx.prompt,
-                              negative_prompt=params.negative_prompt),
-        num_steps=params.num_steps, guidance_scale=params.guidance_scale, seed=ctx.seed + 907 + round_,
-        background=np.stack([v.background for v in views]).astype(np.float32))).images
+    guidance = ctx.clients.guidance
+    per_call = max(1, guidance.describe().max_batch_images)   # more views than one request may carry: in turn
+    parts = []
+    for i in range(0, len(views), per_call):
+        part = slice(i, i + per_call)
+        parts.append(guidance.denoise(DenoiseRequest(
+            images=np.clip(images[part], 0, 1).astype(np.float32), strength=params.strength, cameras=cams[part],
+            conditions=Conditions(backbone=params.backbone, prompt=params.prompt or ctx.prompt,
+                                  negative_prompt=params.negative_prompt),
+            num_steps=params.num_steps, guidance_scale=params.guidance_scale, seed=ctx.seed + 907 + round_ + i,
+            background=np.stack([v.background for v in views[part]]).astype(np.float32))).images)
+    targets = np.concatenate(parts)
     buf = io.BytesIO()
     np.savez_compressed(buf, images=targets.astype(np.float32), K=np.stack([c.K for c in cams]),
                         world_to_camera=np.stack([c.world_to_camera for c in cams]),

@@ -29,6 +29,43 @@ def optimizer_spec(params: OptimizerParams | dict | None) -> OptimizerSpec:
                          eps=params.eps, weight_decay=params.weight_decay, max_grad_norm=params.max_grad_norm)
 
 
+def with_level_lrs(optimizer: OptimizerParams, groups) -> OptimizerParams:
+    """optimizer with level_lrs written out as lrs of the pyramid levels among `groups` (names "level_<R>"),
+    finest first; levels already in lrs keep theirs. Unchanged without level_lrs."""
+    if not optimizer.level_lrs:
+        return optimizer
+    levels = sorted((g for g in groups if g.startswith("level_") and g[6:].isdigit()), key=lambda g: -int(g[6:]))
+    if not levels:
+        raise FailedPrecondition("optimizer level_lrs is for a pyramid tri-grid's levels; this scene has groups "
+                                 f"{sorted(groups)}", reason="NO_PYRAMID_LEVELS")
+    rule = optimizer.level_lrs
+    lrs = {g: rule[min(i, len(rule) - 1)] for i, g in enumerate(levels)}
+    return optimizer.model_copy(update={"lrs": {**lrs, **optimizer.lrs}})
+
+
+def create_job_scene(ctx: StageContext, kind: str, init: dict | None = None, *, asset: tuple[bytes, str] | None = None,
+                     optimizer: OptimizerParams | None = None, options: dict[str, str] | None = None,
+                     seed: int = 0) -> str:
+    """CreateScene as the job's scene (set_job_scene) with `optimizer`, its level_lrs written out for the new
+    scene's levels (the scene is made again from its own state with them: the levels are known only once it
+    exists). The stage's learning rates per group go into the report's optimizers section."""
+    render = ctx.clients.render
+    info = render.create_scene(kind, init, asset=asset, optimizer=optimizer_spec(optimizer), options=options or None,
+                               seed=seed, label=ctx.job_id)
+    if optimizer is not None and optimizer.level_lrs:
+        optimizer = with_level_lrs(optimizer, info.param_counts)
+        state = render.get_state(info.scene_id, exclude_optimizer=True)
+        render.close_scene(info.scene_id)
+        info = render.create_scene(kind, asset=(state, "checkpoint"), optimizer=optimizer_spec(optimizer),
+                                   options=options or None, label=ctx.job_id)
+    set_job_scene(ctx, kind, info.scene_id, optimizer, options)
+    opt = optimizer or OptimizerParams()
+    ctx.state.setdefault("report", {}).setdefault("optimizers", {})[ctx.stage] = {
+        "kind": opt.kind, "lrs": {g: opt.lrs.get(g, "default") for g in sorted(info.param_counts) if g not in opt.frozen},
+        "frozen": sorted(opt.frozen)}
+    return info.scene_id
+
+
 def _photo_colour(ctx: StageContext, n: int) -> np.ndarray:
     """(n, 3) float32: the photo's mean head colour (preprocess's reference view and mask)."""
     photo = decode_png(ctx.read_artifact(ctx.state["reference"]["image"]))[..., :3].astype(np.float32) / 255
@@ -123,11 +160,8 @@ def _gan_sample(ctx: StageContext, params: InitParams) -> bytes:
 
 def run_init(ctx: StageContext, params: InitParams) -> None:
     init, asset, options = _init_values(ctx, params)
-    optimizer = params.optimizer_params()
-    info = ctx.clients.render.create_scene(params.representation, init, asset=asset,
-                                           optimizer=optimizer_spec(optimizer), options=options or None,
-                                           seed=ctx.seed + 1, label=ctx.job_id)
-    set_job_scene(ctx, params.representation, info.scene_id, optimizer, options)
+    create_job_scene(ctx, params.representation, init, asset=asset, optimizer=params.optimizer_params(),
+                     options=options, seed=ctx.seed + 1)
 
 
 def set_job_scene(ctx: StageContext, kind: str, scene_id: str, optimizer: OptimizerParams | None = None,
@@ -168,10 +202,7 @@ def use_optimizer(ctx: StageContext, optimizer: OptimizerParams) -> str:
     state = render.get_state(ensure_scene(ctx), exclude_optimizer=True)
     kind, options = ctx.state["scene"]["kind"], ctx.state["scene"].get("options") or {}
     close_scene(ctx)
-    info = render.create_scene(kind, asset=(state, "checkpoint"), optimizer=optimizer_spec(optimizer),
-                               options=options or None, label=ctx.job_id)
-    set_job_scene(ctx, kind, info.scene_id, optimizer, options)
-    return info.scene_id
+    return create_job_scene(ctx, kind, asset=(state, "checkpoint"), optimizer=optimizer, options=options)
 
 
 def close_scene(ctx: StageContext) -> None:
@@ -239,10 +270,8 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
     else:                        # dmtet or field -> mesh
         init, asset = _surface_to_mesh(ctx, params), None
     close_scene(ctx)
-    optimizer = params.optimizer_params()
-    info = render.create_scene(params.to, init, asset=asset, optimizer=optimizer_spec(optimizer),
-                               options=options or None, seed=ctx.seed + 2, label=ctx.job_id)
-    set_job_scene(ctx, params.to, info.scene_id, optimizer, options)
+    create_job_scene(ctx, params.to, init, asset=asset, optimizer=params.optimizer_params(), options=options,
+                     seed=ctx.seed + 2)
 
 
 def run_export(ctx: StageContext, params: ExportParams) -> None:

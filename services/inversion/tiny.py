@@ -1,7 +1,8 @@
 """Tiny generators in the real on-disk format (checkpoint.py), for tests, benchmarks and the demo: random
 weights, 32x32 feature planes, 32-pixel neural rendering, 64-pixel output after super-resolution.
 
-    write_tiny_generators(DIR / "inversion")  ->  DIR/inversion/{tiny-triplane, tiny-trigrid, tiny-pyramid}
+    write_tiny_generators(DIR / "inversion")  ->  DIR/inversion/{tiny-triplane, tiny-trigrid, tiny-pyramid,
+                                                                 tiny-3dportraitgan}
 
 With shape_prior (the default for written generators) the random generator is nudged for a few hundred
 Adam steps so that, for any latent, its raw density is roughly clamp(200 * (0.6 - |x| / b), -20, 40) (b = box half
@@ -31,6 +32,13 @@ TINY_CONFIGS = {
                                     azimuth_min=-180, azimuth_max=180, **TINY),
     "tiny-pyramid": GeneratorConfig(kind="pyramid_trigrid", depth=3, pyramid_levels=(8, 16, 32), plane_axes="panohead",
                                     plane_reduction="sum", crop_style="head", azimuth_min=-180, azimuth_max=180, **TINY),
+    # 3DPortraitGAN's published architecture (generators/portraitgan.py) at tiny size: 2D blocks 4..16 all 3 x 4 x 3
+    # wide, levels 8..32 from its 3D-aware blocks, a linear decoder and the w-modulated ToRGB after rendering
+    "tiny-3dportraitgan": GeneratorConfig(kind="pyramid_trigrid", pyramid_style="3dportraitgan", depth=3,
+                                          pyramid_levels=(8, 16, 32), plane_axes="panohead", plane_reduction="sum",
+                                          crop_style="head", azimuth_min=-180, azimuth_max=180,
+                                          decoder_activation="none", raw_torgb=True, pose_dim=6,
+                                          **{**TINY, "plane_resolution": 16, "channels": 4}),
 }
 
 
@@ -41,7 +49,30 @@ def tiny_generator(name: str = "tiny-triplane", seed: int = 0, shape_prior: bool
     gen = TriplaneGenerator(TINY_CONFIGS[name])
     if shape_prior:
         fit_shape_prior(gen, prior_steps, seed)
+    if gen.cfg.raw_torgb:
+        scale_raw_colours(gen, seed)
     return gen.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def scale_raw_colours(gen: TriplaneGenerator, seed: int = 0) -> None:
+    """A linear decoder and ToRGB of random weights give raw colours far outside [-1, 1]: rescale the ToRGB so
+    that, over random latents and the points inside the shape prior's blob, the raw image has mean 0 and
+    standard deviation 0.5 per channel (colours 0.5 +- 0.25), the per-latent variation kept."""
+    g = torch.Generator().manual_seed(seed + 2)
+    b = gen.settings.box_size
+    raws = []
+    for _ in range(8):
+        ws = gen.map(torch.randn(1, gen.cfg.z_dim, generator=g))
+        pts = (torch.rand(2048, 3, generator=g) * 2 - 1) * b * 0.5
+        _, feats = gen.query(gen.synthesize(ws))(pts)                                   # (P, K)
+        t = gen.torgb
+        styles = t.affine(ws[:, -1]) * t.weight_gain                                    # (1, K)
+        raws.append(feats @ (t.weight[:, :, 0, 0] * styles).t() + t.bias)               # (P, 3)
+    raw = torch.cat(raws)
+    scale = 0.5 / raw.std(0).clamp_min(1e-6)
+    gen.torgb.weight.mul_(scale[:, None, None, None])
+    gen.torgb.bias.copy_((gen.torgb.bias - raw.mean(0)) * scale)
 
 
 def fit_shape_prior(gen: TriplaneGenerator, steps: int = 200, seed: int = 0, radius: float = 0.6) -> None:

@@ -111,7 +111,7 @@ def test_invert_recipe_over_grpc_makes_a_mesh_scene(tmp_path, astronaut, inversi
 def test_invert_without_a_generator_fails_saying_so(tmp_path, astronaut):
     result = run_local(load_recipe(text=_recipe("field", "npz")), [encode_png(astronaut)], "", tmp_path / "out",
                        show_progress=False)   # in-process inversion with no models folder: no generator
-    assert result.state == "failed" and result.error_reason == "NO_GENERATOR"
+    assert result.state == "failed" and result.error_reason == "MODELS_MISSING"   # the preflight, before any stage
     assert "tiny-triplane" in result.error_message and result.error_code == "FAILED_PRECONDITION"
     assert not (tmp_path / "out").exists()
 

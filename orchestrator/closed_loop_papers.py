@@ -1,0 +1,154 @@
+"""Closed-loop checks of the paper recipes on the oracle prior (a TEST prior; nothing here is a result). A check
+recipe, orchestrator/recipes/checks/oracle_<recipe>.yaml, takes the paper recipe's own stages verbatim (a stage
+entry `{from_recipe: NAME, stage: STAGE, backbone: B, set: {dotted.path: value}}`: that stage of the built-in
+recipe, every guidance backbone it names replaced by B, the `set` paths (list items by index) changed to shrink
+it for a CPU) between the check's own init and ground_truth_check stages.
+
+    python -m orchestrator.closed_loop_papers [--option K=V ...] [--out FILE]
+
+runs the portrait3d_text check as in production (render, guidance serving only the oracle and inversion serving
+a tiny random pyramid GAN, as processes on loopback, the job on Ray) and prints its figures as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from orchestrator.recipes import BUILTIN, LoadedRecipe, load_recipe
+
+CHECKS = Path(__file__).parent / "recipes" / "checks"
+TINY_GAN = "tiny-pyramid"
+TRUTH_SEED = 2   # G(w2): the oracle's exemplars and the checks' ground truth (the check YAML's truth seed)
+
+
+def _set_path(node, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _replace_backbones(node, backbone: str) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "backbone":
+                node[k] = backbone
+            else:
+                _replace_backbones(v, backbone)
+    elif isinstance(node, list):
+        for v in node:
+            _replace_backbones(v, backbone)
+
+
+def check_recipe(name: str, options: dict[str, str] | None = None) -> LoadedRecipe:
+    """The loaded check recipe of paper recipe `name` (checks/oracle_<name>.yaml with its from_recipe stages
+    spliced in), options applied after."""
+    data = yaml.safe_load((CHECKS / f"oracle_{name}.yaml").read_text())
+    stages = []
+    for entry in data["stages"]:
+        if "from_recipe" not in entry:
+            stages.append(entry)
+            continue
+        paper = yaml.safe_load((BUILTIN / f"{entry['from_recipe']}.yaml").read_text())
+        stage = next(s for s in paper["stages"] if s["name"] == entry["stage"])
+        if entry.get("backbone"):
+            _replace_backbones(stage, entry["backbone"])
+        for dotted, value in (entry.get("set") or {}).items():
+            _set_path(stage.setdefault("params", {}), dotted, value)
+        stages.append(stage)
+    data["stages"] = stages
+    text = yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)   # JSON: no shared nodes, no YAML aliases
+    return load_recipe(text=text, options=options)
+
+
+def run_portrait3d_text(root: Path, options: dict[str, str] | None = None, timeout_s: float = 1800) -> dict:
+    """Run the portrait3d_text check as a Ray job against service processes; returns the job's state, seconds,
+    and report.json's ground_truth, optimizers and warnings sections."""
+    import ray
+
+    from orchestrator.jobs.artifacts import ArtifactStore
+    from orchestrator.jobs.store import JobStore
+    from orchestrator.jobs.types import TERMINAL, JobSpec
+    from orchestrator.runtime.endpoints import Endpoints
+    from orchestrator.runtime.ray_runtime import ActorShare, RayRuntime
+    from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
+    from services.inversion.client import connect
+    from services.inversion.tiny import write_tiny_generators
+    from services.inversion.types import Latent
+
+    write_tiny_generators(root / "models" / "inversion", names=(TINY_GAN,))
+    inversion = Supervisor([ServiceSpec("inversion", ["--models-dir", str(root / "models"), "--device", "cpu"])],
+                           root / "logs" / "inversion").start()
+    sup = None
+    try:
+        client = connect(inversion.address("inversion"))
+        (root / "g_w2.npz").write_bytes(client.export_field(Latent.sample(TRUTH_SEED, TINY_GAN)))
+        client.close()
+        config = root / "oracle.yaml"
+        config.write_text(yaml.safe_dump({"backbones": [{"name": "oracle", "backend": "oracle", "default": True,
+                                                         "exemplar_field": "g_w2.npz"}]}))
+        sup = Supervisor([ServiceSpec("render"), ServiceSpec("guidance", ["--config", str(config), "--device", "cpu"])],
+                         root / "logs").start()
+        store = JobStore(root / "jobs.db")
+        artifacts = ArtifactStore((root / "artifacts").as_uri())
+        runtime = RayRuntime(store, artifacts.root_url,
+                             Endpoints(render=sup.address("render"), guidance=sup.address("guidance"),
+                                       inversion=inversion.address("inversion")),
+                             share=ActorShare(num_cpus=1.0))
+        try:
+            runtime.start()
+            loaded = check_recipe("portrait3d_text", options)
+            started = time.perf_counter()
+            job_id = store.create(JobSpec(tenant="closed-loop", recipe=loaded.recipe.name, recipe_yaml=loaded.yaml,
+                                          recipe_sha256=loaded.sha256,
+                                          stage_names=[s.name for s in loaded.recipe.stages])).id
+            deadline = time.monotonic() + timeout_s
+            while store.get_any(job_id).state not in TERMINAL and time.monotonic() < deadline:
+                time.sleep(0.5)
+            job = store.get_any(job_id)
+            out = {"state": job.state, "error": job.error_message,
+                   "seconds": round((job.finished_at or time.time()) - (job.started_at or started), 1)}
+            if job.state == "succeeded":
+                report = json.loads(artifacts.read(job_id, "report.json"))
+                out.update({k: report.get(k) for k in ("ground_truth", "optimizers", "warnings", "result_is_real",
+                                                       "stage_seconds")})
+            return out
+        finally:
+            runtime.stop()
+            ray.shutdown()
+    finally:
+        if sup is not None:
+            sup.stop()
+        inversion.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--option", action="append", default=[], metavar="K=V",
+                        help="an option for the check recipe, e.g. stages.sds.iterations=300")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    options = dict(o.split("=", 1) for o in args.option)
+    with tempfile.TemporaryDirectory(prefix="headforge-closed-loop-") as tmp:
+        figures = {"note": "a TEST against the oracle prior's known field (a tiny random GAN's sample): it checks "
+                           "the recipe's machinery, it is not a result",
+                   "portrait3d_text": run_portrait3d_text(Path(tmp), options)}
+    text = json.dumps(figures, indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
