@@ -17,6 +17,7 @@ import yaml
 from services.guidance.backbones.base import BatchConditions, ControlBatch, ModelFilesError
 from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig
 from services.guidance.backbones.diffusers_loader import load_diffusers_backbone
+from services.core.models import mark_random_weights
 from services.guidance.tiny_models import write_tiny_models
 from services.guidance.types import ControlSpec, LoraSpec
 
@@ -282,6 +283,24 @@ def test_missing_weights_and_folders(tiny, entry, tmp_path):
     with pytest.raises(ModelFilesError, match="controlnet-gone.*ControlNet folder"):
         load_diffusers_backbone({**entry, "controlnets": [{"name": "c", "kind": "depth", "path": "controlnet-gone"}]},
                                 tiny, "cpu")
+
+
+def test_a_separate_vae_replaces_the_sd_folders(tiny, backbone, tmp_path, inputs):
+    """Realistic Vision's _noVAE layout: an SD folder without vae/ and the VAE in its own AutoencoderKL folder
+    (the entry's `vae`); it decodes as the folder's own vae did (same weights here), and its record names it."""
+    shutil.copytree(tiny / "sd15-tiny", tmp_path / "novae", ignore=shutil.ignore_patterns("vae"))
+    shutil.copytree(tiny / "sd15-tiny" / "vae", tmp_path / "sd-vae-ft-mse")
+    mark_random_weights(tmp_path / "sd-vae-ft-mse", "a copy of the tiny SD's random VAE")
+    with pytest.raises(ModelFilesError, match="novae/vae"):
+        load_diffusers_backbone({"name": "rv", "path": "novae"}, tmp_path, "cpu")
+    rv = load_diffusers_backbone({"name": "rv", "path": "novae", "vae": "sd-vae-ft-mse"}, tmp_path, "cpu")
+    _, latents, _, _, _ = inputs
+    assert torch.allclose(rv.decode_latents(latents), backbone.decode_latents(latents))
+    vae = [m for m in rv.info.models if m.role == "vae"]
+    assert [m.name for m in vae] == ["sd-vae-ft-mse"] and vae[0].provenance == "random_weights"
+    (tmp_path / "sd-vae-ft-mse" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ModelFilesError, match="AutoencoderKL folder"):
+        load_diffusers_backbone({"name": "rv", "path": "novae", "vae": "sd-vae-ft-mse"}, tmp_path, "cpu")
 
 
 def test_missing_adapter_and_lora_files_are_named(tiny, entry):

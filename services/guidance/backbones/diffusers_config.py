@@ -51,6 +51,7 @@ class DiffusersBackboneConfig(BaseModel):
     backend: Literal["diffusers"] = "diffusers"
     family: str = "sd15"
     path: str                 # SD folder (relative to the YAML file, or absolute) or an HF repo id in the local cache
+    vae: str = ""             # a separate AutoencoderKL folder replacing the SD folder's vae/ (which may then be absent)
     default: bool = False
     output_kind: str = "rgb"
     normal_convention: str = "opencv"     # output_kind "normal": the frame it was trained in (base.NORMAL_CONVENTIONS)

@@ -19,7 +19,7 @@ from services.guidance.backbones.base import ModelFilesError
 from services.guidance.backbones.diffusers_backbone import DiffusersBackbone
 from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig, check_config
 from services.guidance.backbones.model_files import (ADAPTER_LAYOUT, CONTROLNET_LAYOUT, LORA_LAYOUT,
-                                                    PICKLE_SUFFIXES, SD_LAYOUT, check_sd_components,
+                                                    PICKLE_SUFFIXES, SD_LAYOUT, VAE_LAYOUT, check_sd_components,
                                                     component_records, read_scheduler_config, require,
                                                     resolve_root, weight_file, weights_files,
                                                     weights_provenance)
@@ -36,6 +36,7 @@ class _Files:
 
     root: Path
     sd_weights: dict[str, list[Path]]
+    vae_dir: Path | None = None             # a separate VAE folder (the entry's `vae`)
     control_dirs: dict[str, Path] = field(default_factory=dict)
     control_weights: dict[str, list[Path]] = field(default_factory=dict)
     adapter_files: dict[str, Path] = field(default_factory=dict)
@@ -53,12 +54,17 @@ def load_diffusers_backbone(config: DiffusersBackboneConfig | dict, base_dir: Pa
     check_config(cfg)
     files = _find_files(cfg, Path(base_dir))
 
-    from diffusers import StableDiffusionPipeline
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
 
+    safetensors = None if cfg.allow_pickle else True
     try:
+        extra = {}
+        if files.vae_dir is not None:
+            extra["vae"] = AutoencoderKL.from_pretrained(str(files.vae_dir), dtype=dtype, local_files_only=True,
+                                                         use_safetensors=safetensors, variant=cfg.variant)
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(files.root), dtype=dtype, local_files_only=True, use_safetensors=None if cfg.allow_pickle else True,
-            variant=cfg.variant, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+            str(files.root), dtype=dtype, local_files_only=True, use_safetensors=safetensors,
+            variant=cfg.variant, safety_checker=None, feature_extractor=None, requires_safety_checker=False, **extra)
     except Exception as e:
         raise ModelFilesError(f"could not load {files.root} ({type(e).__name__}: {e}); expected {SD_LAYOUT}") from e
     pipe.set_progress_bar_config(disable=True)
@@ -80,7 +86,14 @@ def load_diffusers_backbone(config: DiffusersBackboneConfig | dict, base_dir: Pa
 def _find_files(cfg: DiffusersBackboneConfig, base_dir: Path) -> _Files:
     root = resolve_root(cfg.path, base_dir, SD_LAYOUT)
     require(root / "model_index.json", SD_LAYOUT)
-    files = _Files(root, check_sd_components(root, ("unet", "vae", "text_encoder"), cfg.variant, cfg.allow_pickle))
+    parts = ("unet", "text_encoder") if cfg.vae else ("unet", "vae", "text_encoder")
+    files = _Files(root, check_sd_components(root, parts, cfg.variant, cfg.allow_pickle))
+    if cfg.vae:
+        vae = resolve_root(cfg.vae, base_dir, VAE_LAYOUT)
+        require(vae / "config.json", VAE_LAYOUT)
+        files.sd_weights["vae"] = weights_files(vae, "diffusion_pytorch_model", cfg.variant, cfg.allow_pickle,
+                                                VAE_LAYOUT)
+        files.vae_dir = vae
     for c in cfg.controlnets:
         folder = resolve_root(c.path, base_dir, CONTROLNET_LAYOUT)
         folder = folder / c.subfolder if c.subfolder else folder
@@ -100,7 +113,11 @@ def _find_files(cfg: DiffusersBackboneConfig, base_dir: Path) -> _Files:
 
 
 def _records(cfg: DiffusersBackboneConfig, files: _Files) -> list[ModelRecord]:
-    records = component_records(cfg.path, files.sd_weights)
+    own = {k: v for k, v in files.sd_weights.items() if not (k == "vae" and cfg.vae)}
+    records = component_records(cfg.path, own)
+    if cfg.vae:
+        vae = files.sd_weights["vae"]
+        records.append(ModelRecord("vae", "diffusers", cfg.vae, file_sha256(*vae), weights_provenance(vae)))
     records += [ModelRecord(f"controlnet:{c.name}", "diffusers", c.path, file_sha256(*files.control_weights[c.name]),
                             weights_provenance(files.control_weights[c.name])) for c in cfg.controlnets]
     records += [ModelRecord(f"identity_adapter:{a.name}", "diffusers", a.path, file_sha256(files.adapter_files[a.name]),

@@ -17,6 +17,8 @@ from services.guidance.backbones.base import ModelFilesError
 SD_LAYOUT = ("a diffusers Stable Diffusion folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
              "scheduler/ (unet, vae and text_encoder each with config.json and safetensors weights; tokenizer with "
              "vocab.json + merges.txt or tokenizer.json; scheduler/scheduler_config.json)")
+VAE_LAYOUT = ("a diffusers AutoencoderKL folder (e.g. stabilityai/sd-vae-ft-mse, what Realistic Vision's _noVAE "
+              "variants are used with): config.json and diffusion_pytorch_model.safetensors")
 CONTROLNET_LAYOUT = ("a diffusers ControlNet folder (ControlNetModel.save_pretrained): config.json and "
                      "diffusion_pytorch_model.safetensors")
 ADAPTER_LAYOUT = ("an IP-Adapter-FaceID weights file (e.g. ip-adapter-faceid_sd15.bin from h94/IP-Adapter-FaceID): "
