@@ -48,8 +48,11 @@ def check_flow(recipe: Recipe, params: dict[str, BaseModel]) -> None:
                 raise _bad(f"{where}.source", "fitted_template needs a template_fit stage before init")
             scene = p.representation
         elif kind == "invert":
-            if not face:
-                raise _bad(f"stages[{i}]", "invert needs the photo's face: put a preprocess stage before it")
+            if p.crop == "reference" and not photo:
+                raise _bad(f"stages[{i}]", "invert with crop reference needs a preprocess stage before it")
+            if p.crop == "face" and not face:
+                raise _bad(f"stages[{i}]", "invert needs the photo's face: put a preprocess stage before it (or "
+                                           "crop: reference for a reference view already framed for the generator)")
             # the field kind is the generator's (known when the job runs); every field kind can do the same
             scene = "mesh" if p.output == "mesh" else "triplane"
         elif kind == "convert":

@@ -21,7 +21,8 @@ from services.inversion.types import InversionConfig, InversionLimits
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `headforge serve inversion` (the common server flags are added by the caller)."""
     parser.add_argument("--device", default=None, help="torch device; default cuda when available, else cpu")
-    parser.add_argument("--models-dir", default=None, help="serve every generator under DIR/inversion/<name>")
+    parser.add_argument("--models-dir", default=None, help="serve every generator under DIR/inversion/<name> (and "
+                        "LPIPS weights DIR/lpips/vgg16.pth + vgg.pth when there and no --lpips-vgg is given)")
     parser.add_argument("--generator", action="append", help="NAME=DIR, repeatable (checkpoint directory)")
     parser.add_argument("--default-generator", default=None)
     parser.add_argument("--trust-pickles", action="store_true",
@@ -35,6 +36,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tenant-bytes", type=int, default=8 << 30, help="session bytes per tenant")
     parser.add_argument("--max-concurrent-inversions", type=int, default=2)
     parser.add_argument("--max-image-pixels", type=int, default=40_000_000, help="larger input images are refused")
+
+
+LPIPS_FILES = ("vgg16.pth", "vgg.pth")   # under --models-dir/lpips/: torchvision's VGG16 state dict, lpips' lin weights
 
 
 def config_from_args(args: argparse.Namespace, max_message_bytes: int = 64 * 1024 * 1024) -> InversionConfig:
@@ -51,9 +55,15 @@ def config_from_args(args: argparse.Namespace, max_message_bytes: int = 64 * 102
                              max_sessions_per_tenant=args.max_sessions_per_tenant,
                              max_tenant_bytes=args.max_tenant_bytes,
                              max_concurrent_inversions=args.max_concurrent_inversions)
+    lpips_vgg, lpips_lin = args.lpips_vgg, args.lpips_lin
+    if args.models_dir and not lpips_vgg:   # the models folder's convention: DIR/lpips/{vgg16.pth, vgg.pth}
+        found = {name: Path(args.models_dir) / "lpips" / name for name in LPIPS_FILES}
+        if found["vgg16.pth"].is_file():
+            lpips_vgg = str(found["vgg16.pth"])
+            lpips_lin = lpips_lin or (str(found["vgg.pth"]) if found["vgg.pth"].is_file() else None)
     return InversionConfig(generators=generators, default_generator=args.default_generator or "",
-                           trust_pickles=args.trust_pickles, device=args.device, lpips_vgg=args.lpips_vgg,
-                           lpips_lin=args.lpips_lin, limits=limits, max_message_bytes=max_message_bytes,
+                           trust_pickles=args.trust_pickles, device=args.device, lpips_vgg=lpips_vgg,
+                           lpips_lin=lpips_lin, limits=limits, max_message_bytes=max_message_bytes,
                            max_image_pixels=args.max_image_pixels)
 
 

@@ -6,16 +6,18 @@
   models (realistic_vision_51, 3dportraitgan_512) but points them at tiny random models in the real layouts: every
   stage runs over gRPC on Ray and every artifact of the method is fetched, report.json flagging the test models.
   Random weights draw no face, so the job's options take the generated picture as the reference view at the GAN's
-  camera (preprocess `given`, invert `crop: reference`) and, with no LPIPS weights here, add an L2 term."""
+  camera (preprocess `given`, invert `crop: reference`); LPIPS is a random VGG16 in the lpips layout."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import torch
 import yaml
 
 from services.common.process import free_port
+from services.core.lpips import random_vgg_state
 from tests.helpers import headforge
 
 
@@ -50,6 +52,10 @@ def _model_repository(root):
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     [folder] = write_tiny_generators(root / "models" / "inversion", names=("tiny-3dportraitgan",))
     shutil.move(folder, folder.parent / "3dportraitgan_512")
+    (root / "models" / "lpips").mkdir()   # serve inversion's convention: models/lpips/vgg16.pth + vgg.pth
+    torch.save(random_vgg_state(seed=3), root / "models" / "lpips" / "vgg16.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((8, 16, 32, 32, 32))},
+               root / "models" / "lpips" / "vgg.pth")
     return config, root / "models"
 
 
@@ -58,7 +64,7 @@ SMALL = {
     "stages.generate.num_steps": "2",
     "stages.preprocess.reference": "given",
     "stages.preprocess.camera": "{azimuth: 0, elevation: 0, radius: 5.4, fov: 12.45, target: [0, 0.13, 0]}",
-    "stages.invert.crop": "reference", "stages.invert.steps": "4", "stages.invert.l2_weight": "1.0",
+    "stages.invert.crop": "reference", "stages.invert.steps": "4",
     "stages.sds.iterations": "3", "stages.sds.cameras.resolution": "32",
     "stages.sds.terms": "[{kind: sds, backbone: realistic_vision_51, guidance_scale: 100, t_range: [0.02, 0.4], "
                         "resolution: 64}]",

@@ -236,6 +236,25 @@ def test_lpips_loads_lpips_format_files_and_states_its_fallback(tmp_path):
         LPIPS.from_files(tmp_path / "vgg.pth")
 
 
+def test_serve_inversion_finds_lpips_weights_in_its_models_folder(tmp_path):
+    """`serve inversion --models-dir DIR` uses DIR/lpips/vgg16.pth (+ vgg.pth) unless --lpips-vgg says otherwise."""
+    import argparse
+
+    from services.inversion.cli import add_serve_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    (tmp_path / "lpips").mkdir()
+    assert config_from_args(parser.parse_args(["--models-dir", str(tmp_path)])).lpips_vgg is None
+    torch.save(random_vgg_state(seed=1), tmp_path / "lpips" / "vgg16.pth")
+    cfg = config_from_args(parser.parse_args(["--models-dir", str(tmp_path)]))
+    assert (cfg.lpips_vgg, cfg.lpips_lin) == (str(tmp_path / "lpips" / "vgg16.pth"), None)
+    torch.save({}, tmp_path / "lpips" / "vgg.pth")
+    assert config_from_args(parser.parse_args(["--models-dir", str(tmp_path)])).lpips_lin == str(tmp_path / "lpips" / "vgg.pth")
+    own = config_from_args(parser.parse_args(["--models-dir", str(tmp_path), "--lpips-vgg", "/elsewhere.pth"]))
+    assert (own.lpips_vgg, own.lpips_lin) == ("/elsewhere.pth", None)
+
+
 def test_cli_convert_gan_needs_the_trust_flag(tmp_path):
     import subprocess
     import sys

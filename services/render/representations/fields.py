@@ -280,11 +280,14 @@ class FieldRepresentation(Representation):
         # marching cubes on density (high inside) winds faces inward: flip them to CCW from outside
         return mesh_io.MeshData(verts, faces[:, ::-1].astype(np.int64).copy(), vertex_colors=colours)
 
-    def export(self, fmt: str) -> bytes:
-        """"npz": render.proto's field layout (float32 arrays, uint8 "kind" and JSON "meta"); "glb", "ply",
-        "obj_zip": the density's surface (mesh_data), vertex-coloured."""
+    def export(self, fmt: str, *, scale: float = 1.0) -> bytes:
+        """"npz": render.proto's field layout (float32 arrays, uint8 "kind" and JSON "meta"; world units, so
+        scale must be 1); "glb", "ply", "obj_zip": the density's surface (mesh_data), vertex-coloured, its
+        positions multiplied by scale (e.g. metres per world unit for a GLB)."""
         if fmt in ("glb", "ply", "obj_zip"):
-            return mesh_io.export_mesh(self.mesh_data(), fmt)
+            return mesh_io.export_mesh(self.mesh_data(), fmt, scale or 1.0)
+        if fmt == "npz" and (scale or 1.0) != 1.0:
+            raise ValueError("a field file keeps world units: export npz with scale 1")
         if fmt != "npz":
             raise ValueError(f"{self.kind} cannot be exported as {fmt}")
         c = self.cfg
