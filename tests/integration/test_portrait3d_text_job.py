@@ -24,17 +24,18 @@ from tests.helpers import headforge
 def test_closed_loop_recovers_the_second_samples_views_with_the_renderer_frozen(tmp_path):
     from orchestrator.closed_loop_papers import run_portrait3d_text
 
-    result = run_portrait3d_text(tmp_path, {"stages.sds.iterations": "100", "stages.refine.iterations": "42"})
+    result = run_portrait3d_text(tmp_path, {"stages.sds.iterations": "50", "stages.refine.iterations": "42"})
     assert result["state"] == "succeeded", result["error"]
     gt = result["ground_truth"]
     before, after_sds, after = gt["before"], gt["after_sds"], gt["after"]
-    assert after_sds["psnr_db"] > before["psnr_db"] + 4, gt
-    assert after["psnr_db"] > before["psnr_db"] + 4, gt
+    assert after_sds["psnr_db"] > before["psnr_db"] + 6 and after_sds["chamfer"] < before["chamfer"], gt
+    assert after["psnr_db"] > after_sds["psnr_db"] + 1, gt   # the refinement's targets take it further
     assert before["decoder_sha256"] == after_sds["decoder_sha256"] == after["decoder_sha256"]   # frozen renderer
     sds = result["optimizers"]["sds"]
     assert sds["kind"] == "adan" and sds["frozen"] == ["decoder"]
-    assert (sds["lrs"]["level_8"], sds["lrs"]["level_16"], sds["lrs"]["level_32"]) == (1.0, 0.2, 0.1)
-    assert set(result["optimizers"]["refine"]["lrs"].values()) == {1.0}
+    lrs = [sds["lrs"][f"level_{r}"] for r in (8, 16, 32)]   # in the tiny GAN's units (the check's lr / 21)
+    assert [round(v / lrs[0], 3) for v in lrs] == [1.0, 0.2, 0.1]
+    assert len(set(result["optimizers"]["refine"]["lrs"].values())) == 1
     assert result["result_is_real"] is False
     assert any("test prior" in w for w in result["warnings"]) and any("random weights" in w for w in result["warnings"])
 
