@@ -35,16 +35,20 @@ def _lpips(widths, device) -> LPIPS:
                  name=f"random VGG16-shaped, widths {list(widths)} (timing only)").to(device)
 
 
-def time_inversion(gen: TriplaneGenerator, *, steps: int, pti_steps: int, lpips: LPIPS | None, device: str) -> dict:
+def time_inversion(gen: TriplaneGenerator, *, steps: int, pti_steps: int, lpips: LPIPS | None, device: str,
+                   settings: InvertSettings | None = None) -> dict:
+    """One inversion of a sample of `gen` (a frontal-ish view): steps/s and, on CUDA, peak memory. settings: a
+    recipe's own InvertSettings (its steps, PTI and LPIPS weights are taken as they are), else the defaults
+    with these steps."""
     gen = gen.to(device).eval().requires_grad_(False)
     cfg = gen.cfg
     cam = CameraBatch.from_pinholes([cfg.frontal_camera(azimuth=20)])
     with torch.no_grad():
         ws = gen.map(torch.randn(1, cfg.z_dim, device=device))
         target = gen.generate(ws, cam).clamp(0, 1)
-    settings = InvertSettings(steps=steps, pti=pti_steps > 0, pti_steps=max(pti_steps, 1), seed=1,
-                              progress_every=max(steps, 1), lpips_weight=1.0 if lpips else 0.0,
-                              pti_lpips_weight=1.0 if lpips else 0.0)
+    settings = settings or InvertSettings(steps=steps, pti=pti_steps > 0, pti_steps=max(pti_steps, 1), seed=1,
+                                          progress_every=max(steps, 1), lpips_weight=1.0 if lpips else 0.0,
+                                          pti_lpips_weight=1.0 if lpips else 0.0)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
@@ -53,7 +57,9 @@ def time_inversion(gen: TriplaneGenerator, *, steps: int, pti_steps: int, lpips:
         if isinstance(ev, InversionOutcome):
             out = ev
     wall = time.perf_counter() - t
+    steps, pti_steps = settings.steps, settings.pti_steps if settings.pti else 0
     row = {"steps": steps, "pti_steps": pti_steps, "invert_steps_per_s": round(out.steps_per_s, 2),
+           "invert_s_per_step": round(1 / out.steps_per_s, 4) if out.steps_per_s else None,
            "pti_steps_per_s": round(out.pti_steps_per_s, 2), "psnr_after_invert": round(out.latent_metrics.psnr, 2),
            "psnr_after_pti": round(out.pti_metrics.psnr, 2) if out.pti_metrics else None, "wall_s": round(wall, 1),
            "lpips": lpips.name if lpips else "none (L2 only)"}

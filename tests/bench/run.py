@@ -6,7 +6,9 @@ representation (tests/bench/render.py); guidance Distill throughput with dynamic
 (tests/bench/guidance.py); inversion and PTI steps/s (tests/bench/inversion.py: the tiny generator on CPU, a
 full-size PanoHead-architecture generator with random weights on CUDA); subjects/hour on Ray
 (tests/bench/orchestrator.py); the closed loop on the oracle prior (orchestrator/closed_loop.py: held-out
-PSNR, normal error, Chamfer and marking side before/after for Gaussians, DMTet and a tri-plane field).
+PSNR, normal error, Chamfer and marking side before/after for Gaussians, DMTet and a tri-plane field); the
+Portrait3D-Text recipe stage by stage with random weights (tests/bench/portrait3d_text.py: full size on CUDA,
+with K = 1, 2, 4 subjects per GPU; the tiny models on CPU, K = 1, 2).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from services.common.images import encode_png
 from services.common.process import ServiceProcess
 
-SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion", "closed_loop")
+SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion", "closed_loop", "portrait3d_text")
 
 
 def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
@@ -112,6 +114,14 @@ def main() -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             report["closed_loop_oracle"] = run_on_ray(KINDS, Path(tmp))
+    if "portrait3d_text" in only:   # random weights: the architectures' cost, not a result
+        import torch
+
+        from tests.bench.portrait3d_text import bench_portrait3d_text
+
+        cuda = torch.cuda.is_available()
+        report["portrait3d_text"] = bench_portrait3d_text(size="full" if cuda else "tiny",
+                                                          k_subjects=(1, 2, 4) if cuda else (1, 2))
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -3,12 +3,17 @@
 # on a lent GPU machine, from the repository root, with `.whl` carried (tests/gpu/fetch_wheels.sh):
 #   - pytest -m gpu tests/render (the only gpu-marked tests): gsplat vs the torch Gaussian rasteriser,
 #     nvdiffrast vs the torch mesh rasteriser, DMTet at resolution 512;
-#   - the render, guidance and inversion benchmarks (JSON) with CUDA present.
+#   - the render, guidance and inversion benchmarks (JSON) with CUDA present;
+#   - the Portrait3D-Text recipe at full size with random weights (tests/bench/portrait3d_text.py): seconds per
+#     step of inversion, SDS and refinement extrapolated to the recipe's counts, peak GPU memory, SDS throughput
+#     with K = 1, 2, 4 subjects per GPU, next to the paper's wall time (portrait3d_text_gpu.json); a few
+#     steps per stage, sized for well under 8 minutes on an H100 (pure torch + diffusers: nothing to compile;
+#     not yet run on a device).
 # Logs and JSON go to $OUT (the device tool's folder) or out/gpu.
 # gsplat and nvdiffrast compile their CUDA code on first use (minutes): only for the GPU at hand
-# (Hopper: 9.0) with every core. PART=tests or PART=bench runs one half, so that each device call stays
-# well inside its 10-minute limit; the compiled kernels stay in ~/.cache/torch_extensions while the
-# machine is warm.
+# (Hopper: 9.0) with every core. PART=tests, PART=bench or PART=portrait3d_text runs one part (all: every
+# part), so that each device call stays well inside its 10-minute limit; the compiled kernels stay in
+# ~/.cache/torch_extensions while the machine is warm.
 set -uo pipefail
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 part="${PART:-all}"
@@ -21,14 +26,21 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch, gsplat, nvdiffrast.torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'gsplat', gsplat.__version__)" | tee -a "$out/gpu.txt"
 status=0
-if [ "$part" != bench ]; then
+case "$part" in all|tests|bench|portrait3d_text) ;; *) echo "PART must be all, tests, bench or portrait3d_text"; exit 2;; esac
+if [ "$part" = all ] || [ "$part" = tests ]; then
   python3 -m pytest -q -m gpu -p no:cacheprovider tests/render 2>&1 | tee "$out/pytest_gpu.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
-if [ "$part" != tests ]; then
+if [ "$part" = all ] || [ "$part" = bench ]; then
   python3 -m tests.bench.run --only "${BENCH:-render,guidance,inversion}" --out "$out/bench_gpu.json" 2>&1 \
     | tail -n 80 > "$out/bench_gpu.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   cat "$out/bench_gpu.log"
+fi
+if [ "$part" = all ] || [ "$part" = portrait3d_text ]; then
+  python3 -m tests.bench.run --only portrait3d_text --out "$out/portrait3d_text_gpu.json" 2>&1 \
+    | tail -n 200 > "$out/portrait3d_text_gpu.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  tail -n 80 "$out/portrait3d_text_gpu.log"
 fi
 exit $status
