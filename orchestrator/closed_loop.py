@@ -112,12 +112,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="headforge-closed-loop-") as tmp:
         figures = {"note": "a TEST against the oracle prior's known head: it checks the pipeline, it is not a result",
                    "kinds": run_on_ray(kinds, Path(tmp), options)}
-    text = json.dumps(figures, indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
+    print_figures(figures, args.out)
     return 0
+
+
+def print_figures(figures: dict, out: str | None) -> None:
+    """Print figures as JSON, and write them to the file `out` too when given."""
+    text = json.dumps(figures, indent=1)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

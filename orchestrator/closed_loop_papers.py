@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.closed_loop import print_figures
 from orchestrator.recipes import BUILTIN, LoadedRecipe, load_recipe
 
 CHECKS = Path(__file__).parent / "recipes" / "checks"
@@ -142,11 +143,7 @@ def main(argv=None) -> int:
         figures = {"note": "a TEST against the oracle prior's known field (a tiny random GAN's sample): it checks "
                            "the recipe's machinery, it is not a result",
                    "portrait3d_text": run_portrait3d_text(Path(tmp), options)}
-    text = json.dumps(figures, indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
+    print_figures(figures, args.out)
     return 0
 
 

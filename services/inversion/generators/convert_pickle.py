@@ -103,17 +103,24 @@ def sr_settings(state: dict[str, torch.Tensor], kw: dict, rk: dict, prefer_sr_no
     return neural, output, sr_channels
 
 
+def shape_reader(state: dict[str, torch.Tensor], family: str):
+    """name -> the shape of state[name]; FailedPrecondition CHECKPOINT_MISMATCH ("not a <family> generator")
+    when the tensor is absent."""
+    def shape(name: str) -> tuple[int, ...]:
+        if name not in state:
+            raise FailedPrecondition(f"not {family} generator: no tensor {name!r}", reason="CHECKPOINT_MISMATCH")
+        return tuple(state[name].shape)
+
+    return shape
+
+
 def infer_config(state: dict[str, torch.Tensor], init_kwargs: dict | None = None,
                  overrides: dict | None = None) -> GeneratorConfig:
     """A GeneratorConfig from official tensor shapes + init_kwargs + overrides (see module docstring)."""
     kw = dict(init_kwargs or {})
     rk = dict(kw.get("rendering_kwargs") or {})
     ov = dict(overrides or {})
-
-    def shape(name):
-        if name not in state:
-            raise FailedPrecondition(f"not an EG3D/PanoHead generator: no tensor {name!r}", reason="CHECKPOINT_MISMATCH")
-        return tuple(state[name].shape)
+    shape = shape_reader(state, "an EG3D/PanoHead")
 
     w_dim, fc0_in = shape("backbone.mapping.fc0.weight")
     c_dim = shape("backbone.mapping.embed.weight")[1] if "backbone.mapping.embed.weight" in state else 0

@@ -69,16 +69,12 @@ def _fail(message: str) -> FailedPrecondition:
 def infer_portraitgan_config(state: dict[str, torch.Tensor], init_kwargs: dict | None = None,
                              overrides: dict | None = None) -> GeneratorConfig:
     """A GeneratorConfig from a 3DPortraitGAN state + init_kwargs + overrides (module docstring)."""
-    from services.inversion.generators.convert_pickle import sr_settings
+    from services.inversion.generators.convert_pickle import shape_reader, sr_settings
 
     kw = dict(init_kwargs or {})
     rk = dict(kw.get("rendering_kwargs") or {})
     ov = dict(overrides or {})
-
-    def shape(name):
-        if name not in state:
-            raise _fail(f"not a 3DPortraitGAN generator: no tensor {name!r}")
-        return tuple(state[name].shape)
+    shape = shape_reader(state, "a 3DPortraitGAN")
 
     def num(key, default):
         v = rk.get(key, default)
