@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,10 +85,12 @@ def run_portrait3d_text(root: Path, options: dict[str, str] | None = None, timeo
     from orchestrator.runtime.ray_runtime import ActorShare, RayRuntime
     from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
     from services.inversion.client import connect
-    from services.inversion.tiny import write_tiny_generators
     from services.inversion.types import Latent
 
-    write_tiny_generators(root / "models" / "inversion", names=(TINY_GAN,))
+    # the tiny generator, written by the inversion service's own tool (a process: the orchestrator imports only
+    # services' clients and types)
+    subprocess.run([sys.executable, "-m", "services.inversion.tiny", str(root / "models" / "inversion"), TINY_GAN],
+                   check=True, capture_output=True)
     inversion = Supervisor([ServiceSpec("inversion", ["--models-dir", str(root / "models"), "--device", "cpu"])],
                            root / "logs" / "inversion").start()
     sup = None

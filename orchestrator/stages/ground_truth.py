@@ -116,7 +116,7 @@ def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
 
     truth_npz = None
     if params.truth == "gan_sample":
-        from orchestrator.stages.invert import find_generator
+        from orchestrator.stages.generators import find_generator
         from services.inversion.types import Latent
 
         _, info = find_generator(ctx, params.gan.generator)

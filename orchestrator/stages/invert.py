@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import asdict
 
 import numpy as np
 
 from orchestrator.stages.context import JobCancelled, StageContext
 from orchestrator.stages.preprocess import load_photo_face
 from orchestrator.stages.params import InvertParams
+from orchestrator.stages.generators import find_generator, record_generator
 from orchestrator.stages.scene import create_job_scene
 from services.common.errors import FailedPrecondition, HeadForgeError
 from services.common.images import encode_png
-from services.core.models import HASH_CHARS, ModelRecord
 from services.face.types import AnalyzeOptions
 from services.inversion.types import Cancelled, GanCamera, InvertSettings
 
@@ -86,30 +85,6 @@ def _camera(result) -> dict | None:
             "fx": _finite(c.K[0, 0]), "fy": _finite(c.K[1, 1]), "cx": _finite(c.K[0, 2]), "cy": _finite(c.K[1, 2]),
             "width": int(c.width), "height": int(c.height),
             "position": [_finite(v) for v in c.position], "units": "world"}
-
-
-def find_generator(ctx: StageContext, name: str):
-    """(the inversion service's Description, the GeneratorInfo of `name` ("" = its default));
-    FailedPrecondition naming what is missing: the service (NO_INVERSION_SERVICE), the generator (NO_GENERATOR)."""
-    inversion = ctx.clients.inversion
-    if inversion is None:
-        raise FailedPrecondition(f"{ctx.stage} needs the inversion service", reason="NO_INVERSION_SERVICE")
-    desc = inversion.describe()
-    info = next((g for g in desc.generators if g.name == name or (not name and g.is_default)), None)
-    if info is None or not info.available:
-        known = [g.name for g in desc.generators]
-        why = f"unknown generator {name!r}; configured: {known}" if info is None else \
-            f"generator {info.name!r} is unavailable ({info.unavailable_reason})"
-        raise FailedPrecondition(f"{ctx.stage}: {why}", reason="NO_GENERATOR")
-    return desc, info
-
-
-def record_generator(ctx: StageContext, info) -> ModelRecord:
-    """The generator's model record, added to the report's models (its provenance says random weights)."""
-    record = ModelRecord("generator", f"inversion:{info.kind}:{info.weights_format}", info.path or info.name,
-                         info.sha256[:HASH_CHARS], provenance=info.provenance)
-    ctx.add_report_section("models", {"inversion": [asdict(record)]})
-    return record
 
 
 def run(ctx: StageContext, params: InvertParams) -> None:

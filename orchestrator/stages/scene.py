@@ -144,7 +144,7 @@ def _init_values(ctx: StageContext, params: InitParams) -> tuple[dict | None, tu
 def _gan_sample(ctx: StageContext, params: InitParams) -> bytes:
     """The field NPZ of the inversion service's sample params.gan (its generator recorded in the report);
     FailedPrecondition GENERATOR_KIND_MISMATCH when the generator's field is not params.representation."""
-    from orchestrator.stages.invert import find_generator, record_generator
+    from orchestrator.stages.generators import find_generator, record_generator
     from services.inversion.types import Latent
 
     _, info = find_generator(ctx, params.gan.generator)

@@ -3,6 +3,7 @@ weights, 32x32 feature planes, 32-pixel neural rendering, 64-pixel output after 
 
     write_tiny_generators(DIR / "inversion")  ->  DIR/inversion/{tiny-triplane, tiny-trigrid, tiny-pyramid,
                                                                  tiny-3dportraitgan}
+    python -m services.inversion.tiny DIR/inversion [NAME ...]   (the same from a shell)
 
 With shape_prior (the default for written generators) the random generator is nudged for a few hundred
 Adam steps so that, for any latent, its raw density is roughly clamp(200 * (0.6 - |x| / b), -20, 40) (b = box half
@@ -118,3 +119,10 @@ def write_tiny_generators(directory: str | Path, names=tuple(TINY_CONFIGS), shap
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+if __name__ == "__main__":   # python -m services.inversion.tiny DIR [NAME ...]: write those tiny generators
+    import sys
+
+    for folder in write_tiny_generators(sys.argv[1], names=tuple(sys.argv[2:]) or tuple(TINY_CONFIGS)):
+        print(folder)
