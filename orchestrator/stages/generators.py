@@ -25,6 +25,18 @@ def find_generator(ctx: StageContext, name: str):
     return desc, info
 
 
+def export_gan_sample(ctx: StageContext, gan) -> tuple[object, bytes]:
+    """(GeneratorInfo, field NPZ) of the sample `gan` (GanSampleParams: generator, seed, truncation_psi) of the
+    inversion service's generator. The NPZ is kept in the worker's scratch: checks of one job reuse it."""
+    from services.inversion.types import Latent
+
+    _, info = find_generator(ctx, gan.generator)
+    key = f"gan_sample:{info.name}:{gan.seed}:{gan.truncation_psi}"
+    if key not in ctx.scratch:
+        ctx.scratch[key] = ctx.clients.inversion.export_field(Latent.sample(gan.seed, info.name, gan.truncation_psi))
+    return info, ctx.scratch[key]
+
+
 def record_generator(ctx: StageContext, info) -> ModelRecord:
     """The generator's model record, added to the report's models (its provenance says random weights)."""
     record = ModelRecord("generator", f"inversion:{info.kind}:{info.weights_format}", info.path or info.name,

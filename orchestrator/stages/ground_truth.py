@@ -116,12 +116,9 @@ def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
 
     truth_npz = None
     if params.truth == "gan_sample":
-        from orchestrator.stages.generators import find_generator
-        from services.inversion.types import Latent
+        from orchestrator.stages.generators import export_gan_sample
 
-        _, info = find_generator(ctx, params.gan.generator)
-        truth_npz = ctx.clients.inversion.export_field(Latent.sample(params.gan.seed, info.name,
-                                                                     params.gan.truncation_psi))
+        _, truth_npz = export_gan_sample(ctx, params.gan)
     scene_id = ensure_scene(ctx)
     figures = measure(ctx.clients.render, scene_id, params, truth_npz)
     if ctx.state["scene"]["kind"] in FIELD_KINDS:

@@ -144,15 +144,13 @@ def _init_values(ctx: StageContext, params: InitParams) -> tuple[dict | None, tu
 def _gan_sample(ctx: StageContext, params: InitParams) -> bytes:
     """The field NPZ of the inversion service's sample params.gan (its generator recorded in the report);
     FailedPrecondition GENERATOR_KIND_MISMATCH when the generator's field is not params.representation."""
-    from orchestrator.stages.generators import find_generator, record_generator
-    from services.inversion.types import Latent
+    from orchestrator.stages.generators import export_gan_sample, record_generator
 
-    _, info = find_generator(ctx, params.gan.generator)
+    info, data = export_gan_sample(ctx, params.gan)
     if info.kind != params.representation:
         raise FailedPrecondition(f"{ctx.stage}: generator {info.name!r} makes a {info.kind} field, not the "
                                  f"{params.representation} this stage asks for", reason="GENERATOR_KIND_MISMATCH")
     record_generator(ctx, info)
-    data = ctx.clients.inversion.export_field(Latent.sample(params.gan.seed, info.name, params.gan.truncation_psi))
     ctx.add_report_section("init", {"gan_sample": {"generator": info.name, "seed": params.gan.seed,
                                                    "truncation_psi": params.gan.truncation_psi}})
     return data

@@ -67,9 +67,8 @@ def scale_raw_colours(gen: TriplaneGenerator, seed: int = 0) -> None:
         ws = gen.map(torch.randn(1, gen.cfg.z_dim, generator=g))
         pts = (torch.rand(2048, 3, generator=g) * 2 - 1) * b * 0.5
         _, feats = gen.query(gen.synthesize(ws))(pts)                                   # (P, K)
-        t = gen.torgb
-        styles = t.affine(ws[:, -1]) * t.weight_gain                                    # (1, K)
-        raws.append(feats @ (t.weight[:, :, 0, 0] * styles).t() + t.bias)               # (P, 3)
+        A, a = gen.raw_torgb_map(ws)
+        raws.append(feats @ A.t() + a)                                                  # (P, 3)
     raw = torch.cat(raws)
     scale = 0.5 / raw.std(0).clamp_min(1e-6)
     gen.torgb.weight.mul_(scale[:, None, None, None])

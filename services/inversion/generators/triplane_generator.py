@@ -234,6 +234,13 @@ class TriplaneGenerator(nn.Module):
 
     # export ----------------------------------------------------------------------------------------
 
+    def raw_torgb_map(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A (3, K), a (3,)): the w-modulated ToRGB at ws[:1, -1] as the affine map raw = A f + a of decoded
+        features f (it is a 1x1 modulated conv without demodulation, so linear). raw_torgb generators only."""
+        t = self.torgb
+        styles = t.affine(ws[:1, -1].to(t.weight)) * t.weight_gain                  # (1, K)
+        return (t.weight[:, :, 0, 0] * styles).float(), t.bias.float()
+
     def _linear_colour_rows(self, ws: torch.Tensor, w: torch.Tensor, b: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder's last layer (1 + K, H), (1 + K,) -> (1 + 3, H), (1 + 3,): density row kept, colour rows
@@ -241,10 +248,7 @@ class TriplaneGenerator(nn.Module):
         the w-modulated ToRGB at ws[:, -1] (raw_torgb; exact, it is linear), else the first 3 features. The
         compositing is linear, so per-sample colours composite to (raw + 1) / 2 where alpha is 1."""
         if self.cfg.raw_torgb:
-            t = self.torgb
-            styles = t.affine(ws[:1, -1].to(t.weight)) * t.weight_gain              # (1, K)
-            A = (t.weight[:, :, 0, 0] * styles).float()                            # (3, K)
-            a = t.bias.float()
+            A, a = self.raw_torgb_map(ws)
         else:
             A = torch.eye(3, w.shape[0] - 1, dtype=w.dtype, device=w.device)
             a = torch.zeros(3, dtype=w.dtype, device=w.device)
