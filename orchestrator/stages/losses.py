@@ -190,17 +190,18 @@ def pearson_depth_loss(pred_depth: np.ndarray, target_depth: np.ndarray,
 
 def landmark_control_points(landmarks_3d: np.ndarray, camera: PinholeCamera,
                             min_depth: float = 1e-6) -> np.ndarray:
-    """68 head-frame landmarks (68, 3) (head frame = world, as the face service's landmarks_3d_68) ->
-    (68, 2) float64 pixel coordinates (x right, y down; PinholeCamera.project) in `camera`'s image. A
+    """Head-frame landmarks (68, 3) iBUG or (478, 3) MediaPipe (head frame = world, as the face service's
+    landmarks_3d_68 / landmarks_3d_478) -> (N, 2) float64 pixel coordinates (x right, y down;
+    PinholeCamera.project) in `camera`'s image. A
     landmark at camera depth z <= min_depth (world units: on or behind the camera's plane) has no
     projection: its row is NaN. Points outside the image are kept (the guidance service's drawing clips
     them)."""
     pts = np.asarray(landmarks_3d, np.float64)
-    if pts.shape != (68, 3):
-        raise InvalidArgument("landmarks_3d", f"must be (68, 3), got {pts.shape}")
+    if pts.shape not in ((68, 3), (478, 3)):
+        raise InvalidArgument("landmarks_3d", f"must be (68, 3) or (478, 3), got {pts.shape}")
     m = np.asarray(camera.world_to_camera, np.float64)
     z = pts @ m[2, :3] + m[2, 3]
-    out = np.full((68, 2), np.nan)
+    out = np.full((len(pts), 2), np.nan)
     front = z > min_depth
     if front.any():
         out[front] = camera.project(pts[front])
@@ -208,14 +209,15 @@ def landmark_control_points(landmarks_3d: np.ndarray, camera: PinholeCamera,
 
 
 def landmark_control(points: np.ndarray, scale: float = 0.0) -> ControlInput:
-    """A landmark ControlInput from pixel points (68, 2) (one set for every image) or (N, 68, 2) (one per
-    image), in pixels of the request's images, iBUG order; the guidance service draws the picture itself.
+    """A landmark ControlInput from pixel points (P, 2) (one set for every image) or (N, P, 2) (one per
+    image), in pixels of the request's images, P = 68 (iBUG order) or 478 (MediaPipe order); the guidance
+    service draws the picture itself.
     scale 0..2, 0 = 1.0. InvalidArgument("landmarks") when a point is NaN (behind the camera in
-    landmark_control_points): the server draws all 68 as connected lines and takes no partial sets, so
+    landmark_control_points): the server draws every point as connected lines and takes no partial sets, so
     such a view gets no landmark control."""
     pts = np.asarray(points, np.float64)
-    if pts.ndim not in (2, 3) or pts.shape[-2:] != (68, 2):
-        raise InvalidArgument("landmarks", f"must be (68, 2) or (N, 68, 2) pixel points, got {pts.shape}")
+    if pts.ndim not in (2, 3) or pts.shape[-2:] not in ((68, 2), (478, 2)):
+        raise InvalidArgument("landmarks", f"must be (P, 2) or (N, P, 2) pixel points, P = 68 or 478, got {pts.shape}")
     bad = ~np.isfinite(pts).all(axis=-1)
     if bad.any():
         raise InvalidArgument("landmarks", f"{int(bad.sum())} landmark(s) behind the camera or not finite "

@@ -203,12 +203,16 @@ class LoraUse(_Strict):
 
 
 class ControlUse(_Strict):
-    """A control picture drawn for every rendered view: landmarks (the subject's 3D landmarks from preprocess
-    projected by each view's camera), normal (the view's rendered camera-frame normals) or depth."""
+    """A control picture drawn for every rendered view: landmarks (the subject's 3D landmarks from preprocess,
+    or from align_landmarks once it ran, projected by each view's camera), normal (the view's rendered
+    camera-frame normals) or depth."""
 
     kind: Literal["landmarks", "normal", "depth"]
     scale: float = Field(1.0, gt=0, le=2)
     name: str = ""                             # a ControlNet by name; "" = the backbone's one of this kind
+    # landmarks: 68 iBUG points (HeadForge's drawing) or MediaPipe's 478 (drawn in the style of CrucibleAI's
+    # ControlNetMediaPipeFace; the face model must give 478 points). After an align_landmarks stage, the aligned ones.
+    points: Literal[68, 478] = 68
 
 
 TERM_KINDS = ("reference_rgb", "reference_mask", "reference_normal", "reference_depth", "perceptual", "sds", "identity",
@@ -523,6 +527,23 @@ class RefineParams(_Strict):
         if self.l1 == 0 and self.l2 == 0:
             raise ValueError("refine needs l1 > 0 or l2 > 0")
         return self
+
+
+class AlignLandmarksParams(_Strict):
+    """The photo's 3D landmarks aligned to the job's scene (orchestrator/stages/align_landmarks.py): rays through
+    the 2D detections of `keypoints` (iBUG 68 indices) at the reference camera, rendered at `resolution`, meet
+    the scene's surface; a residual above max_residual (world units, RMS) is a warning."""
+
+    keypoints: list[int] = Field(default_factory=lambda: [36, 39, 42, 45, 30, 48, 54], min_length=3)
+    resolution: int = Field(512, ge=64, le=2048)
+    max_residual: float = Field(0.1, gt=0)
+
+    @field_validator("keypoints")
+    @classmethod
+    def _indices(cls, v: list[int]) -> list[int]:
+        if any(not 0 <= k < 68 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"keypoints are distinct iBUG indices 0..67, got {v}")
+        return v
 
 
 class GroundTruthCheckParams(_Strict):

@@ -49,3 +49,5 @@ STAGES.register("refine", StageSpec("orchestrator.stages.refine:run", p.RefinePa
 STAGES.register("invert", StageSpec("orchestrator.stages.invert:run", p.InvertParams, ("inversion", "render")))
 STAGES.register("ground_truth_check", StageSpec("orchestrator.stages.ground_truth:run", p.GroundTruthCheckParams,
                                                 ("render",)))
+STAGES.register("align_landmarks", StageSpec("orchestrator.stages.align_landmarks:run", p.AlignLandmarksParams,
+                                             ("render",)))

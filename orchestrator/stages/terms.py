@@ -28,13 +28,15 @@ WHITE = np.ones(3, np.float32)
 class Subject:
     """The photo as the terms see it: the reference camera at the stage's reference resolution R, the
     photo (1, 3, R, R) and head mask (1, 1, R, R) in [0, 1], the identity embedding, the 3D landmarks
-    (68, 3) head frame, the full-size reference picture for image-conditioned priors, and loaded targets."""
+    (68, 3) and (478, 3) when the face model gave them (head frame, or aligned to the scene by align_landmarks),
+    the full-size reference picture for image-conditioned priors, and loaded targets."""
 
     camera: PinholeCamera | None = None
     rgb: np.ndarray | None = None
     mask: np.ndarray | None = None
     embedding: np.ndarray | None = None
     landmarks_3d: np.ndarray | None = None
+    landmarks_3d_478: np.ndarray | None = None
     reference: ReferenceView | None = None
     targets: dict[str, np.ndarray] = field(default_factory=dict)       # reference normal / depth maps
     regress: dict[str, tuple[np.ndarray, list[PinholeCamera]]] = field(default_factory=dict)
@@ -66,9 +68,14 @@ def load_subject(ctx: StageContext, terms: list[Term], resolution: int) -> Subje
         if "embedding" in ref:
             s.embedding = np.asarray(ref["embedding"], np.float32)
         if "photo" in ctx.state:
+            from orchestrator.stages.align_landmarks import aligned_landmarks
             from orchestrator.stages.preprocess import load_photo_face
 
-            s.landmarks_3d = load_photo_face(ctx).landmarks_3d_68
+            aligned = aligned_landmarks(ctx)
+            if aligned is None:
+                face = load_photo_face(ctx)
+                aligned = {"landmarks_3d_68": face.landmarks_3d_68, "landmarks_3d_478": face.landmarks_3d_478}
+            s.landmarks_3d, s.landmarks_3d_478 = aligned["landmarks_3d_68"], aligned.get("landmarks_3d_478")
     for i, t in enumerate(terms):
         where = f"terms[{i}].target"
         if t.kind in ("reference_normal", "reference_depth"):
@@ -94,6 +101,10 @@ def load_subject(ctx: StageContext, terms: list[Term], resolution: int) -> Subje
         if any(c.kind == "landmarks" for c in t.controls) and s.landmarks_3d is None:
             raise FailedPrecondition(f"{ctx.stage}: terms[{i}] draws landmark controls: preprocess must run first",
                                      reason="NO_PREPROCESS")
+        if any(c.kind == "landmarks" and c.points == 478 for c in t.controls) and s.landmarks_3d_478 is None:
+            raise FailedPrecondition(f"{ctx.stage}: terms[{i}] draws MediaPipe's 478 landmarks, but the face model "
+                                     "gave 68 points only (use a MediaPipe detector, or points: 68)",
+                                     reason="NO_DENSE_LANDMARKS")
     return s
 
 
@@ -166,7 +177,8 @@ def _controls(t: Term, subject: Subject, views: list[View], out: dict) -> list[C
     controls = []
     for c in t.controls:
         if c.kind == "landmarks":
-            points = np.stack([losses.landmark_control_points(subject.landmarks_3d, v.camera) for v in views])
+            landmarks = subject.landmarks_3d_478 if c.points == 478 else subject.landmarks_3d
+            points = np.stack([losses.landmark_control_points(landmarks, v.camera) for v in views])
             controls.append(ControlInput(kind="landmarks", name=c.name, scale=c.scale,
                                          landmarks=losses.landmark_control(points).landmarks))
         elif c.kind == "normal":

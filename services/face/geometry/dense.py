@@ -14,20 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from services.core.face_mesh import ibug68_from_478
+from services.core.similarity import similarity_transform
 from services.face.geometry.pose import HeadPoseFit
 
 RIGID = slice(27, 68)  # nose, eyes, mouth: the iBUG points whose 3D template is trusted (not jaw, brows)
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares s, R (proper rotation), t with dst ~ s R src + t (Umeyama), for (N, 3) point sets."""
-    ms, md = src.mean(0), dst.mean(0)
-    a, b = src - ms, dst - md
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
-    R = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / (a ** 2).sum(1).mean())
-    return s, R, md - s * R @ ms
 
 
 def head_frame_478(points: np.ndarray, fit: HeadPoseFit) -> np.ndarray:

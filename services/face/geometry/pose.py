@@ -64,7 +64,8 @@ def rotation_from_shape(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     are rigidly aligned (eyes, nose, mouth) to the template's. The shape is an orthographic view along the
     ray through the face, so the rotation is carried from that ray to the optical axis."""
     from services.core.face_mesh import ibug68_from_478
-    from services.face.geometry.dense import RIGID, similarity_transform
+    from services.core.similarity import similarity_transform
+    from services.face.geometry.dense import RIGID
 
     shape = ibug68_from_478(np.asarray(points, np.float64))[RIGID]
     _, R_ray_frame, _ = similarity_transform((TEMPLATE_68.astype(np.float64) @ _FRONTAL.T)[RIGID], shape)
