@@ -227,6 +227,15 @@ def views_for_step(spec: CameraSpec, step: int, n: int, rng: np.random.Generator
     return views
 
 
+def target_views(spec: CameraSpec, count: int, seed: int, round_: int = 0, rounds: int = 1) -> list[View]:
+    """A set of whole views to render targets at: orbit cameras draw `count` views (a new draw per round of
+    `rounds`); ring, sweep and list give their views in order (the first `count`, 0 = all of them)."""
+    if spec.kind == "orbit":
+        return views_for_step(spec, round_, count, step_rng(seed + 503, round_), rounds)
+    n = count or (spec.views if isinstance(spec.views, int) else len(spec.views))
+    return [views_for_step(spec, k, 1, step_rng(seed, k), n)[0] for k in range(n)]
+
+
 def background_color(spec: Background, rng: np.random.Generator) -> np.ndarray:
     """One view's background colour, (3,) float32 in [0, 1]."""
     if isinstance(spec, RandomBackground):

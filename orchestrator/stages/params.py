@@ -236,9 +236,11 @@ class Term(_Strict):
                         DistillRequest field (variant, backbone, LoRAs, identity, controls, reference view,
                         CFG, timestep schedule with piecewise anneals, weighting, caller noise)
       identity          face IdentityLoss of the step's views against the photo's embedding
-      regress           L1/L2 onto stored target views (`target`: a job artifact .npz with images
-                        (V, 3, H, W) and cameras K (V, 3, 3), world_to_camera (V, 4, 4); the refine stage
-                        writes these), one target view per step in turn"""
+      regress           L1/L2 of the render output `output` onto stored target views (`target`: a job
+                        artifact .npz with images (V, C, H, W) and cameras K (V, 3, 3), world_to_camera
+                        (V, 4, 4); refine and render_targets write these, render_targets with the output's
+                        name, which must match), one target view per step in turn; normals as the render
+                        service gives them (alpha-weighted, camera or world frame)"""
 
     kind: Literal[TERM_KINDS]
     weight: ScheduleValue = 1.0
@@ -249,7 +251,7 @@ class Term(_Strict):
     target: str = ""                          # reference_normal / reference_depth / regress: a job artifact
     lpips_vgg: str = ""                       # perceptual: weight files on the machine that runs the job (relative: under the job's models_dir)
     lpips_lin: str = ""
-    # sds
+    # sds (and regress: the output regressed)
     output: Literal[SDS_OUTPUTS] = "rgb"
     variant: Literal["sds", "isd", "image_conditioned"] = "sds"
     prompt: str = ""
@@ -306,7 +308,7 @@ class Term(_Strict):
         """The render outputs the term reads."""
         return {"reference_rgb": {"rgb"}, "perceptual": {"rgb"}, "reference_mask": {"alpha"},
                 "reference_normal": {"normal_camera", "alpha"},
-                "reference_depth": {"depth", "alpha"}, "identity": {"rgb"}, "regress": {"rgb"}}.get(
+                "reference_depth": {"depth", "alpha"}, "identity": {"rgb"}, "regress": {self.output}}.get(
             self.kind, {self.output} | ({"normal_camera"} if any(c.kind == "normal" for c in self.controls) else set())
             | ({"depth"} if any(c.kind == "depth" for c in self.controls) else set()))
 
@@ -474,6 +476,8 @@ class TextureInpaintParams(_Strict):
     num_steps: int = Field(30, ge=1, le=1000)
     guidance_scale: float = Field(7.5, ge=1)
     normal_control: float = Field(1.0, ge=0, le=2)      # 0 = no normal control
+    identity_scale: float = Field(0.0, ge=0, le=4)      # > 0: condition on the photo's identity embedding
+    identity_adapter: str = ""
     min_cosine: float = Field(0.3, ge=0, lt=1)          # texels seen more obliquely are not written
     min_unseen: float = Field(0.002, ge=0, le=1)        # views with fewer unseen pixels (fraction) are skipped
 
@@ -519,6 +523,21 @@ class RefineParams(_Strict):
     # patch_size square of the target at its own resolution (no resize)
     patch_crop: Literal["random_scale", "native"] = "random_scale"
     optimizer: OptimizerParams | None = None
+    # the Denoise conditions beyond the prompt: the photo's identity (an identity adapter at identity_scale > 0)
+    # and the target view's rendered normals as a normal ControlNet's control (normal_control > 0)
+    identity_scale: float = Field(0.0, ge=0, le=4)
+    identity_adapter: str = ""
+    normal_control: float = Field(0.0, ge=0, le=2)
+    # each regression step's further terms: LPIPS (VGG16 weights as the perceptual term's) of the render to its
+    # target, and the reference view's L2 to the photo (at reference_resolution, on white)
+    perceptual: float = Field(0.0, ge=0)
+    lpips_vgg: str = ""
+    lpips_lin: str = ""
+    reference_l2: float = Field(0.0, ge=0)
+    reference_resolution: int = Field(256, ge=16, le=2048)
+    # "all" keeps every round's targets (refine/<stage>/targets_<round>.npz); "last" one file the rounds
+    # overwrite (refine/<stage>/targets.npz): many rounds of fresh targets, e.g. one denoised view per step
+    keep_targets: Literal["all", "last"] = "all"
 
     @model_validator(mode="after")
     def _views(self):
@@ -526,6 +545,8 @@ class RefineParams(_Strict):
             raise ValueError("orbit cameras draw their target views: give target_views > 0")
         if self.l1 == 0 and self.l2 == 0:
             raise ValueError("refine needs l1 > 0 or l2 > 0")
+        if self.perceptual > 0 and not self.lpips_vgg:
+            raise ValueError("perceptual > 0 needs lpips_vgg (VGG16 weights; nothing is downloaded)")
         return self
 
 
@@ -544,6 +565,24 @@ class AlignLandmarksParams(_Strict):
         if any(not 0 <= k < 68 for k in v) or len(set(v)) != len(v):
             raise ValueError(f"keypoints are distinct iBUG indices 0..67, got {v}")
         return v
+
+
+class RenderTargetsParams(_Strict):
+    """The job's scene rendered as regression targets (orchestrator/stages/render_targets.py), for a regress
+    term: cameras ordered (ring, sweep, list: every view, or the first target_views) or orbit (target_views
+    drawn); output the render output stored."""
+
+    cameras: CameraSpec
+    target_views: int = Field(0, ge=0, le=1024)
+    output: Literal["rgb", "normal_camera", "normal_world"] = "normal_camera"
+
+    @model_validator(mode="after")
+    def _views(self):
+        if self.cameras.kind == "orbit" and self.target_views == 0:
+            raise ValueError("orbit cameras draw their target views: give target_views > 0")
+        if self.cameras.patch is not None:
+            raise ValueError("render_targets renders whole views: no patch")
+        return self
 
 
 class GroundTruthCheckParams(_Strict):

@@ -51,3 +51,5 @@ STAGES.register("ground_truth_check", StageSpec("orchestrator.stages.ground_trut
                                                 ("render",)))
 STAGES.register("align_landmarks", StageSpec("orchestrator.stages.align_landmarks:run", p.AlignLandmarksParams,
                                              ("render",)))
+STAGES.register("render_targets", StageSpec("orchestrator.stages.render_targets:run", p.RenderTargetsParams,
+                                            ("render",)))

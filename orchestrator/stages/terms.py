@@ -86,6 +86,9 @@ def load_subject(ctx: StageContext, terms: list[Term], resolution: int) -> Subje
             s.targets[t.target] = _resize(target, resolution)[None]
         elif t.kind == "regress":
             data = np.load(_artifact_file(ctx, t.target, where))
+            stored = str(data["output"]) if "output" in data.files else "rgb"
+            if stored != t.output:
+                raise InvalidArgument(where, f"{t.target} holds {stored} targets; the term regresses {t.output}")
             cams = [PinholeCamera(K, w2c, data["images"].shape[-1], data["images"].shape[-2])
                     for K, w2c in zip(data["K"], data["world_to_camera"])]
             s.regress[t.target] = (data["images"].astype(np.float32), cams)
@@ -241,15 +244,15 @@ def view_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tup
 
 def regress_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tuple[Term, float]], step: int,
                   metrics: dict) -> list[GradientTerm]:
-    """Each regress term: its next stored target view in turn, L1/L2 of the render to it."""
+    """Each regress term: its next stored target view in turn, L1/L2 of the render output to it."""
     grads = []
     for t, w in due:
         images, cams = subject.regress[t.target]
         k = (step // t.every) % len(cams)
-        r = ctx.clients.render.render(scene_id, [cams[k]], ["rgb"], requires_grad=True, background=WHITE)
-        loss, g = losses.photometric(r.outputs["rgb"], images[k:k + 1], l1_weight=t.l1, l2_weight=t.l2)
-        metrics["regress"] = loss
-        grads.append(GradientTerm(r.step_handle, "rgb", (w * g).astype(np.float32), name="regress"))
+        r = ctx.clients.render.render(scene_id, [cams[k]], [t.output], requires_grad=True, background=WHITE)
+        loss, g = losses.photometric(r.outputs[t.output], images[k:k + 1], l1_weight=t.l1, l2_weight=t.l2)
+        metrics["regress" if t.output == "rgb" else f"regress_{t.output}"] = loss
+        grads.append(GradientTerm(r.step_handle, t.output, (w * g).astype(np.float32), name=f"regress:{t.output}"))
     return grads
 
 

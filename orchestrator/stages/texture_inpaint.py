@@ -2,7 +2,8 @@
 Portrait3D-style and TEXTure-style pipelines). With photo_first the reference photo is back-projected first
 (only texels it sees are written, and they are marked seen). Then for each camera in order: render rgb,
 alpha, the camera-frame normals and texture_seen; the pixels of the head whose texels no view has written
-are the inpainting mask; the guidance service's Inpaint fills them (prompt, normal control); the result is
+are the inpainting mask; the guidance service's Inpaint fills them (prompt, normal control, optionally the
+photo's identity through an identity adapter); the result is
 back-projected with write="unseen", so texels already written, the photo's included, are never
 overwritten. The view index is checkpointed: a resumed job continues at the next view."""
 
@@ -14,6 +15,7 @@ from orchestrator.stages.cameras import step_rng, views_for_step
 from orchestrator.stages.context import StageContext, camera_from_json
 from orchestrator.stages.params import TextureInpaintParams, ordered_view_count
 from orchestrator.stages.scene import ensure_scene
+from services.common.errors import FailedPrecondition
 from services.common.images import decode_png
 from services.guidance.types import Conditions, ControlInput, InpaintRequest
 
@@ -36,6 +38,13 @@ def run(ctx: StageContext, params: TextureInpaintParams) -> None:
     if params.photo_first and progress["next_view"] == 0 and "photo" not in progress["written"]:
         progress["written"]["photo"] = _photo_first(ctx, scene_id, params)
     total = ordered_view_count(params.cameras)
+    embedding = None
+    if params.identity_scale > 0:
+        ref = ctx.state.get("reference") or {}
+        if "embedding" not in ref:
+            raise FailedPrecondition(f"{ctx.stage}: identity_scale > 0 needs the photo's identity embedding (run a "
+                                     "preprocess stage with a face model that gives one)", reason="NO_EMBEDDING")
+        embedding = np.asarray(ref["embedding"], np.float32)
     for k in range(progress["next_view"], total):
         ctx.check_cancelled()
         (view,) = views_for_step(params.cameras, k, 1, step_rng(ctx.seed, k), total)
@@ -49,7 +58,9 @@ def run(ctx: StageContext, params: TextureInpaintParams) -> None:
             painted = ctx.clients.guidance.inpaint(InpaintRequest(
                 images=out["rgb"].astype(np.float32), mask=unseen[None, None], cameras=[view.camera],
                 conditions=Conditions(backbone=params.backbone, prompt=params.prompt or ctx.prompt,
-                                      negative_prompt=params.negative_prompt, controls=controls),
+                                      negative_prompt=params.negative_prompt, controls=controls,
+                                      identity_embedding=embedding, identity_scale=params.identity_scale,
+                                      identity_adapter=params.identity_adapter),
                 strength=params.strength, num_steps=params.num_steps, guidance_scale=params.guidance_scale,
                 seed=ctx.seed + 101 + k, background=np.asarray(view.background, np.float32))).images[0]
             written = render.back_project(scene_id, np.clip(painted, 0, 1), view.camera, mask=unseen,
