@@ -8,6 +8,10 @@ tracing, into the report's ground_truth section:
                      surface points the depth renders of the scene and of the head see at the same views
   markings           the fraction of marking-green pixels in the +90 and -90 views; correct_side when the
                      +X view shows them and the -X view (nearly) does not
+  texture            (a mesh scene) coverage: the fraction of the head's pixels whose texel some view
+                     wrote (the texture_seen output); colour_mae: the mean absolute colour error where both
+                     cover the pixel (the head is unlit, so this is the texture's error against the known albedo,
+                     seen at the held-out views)
 With truth gan_sample the known head is a sample of the inversion service's generator (the field an oracle with
 that sample's exemplar_field renders, services/core/field_render.py), there are no markings (None), and for a field
 scene the figures add decoder_sha256 (a digest of the scene's decoder weights: a frozen renderer keeps it).
@@ -84,15 +88,16 @@ def marking_fraction(rgb: np.ndarray) -> float:
     return float((np.abs(rgb - np.asarray(MARKING_RGB)[:, None, None]).max(0) < 0.15).mean())
 
 
-def measure(render_client, scene_id: str, params: GroundTruthCheckParams, truth_npz: bytes | None = None) -> dict:
+def measure(render_client, scene_id: str, params: GroundTruthCheckParams, truth_npz: bytes | None = None,
+            textured: bool = False) -> dict:
     """The figures of the module docstring for a scene in the render service, against the procedural head or
-    the field of truth_npz."""
+    the field of truth_npz; textured (a mesh scene) adds the texture figures (coverage 0 without a UV texture)."""
     size = params.resolution
     cams = [orbit_camera(a, params.elevation, params.radius, fov_deg=params.fov, width=size, height=size)
             for a in params.azimuths]
     side = [orbit_camera(a, 0.0, params.radius, fov_deg=params.fov, width=size, height=size) for a in (90.0, -90.0)]
-    out = render_client.render(scene_id, cams + side, ["rgb", "alpha", "depth", "normal_world"],
-                               background=WHITE).outputs
+    outputs = ["rgb", "alpha", "depth", "normal_world"] + (["texture_seen"] if textured else [])
+    out = render_client.render(scene_id, cams + side, outputs, background=WHITE).outputs
     truth = ground_truth(cams, truth_npz)
     n = len(cams)
     mse = np.mean((np.clip(out["rgb"][:n], 0, 1) - truth["rgb"]) ** 2, axis=(1, 2, 3))
@@ -103,12 +108,18 @@ def measure(render_client, scene_id: str, params: GroundTruthCheckParams, truth_
     left, right = marking_fraction(out["rgb"][n]), marking_fraction(out["rgb"][n + 1])
     markings = None if truth_npz is not None else {"plus_x_view": round(left, 4), "minus_x_view": round(right, 4),
                                                    "correct_side": bool(left > 0.005 and left > 4 * right)}
+    texture = None
+    if textured:
+        head = out["alpha"][:n, 0] > 0.5
+        error = np.abs(np.clip(out["rgb"][:n], 0, 1) - truth["rgb"]).mean(1)[both]
+        texture = {"coverage": round(float((out["texture_seen"][:n, 0] > 0.5)[head].mean()), 4) if head.any() else None,
+                   "colour_mae": round(float(error.mean()), 4) if error.size else None}
     return {"views_deg": list(params.azimuths), "elevation_deg": params.elevation, "resolution": size,
             "psnr_db": round(float(np.mean(-10 * np.log10(np.maximum(mse, 1e-10)))), 2),
             "normal_error_deg": round(float(angle.mean()), 2) if angle.size else None,
             "chamfer": round(chamfer(_points(out["depth"][:n], out["alpha"][:n], cams),
                                      _points(truth["depth"], truth["alpha"], cams)), 4),
-            "markings": markings}
+            "markings": markings, **({"texture": texture} if textured else {})}
 
 
 def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
@@ -120,7 +131,7 @@ def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
 
         _, truth_npz = export_gan_sample(ctx, params.gan)
     scene_id = ensure_scene(ctx)
-    figures = measure(ctx.clients.render, scene_id, params, truth_npz)
+    figures = measure(ctx.clients.render, scene_id, params, truth_npz, textured=ctx.state["scene"]["kind"] == "mesh")
     if ctx.state["scene"]["kind"] in FIELD_KINDS:
         figures["decoder_sha256"] = decoder_digest(ctx.clients.render.export(scene_id, "npz"))
     sections = ctx.state.setdefault("report", {})

@@ -5,9 +5,13 @@ alpha, the camera-frame normals and texture_seen; the pixels of the head whose t
 are the inpainting mask; the guidance service's Inpaint fills them (prompt, normal control, optionally the
 photo's identity through an identity adapter); the result is
 back-projected with write="unseen", so texels already written, the photo's included, are never
-overwritten. The view index is checkpointed: a resumed job continues at the next view."""
+overwritten; the report's photo_kept says how much the reference view changed, after the photo, where its
+texels came from the photo (0: none overwritten). The view index is checkpointed: a resumed job continues at
+the next view."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 
@@ -31,12 +35,37 @@ def _photo_first(ctx: StageContext, scene_id: str, params: TextureInpaintParams)
     return bp.texels_written
 
 
+def _reference_view(ctx: StageContext, scene_id: str):
+    """(rgb (3, H, W), texture_seen (H, W)) of the scene at the photo's reference camera."""
+    ref = ctx.state["reference"]
+    out = ctx.clients.render.render(scene_id, [camera_from_json(ref["camera"])], ["rgb", "texture_seen"]).outputs
+    return out["rgb"][0], out["texture_seen"][0, 0]
+
+
+def _photo_kept(ctx: StageContext, scene_id: str, name: str) -> dict:
+    """How far the reference view moved, since the photo was back-projected, at the pixels whose texels all came
+    from the photo (texture_seen exactly 1 then: every texel the bilinear lookup reads was written): 0 when no
+    later view overwrote a photo texel."""
+    before = np.load(io.BytesIO(ctx.read_artifact(name)))
+    rgb, _ = _reference_view(ctx, scene_id)
+    photo = before["seen"] >= 1.0
+    change = np.abs(rgb - before["rgb"]).max(0)[photo]
+    return {"pixels": int(photo.sum()), "max_change": round(float(change.max()), 6) if change.size else None}
+
+
 def run(ctx: StageContext, params: TextureInpaintParams) -> None:
     scene_id = ensure_scene(ctx)
     render = ctx.clients.render
     progress = ctx.state.setdefault("texture_inpaint", {}).setdefault(ctx.stage, {"next_view": 0, "written": {}})
+    after_photo = f"texture_inpaint/{ctx.stage}/after_photo.npz"
     if params.photo_first and progress["next_view"] == 0 and "photo" not in progress["written"]:
         progress["written"]["photo"] = _photo_first(ctx, scene_id, params)
+        if "reference" in ctx.state:
+            rgb, seen = _reference_view(ctx, scene_id)
+            buf = io.BytesIO()
+            np.savez_compressed(buf, rgb=rgb, seen=seen)
+            ctx.artifact(after_photo, buf.getvalue())
+            progress["after_photo"] = after_photo
     total = ordered_view_count(params.cameras)
     embedding = None
     if params.identity_scale > 0:
@@ -69,4 +98,7 @@ def run(ctx: StageContext, params: TextureInpaintParams) -> None:
         progress["next_view"] = k + 1
         ctx.checkpoint(render.get_state(scene_id))
         ctx.progress(k + 1, total, f"view {k}", unseen=float(unseen.mean()))
-    ctx.add_report_section("texture_inpaint", {"views": total, "texels_written": progress["written"]})
+    section = {"views": total, "texels_written": progress["written"]}
+    if progress.get("after_photo"):
+        section["photo_kept"] = _photo_kept(ctx, scene_id, progress["after_photo"])
+    ctx.add_report_section("texture_inpaint", section)

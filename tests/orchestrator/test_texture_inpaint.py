@@ -73,5 +73,7 @@ def test_photo_texels_are_never_overwritten(tmp_path, astronaut, clients):
     assert np.abs(texture[seen] - photo_texels).max() < 3 / 255 + 1e-6
     written = st["texture_inpaint"]["paint"]["written"]
     assert written["photo"] > 0 and sum(v for k, v in written.items() if k != "photo") > 0
+    kept = json.loads(store.read("j", "report.json"))["texture_inpaint"]["photo_kept"]
+    assert kept["pixels"] > 100 and kept["max_change"] == 0.0   # the stage's own account agrees
     grey = np.abs(texture - 0.5).max(-1) < 1 / 255 + 1e-6
     assert grey[~seen].mean() < 0.9     # the views painted texels the photo does not see
