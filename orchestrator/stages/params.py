@@ -360,6 +360,29 @@ class GenerateParams(_Strict):
     choose: Literal["first", "face_score"] = "face_score"
 
 
+class GeometryTargetsParams(_Strict):
+    """The reference view's normal and depth maps from normal / depth backbones (orchestrator/stages/
+    geometry_targets.py; "" skips that map): the reference's Canny edges as a control (canny_control > 0) and the
+    photo's identity through an identity adapter (identity_scale > 0)."""
+
+    normal_backbone: str = ""
+    depth_backbone: str = ""
+    prompt: str = ""                          # "" = the job's prompt (or caption)
+    negative_prompt: str = ""
+    canny_control: float = Field(1.0, ge=0, le=2)
+    canny_name: str = ""                      # a ControlNet by name; "" = the backbone's Canny one
+    identity_scale: float = Field(0.0, ge=0, le=4)
+    identity_adapter: str = ""
+    num_steps: int = Field(30, ge=1, le=1000)
+    guidance_scale: float = Field(7.5, ge=1)
+
+    @model_validator(mode="after")
+    def _some_map(self):
+        if not (self.normal_backbone or self.depth_backbone):
+            raise ValueError("give normal_backbone or depth_backbone (or both)")
+        return self
+
+
 class InvertParams(_MakesScene):
     """The inversion (inversion.proto's InvertOptions, same names and defaults) and what becomes of it.
     output "field": the generator's feature field as the job's scene (export it as npz); "mesh": marching

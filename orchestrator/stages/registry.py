@@ -53,3 +53,5 @@ STAGES.register("align_landmarks", StageSpec("orchestrator.stages.align_landmark
                                              ("render",)))
 STAGES.register("render_targets", StageSpec("orchestrator.stages.render_targets:run", p.RenderTargetsParams,
                                             ("render",)))
+STAGES.register("geometry_targets", StageSpec("orchestrator.stages.geometry_targets:run", p.GeometryTargetsParams,
+                                              ("guidance",)))
