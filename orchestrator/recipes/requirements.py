@@ -1,30 +1,94 @@
 """What a recipe needs from the services, checked when a job starts, before its first stage: every guidance
-backbone a stage names (with the capability that stage calls: Generate, Distill, Denoise, Inpaint), every
+backbone a stage names (with the capability that stage calls: Generate, Distill, Denoise, Inpaint, the identity
+adapter and ControlNets it conditions on, the normal / depth output a geometry stage reads), LPIPS weight files
+that perceptual losses name, every
 inversion generator (invert, an init or ground-truth GAN sample) and LPIPS weights when an inversion's loss
 is LPIPS alone. A job that cannot run fails at once naming each thing to configure (FailedPrecondition
 MODELS_MISSING), not hours later in its fifth stage."""
 
 from __future__ import annotations
 
-from orchestrator.stages.params import (GenerateParams, GroundTruthCheckParams, InitParams, InvertParams,
-                                        RefineParams, TextureInpaintParams)
+import os
+from dataclasses import dataclass
+
+from orchestrator.stages.params import (GenerateParams, GeometryTargetsParams, GroundTruthCheckParams, InitParams,
+                                        InvertParams, RefineParams, TextureInpaintParams)
 from services.common.errors import FailedPrecondition
 
 
-def _guidance_needs(loaded) -> list[tuple[str, str, str]]:
-    """(stage, backbone name or "" for the default, capability) per guidance use."""
+@dataclass(frozen=True)
+class GuidanceNeed:
+    """One guidance use of a stage: the backbone ("" = the default), the capability it calls, and what the call
+    conditions on: an identity adapter ("" = the backbone's first) when identity, ControlNets (kind, name ("" =
+    the backbone's one of that kind)), the output kind the stage reads (None = any)."""
+
+    stage: str
+    backbone: str
+    capability: str
+    identity: bool = False
+    identity_adapter: str = ""
+    controls: tuple[tuple[str, str], ...] = ()
+    output_kind: str | None = None
+
+
+def _guidance_needs(loaded) -> list[GuidanceNeed]:
     needs = []
     for name, p in loaded.params.items():
+        ident = dict(identity=getattr(p, "identity_scale", 0) > 0, identity_adapter=getattr(p, "identity_adapter", ""))
         if isinstance(p, GenerateParams):
-            needs.append((name, p.backbone, "generate"))
+            needs.append(GuidanceNeed(name, p.backbone, "generate"))
+        elif isinstance(p, GeometryTargetsParams):
+            canny = (("canny", p.canny_name),) if p.canny_control > 0 else ()
+            needs += [GuidanceNeed(name, b, "generate", **ident, controls=canny, output_kind=kind)
+                      for kind, b in (("normal", p.normal_backbone), ("depth", p.depth_backbone)) if b]
         elif isinstance(p, RefineParams):
-            needs.append((name, p.backbone, "denoise"))
+            normal = (("normal", ""),) if p.normal_control > 0 else ()
+            needs.append(GuidanceNeed(name, p.backbone, "denoise", **ident, controls=normal))
         elif isinstance(p, TextureInpaintParams):
-            needs.append((name, p.backbone, "inpaint"))
+            normal = (("normal", ""),) if p.normal_control > 0 else ()
+            needs.append(GuidanceNeed(name, p.backbone, "inpaint", **ident, controls=normal))
         for t in getattr(p, "terms", ()):
             if t.kind == "sds":
-                needs.append((name, t.backbone, "distill"))
+                needs.append(GuidanceNeed(name, t.backbone, "distill", t.identity_scale > 0, t.identity_adapter,
+                                          tuple((c.kind, c.name) for c in t.controls)))
     return needs
+
+
+def _guidance_problems(need: GuidanceNeed, info) -> list[str]:
+    """What backbone `info` lacks for `need`."""
+    where = f"{need.stage}: guidance backbone {info.name!r}"
+    problems = []
+    if need.capability != "distill" and not getattr(info, need.capability):
+        problems.append(f"{where} cannot {need.capability}")
+    if need.output_kind and info.output_kind != need.output_kind:
+        problems.append(f"{where} makes {info.output_kind} pictures, the stage needs {need.output_kind} maps "
+                        "(output_kind in the model repository)")
+    if need.identity:
+        adapters = list(info.identity_adapters)
+        if not adapters or (need.identity_adapter and need.identity_adapter not in adapters):
+            problems.append(f"{where} has no identity adapter {need.identity_adapter or ''!s}".rstrip() +
+                            f" (loaded: {adapters}); add an IP-Adapter FaceID to its model repository entry")
+    for kind, name in need.controls:
+        found = info.control(name) if name else next((c for c in info.controls if c.kind == kind), None)
+        if found is None:
+            problems.append(f"{where} has no {name or kind} ControlNet (loaded: {[c.name for c in info.controls]})")
+    return problems
+
+
+def _lpips_files(loaded, models_dir: str | None) -> list[str]:
+    """The LPIPS weight files that perceptual terms and refine stages name and the job's machine lacks."""
+    problems = []
+    for name, p in loaded.params.items():
+        files = [(t.lpips_vgg, t.lpips_lin) for t in getattr(p, "terms", ()) if t.kind == "perceptual"]
+        if isinstance(p, RefineParams) and p.perceptual > 0:
+            files.append((p.lpips_vgg, p.lpips_lin))
+        for vgg, lin in files:
+            for f in (vgg, lin):
+                path = f if not f or os.path.isabs(f) or not models_dir else os.path.join(models_dir, f)
+                if f and not os.path.exists(path):
+                    problems.append(f"{name}: LPIPS weights {f!r} not found ({path}); put VGG16 / LPIPS lin weights "
+                                    "there (README: LPIPS)")
+    return problems
 
 
 def _inversion_needs(loaded) -> list[tuple[str, str, bool]]:
@@ -40,24 +104,25 @@ def _inversion_needs(loaded) -> list[tuple[str, str, bool]]:
     return needs
 
 
-def missing(loaded, clients) -> list[str]:
-    """One line per thing the services lack for this recipe (empty: it can run)."""
-    problems: list[str] = []
+def missing(loaded, clients, models_dir: str | None = None) -> list[str]:
+    """One line per thing the services (and the job's models directory) lack for this recipe (empty: it can
+    run)."""
+    problems: list[str] = _lpips_files(loaded, models_dir)
     guidance = _guidance_needs(loaded)
     if guidance:
         if clients.guidance is None:
-            problems.append(f"stages {sorted({s for s, _, _ in guidance})} need the guidance service")
+            problems.append(f"stages {sorted({n.stage for n in guidance})} need the guidance service")
         else:
             infos = clients.guidance.describe().backbones
             by_name = {info.name: info for info, _ in infos}
             default = next((info for info, is_default in infos if is_default), None)
-            for stage, backbone, capability in guidance:
-                info = by_name.get(backbone) if backbone else default
+            for need in guidance:
+                info = by_name.get(need.backbone) if need.backbone else default
                 if info is None:
-                    problems.append(f"{stage}: guidance backbone {backbone!r} is not configured (configured: "
+                    problems.append(f"{need.stage}: guidance backbone {need.backbone!r} is not configured (configured: "
                                     f"{sorted(by_name)}); add it to the guidance service's model repository")
-                elif capability != "distill" and not getattr(info, capability):
-                    problems.append(f"{stage}: guidance backbone {info.name!r} cannot {capability}")
+                else:
+                    problems += _guidance_problems(need, info)
     inversion = _inversion_needs(loaded)
     if inversion:
         if clients.inversion is None:
@@ -80,9 +145,9 @@ def missing(loaded, clients) -> list[str]:
     return problems
 
 
-def check(loaded, clients) -> None:
+def check(loaded, clients, models_dir: str | None = None) -> None:
     """FailedPrecondition MODELS_MISSING listing missing() when it is not empty."""
-    problems = missing(loaded, clients)
+    problems = missing(loaded, clients, models_dir)
     if problems:
         raise FailedPrecondition("the services lack what this recipe needs: " + "; ".join(problems),
                                  reason="MODELS_MISSING", metadata={"missing": str(len(problems))})
