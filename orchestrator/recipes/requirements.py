@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from orchestrator.stages.params import (GenerateParams, GeometryTargetsParams, GroundTruthCheckParams, InitParams,
-                                        InvertParams, RefineParams, TextureInpaintParams)
+from orchestrator.stages.params import (GenerateParams, GeometryTargetsParams, GroundTruthCheckParams,
+                                        GroundTruthTargetsParams, InitParams, InvertParams, RefineParams,
+                                        TextureInpaintParams)
 from services.common.errors import FailedPrecondition
 
 
@@ -99,7 +100,7 @@ def _inversion_needs(loaded) -> list[tuple[str, str, bool]]:
             needs.append((name, p.generator, p.l2_weight == 0 and p.lpips_weight > 0))
         elif isinstance(p, InitParams) and p.start == "gan_sample":
             needs.append((name, p.gan.generator, False))
-        elif isinstance(p, GroundTruthCheckParams) and p.truth == "gan_sample":
+        elif isinstance(p, (GroundTruthCheckParams, GroundTruthTargetsParams)) and p.truth == "gan_sample":
             needs.append((name, p.gan.generator, False))
     return needs
 

@@ -15,14 +15,15 @@ tracing, into the report's ground_truth section:
 With truth gan_sample the known head is a sample of the inversion service's generator (the field an oracle with
 that sample's exemplar_field renders, services/core/field_render.py), there are no markings (None), and for a field
 scene the figures add decoder_sha256 (a digest of the scene's decoder weights: a frozen renderer keeps it).
-None of this is a result about a person: it proves that cameras, signs, schedules and stages are right."""
+None of this is a result about a person: it proves that cameras, signs, schedules and stages are right.
+ground_truth_targets (run_targets) writes the known head's views as regression targets."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from orchestrator.stages.context import StageContext
-from orchestrator.stages.params import GroundTruthCheckParams
+from orchestrator.stages.params import GroundTruthCheckParams, GroundTruthTargetsParams
 from orchestrator.stages.scene import ensure_scene
 from services.core.cameras import PinholeCamera, orbit_camera
 
@@ -44,6 +45,27 @@ def ground_truth(cameras: list[PinholeCamera], field_npz: bytes | None = None) -
 
         out = render_head(batch, markings=True)
     return {k: v.numpy().astype(np.float32) for k, v in out.items()}
+
+
+def known_head_views(cameras: list[PinholeCamera], output: str, field_npz: bytes | None = None):
+    """The known head (as ground_truth) at cameras, as the render service encodes `output` ("rgb" on white,
+    "normal_camera" / "normal_world": unit normals weighted by coverage): (images (N, C, H, W), alpha (N, 1, H, W))."""
+    from services.core.camera_batch import CameraBatch
+
+    batch = CameraBatch.from_pinholes(cameras)
+    if field_npz is not None:
+        from services.core.field_render import FieldRenderer
+
+        out = FieldRenderer.from_npz(field_npz).render(batch, [output, "alpha"])
+        return out[output].numpy().astype(np.float32), out["alpha"].numpy().astype(np.float32)
+    from services.core.procedural_head import head_normals, render_head
+
+    out = render_head(batch, markings=True)
+    if output.startswith("normal"):
+        images = head_normals(batch, output.removeprefix("normal_"))
+    else:
+        images = out[output]
+    return images.numpy().astype(np.float32), out["alpha"].numpy().astype(np.float32)
 
 
 def decoder_digest(field_npz: bytes) -> str:
@@ -138,3 +160,26 @@ def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
     sections.setdefault("ground_truth", {"note": "a test against the oracle prior's known head, not a result"})
     sections["ground_truth"][params.label or ctx.stage] = figures
     ctx.progress(1, 1, "measured", psnr_db=figures["psnr_db"], chamfer=figures["chamfer"])
+
+
+def run_targets(ctx: StageContext, params: GroundTruthTargetsParams) -> None:
+    """ground_truth_targets, a TEST stage: the known head's views as regression targets, in render_targets'
+    format (targets/<stage>.npz), for a check recipe whose paper recipe regresses onto views of its initial
+    surface (e.g. Portrait3D-ID's normals of the 3D-GAN): the oracle's exemplars instead."""
+    import io
+
+    from orchestrator.stages.cameras import target_views
+
+    truth_npz = None
+    if params.truth == "gan_sample":
+        from orchestrator.stages.generators import export_gan_sample
+
+        _, truth_npz = export_gan_sample(ctx, params.gan)
+    views = target_views(params.cameras, params.target_views, ctx.seed)
+    cams = [v.full_camera for v in views]
+    images, alpha = known_head_views(cams, params.output, truth_npz)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images, alpha=alpha, K=np.stack([c.K for c in cams]),
+                        world_to_camera=np.stack([c.world_to_camera for c in cams]), output=np.array(params.output))
+    ctx.artifact(f"targets/{ctx.stage}.npz", buf.getvalue())
+    ctx.progress(1, 1, f"{len(cams)} known-head views")

@@ -623,3 +623,11 @@ class GroundTruthCheckParams(_Strict):
     label: str = Field("", pattern=r"^[a-z0-9_]*$")     # the report key; "" = the stage's name
     truth: Literal["procedural_head", "gan_sample"] = "procedural_head"
     gan: GanSampleParams = Field(default_factory=GanSampleParams)   # truth gan_sample: which sample
+
+
+class GroundTruthTargetsParams(RenderTargetsParams):
+    """A TEST stage (ground_truth_targets): render_targets' views and file, rendered from the known head the
+    oracle prior shows (truth as in ground_truth_check) instead of the job's scene."""
+
+    truth: Literal["procedural_head", "gan_sample"] = "procedural_head"
+    gan: GanSampleParams = Field(default_factory=GanSampleParams)

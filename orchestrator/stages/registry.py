@@ -55,3 +55,5 @@ STAGES.register("render_targets", StageSpec("orchestrator.stages.render_targets:
                                             ("render",)))
 STAGES.register("geometry_targets", StageSpec("orchestrator.stages.geometry_targets:run", p.GeometryTargetsParams,
                                               ("guidance",)))
+STAGES.register("ground_truth_targets", StageSpec("orchestrator.stages.ground_truth:run_targets",
+                                                  p.GroundTruthTargetsParams, ()))
