@@ -4,8 +4,9 @@ reference's edges and the photo's identity through an identity adapter). Each ma
 service's Generate on a normal / depth backbone at the reference view's size and camera, and is stored for the
 reference_normal / reference_depth terms, inside the head mask (0 outside):
   geometry/reference_normal.npy  (3, H, W) float32 unit normals, OpenCV camera frame (render's "normal_camera")
-  geometry/reference_depth.npy   (1, H, W) float32, proportional to camera depth where the model's map is a true
-                                 inverse-depth ratio, else monotone in it (the depth term is Pearson: scale free)
+  geometry/reference_depth.npy   (1, H, W) float32, affine in camera depth when the model's map is (the depth
+                                 term is Pearson: scale and offset free): 1 / map for an "inverse_depth" model
+                                 (exactly d / d_near for a true ratio), 1 - map for a "depth" model
 with PNG previews beside them."""
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ def normal_target(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask[None], n, 0.0).astype(np.float32)
 
 
-def depth_target(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A depth picture (1, H, W) in [0, 1] in guidance.proto's convention (normalised inverse depth: 1 at the
-    nearest point, d_near / d elsewhere, 0 = background) and the head mask (H, W) bool -> d / d_near (1, H, W)
-    float32 where both say head, 0 elsewhere."""
-    inv = np.asarray(picture, np.float64)[0]
-    on = mask & (inv > 1e-3)
-    return np.where(on, 1.0 / np.maximum(inv, 1e-3), 0.0)[None].astype(np.float32)
+def depth_target(picture: np.ndarray, mask: np.ndarray, convention: str = "inverse_depth") -> np.ndarray:
+    """A Generate depth map (1, H, W) in [0, 1] (guidance.proto: 1 = nearest, 0 = background; affine in inverse
+    depth or in depth as `convention` says) and the head mask (H, W) bool -> (1, H, W) float32 increasing with
+    camera depth (d / d_near for a true inverse-depth ratio, 1 - map for a "depth" model) where both say head,
+    0 elsewhere."""
+    m = np.asarray(picture, np.float64)[0]
+    on = mask & (m > 1e-3)
+    value = 1.0 - m if convention == "depth" else 1.0 / np.maximum(m, 1e-3)
+    return np.where(on, value, 0.0)[None].astype(np.float32)
 
 
 def _save(ctx: StageContext, name: str, array: np.ndarray, preview: np.ndarray) -> None:
@@ -84,9 +87,9 @@ def run(ctx: StageContext, params: GeometryTargetsParams) -> None:
             target = normal_target(picture, mask)
             _save(ctx, NORMAL, target, np.where(mask, (target + 1) / 2, 1.0).transpose(1, 2, 0))
         else:
-            target = depth_target(picture, mask)
+            target = depth_target(picture, mask, result.depth_convention)
             _save(ctx, DEPTH, target, np.repeat(picture[0][..., None], 3, axis=-1))
-        report[kind] = {"backbone": backbone, "artifact": NORMAL if kind == "normal" else DEPTH, "seed": result.seed,
+        report[kind] = {"backbone": backbone, **({"depth_convention": result.depth_convention} if kind == "depth" else {}), "artifact": NORMAL if kind == "normal" else DEPTH, "seed": result.seed,
                         "coverage": round(float((np.abs(target).sum(0) > 0)[mask].mean()) if mask.any() else 0.0, 4)}
         ctx.progress(k + 1, 2, f"{kind} map")
     if not report:

@@ -235,14 +235,14 @@ def generate_from_proto(r: G.GenerateRequest, context=None) -> GenerateRequest:
     return GenerateRequest(conditions=conditions_from_proto(r.conditions), num_images=r.num_images, width=r.width,
                            height=r.height, num_steps=r.num_steps, guidance_scale=r.guidance_scale,
                            scheduler=r.scheduler, seed=r.seed, encode_png=r.encode_png,
-                           queue=_deadline(r.queue, context))
+                           queue=_deadline(r.queue, context), cameras=_cameras(r.cameras, "cameras"))
 
 
 def generate_to_proto(r: GenerateRequest) -> G.GenerateRequest:
     return G.GenerateRequest(conditions=conditions_to_proto(r.conditions), num_images=r.num_images, width=r.width,
                              height=r.height, num_steps=r.num_steps, guidance_scale=r.guidance_scale,
                              scheduler=r.scheduler, seed=r.seed, encode_png=r.encode_png,
-                             queue=_queue_to_proto(r.queue))
+                             queue=_queue_to_proto(r.queue), cameras=[c.to_proto() for c in r.cameras])
 
 
 # -- responses --------------------------------------------------------------------------------------------
@@ -340,9 +340,9 @@ def inpaint_result_from_proto(r: G.InpaintResponse) -> InpaintResult:
 def generate_result_to_proto(r: GenerateResult) -> G.GenerateResponse:
     return G.GenerateResponse(images=tensors.to_proto(r.images), encoded=[
         common_pb2.EncodedImage(data=p, mime_type="image/png") for p in r.png],
-        output_kind=_inverse(_OUTPUT_KINDS)[r.output_kind], seed=r.seed)
+        output_kind=_inverse(_OUTPUT_KINDS)[r.output_kind], seed=r.seed, depth_convention=r.depth_convention)
 
 
 def generate_result_from_proto(r: G.GenerateResponse) -> GenerateResult:
     return GenerateResult(images=_array(r.images), output_kind=_OUTPUT_KINDS.get(r.output_kind, "rgb"), seed=r.seed,
-                          png=[e.data for e in r.encoded])
+                          png=[e.data for e in r.encoded], depth_convention=r.depth_convention)

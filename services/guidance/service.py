@@ -22,7 +22,7 @@ from services.common.errors import DeadlineExceeded, FailedPrecondition, Invalid
 from services.common.images import encode_png
 from services.guidance import validate
 from services.guidance.backbones.base import (Backbone, convert_normal_gradients, convert_normal_pictures,
-                                             output_kind)
+                                             depth_pictures, output_kind)
 from services.guidance.backbones.registry import load_backbone
 from services.guidance.batching import DynamicBatcher
 from services.guidance.cache import ConditionsCache
@@ -214,17 +214,20 @@ class GuidanceService:
                            for i in range(n)])
         require(not req.conditions.controls or width == height, "conditions.controls",
                 "controls need a square image (width == height)")
-        cond = self.conditions.encode(name, bb, req.conditions, n, [], width, (height, width))
+        cameras = validate.cameras(req.cameras, n, "cameras")
+        cond = self.conditions.encode(name, bb, req.conditions, n, cameras, width, (height, width))
         gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in range(n)] if bb.device.type == "cpu" else None
         work = SampleWork(mode="generate", cond=cond, noise=noise.to(bb.device), guidance_scale=guidance,
                           scheduler=scheduler, num_steps=num_steps, generators=gens)
         out = self._submit(bb, work, run_sampling, n, req.queue)
         kind, convention = self._output_kind(bb, req.conditions)
         images = convert_normal_pictures(out.images.cpu().numpy().astype(np.float32), convention)
+        depth_convention = ""
         if kind == "depth":
-            images = images.mean(axis=1, keepdims=True)
+            depth_convention = info.depth_convention
+            images = depth_pictures(images, depth_convention)
         png = [encode_png(_to_uint8(im)) for im in images] if req.encode_png else []
-        return GenerateResult(images=images, output_kind=kind, seed=seed, png=png)
+        return GenerateResult(images=images, output_kind=kind, seed=seed, png=png, depth_convention=depth_convention)
 
     # -- validation and preparation ---------------------------------------------------------------------
     def _device_name(self) -> str:

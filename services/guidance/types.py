@@ -41,6 +41,7 @@ class BackboneInfo:
     family: str                        # "sd15", "sd21", "analytic", ...
     output_kind: str = "rgb"
     normal_convention: str = "opencv"  # with output_kind "normal" (backbones.base.NORMAL_CONVENTIONS)
+    depth_convention: str = "inverse_depth"  # with output_kind "depth" (backbones.base.DEPTH_CONVENTIONS)
     native_resolution: int = 512
     latent_scale_factor: int = 8
     latent_channels: int = 4
@@ -226,14 +227,16 @@ class GenerateRequest:
     seed: int = 0
     encode_png: bool = False
     queue: QueueOptions = field(default_factory=QueueOptions)
+    cameras: list[PinholeCamera] = field(default_factory=list)   # 0 or num_images (a camera-keyed test prior)
 
 
 @dataclass
 class GenerateResult:
-    images: np.ndarray                        # (N, C, H, W) float32 in [0, 1]
+    images: np.ndarray                        # (N, C, H, W) float32 in [0, 1]; C = 1 for depth
     output_kind: str
     seed: int
     png: list[bytes] = field(default_factory=list)
+    depth_convention: str = ""                # output_kind "depth": "inverse_depth" | "depth" (guidance.proto)
 
 
 @dataclass

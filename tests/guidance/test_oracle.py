@@ -117,7 +117,41 @@ def test_normal_lora_gives_normal_pictures(oracle):
     assert np.allclose(out[0, :, 0, 0], 0.5, atol=0.05)     # off the head: the zero normal
 
 
+def test_generate_normal_and_depth_maps_at_the_cameras():
+    """A normal oracle and a depth oracle stand in for text-to-normal / text-to-depth models: Generate samples
+    the known head's maps at each camera (depth: normalised inverse depth, 1 at the nearest point)."""
+    svc = GuidanceService(GuidanceConfig(device="cpu", batching=BatchingConfig(max_queue_delay_ms=0), backbones=[
+        {**ORACLE, "name": "oracle_normal", "output_kind": "normal"},
+        {**ORACLE, "name": "oracle_depth", "output_kind": "depth", "default": False}]))
+    try:
+        cams = [camera(0), camera(90)]
+        normal = svc.generate(GenerateRequest(Conditions(backbone="oracle_normal"), num_images=2, seed=3,
+                                              num_steps=20, cameras=cams))
+        depth = svc.generate(GenerateRequest(Conditions(backbone="oracle_depth"), num_images=2, seed=3,
+                                             num_steps=20, cameras=cams))
+        with pytest.raises(InvalidArgument) as e:
+            svc.generate(GenerateRequest(Conditions(backbone="oracle_depth"), num_images=2, cameras=cams[:1]))
+        assert e.value.field == "cameras"
+    finally:
+        svc.close()
+    want_n = (head_normals(CameraBatch.from_pinholes(cams), "camera") + 1).numpy() / 2
+    assert normal.output_kind == "normal" and normal.images.shape == (2, 3, SIZE, SIZE)
+    assert psnr(normal.images, want_n) > 25
+    z = render_head(CameraBatch.from_pinholes(cams))["depth"].numpy()
+    on = z > 0
+    assert depth.output_kind == "depth" and depth.depth_convention == "inverse_depth"
+    assert depth.images.shape == (2, 1, SIZE, SIZE)
+    for i in range(2):
+        want = z[i][on[i]].min() / z[i][on[i]]
+        assert np.abs(depth.images[i][on[i]] - want).mean() < 0.05
+        assert np.abs(depth.images[i][~on[i]]).mean() < 0.05        # background 0
+    assert not np.allclose(depth.images[0], depth.images[1], atol=0.05)   # keyed by camera
+
+
 def test_needs_cameras(oracle):
+    with pytest.raises(InvalidArgument) as e:
+        oracle.generate(GenerateRequest(seed=1))
+    assert e.value.field == "cameras"
     with pytest.raises(InvalidArgument) as e:
         oracle.distill(DistillRequest(grey(), seed=1))
     assert e.value.field == "cameras"
@@ -146,7 +180,7 @@ def test_accepts_and_ignores_recipe_fields(oracle):
                                           reference=reference))
         assert np.allclose(r.grad, plain, atol=1e-5), variant
     info = oracle.describe().backbones[0][0]
-    assert info.backend == "oracle" and info.family == "test_prior" and not info.generate
+    assert info.backend == "oracle" and info.family == "test_prior" and info.generate
     assert [(m.role, m.backend, m.name) for m in info.models] == [("test_prior", "oracle", "oracle-procedural-head")]
 
 
@@ -158,8 +192,6 @@ def test_render_cache_is_bounded():
         assert torch.equal(bb.encode_cameras([camera(0)], (SIZE, SIZE), SIZE, []), first)
         bb.encode_cameras([camera(10), camera(20), camera(10)], (SIZE, SIZE), SIZE, [])
         assert len(bb._cache) == 2
-        with pytest.raises(FailedPrecondition, match="generate"):   # Generate has no cameras: not served
-            svc.generate(GenerateRequest(seed=1))
     finally:
         svc.close()
 
@@ -174,6 +206,7 @@ def test_grpc_distill(tmp_path):
         req = DistillRequest(grey(), Conditions(prompt="a head"), cameras=[camera(90)], seed=11,
                              background=np.array([0.2, 0.6, 0.4], np.float32))
         remote = client.distill(req)
+        generated = client.generate(GenerateRequest(num_images=1, seed=5, num_steps=10, cameras=[camera(90)]))
         info = client.describe().backbones[0][0]
         client.close()
     finally:
@@ -186,3 +219,4 @@ def test_grpc_distill(tmp_path):
     assert remote.backbone == "oracle" and np.abs(remote.grad).max() > 0
     assert np.allclose(remote.grad, want, atol=1e-5)
     assert info.backend == "oracle" and info.models[0].role == "test_prior"
+    assert psnr(generated.images, truth(camera(90))) > 20           # GenerateRequest.cameras crossed the wire

@@ -307,7 +307,7 @@ class InpaintResponse(_message.Message):
     def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("conditions", "num_images", "width", "height", "num_steps", "guidance_scale", "scheduler", "seed", "encode_png", "queue")
+    __slots__ = ("conditions", "num_images", "width", "height", "num_steps", "guidance_scale", "scheduler", "seed", "encode_png", "queue", "cameras")
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -318,6 +318,7 @@ class GenerateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     ENCODE_PNG_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
     conditions: Conditions
     num_images: int
     width: int
@@ -328,19 +329,22 @@ class GenerateRequest(_message.Message):
     seed: int
     encode_png: bool
     queue: QueueOptions
-    def __init__(self, conditions: _Optional[_Union[Conditions, _Mapping]] = ..., num_images: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ..., encode_png: _Optional[bool] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ...) -> None: ...
+    cameras: _containers.RepeatedCompositeFieldContainer[_common_pb2.Camera]
+    def __init__(self, conditions: _Optional[_Union[Conditions, _Mapping]] = ..., num_images: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., scheduler: _Optional[str] = ..., seed: _Optional[int] = ..., encode_png: _Optional[bool] = ..., queue: _Optional[_Union[QueueOptions, _Mapping]] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("images", "encoded", "output_kind", "seed")
+    __slots__ = ("images", "encoded", "output_kind", "seed", "depth_convention")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_KIND_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_CONVENTION_FIELD_NUMBER: _ClassVar[int]
     images: _common_pb2.Tensor
     encoded: _containers.RepeatedCompositeFieldContainer[_common_pb2.EncodedImage]
     output_kind: GuidanceOutputKind
     seed: int
-    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., encoded: _Optional[_Iterable[_Union[_common_pb2.EncodedImage, _Mapping]]] = ..., output_kind: _Optional[_Union[GuidanceOutputKind, str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    depth_convention: str
+    def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., encoded: _Optional[_Iterable[_Union[_common_pb2.EncodedImage, _Mapping]]] = ..., output_kind: _Optional[_Union[GuidanceOutputKind, str]] = ..., seed: _Optional[int] = ..., depth_convention: _Optional[str] = ...) -> None: ...
 
 class GuidanceDescribeRequest(_message.Message):
     __slots__ = ()

@@ -45,6 +45,25 @@ class ModelFilesError(FailedPrecondition):
 NORMAL_CONVENTIONS = {"opencv": (1, 1, 1), "opengl": (1, -1, -1), "bae": (-1, -1, -1)}
 
 
+# Depth-map conventions a model can be trained in. Generate's depth maps are always 1 = nearest, 0 = background
+# (guidance.proto); "inverse_depth" maps (MiDaS / ControlNet-depth style) go out as they are, "depth" maps
+# (normalised depth, 0 = nearest, 1 = far and background) as 1 - x, so each stays affine in what it was.
+DEPTH_CONVENTIONS = ("inverse_depth", "depth")
+
+
+def check_depth_convention(name: str, where: str) -> None:
+    """ModelFilesError naming `where` when `name` is not one of DEPTH_CONVENTIONS."""
+    if name not in DEPTH_CONVENTIONS:
+        raise ModelFilesError(f"{where}: depth_convention {name!r}; expected one of {list(DEPTH_CONVENTIONS)}")
+
+
+def depth_pictures(images: np.ndarray, convention: str) -> np.ndarray:
+    """A depth backbone's decoded pictures (N, 3, H, W) in [0, 1] -> Generate's depth maps (N, 1, H, W):
+    the channel mean, flipped (1 - x) for a "depth" model so that 1 = nearest in both conventions."""
+    maps = images.mean(axis=1, keepdims=True)
+    return 1.0 - maps if convention == "depth" else maps
+
+
 def check_output_kind(kind: str, where: str) -> None:
     """ModelFilesError naming `where` when `kind` is not one of OUTPUT_KINDS."""
     if kind not in OUTPUT_KINDS:

@@ -78,7 +78,7 @@ class DiffusersBackbone:
         sample = sample[0] if isinstance(sample, (list, tuple)) else sample
         self.info = BackboneInfo(
             name=config.name, backend=backend, family=config.family, output_kind=config.output_kind,
-            normal_convention=config.normal_convention,
+            normal_convention=config.normal_convention, depth_convention=config.depth_convention,
             native_resolution=int(sample) * self.latent_scale_factor,
             latent_scale_factor=self.latent_scale_factor, latent_channels=int(vae_cfg.latent_channels),
             num_train_timesteps=int(self._scheduler_config.get("num_train_timesteps", 1000)),

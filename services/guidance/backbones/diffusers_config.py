@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from services.guidance.backbones.base import ModelFilesError, check_normal_convention, check_output_kind
+from services.guidance.backbones.base import (ModelFilesError, check_depth_convention, check_normal_convention,
+                                             check_output_kind)
 from services.guidance.types import CONTROL_KINDS
 
 
@@ -55,6 +56,7 @@ class DiffusersBackboneConfig(BaseModel):
     default: bool = False
     output_kind: str = "rgb"
     normal_convention: str = "opencv"     # output_kind "normal": the frame it was trained in (base.NORMAL_CONVENTIONS)
+    depth_convention: str = "inverse_depth"   # output_kind "depth": what its maps are (base.DEPTH_CONVENTIONS)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     variant: str | None = None            # e.g. "fp16" for diffusion_pytorch_model.fp16.safetensors
     allow_pickle: bool = False            # accept .bin weights in the SD and ControlNet folders
@@ -85,3 +87,4 @@ def check_config(cfg: DiffusersBackboneConfig) -> None:
                                   f"identity adapters' own LoRAs)")
     check_output_kind(cfg.output_kind, f"backbone {cfg.name!r}")
     check_normal_convention(cfg.normal_convention, f"backbone {cfg.name!r}")
+    check_depth_convention(cfg.depth_convention, f"backbone {cfg.name!r}")

@@ -13,10 +13,13 @@ What it renders: rgb (and albedo: the head is unlit) over the request's backgrou
 and the same field of Denoise / Inpaint; the config's `background`, white, when a request has none), or,
 when the backbone's or an active LoRA's output kind is "normal",
 the normal picture of guidance.proto, (n + 1) / 2 of the render service's "normal_camera" (0.5 grey off the
-head), in the LoRA's normal convention. The "VAE" is the identity (latent = 2 * image - 1, f = 1).
+head), in the LoRA's normal convention, or, for output kind "depth", the head's normalised inverse depth
+(d_near / d, 0 off the head: Generate's depth maps with depth_convention "inverse_depth") in all three
+channels. The "VAE" is the identity (latent = 2 * image - 1, f = 1).
 
-Requests need one camera per image (InvalidArgument naming `cameras` otherwise); Generate has none, so it is
-not served. Everything else a recipe sends is ACCEPTED AND IGNORED so every term runs on a CPU: the prompt,
+Requests need one camera per image (InvalidArgument naming `cameras` otherwise), Generate included
+(GenerateRequest.cameras): it samples from the Gaussian around each camera's exemplar, so an oracle with
+output_kind normal / depth stands in for a text-to-normal / text-to-depth model. Everything else a recipe sends is ACCEPTED AND IGNORED so every term runs on a CPU: the prompt,
 every variant (ISD, image-conditioned and its reference view, video), identity embeddings / adapters /
 scales, expressions, controls and LoRA scales (a LoRA only selects the output kind). Classifier-free
 guidance is a no-op (the conditional and unconditional rows see the same exemplar).
@@ -46,11 +49,12 @@ from services.core.procedural_head import head_normals, render_head
 from services.guidance.backbones.analytic import SCHEDULER_CONFIG, mixture_noise
 from services.guidance.backbones.base import (BatchConditions, ModelFilesError, check_normal_convention,
                                              convert_normal_pictures, output_kind)
+from services.guidance.backbones.control_pictures import depth_to_inverse
 from services.guidance.distill import resize
 from services.guidance.schedule import alphas_cumprod
 from services.guidance.types import CONTROL_KINDS, VARIANTS, BackboneInfo, ControlSpec, LoraSpec
 
-RENDERED_KINDS = ("rgb", "albedo", "normal")
+RENDERED_KINDS = ("rgb", "albedo", "normal", "depth")
 NEEDS_CAMERAS = ("the oracle prior (a test prior) renders its exemplar at each image's camera: give one camera "
                  "per image")
 
@@ -73,7 +77,7 @@ class OracleBackboneConfig(BaseModel):
     default: bool = False
     sigma: float = Field(0.05, gt=0)         # std of the Gaussian around each exemplar, in latent units [-1, 1]
     native_resolution: int = Field(64, ge=16, le=2048)
-    output_kind: str = "rgb"                 # rgb | albedo | normal
+    output_kind: str = "rgb"                 # rgb | albedo | normal | depth
     normal_convention: str = "opencv"
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)   # rgb exemplars' background, sRGB in [0, 1]
     markings: bool = True                    # the procedural head's +X-only marking
@@ -119,7 +123,7 @@ class OracleBackbone:
             name=config.name, backend="oracle", family="test_prior", output_kind=config.output_kind,
             normal_convention=config.normal_convention, native_resolution=config.native_resolution,
             latent_scale_factor=1, latent_channels=3, num_train_timesteps=int(SCHEDULER_CONFIG["num_train_timesteps"]),
-            variants=VARIANTS, denoise=True, inpaint=True, generate=False,
+            variants=VARIANTS, denoise=True, inpaint=True, generate=True,
             controls=tuple(ControlSpec(k, k) for k in config.controls),
             identity_adapters=tuple(config.identity_adapters), identity_embedding_dim=config.identity_embedding_dim,
             expression_adapter=True,
@@ -191,6 +195,8 @@ class OracleBackbone:
         elif kind == "normal":
             pictures = (head_normals(batch, "camera", supersample=s) + 1) / 2
             pictures = torch.from_numpy(convert_normal_pictures(pictures.numpy(), convention))
+        elif kind == "depth":
+            pictures = _inverse_depth_pictures(render_head(batch, supersample=s)["depth"])
         else:
             pictures = render_head(batch, torch.from_numpy(np.ascontiguousarray(background)), supersample=s,
                                    markings=self.config.markings)["rgb"]
@@ -203,6 +209,9 @@ class OracleBackbone:
         if kind == "normal":
             out = self._field.render(fine, ["normal_camera"])["normal_camera"]
             pictures = torch.from_numpy(convert_normal_pictures(((out + 1) / 2).numpy(), convention))
+        elif kind == "depth":
+            out = self._field.render(fine, ["depth", "alpha"])
+            pictures = _inverse_depth_pictures(out["depth"] * (out["alpha"] > 0.5))
         else:
             pictures = self._field.render(fine, ["rgb"], torch.from_numpy(np.ascontiguousarray(background)))["rgb"]
         return torch.nn.functional.avg_pool2d(pictures.float(), s) if s > 1 else pictures
@@ -218,6 +227,12 @@ class OracleBackbone:
     def prepare_control(self, spec: ControlSpec, picture: np.ndarray, resolution: int) -> torch.Tensor:
         """(1, 1, R, R) zeros: controls are accepted and ignored."""
         return torch.zeros((1, 1, resolution, resolution), device=self.device)
+
+
+def _inverse_depth_pictures(depth: torch.Tensor) -> torch.Tensor:
+    """World depth (m, 1, h, w), 0 = background -> (m, 3, h, w) normalised inverse depth (control_pictures)."""
+    inv = np.stack([depth_to_inverse(d) for d in depth.numpy()])
+    return torch.from_numpy(inv).repeat(1, 3, 1, 1)
 
 
 def _load_field(path: str, base_dir: Path | None, where: str):
