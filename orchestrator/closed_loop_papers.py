@@ -4,10 +4,10 @@ entry `{from_recipe: NAME, stage: STAGE, backbone: B, set: {dotted.path: value}}
 recipe, every guidance backbone it names replaced by B, the `set` paths (list items by index) changed to shrink
 it for a CPU) between the check's own init and ground_truth_check stages.
 
-    python -m orchestrator.closed_loop_papers [--option K=V ...] [--out FILE]
+    python -m orchestrator.closed_loop_papers [--recipe portrait3d_text|portrait3d_id] [--option K=V ...] [--out FILE]
 
-runs the portrait3d_text check as in production (render, guidance serving only the oracle and inversion serving
-a tiny random pyramid GAN, as processes on loopback, the job on Ray) and prints its figures as JSON."""
+runs one check as in production (render and guidance serving only oracles, as processes on loopback, plus, for
+portrait3d_text, inversion serving a tiny random pyramid GAN; the job on Ray) and prints its figures as JSON."""
 
 from __future__ import annotations
 
@@ -73,16 +73,47 @@ def check_recipe(name: str, options: dict[str, str] | None = None) -> LoadedReci
     return load_recipe(text=text, options=options)
 
 
-def run_portrait3d_text(root: Path, options: dict[str, str] | None = None, timeout_s: float = 1800) -> dict:
-    """Run the portrait3d_text check as a Ray job against service processes; returns the job's state, seconds,
-    and report.json's ground_truth, optimizers and warnings sections."""
+def _run_check_job(root: Path, name: str, options: dict[str, str] | None, endpoints, images: list[bytes],
+                   timeout_s: float) -> dict:
+    """Run check recipe `name` as one Ray job against the services at `endpoints`; returns the job's state, error,
+    seconds and report.json's ground_truth, optimizers, warnings, result_is_real, stage_seconds and
+    texture_inpaint sections."""
     import ray
 
     from orchestrator.jobs.artifacts import ArtifactStore
     from orchestrator.jobs.store import JobStore
     from orchestrator.jobs.types import TERMINAL, JobSpec
-    from orchestrator.runtime.endpoints import Endpoints
     from orchestrator.runtime.ray_runtime import ActorShare, RayRuntime
+
+    store = JobStore(root / "jobs.db")
+    artifacts = ArtifactStore((root / "artifacts").as_uri())
+    runtime = RayRuntime(store, artifacts.root_url, endpoints, share=ActorShare(num_cpus=1.0))
+    try:
+        runtime.start()
+        loaded = check_recipe(name, options)
+        started = time.perf_counter()
+        job_id = store.create(JobSpec(tenant="closed-loop", recipe=loaded.recipe.name, recipe_yaml=loaded.yaml,
+                                      recipe_sha256=loaded.sha256, images=images,
+                                      stage_names=[s.name for s in loaded.recipe.stages])).id
+        deadline = time.monotonic() + timeout_s
+        while store.get_any(job_id).state not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.5)
+        job = store.get_any(job_id)
+        out = {"state": job.state, "error": job.error_message,
+               "seconds": round((job.finished_at or time.time()) - (job.started_at or started), 1)}
+        if job.state == "succeeded":
+            report = json.loads(artifacts.read(job_id, "report.json"))
+            out.update({k: report.get(k) for k in ("ground_truth", "optimizers", "warnings", "result_is_real",
+                                                   "stage_seconds", "texture_inpaint", "geometry_targets")})
+        return out
+    finally:
+        runtime.stop()
+        ray.shutdown()
+
+
+def run_portrait3d_text(root: Path, options: dict[str, str] | None = None, timeout_s: float = 1800) -> dict:
+    """Run the portrait3d_text check as a Ray job against service processes (_run_check_job's figures)."""
+    from orchestrator.runtime.endpoints import Endpoints
     from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
     from services.inversion.client import connect
     from services.inversion.types import Latent
@@ -103,50 +134,57 @@ def run_portrait3d_text(root: Path, options: dict[str, str] | None = None, timeo
                                                          "exemplar_field": "g_w2.npz"}]}))
         sup = Supervisor([ServiceSpec("render"), ServiceSpec("guidance", ["--config", str(config), "--device", "cpu"])],
                          root / "logs").start()
-        store = JobStore(root / "jobs.db")
-        artifacts = ArtifactStore((root / "artifacts").as_uri())
-        runtime = RayRuntime(store, artifacts.root_url,
-                             Endpoints(render=sup.address("render"), guidance=sup.address("guidance"),
-                                       inversion=inversion.address("inversion")),
-                             share=ActorShare(num_cpus=1.0))
-        try:
-            runtime.start()
-            loaded = check_recipe("portrait3d_text", options)
-            started = time.perf_counter()
-            job_id = store.create(JobSpec(tenant="closed-loop", recipe=loaded.recipe.name, recipe_yaml=loaded.yaml,
-                                          recipe_sha256=loaded.sha256,
-                                          stage_names=[s.name for s in loaded.recipe.stages])).id
-            deadline = time.monotonic() + timeout_s
-            while store.get_any(job_id).state not in TERMINAL and time.monotonic() < deadline:
-                time.sleep(0.5)
-            job = store.get_any(job_id)
-            out = {"state": job.state, "error": job.error_message,
-                   "seconds": round((job.finished_at or time.time()) - (job.started_at or started), 1)}
-            if job.state == "succeeded":
-                report = json.loads(artifacts.read(job_id, "report.json"))
-                out.update({k: report.get(k) for k in ("ground_truth", "optimizers", "warnings", "result_is_real",
-                                                       "stage_seconds")})
-            return out
-        finally:
-            runtime.stop()
-            ray.shutdown()
+        endpoints = Endpoints(render=sup.address("render"), guidance=sup.address("guidance"),
+                              inversion=inversion.address("inversion"))
+        return _run_check_job(root, "portrait3d_text", options, endpoints, [], timeout_s)
     finally:
         if sup is not None:
             sup.stop()
         inversion.stop()
 
 
+# The portrait3d_id check's guidance: the oracle (rgb; its normal LoRA for normal control is accepted and ignored)
+# and two oracles standing in for HumanNorm's text-to-normal and text-to-depth models.
+ORACLE_ID_GUIDANCE = {"backbones": [
+    {"name": "oracle", "backend": "oracle", "default": True},
+    {"name": "oracle_normal", "backend": "oracle", "output_kind": "normal"},
+    {"name": "oracle_depth", "backend": "oracle", "output_kind": "depth"}]}
+
+
+def run_portrait3d_id(root: Path, options: dict[str, str] | None = None, timeout_s: float = 1800) -> dict:
+    """Run the portrait3d_id check as a Ray job against render and guidance processes, from the procedural head's
+    frontal render (_run_check_job's figures)."""
+    from orchestrator.closed_loop import reference_picture
+    from orchestrator.runtime.endpoints import Endpoints
+    from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
+
+    config = root / "oracle.yaml"
+    config.write_text(yaml.safe_dump(ORACLE_ID_GUIDANCE))
+    sup = Supervisor([ServiceSpec("render"), ServiceSpec("guidance", ["--config", str(config), "--device", "cpu"])],
+                     root / "logs").start()
+    try:
+        endpoints = Endpoints(render=sup.address("render"), guidance=sup.address("guidance"))
+        return _run_check_job(root, "portrait3d_id", options, endpoints, [reference_picture(64)], timeout_s)
+    finally:
+        sup.stop()
+
+
+RUNNERS = {"portrait3d_text": run_portrait3d_text, "portrait3d_id": run_portrait3d_id}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--option", action="append", default=[], metavar="K=V",
                         help="an option for the check recipe, e.g. stages.sds.iterations=300")
+    parser.add_argument("--recipe", choices=sorted(RUNNERS), default="portrait3d_text")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     options = dict(o.split("=", 1) for o in args.option)
+    truth = {"portrait3d_text": "the oracle prior's known field (a tiny random GAN's sample)",
+             "portrait3d_id": "the oracle prior's known head (the procedural head)"}[args.recipe]
     with tempfile.TemporaryDirectory(prefix="headforge-closed-loop-") as tmp:
-        figures = {"note": "a TEST against the oracle prior's known field (a tiny random GAN's sample): it checks "
-                           "the recipe's machinery, it is not a result",
-                   "portrait3d_text": run_portrait3d_text(Path(tmp), options)}
+        figures = {"note": f"a TEST against {truth}: it checks the recipe's machinery, it is not a result",
+                   args.recipe: RUNNERS[args.recipe](Path(tmp), options)}
     print_figures(figures, args.out)
     return 0
 

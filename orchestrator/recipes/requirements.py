@@ -1,6 +1,7 @@
 """What a recipe needs from the services, checked when a job starts, before its first stage: every guidance
 backbone a stage names (with the capability that stage calls: Generate, Distill, Denoise, Inpaint, the identity
-adapter and ControlNets it conditions on, the normal / depth output a geometry stage reads), LPIPS weight files
+adapter and ControlNets it conditions on, the normal / depth output a geometry stage reads), face embeddings of the
+size an identity adapter takes, LPIPS weight files
 that perceptual losses name, every
 inversion generator (invert, an init or ground-truth GAN sample) and LPIPS weights when an inversion's loss
 is LPIPS alone. A job that cannot run fails at once naming each thing to configure (FailedPrecondition
@@ -105,6 +106,26 @@ def _inversion_needs(loaded) -> list[tuple[str, str, bool]]:
     return needs
 
 
+def _identity_problems(needs: list[GuidanceNeed], by_name: dict, default, clients) -> list[str]:
+    """An identity adapter reads the face service's embeddings: their size must be the adapter's (IP-Adapter
+    FaceID: a 512-d ArcFace embedding, which dlib's 128-d descriptor is not)."""
+    wanted = {}
+    for need in needs:
+        info = by_name.get(need.backbone) if need.backbone else default
+        if need.identity and info is not None and info.identity_adapters and info.identity_embedding_dim:
+            wanted.setdefault(info.identity_embedding_dim, []).append(f"{need.stage} ({info.name})")
+    if not wanted:
+        return []
+    if getattr(clients, "face", None) is None:
+        return [f"stages {sorted({s for v in wanted.values() for s in v})} condition on the photo's identity and "
+                "need the face service"]
+    face = clients.face.describe()
+    return [f"{', '.join(stages)}: the identity adapter takes {dim}-d embeddings, the face service's recogniser "
+            f"{face.identity_backend!r} gives {face.embedding_dim}-d ones; serve face with a recogniser of that size "
+            "(an ArcFace InsightFace pack: --insightface-dir, README: face models)"
+            for dim, stages in wanted.items() if dim != face.embedding_dim]
+
+
 def missing(loaded, clients, models_dir: str | None = None) -> list[str]:
     """One line per thing the services (and the job's models directory) lack for this recipe (empty: it can
     run)."""
@@ -124,6 +145,7 @@ def missing(loaded, clients, models_dir: str | None = None) -> list[str]:
                                     f"{sorted(by_name)}); add it to the guidance service's model repository")
                 else:
                     problems += _guidance_problems(need, info)
+            problems += _identity_problems(guidance, by_name, default, clients)
     inversion = _inversion_needs(loaded)
     if inversion:
         if clients.inversion is None:

@@ -528,7 +528,7 @@ class RefineParams(_Strict):
 
     cameras: CameraSpec
     target_views: int = Field(0, ge=0, le=256)         # orbit cameras: how many target views to draw
-    rounds: int = Field(1, ge=1, le=100)
+    rounds: int = Field(1, ge=1, le=10_000)
     iterations: int = Field(100, ge=1, le=100_000)       # regression steps per round
     strength: float = Field(0.5, gt=0, le=1)
     num_steps: int = Field(10, ge=1, le=1000)

@@ -44,11 +44,14 @@ def _reference_view(ctx: StageContext, scene_id: str):
 
 def _photo_kept(ctx: StageContext, scene_id: str, name: str) -> dict:
     """How far the reference view moved, since the photo was back-projected, at the pixels whose texels all came
-    from the photo (texture_seen exactly 1 then: every texel the bilinear lookup reads was written): 0 when no
-    later view overwrote a photo texel."""
+    from the photo (texture_seen exactly 1 then: every texel the bilinear lookup reads was written), eroded by
+    one pixel (the renderer's silhouette anti-aliasing blends a pixel with its neighbours, whose texels may be
+    another view's): 0 when no later view overwrote a photo texel."""
+    from scipy.ndimage import binary_erosion
+
     before = np.load(io.BytesIO(ctx.read_artifact(name)))
     rgb, _ = _reference_view(ctx, scene_id)
-    photo = before["seen"] >= 1.0
+    photo = binary_erosion(before["seen"] >= 1.0, np.ones((3, 3), bool))
     change = np.abs(rgb - before["rgb"]).max(0)[photo]
     return {"pixels": int(photo.sum()), "max_change": round(float(change.max()), 6) if change.size else None}
 

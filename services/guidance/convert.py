@@ -263,6 +263,8 @@ def describe_to_proto(d: GuidanceDescription) -> G.GuidanceDescribeResponse:
             variants=[variants[v] for v in info.variants], denoise=info.denoise, inpaint=info.inpaint,
             generate=info.generate, controls=[c.name for c in info.controls],
             control_kinds=sorted({control_kinds[c.kind] for c in info.controls if c.kind}),
+            control_kind_of=[control_kinds.get(c.kind, 0) for c in info.controls],
+            depth_convention=info.depth_convention,
             identity_adapters=list(info.identity_adapters), identity_embedding_dim=info.identity_embedding_dim,
             expression_adapter=info.expression_adapter, schedulers=list(info.schedulers),
             min_frames=info.min_frames, max_frames=info.max_frames)
@@ -282,7 +284,9 @@ def describe_from_proto(d: G.GuidanceDescribeResponse) -> GuidanceDescription:
             latent_channels=b.latent_channels, num_train_timesteps=b.num_train_timesteps,
             prediction_type=b.prediction_type, variants=tuple(_VARIANTS[v] for v in b.variants),
             denoise=b.denoise, inpaint=b.inpaint, generate=b.generate,
-            controls=tuple(ControlSpec(name, "") for name in b.controls),
+            controls=tuple(ControlSpec(name, _CONTROL_KINDS.get(kind, "")) for name, kind in
+                           zip(b.controls, list(b.control_kind_of) or [0] * len(b.controls))),
+            depth_convention=b.depth_convention or "inverse_depth",
             identity_adapters=tuple(b.identity_adapters), identity_embedding_dim=b.identity_embedding_dim,
             expression_adapter=b.expression_adapter,
             loras=tuple(LoraSpec(x.name, _OUTPUT_KINDS.get(x.output_kind, "rgb")) for x in b.loras),

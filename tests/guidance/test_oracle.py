@@ -220,3 +220,4 @@ def test_grpc_distill(tmp_path):
     assert np.allclose(remote.grad, want, atol=1e-5)
     assert info.backend == "oracle" and info.models[0].role == "test_prior"
     assert psnr(generated.images, truth(camera(90))) > 20           # GenerateRequest.cameras crossed the wire
+    assert {(c.name, c.kind) for c in info.controls} == {(k, k) for k in ("landmarks", "canny", "normal", "depth")}

@@ -362,7 +362,7 @@ class GuidanceDescribeResponse(_message.Message):
         model: _common_pb2.ModelInfo
         def __init__(self, name: _Optional[str] = ..., output_kind: _Optional[_Union[GuidanceOutputKind, str]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
     class Backbone(_message.Message):
-        __slots__ = ("name", "is_default", "backend", "family", "models", "output_kind", "native_resolution", "latent_scale_factor", "latent_channels", "num_train_timesteps", "prediction_type", "variants", "denoise", "inpaint", "generate", "controls", "control_kinds", "identity_adapters", "identity_embedding_dim", "expression_adapter", "loras", "schedulers", "min_frames", "max_frames")
+        __slots__ = ("name", "is_default", "backend", "family", "models", "output_kind", "native_resolution", "latent_scale_factor", "latent_channels", "num_train_timesteps", "prediction_type", "variants", "denoise", "inpaint", "generate", "controls", "control_kinds", "identity_adapters", "identity_embedding_dim", "expression_adapter", "loras", "schedulers", "min_frames", "max_frames", "control_kind_of", "depth_convention")
         NAME_FIELD_NUMBER: _ClassVar[int]
         IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
         BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -387,6 +387,8 @@ class GuidanceDescribeResponse(_message.Message):
         SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
         MIN_FRAMES_FIELD_NUMBER: _ClassVar[int]
         MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+        CONTROL_KIND_OF_FIELD_NUMBER: _ClassVar[int]
+        DEPTH_CONVENTION_FIELD_NUMBER: _ClassVar[int]
         name: str
         is_default: bool
         backend: str
@@ -411,7 +413,9 @@ class GuidanceDescribeResponse(_message.Message):
         schedulers: _containers.RepeatedScalarFieldContainer[str]
         min_frames: int
         max_frames: int
-        def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., backend: _Optional[str] = ..., family: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., output_kind: _Optional[_Union[GuidanceOutputKind, str]] = ..., native_resolution: _Optional[int] = ..., latent_scale_factor: _Optional[int] = ..., latent_channels: _Optional[int] = ..., num_train_timesteps: _Optional[int] = ..., prediction_type: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[DistillVariant, str]]] = ..., denoise: _Optional[bool] = ..., inpaint: _Optional[bool] = ..., generate: _Optional[bool] = ..., controls: _Optional[_Iterable[str]] = ..., control_kinds: _Optional[_Iterable[_Union[ControlInput.Kind, str]]] = ..., identity_adapters: _Optional[_Iterable[str]] = ..., identity_embedding_dim: _Optional[int] = ..., expression_adapter: _Optional[bool] = ..., loras: _Optional[_Iterable[_Union[GuidanceDescribeResponse.Lora, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., min_frames: _Optional[int] = ..., max_frames: _Optional[int] = ...) -> None: ...
+        control_kind_of: _containers.RepeatedScalarFieldContainer[ControlInput.Kind]
+        depth_convention: str
+        def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., backend: _Optional[str] = ..., family: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., output_kind: _Optional[_Union[GuidanceOutputKind, str]] = ..., native_resolution: _Optional[int] = ..., latent_scale_factor: _Optional[int] = ..., latent_channels: _Optional[int] = ..., num_train_timesteps: _Optional[int] = ..., prediction_type: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[DistillVariant, str]]] = ..., denoise: _Optional[bool] = ..., inpaint: _Optional[bool] = ..., generate: _Optional[bool] = ..., controls: _Optional[_Iterable[str]] = ..., control_kinds: _Optional[_Iterable[_Union[ControlInput.Kind, str]]] = ..., identity_adapters: _Optional[_Iterable[str]] = ..., identity_embedding_dim: _Optional[int] = ..., expression_adapter: _Optional[bool] = ..., loras: _Optional[_Iterable[_Union[GuidanceDescribeResponse.Lora, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., min_frames: _Optional[int] = ..., max_frames: _Optional[int] = ..., control_kind_of: _Optional[_Iterable[_Union[ControlInput.Kind, str]]] = ..., depth_convention: _Optional[str] = ...) -> None: ...
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
