@@ -19,6 +19,7 @@ import argparse
 import fcntl
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -83,13 +84,16 @@ def _log_tail(path: Path, n: int = 15) -> str:
 
 
 def up(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
-       timeout_s: float = 300, inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None) -> dict:
+       timeout_s: float = 300, inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None,
+       face_args: list[str] | None = None) -> dict:
     """Start the supervisor (detached); its state: pid, jobs address, service addresses. directory: the
     state folder (resolved here, never against the checkout). FailedPrecondition (CLUSTER_RUNNING) while a
     cluster runs or starts there, leaving its state and logs alone; FailedPrecondition (PORT_IN_USE) when
     jobs_port is taken; Unavailable when the supervisor exits or does not come up in timeout_s.
     inversion_models_dir: the inversion service's --models-dir (None: it serves no generator). jobs_limits:
-    the jobs service's --subject-cpus / --max-running-per-tenant / --max-active-jobs (None fields: its defaults)."""
+    the jobs service's --subject-cpus / --max-running-per-tenant / --max-active-jobs (None fields: its defaults).
+    face_args: extra `serve face` flags, e.g. ["--recognizer", "insightface", "--insightface-dir", DIR] (paths
+    are resolved against the caller's working directory by the caller: the supervisor runs in the checkout)."""
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     lock = open(directory / LOCK, "a+")
@@ -114,6 +118,8 @@ def up(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file
         if inversion_models_dir:
             args += ["--inversion-models-dir", str(Path(inversion_models_dir).resolve())]
         args += (jobs_limits or JobsLimits()).args()
+        if face_args:
+            args += ["--face-args", shlex.join(face_args)]
         log_path = directory / "supervisor.log"
         with open(log_path, "ab") as log:
             # the child inherits the locked file: the lock lives as long as the supervisor
@@ -205,17 +211,20 @@ class JobsLimits:
 
 
 def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
-                  inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None) -> list:
+                  inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None,
+                  face_args: list[str] | None = None) -> list:
     """The supervised processes (orchestrator.runtime.supervisor.ServiceSpec): each service on a free
     loopback port, and the jobs service on jobs_port with every service's address for its Ray workers
-    (and jobs_limits' flags, when given)."""
+    (and jobs_limits' flags, when given). face_args: extra `serve face` flags (its detector, recogniser and
+    their model files)."""
     from orchestrator.runtime.supervisor import ServiceSpec
     from services.common.process import free_port
 
     ports = {name: free_port() for name in SERVICES}
     addr = {name: f"127.0.0.1:{p}" for name, p in ports.items()}
     extra = {"guidance": ["--config", guidance_config] if guidance_config else [],
-             "inversion": ["--models-dir", inversion_models_dir] if inversion_models_dir else []}
+             "inversion": ["--models-dir", inversion_models_dir] if inversion_models_dir else [],
+             "face": list(face_args or [])}
     common, token_args = [], []
     if tokens_file:   # the services accept the cluster's own service token, acting for each job's tenant
         merged, service_token = cluster_tokens(directory, tokens_file)
@@ -262,11 +271,13 @@ def ray_auth_env(directory: Path) -> dict[str, str]:
 
 
 def _run(directory: Path, guidance_config: str | None, jobs_port: int, tokens_file: str | None,
-         inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None) -> int:
+         inversion_models_dir: str | None = None, jobs_limits: JobsLimits | None = None,
+         face_args: list[str] | None = None) -> int:
     """The supervisor process itself (started detached by `up`)."""
     from orchestrator.runtime.supervisor import Supervisor
 
-    specs = service_specs(directory, guidance_config, jobs_port, tokens_file, inversion_models_dir, jobs_limits)
+    specs = service_specs(directory, guidance_config, jobs_port, tokens_file, inversion_models_dir, jobs_limits,
+                          face_args)
     sup = Supervisor(specs, directory / "logs").start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -289,9 +300,11 @@ def main(argv=None) -> int:
     p.add_argument("--subject-cpus", type=float, default=None)
     p.add_argument("--max-running-per-tenant", type=int, default=None)
     p.add_argument("--max-active-jobs", type=int, default=None)
+    p.add_argument("--face-args", default="")
     a = p.parse_args(argv)
     limits = JobsLimits(a.subject_cpus, a.max_running_per_tenant, a.max_active_jobs)
-    return _run(Path(a.dir).resolve(), a.guidance_config, a.jobs_port, a.tokens_file, a.inversion_models_dir, limits)
+    return _run(Path(a.dir).resolve(), a.guidance_config, a.jobs_port, a.tokens_file, a.inversion_models_dir, limits,
+                shlex.split(a.face_args))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 
@@ -22,8 +23,15 @@ def add_parsers(sub) -> None:
     cl.add_argument("--max-active-jobs", type=int, default=None,
                     help="queued + running jobs per tenant (serve jobs --max-active-jobs; default 4)")
     cl.add_argument("--tokens-file", default=None)
+    cl.add_argument("--face-args", default="", help="extra `headforge serve face` flags as one string, e.g. "
+                    "\"--recognizer insightface --insightface-dir /models/buffalo_l\" (relative paths: from here)")
     cl.add_argument("--jobs-address", action="store_true", help="status: print only the jobs address")
     cl.set_defaults(func=cmd_cluster)
+
+
+def _absolute_paths(flags: list[str]) -> list[str]:
+    """flags with each value that names an existing file or folder made absolute (the supervisor runs elsewhere)."""
+    return [str(Path(f).resolve()) if not f.startswith("-") and Path(f).exists() else f for f in flags]
 
 
 def cmd_cluster(args) -> int:
@@ -34,7 +42,8 @@ def cmd_cluster(args) -> int:
     if args.cluster_command == "up":
         limits = cluster.JobsLimits(args.subject_cpus, args.max_running_per_tenant, args.max_active_jobs)
         state = cluster.up(directory, args.guidance_config, args.jobs_port, args.tokens_file,
-                           inversion_models_dir=args.inversion_models_dir, jobs_limits=limits)
+                           inversion_models_dir=args.inversion_models_dir, jobs_limits=limits,
+                           face_args=_absolute_paths(shlex.split(args.face_args)))
         print(f"HeadForge is up (supervisor pid {state['pid']}); jobs service at {state['jobs']}")
         for name, address in state["services"].items():
             print(f"  {name:<9} {address}")

@@ -54,3 +54,14 @@ def test_cluster_up_parses_the_jobs_limits():
     assert (args.subject_cpus, args.max_running_per_tenant, args.max_active_jobs) == (0.5, None, 6)
     assert cluster.JobsLimits(0.5, None, 6).args() == ["--subject-cpus", "0.5", "--max-active-jobs", "6"]
     assert cluster.JobsLimits().args() == []
+
+
+def test_face_args_reach_serve_face_as_its_own_flags(tmp_path):
+    """cluster up --face-args "...": the face service's recogniser and model files (a 512-d ArcFace for
+    IP-Adapter FaceID); `serve face` parses them; without them it starts with its defaults."""
+    flags = ["--recognizer", "insightface", "--insightface-dir", str(tmp_path)]
+    face = {s.name: s for s in cluster.service_specs(tmp_path, None, 50999, None, face_args=flags)}["face"]
+    assert face.args == flags
+    args = build_parser().parse_args(["serve", "face", *face.args])
+    assert (args.recognizer, args.insightface_dir) == ("insightface", str(tmp_path))
+    assert {s.name: s for s in cluster.service_specs(tmp_path, None, 50999, None)}["face"].args == []
