@@ -33,8 +33,8 @@ outputs mean nothing).
   model of 2 layers, hidden 32; a byte-level BPE tokenizer (GPT2Tokenizer, OPT's specials `</s>` bos/eos,
   `<pad>`, `<unk>`, plus BLIP-2's `<image>` token) of a few hundred tokens learned here from _CORPUS.
 - `blip-tiny/`: `BlipForConditionalGeneration` + `BlipProcessor` likewise (Salesforce/blip-image-captioning-large
-  layout): a 1-layer ViT and a 2-layer BERT text decoder, hidden 32; a WordPiece BertTokenizer with BLIP's
-  `[DEC]` bos token.
+  layout): a 1-layer ViT and a 2-layer BERT text decoder, hidden 32; a WordPiece BertTokenizer (the corpus's
+  words, letters and `##` letters, a few hundred tokens) with BLIP's `[DEC]` bos token.
 - `guidance.yaml`: a `backbones:` list describing the above (paths relative to the file) and a `captioners:`
   list (blip2-tiny the default, blip-tiny).
 
@@ -343,15 +343,19 @@ def _opt_tokenizer():
 
 def _bert_tokenizer():
     """A WordPiece BertTokenizer (lower case) with BLIP's `[DEC]` bos token."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    # the vocabulary is built, not trained (the WordPiece trainer breaks ties in hash order): the corpus's words,
+    # every letter and digit alone and as a "##" continuation, and punctuation, sorted
+    words = {w for w in _CORPUS.lower().replace(",", " ").replace(".", " ").split()}
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    tokens = specials + sorted(words | set(chars) | {"##" + c for c in chars} | set(",.!?'-"))
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(_caption_corpus(), trainers.WordPieceTrainer(
-        vocab_size=CAPTION_VOCAB, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
     fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                              cls_token="[CLS]", mask_token="[MASK]")
     fast.add_special_tokens({"bos_token": "[DEC]"})
