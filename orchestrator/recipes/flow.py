@@ -11,6 +11,7 @@ from orchestrator.recipes.schema import Recipe
 from orchestrator.stages.scene_kinds import CONVERSIONS, KINDS
 from services.common.errors import InvalidArgument
 
+NEEDS_PHOTO = ("caption",)   # stages that read the preprocessed reference picture
 NEEDS_SCENE = ("optimise", "refine", "texture_inpaint", "export", "turntable", "evaluate", "convert",
                "ground_truth_check")
 
@@ -28,6 +29,9 @@ def check_flow(recipe: Recipe, params: dict[str, BaseModel]) -> None:
         if kind in NEEDS_SCENE and scene is None:
             raise _bad(f"stages[{i}]", f"{spec.name} ({kind}) needs the job's scene: put an init, invert or "
                                        "template_texture stage before it")
+        if kind in NEEDS_PHOTO and not photo:
+            raise _bad(f"stages[{i}]", f"{spec.name} ({kind}) reads the reference picture: put a preprocess stage "
+                                       "before it")
         if kind == "generate":
             generated = True
         elif kind == "preprocess":

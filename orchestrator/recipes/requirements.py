@@ -1,5 +1,5 @@
 """What a recipe needs from the services, checked when a job starts, before its first stage: every guidance
-backbone a stage names (with the capability that stage calls: Generate, Distill, Denoise, Inpaint, the identity
+backbone a stage names and every captioner a caption stage needs (with the capability that stage calls: Generate, Distill, Denoise, Inpaint, the identity
 adapter and ControlNets it conditions on, the normal / depth output a geometry stage reads), face embeddings of the
 size an identity adapter takes, LPIPS weight files
 that perceptual losses name, every
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from orchestrator.stages.params import (GenerateParams, GeometryTargetsParams, GroundTruthCheckParams,
+from orchestrator.stages.params import (CaptionParams, GenerateParams, GeometryTargetsParams, GroundTruthCheckParams,
                                         GroundTruthTargetsParams, InitParams, InvertParams, RefineParams,
                                         TextureInpaintParams)
 from services.common.errors import FailedPrecondition
@@ -126,10 +126,36 @@ def _identity_problems(needs: list[GuidanceNeed], by_name: dict, default, client
             for dim, stages in wanted.items() if dim != face.embedding_dim]
 
 
-def missing(loaded, clients, models_dir: str | None = None) -> list[str]:
+def _caption_problems(loaded, clients, prompt: str | None) -> list[str]:
+    """A caption stage naming a captioner the guidance service does not list; one that would find no captioner
+    with fallback "fail", or with fallback "job_prompt" and no job prompt (prompt None = not known: not checked)."""
+    stages = [(name, p) for name, p in loaded.params.items() if isinstance(p, CaptionParams)]
+    if not stages:
+        return []
+    if clients.guidance is None:
+        listed = []
+    else:
+        listed = [c.name for c in clients.guidance.describe().captioners]
+    problems = []
+    for name, p in stages:
+        if p.captioner and listed and p.captioner not in listed:
+            problems.append(f"{name}: captioner {p.captioner!r} is not configured (configured: {sorted(listed)}); add "
+                            "it to the guidance service's `captioners:` (README: guidance service)")
+        elif not listed and (p.fallback == "fail" or p.captioner):
+            problems.append(f"{name}: no captioner is configured in the guidance service (fallback {p.fallback}); add "
+                            "a BLIP-2 or BLIP folder to its `captioners:`")
+        elif not listed and prompt is not None and not prompt:
+            problems.append(f"{name}: no captioner is configured in the guidance service and the job has no prompt "
+                            "to fall back on; give a prompt or add a captioner")
+    return problems
+
+
+def missing(loaded, clients, models_dir: str | None = None, prompt: str | None = None) -> list[str]:
     """One line per thing the services (and the job's models directory) lack for this recipe (empty: it can
-    run)."""
+    run). prompt: the job's prompt ("" = none; None = not known, so a caption stage's fallback to it is not
+    checked)."""
     problems: list[str] = _lpips_files(loaded, models_dir)
+    problems += _caption_problems(loaded, clients, prompt)
     guidance = _guidance_needs(loaded)
     if guidance:
         if clients.guidance is None:
@@ -168,9 +194,9 @@ def missing(loaded, clients, models_dir: str | None = None) -> list[str]:
     return problems
 
 
-def check(loaded, clients, models_dir: str | None = None) -> None:
+def check(loaded, clients, models_dir: str | None = None, prompt: str | None = None) -> None:
     """FailedPrecondition MODELS_MISSING listing missing() when it is not empty."""
-    problems = missing(loaded, clients, models_dir)
+    problems = missing(loaded, clients, models_dir, prompt)
     if problems:
         raise FailedPrecondition("the services lack what this recipe needs: " + "; ".join(problems),
                                  reason="MODELS_MISSING", metadata={"missing": str(len(problems))})

@@ -58,7 +58,7 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         emit({"kind": "artifact", "record": record})
         return record
 
-    ctx = StageContext(job_id=job_id, seed=loaded.recipe.seed, images=images, prompt=prompt, clients=clients,
+    ctx = StageContext(job_id=job_id, seed=loaded.recipe.seed, images=images, job_prompt=prompt, clients=clients,
                        checkpoint_every=loaded.recipe.checkpoint_every, write_artifact=write,
                        read_artifact=lambda name: artifacts.read(job_id, name),
                        report=lambda p: emit({"kind": "progress", "progress": p}), is_cancelled=is_cancelled,
@@ -67,7 +67,7 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         ctx.state = json.loads(artifacts.read(job_id, STATE_ARTIFACT))
     if not ctx.state.get("completed_stages"):
         try:   # before any stage: a recipe the services cannot serve fails at once, naming what to configure
-            requirements.check(loaded, clients, models_dir)
+            requirements.check(loaded, clients, models_dir, prompt)
         except HeadForgeError as e:   # no stage ran: the job fails without a stage event
             emit({"kind": "done", "state": "failed", "error_message": e.message,
                   "error_reason": e.reason or type(e).__name__, "error_code": e.code.name})

@@ -25,7 +25,7 @@ REPORT = "report.json"
 NOT_A_RESULT = "the output shows the pipeline works, it is not a result"
 _WHAT = {TEST_PRIOR: ("is a test prior", "are test priors"),     # provenance -> (one record, several)
          RANDOM_WEIGHTS: ("has random weights", "have random weights")}
-_LABELS = {"guidance": "guidance backbone", "face": "face models"}   # report["models"] key -> words in a warning
+_LABELS = {"guidance": "guidance backbone", "face": "face models", "captioner": "captioner"}   # report["models"] key -> words in a warning
 
 
 def _sds_backbones(loaded) -> set[str]:

@@ -35,7 +35,7 @@ class StageContext:
     job_id: str
     seed: int
     images: list[bytes]
-    prompt: str
+    job_prompt: str                                                 # what the job was given ("" = none)
     clients: Clients
     checkpoint_every: int
     write_artifact: Callable[[str, bytes, str], ArtifactRecord]      # (name, data, stage) -> record
@@ -47,6 +47,14 @@ class StageContext:
     models_dir: str = ""                                            # the job's models_dir on this machine
     state: dict[str, Any] = field(default_factory=dict)             # JSON-serialisable, checkpointed
     scratch: dict[str, Any] = field(default_factory=dict)           # this run only (e.g. live scene ids)
+
+    @property
+    def prompt(self) -> str:
+        """The text prompt stages condition on: the job's prompt when the user gave one (a user-given prompt
+        wins over a caption), else the caption stage's prompt (state["caption"]["prompt"]) when one ran, else ""."""
+        if self.job_prompt:
+            return self.job_prompt
+        return (self.state.get("caption") or {}).get("prompt", "")
 
     def model_path(self, path: str) -> str:
         """A model file or folder a recipe names (e.g. LPIPS weights, a CLIP folder), on the machine that

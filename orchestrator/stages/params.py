@@ -360,6 +360,30 @@ class GenerateParams(_Strict):
     choose: Literal["first", "face_score"] = "face_score"
 
 
+class CaptionParams(_Strict):
+    """The text prompt y from the reference picture (orchestrator/stages/caption.py; Portrait3D-ID 4.1, PSHead:
+    BLIP-2): the guidance service's captioner ("" = its default) continues `prompt_prefix`, and `template` (which
+    must hold "{caption}") wraps the caption. fallback: with no captioner configured, "job_prompt" uses the job's
+    prompt (when it has one), "fail" fails the job at preflight."""
+
+    captioner: str = ""
+    prompt_prefix: str = "a photo of"
+    template: str = "{caption}"
+    fallback: Literal["job_prompt", "fail"] = "job_prompt"
+    max_new_tokens: int = Field(30, ge=1, le=128)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(caption="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"template may only use the {{caption}} field ({e!r})") from None
+        if "{caption}" not in v:
+            raise ValueError("template must contain {caption}")
+        return v
+
+
 class GeometryTargetsParams(_Strict):
     """The reference view's normal and depth maps from normal / depth backbones (orchestrator/stages/
     geometry_targets.py; "" skips that map): the reference's Canny edges as a control (canny_control > 0) and the

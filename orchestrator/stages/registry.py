@@ -53,6 +53,7 @@ STAGES.register("align_landmarks", StageSpec("orchestrator.stages.align_landmark
                                              ("render",)))
 STAGES.register("render_targets", StageSpec("orchestrator.stages.render_targets:run", p.RenderTargetsParams,
                                             ("render",)))
+STAGES.register("caption", StageSpec("orchestrator.stages.caption:run", p.CaptionParams, ("guidance",)))
 STAGES.register("geometry_targets", StageSpec("orchestrator.stages.geometry_targets:run", p.GeometryTargetsParams,
                                               ("guidance",)))
 STAGES.register("ground_truth_targets", StageSpec("orchestrator.stages.ground_truth:run_targets",

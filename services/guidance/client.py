@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from headforge.v1 import guidance_pb2, guidance_pb2_grpc
 from services.common.client import INPROCESS, GrpcTransport, RetryPolicy
 from services.guidance import convert
-from services.guidance.types import (DenoiseRequest, DenoiseResult, DistillRequest, DistillResult, GenerateRequest,
+from services.guidance.types import (CaptionRequest, CaptionResult, DenoiseRequest, DenoiseResult, DistillRequest, DistillResult, GenerateRequest,
                                      GenerateResult, GuidanceDescription, InpaintRequest, InpaintResult)
 
 if TYPE_CHECKING:
@@ -38,8 +38,11 @@ class GuidanceClient(Protocol):
     def generate(self, req: GenerateRequest) -> GenerateResult:
         """New images (N, C, H, W) float32 in [0, 1] from the conditions."""
 
+    def caption(self, req: CaptionRequest) -> CaptionResult:
+        """A text caption of req.image (uint8 (H, W, 3) or encoded bytes) by a captioner (BLIP-2, BLIP)."""
+
     def describe(self) -> GuidanceDescription:
-        """The loaded backbones and the service's limits."""
+        """The loaded backbones, the captioners and the service's limits."""
 
     def close(self) -> None: ...
 
@@ -68,6 +71,9 @@ class GrpcGuidanceClient:
     def generate(self, req: GenerateRequest) -> GenerateResult:
         return convert.generate_result_from_proto(
             self.transport.call(self.stub.Generate, convert.generate_to_proto(req)))
+
+    def caption(self, req: CaptionRequest) -> CaptionResult:
+        return convert.caption_result_from_proto(self.transport.call(self.stub.Caption, convert.caption_to_proto(req)))
 
     def describe(self) -> GuidanceDescription:
         return convert.describe_from_proto(

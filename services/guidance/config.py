@@ -7,12 +7,15 @@ DIR/guidance.yaml; see the README for pointing it at real weights.
       - {name: prior, backend: analytic}
       - {name: oracle, backend: oracle}   # a TEST prior: the procedural head at each request camera
     batching: {max_batch_images: 16, max_queue_delay_ms: 5, max_queue_depth: 64}
+    captioners:                         # optional: the Caption RPC (services/guidance/captioners.py)
+      - {name: blip2, kind: blip2, path: /models/blip2-opt-2.7b, default: true}
+      - {name: blip, kind: blip, path: /models/blip-image-captioning-large}
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,6 +31,20 @@ class BatchingConfig(BaseModel):
     max_queue_depth: int = Field(64, ge=1)
 
 
+class CaptionerConfig(BaseModel):
+    """One image-captioning model: `kind` picks its loader (services.guidance.captioners.KINDS); `path` is a
+    `from_pretrained` folder (relative paths resolve against base_dir); `default` marks the one Caption uses
+    when a request names none (the first when none is marked). Whether its weights are random is read from
+    the folder's random-weights marker (services.core.models), as for backbones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    kind: Literal["blip2", "blip"]
+    path: str = Field(min_length=1)
+    default: bool = False
+
+
 class GuidanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +57,7 @@ class GuidanceConfig(BaseModel):
     max_message_bytes: int = 64 * 1024 * 1024
     device: str | None = None            # torch device; None = cuda when available, else cpu
     base_dir: str = "."                  # relative model paths resolve against it (the YAML file's folder)
+    captioners: list[CaptionerConfig] = Field(default_factory=list)   # none = Caption answers NO_CAPTIONER
 
     @field_validator("backbones")
     @classmethod
@@ -49,6 +67,16 @@ class GuidanceConfig(BaseModel):
         names = [b.get("name") for b in v]
         if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
             raise ValueError(f"every backbone needs a unique non-empty name, got {names}")
+        return v
+
+    @field_validator("captioners")
+    @classmethod
+    def _captioners(cls, v: list[CaptionerConfig]) -> list[CaptionerConfig]:
+        names = [c.name for c in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"every captioner needs a unique name, got {names}")
+        if sum(c.default for c in v) > 1:
+            raise ValueError(f"at most one captioner can be the default, got {[c.name for c in v if c.default]}")
         return v
 
 

@@ -14,7 +14,7 @@ from services.common.errors import InvalidArgument, require
 from services.common.images import image_input_to_rgb8, to_image_input
 from services.core.cameras import PinholeCamera
 from services.core.models import ModelRecord
-from services.guidance.types import (BackboneInfo, Conditions, ControlInput, ControlSpec, DenoiseRequest,
+from services.guidance.types import (BackboneInfo, CaptionerInfo, CaptionRequest, CaptionResult, Conditions, ControlInput, ControlSpec, DenoiseRequest,
                                      DenoiseResult, DistillRequest, DistillResult, GenerateRequest, GenerateResult,
                                      GuidanceDescription, ImageDiagnostics, InpaintRequest, InpaintResult, LoraSpec,
                                      QueueOptions, ReferenceView, TimestepSchedule)
@@ -272,7 +272,40 @@ def describe_to_proto(d: GuidanceDescription) -> G.GuidanceDescribeResponse:
             b.models.add(role=m.role, backend=m.backend, name=m.name, sha256=m.sha256, provenance=m.provenance)
         for lora in info.loras:
             b.loras.add(name=lora.name, output_kind=kinds.get(lora.output_kind, 0))
+    for c in d.captioners:
+        msg.captioners.add(name=c.name, is_default=c.is_default, kind=c.kind, model=_model_to_proto(c.model))
     return msg
+
+
+def _model_to_proto(m: ModelRecord) -> common_pb2.ModelInfo:
+    return common_pb2.ModelInfo(role=m.role, backend=m.backend, name=m.name, sha256=m.sha256, provenance=m.provenance)
+
+
+def _model_from_proto(m: common_pb2.ModelInfo) -> ModelRecord:
+    return ModelRecord(m.role, m.backend, m.name, m.sha256, m.provenance)
+
+
+# -- Caption ----------------------------------------------------------------------------------------------
+MAX_CAPTION_IMAGE_PIXELS = 4096 * 4096   # decoding bound on the wire; the service applies max_image_pixels
+
+
+def caption_from_proto(r: G.CaptionRequest, context=None) -> CaptionRequest:
+    """InvalidArgument (IMAGE_EMPTY / IMAGE_UNDECODABLE ...) for a missing or bad picture."""
+    image = image_input_to_rgb8(r.image, max_pixels=MAX_CAPTION_IMAGE_PIXELS, field="image")
+    return CaptionRequest(image=image, captioner=r.captioner, prompt=r.prompt, max_new_tokens=r.max_new_tokens)
+
+
+def caption_to_proto(r: CaptionRequest) -> G.CaptionRequest:
+    return G.CaptionRequest(captioner=r.captioner, image=to_image_input(r.image), prompt=r.prompt,
+                            max_new_tokens=r.max_new_tokens)
+
+
+def caption_result_to_proto(r: CaptionResult) -> G.CaptionResponse:
+    return G.CaptionResponse(caption=r.caption, captioner=r.captioner, model=_model_to_proto(r.model))
+
+
+def caption_result_from_proto(r: G.CaptionResponse) -> CaptionResult:
+    return CaptionResult(caption=r.caption, captioner=r.captioner, model=_model_from_proto(r.model))
 
 
 def describe_from_proto(d: G.GuidanceDescribeResponse) -> GuidanceDescription:
@@ -296,7 +329,9 @@ def describe_from_proto(d: G.GuidanceDescribeResponse) -> GuidanceDescription:
     return GuidanceDescription(backbones=backbones, max_batch_images=d.max_batch_images,
                                max_queue_delay_ms=d.max_queue_delay_ms, max_queue_depth=d.max_queue_depth,
                                queue_depth=d.queue_depth, max_image_pixels=d.max_image_pixels,
-                               max_message_bytes=d.max_message_bytes, cache_ttl_s=d.cache_ttl_s, device=d.device)
+                               max_message_bytes=d.max_message_bytes, cache_ttl_s=d.cache_ttl_s, device=d.device,
+                               captioners=[CaptionerInfo(c.name, c.kind, c.is_default, _model_from_proto(c.model))
+                                           for c in d.captioners])
 
 
 def _array(msg: common_pb2.Tensor) -> np.ndarray | None:

@@ -19,19 +19,21 @@ import numpy as np
 import torch
 
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, require
-from services.common.images import encode_png
+from services.common.images import array_to_rgb8, decode_image, encode_png
 from services.guidance import validate
 from services.guidance.backbones.base import (Backbone, convert_normal_gradients, convert_normal_pictures,
                                              depth_pictures, output_kind)
 from services.guidance.backbones.registry import load_backbone
 from services.guidance.batching import DynamicBatcher
 from services.guidance.cache import ConditionsCache
+from services.guidance.captioners import load_captioners
 from services.guidance.config import GuidanceConfig
 from services.guidance.distill import DistillWork, run_distill
 from services.guidance.prepare import ConditionsEncoder
 from services.guidance.sampling import SampleWork, run_sampling
 from services.guidance.schedule import WEIGHTINGS, choose_steps
-from services.guidance.types import (Conditions, DenoiseRequest, DenoiseResult, DistillRequest, DistillResult,
+from services.guidance.types import (DEFAULT_CAPTION_TOKENS, MAX_CAPTION_TOKENS, CaptionRequest, CaptionResult,
+                                     Conditions, DenoiseRequest, DenoiseResult, DistillRequest, DistillResult,
                                      GenerateRequest, GenerateResult, GuidanceDescription, ImageDiagnostics,
                                      InpaintRequest, InpaintResult, QueueOptions)
 
@@ -90,6 +92,7 @@ class GuidanceService:
             for entry in self.config.backbones:
                 backbones[entry["name"]] = load_backbone(entry, Path(self.config.base_dir), self.device)
         self.backbones = backbones
+        self.captioners = load_captioners(self.config.captioners, Path(self.config.base_dir), self.device)
         defaults = [e["name"] for e in self.config.backbones if e.get("default")]
         self.default_backbone = defaults[0] if defaults else next(iter(self.backbones))
         b = self.config.batching
@@ -109,7 +112,34 @@ class GuidanceService:
             max_batch_images=b.max_batch_images, max_queue_delay_ms=int(b.max_queue_delay_ms),
             max_queue_depth=b.max_queue_depth, queue_depth=self.batcher.depth(),
             max_image_pixels=self.config.max_image_pixels, max_message_bytes=self.config.max_message_bytes,
-            cache_ttl_s=int(self.config.cache_ttl_s), device=self._device_name())
+            cache_ttl_s=int(self.config.cache_ttl_s), device=self._device_name(),
+            captioners=[c.info for c in self.captioners.values()])
+
+    def caption(self, req: CaptionRequest) -> CaptionResult:
+        """The captioner's caption of req.image (services.guidance.captioners). InvalidArgument for a missing,
+        undecodable or oversized image, max_new_tokens outside 0..MAX_CAPTION_TOKENS or an unknown captioner
+        (UNKNOWN_CAPTIONER); FailedPrecondition NO_CAPTIONER when none is configured."""
+        if not self.captioners:
+            raise FailedPrecondition("no captioner is configured in the guidance service's model repository: add a "
+                                     "`captioners:` entry (README: guidance service)", reason="NO_CAPTIONER")
+        name = req.captioner or next(n for n, c in self.captioners.items() if c.is_default)
+        if name not in self.captioners:
+            raise InvalidArgument("captioner", f"unknown captioner {name!r}; configured: {sorted(self.captioners)}",
+                                  reason="UNKNOWN_CAPTIONER")
+        tokens = req.max_new_tokens or DEFAULT_CAPTION_TOKENS
+        require(isinstance(req.max_new_tokens, int) and 1 <= tokens <= MAX_CAPTION_TOKENS, "max_new_tokens",
+                f"must be 1..{MAX_CAPTION_TOKENS} (0 = {DEFAULT_CAPTION_TOKENS}), got {req.max_new_tokens}")
+        prompt = validate.text(req.prompt, "prompt")
+        image = req.image
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            image = decode_image(bytes(image), max_pixels=self.config.max_image_pixels, field="image")
+        elif image is None or np.asarray(image).size == 0:
+            raise InvalidArgument("image", "no image given", reason="IMAGE_EMPTY")
+        else:
+            image = array_to_rgb8(image, max_pixels=self.config.max_image_pixels, field="image")
+        captioner = self.captioners[name]
+        text = captioner.caption(image, prompt, tokens)
+        return CaptionResult(caption=text, captioner=name, model=captioner.record)
 
     def distill(self, req: DistillRequest) -> DistillResult:
         name, bb = self._backbone(req.conditions.backbone)
@@ -315,6 +345,9 @@ class InProcessGuidanceClient:
 
     def describe(self) -> GuidanceDescription:
         return self.service.describe()
+
+    def caption(self, req: CaptionRequest) -> CaptionResult:
+        return self.service.caption(req)
 
     def close(self) -> None:
         pass

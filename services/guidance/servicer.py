@@ -30,6 +30,9 @@ class GuidanceServicer(guidance_pb2_grpc.GuidanceServiceServicer):
     def Generate(self, request, context):
         return convert.generate_result_to_proto(self.service.generate(convert.generate_from_proto(request, context)))
 
+    def Caption(self, request, context):
+        return convert.caption_result_to_proto(self.service.caption(convert.caption_from_proto(request, context)))
+
     def Describe(self, request, context):
         return convert.describe_to_proto(self.service.describe())
 

@@ -26,7 +26,17 @@ outputs mean nothing).
 - `lora-normal-tiny/pytorch_lora_weights.safetensors`: a UNet LoRA in the diffusers format written by the
   diffusers training scripts (`unet.<module>.to_q.lora.down.weight` / `.lora.up.weight` for to_q, to_k, to_v
   and to_out.0 of every attention block), rank 4, non-zero.
-- `guidance.yaml`: a `backbones:` list describing the above (paths relative to the file).
+- `blip2-tiny/`: `Blip2ForConditionalGeneration.save_pretrained` + `Blip2Processor.save_pretrained` (the layout of
+  Salesforce/blip2-opt-2.7b as transformers 5 writes it: config.json, generation_config.json, model.safetensors,
+  processor_config.json (image processor: 32 x 32 px, BLIP mean/std), tokenizer.json, tokenizer_config.json): a
+  ViT of 1 layer, hidden 32, 8 px patches; a Q-Former of 1 layer, hidden 32, 4 query tokens; an OPT language
+  model of 2 layers, hidden 32; a byte-level BPE tokenizer (GPT2Tokenizer, OPT's specials `</s>` bos/eos,
+  `<pad>`, `<unk>`, plus BLIP-2's `<image>` token) of a few hundred tokens learned here from _CORPUS.
+- `blip-tiny/`: `BlipForConditionalGeneration` + `BlipProcessor` likewise (Salesforce/blip-image-captioning-large
+  layout): a 1-layer ViT and a 2-layer BERT text decoder, hidden 32; a WordPiece BertTokenizer (the corpus's
+  words, letters and `##` letters, a few hundred tokens) with BLIP's `[DEC]` bos token.
+- `guidance.yaml`: a `backbones:` list describing the above (paths relative to the file) and a `captioners:`
+  list (blip2-tiny the default, blip-tiny).
 
 Every model folder above also holds the random-weights marker file (services.core.models.mark_random_weights):
 the loaders report its models with provenance "random_weights".
@@ -293,9 +303,105 @@ def _write_lora(unet, path: Path, seed: int = 5):
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
+CAPTION_IMAGE_SIZE = 32
+CAPTION_HIDDEN = 32
+BLIP2_QUERY_TOKENS = 4
+CAPTION_VOCAB = 400
+
+
+def _caption_corpus() -> list[str]:
+    return [line.strip() for line in _CORPUS.strip().splitlines()] * 4
+
+
+def _tiny_vision() -> dict:
+    return dict(hidden_size=CAPTION_HIDDEN, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                image_size=CAPTION_IMAGE_SIZE, patch_size=8)
+
+
+def _caption_image_processor():
+    from transformers import BlipImageProcessor
+
+    return BlipImageProcessor(size={"height": CAPTION_IMAGE_SIZE, "width": CAPTION_IMAGE_SIZE})
+
+
+def _opt_tokenizer():
+    """An OPT-style byte-level BPE GPT2Tokenizer with BLIP-2's `<image>` token (last id)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(_caption_corpus(), trainers.BpeTrainer(
+        vocab_size=CAPTION_VOCAB, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = GPT2TokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
+                             unk_token="<unk>", add_bos_token=True)
+    fast.add_tokens(["<image>"], special_tokens=True)
+    return fast
+
+
+def _bert_tokenizer():
+    """A WordPiece BertTokenizer (lower case) with BLIP's `[DEC]` bos token."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    # the vocabulary is built, not trained (the WordPiece trainer breaks ties in hash order): the corpus's words,
+    # every letter and digit alone and as a "##" continuation, and punctuation, sorted
+    words = {w for w in _CORPUS.lower().replace(",", " ").replace(".", " ").split()}
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    tokens = specials + sorted(words | set(chars) | {"##" + c for c in chars} | set(",.!?'-"))
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                             cls_token="[CLS]", mask_token="[MASK]")
+    fast.add_special_tokens({"bos_token": "[DEC]"})
+    return fast
+
+
+def _write_blip2(folder: Path, seed: int = 20) -> None:
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, OPTConfig
+
+    tokenizer = _opt_tokenizer()
+    text = OPTConfig(vocab_size=len(tokenizer), hidden_size=CAPTION_HIDDEN, num_hidden_layers=2, ffn_dim=64,
+                     num_attention_heads=4, max_position_embeddings=128, word_embed_proj_dim=CAPTION_HIDDEN,
+                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                     pad_token_id=tokenizer.pad_token_id)
+    config = Blip2Config(
+        vision_config=_tiny_vision(),
+        qformer_config=dict(hidden_size=CAPTION_HIDDEN, num_hidden_layers=1, num_attention_heads=4,
+                            intermediate_size=64, encoder_hidden_size=CAPTION_HIDDEN, vocab_size=len(tokenizer)),
+        text_config=text.to_dict(), num_query_tokens=BLIP2_QUERY_TOKENS,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(seed)
+    Blip2ForConditionalGeneration(config).eval().save_pretrained(folder, safe_serialization=True)
+    Blip2Processor(image_processor=_caption_image_processor(), tokenizer=tokenizer,
+                   num_query_tokens=BLIP2_QUERY_TOKENS).save_pretrained(folder)
+
+
+def _write_blip(folder: Path, seed: int = 21) -> None:
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    tokenizer = _bert_tokenizer()
+    config = BlipConfig(
+        vision_config=_tiny_vision(), projection_dim=CAPTION_HIDDEN,
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=CAPTION_HIDDEN, encoder_hidden_size=CAPTION_HIDDEN,
+                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                         bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.sep_token_id, sep_token_id=tokenizer.sep_token_id))
+    torch.manual_seed(seed)
+    BlipForConditionalGeneration(config).eval().save_pretrained(folder, safe_serialization=True)
+    BlipProcessor(image_processor=_caption_image_processor(), tokenizer=tokenizer).save_pretrained(folder)
+
+
 def guidance_config() -> dict:
-    """The `backbones` list describing the tiny models (paths relative to the YAML file)."""
-    return {"backbones": [{
+    """The `backbones` and `captioners` lists describing the tiny models (paths relative to the YAML file)."""
+    return {"captioners": [{"name": "blip2-tiny", "kind": "blip2", "path": "blip2-tiny", "default": True},
+                           {"name": "blip-tiny", "kind": "blip", "path": "blip-tiny"}],
+            "backbones": [{
         "name": "sd15-tiny",
         "backend": "diffusers",
         "family": "sd15",
@@ -326,8 +432,10 @@ def write_tiny_models(root: Path) -> Path:
     _write_controlnet(unet, root / "controlnet-normal-tiny", seed=11)
     _write_faceid(unet, root / "ip-adapter-faceid-tiny" / "ip-adapter-faceid_sd15.bin")
     _write_lora(unet, root / "lora-normal-tiny" / "pytorch_lora_weights.safetensors")
+    _write_blip2(root / "blip2-tiny")
+    _write_blip(root / "blip-tiny")
     for folder in ("sd15-tiny", "controlnet-landmarks-tiny", "controlnet-normal-tiny", "ip-adapter-faceid-tiny",
-                   "lora-normal-tiny"):
+                   "lora-normal-tiny", "blip2-tiny", "blip-tiny"):
         mark_random_weights(root / folder, "services.guidance.tiny_models.write_tiny_models "
                                            "(headforge models make-tiny)")
     path = root / "guidance.yaml"

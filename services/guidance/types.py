@@ -239,6 +239,41 @@ class GenerateResult:
     depth_convention: str = ""                # output_kind "depth": "inverse_depth" | "depth" (guidance.proto)
 
 
+DEFAULT_CAPTION_TOKENS = 30    # CaptionRequest.max_new_tokens 0
+MAX_CAPTION_TOKENS = 128
+
+
+@dataclass
+class CaptionRequest:
+    """image: uint8 (H, W, 3) RGB, or encoded picture bytes (PNG/JPEG...); captioner "" = the default;
+    prompt: text the caption continues ("a photo of"); max_new_tokens 1..MAX_CAPTION_TOKENS, 0 = 30."""
+
+    image: np.ndarray | bytes
+    captioner: str = ""
+    prompt: str = ""
+    max_new_tokens: int = 0
+
+
+@dataclass
+class CaptionResult:
+    """caption: the prompt followed by the generated text (special tokens removed, stripped); model: the
+    captioner's record (provenance "random_weights" for the tiny models: the caption is noise then)."""
+
+    caption: str
+    captioner: str
+    model: ModelRecord
+
+
+@dataclass
+class CaptionerInfo:
+    """A configured captioner (Describe): kind "blip2" | "blip"; model.sha256 is "" until it first loads."""
+
+    name: str
+    kind: str
+    is_default: bool
+    model: ModelRecord
+
+
 @dataclass
 class GuidanceDescription:
     backbones: list[tuple[BackboneInfo, bool]]   # (info, is_default)
@@ -251,3 +286,7 @@ class GuidanceDescription:
     cache_ttl_s: int
     device: str
     models: list[ModelRecord] = field(default_factory=list)
+    captioners: list[CaptionerInfo] = field(default_factory=list)
+
+    def default_captioner(self) -> CaptionerInfo | None:
+        return next((c for c in self.captioners if c.is_default), None)

@@ -116,7 +116,7 @@ def _context(clients, seed: int, stage: str) -> tuple[StageContext, list[float]]
     def write(name, data, _stage):
         artifacts[name] = data
 
-    ctx = StageContext(job_id=f"bench-{seed}", seed=seed, images=[], prompt=PROMPT, clients=clients,
+    ctx = StageContext(job_id=f"bench-{seed}", seed=seed, images=[], job_prompt=PROMPT, clients=clients,
                        checkpoint_every=10 ** 6, write_artifact=write, read_artifact=artifacts.__getitem__,
                        report=lambda p: marks.append(time.perf_counter()), is_cancelled=lambda: False, stage=stage)
     return ctx, marks

@@ -44,7 +44,7 @@ def test_relative_weight_paths_resolve_under_the_jobs_models_dir(tmp_path):
     from orchestrator.stages.context import StageContext
 
     def ctx(models_dir: str) -> StageContext:
-        return StageContext(job_id="j", seed=0, images=[], prompt="", clients=None, checkpoint_every=10,
+        return StageContext(job_id="j", seed=0, images=[], job_prompt="", clients=None, checkpoint_every=10,
                             write_artifact=None, read_artifact=None, report=None, is_cancelled=lambda: False,
                             models_dir=models_dir)
 

@@ -346,12 +346,34 @@ class GenerateResponse(_message.Message):
     depth_convention: str
     def __init__(self, images: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., encoded: _Optional[_Iterable[_Union[_common_pb2.EncodedImage, _Mapping]]] = ..., output_kind: _Optional[_Union[GuidanceOutputKind, str]] = ..., seed: _Optional[int] = ..., depth_convention: _Optional[str] = ...) -> None: ...
 
+class CaptionRequest(_message.Message):
+    __slots__ = ("captioner", "image", "prompt", "max_new_tokens")
+    CAPTIONER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    captioner: str
+    image: _common_pb2.ImageInput
+    prompt: str
+    max_new_tokens: int
+    def __init__(self, captioner: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., prompt: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
+
+class CaptionResponse(_message.Message):
+    __slots__ = ("caption", "captioner", "model")
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    CAPTIONER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    caption: str
+    captioner: str
+    model: _common_pb2.ModelInfo
+    def __init__(self, caption: _Optional[str] = ..., captioner: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
+
 class GuidanceDescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GuidanceDescribeResponse(_message.Message):
-    __slots__ = ("backbones", "max_batch_images", "max_queue_delay_ms", "max_queue_depth", "queue_depth", "max_image_pixels", "max_message_bytes", "cache_ttl_s", "device")
+    __slots__ = ("backbones", "max_batch_images", "max_queue_delay_ms", "max_queue_depth", "queue_depth", "max_image_pixels", "max_message_bytes", "cache_ttl_s", "device", "captioners")
     class Lora(_message.Message):
         __slots__ = ("name", "output_kind", "model")
         NAME_FIELD_NUMBER: _ClassVar[int]
@@ -416,6 +438,17 @@ class GuidanceDescribeResponse(_message.Message):
         control_kind_of: _containers.RepeatedScalarFieldContainer[ControlInput.Kind]
         depth_convention: str
         def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., backend: _Optional[str] = ..., family: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.ModelInfo, _Mapping]]] = ..., output_kind: _Optional[_Union[GuidanceOutputKind, str]] = ..., native_resolution: _Optional[int] = ..., latent_scale_factor: _Optional[int] = ..., latent_channels: _Optional[int] = ..., num_train_timesteps: _Optional[int] = ..., prediction_type: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[DistillVariant, str]]] = ..., denoise: _Optional[bool] = ..., inpaint: _Optional[bool] = ..., generate: _Optional[bool] = ..., controls: _Optional[_Iterable[str]] = ..., control_kinds: _Optional[_Iterable[_Union[ControlInput.Kind, str]]] = ..., identity_adapters: _Optional[_Iterable[str]] = ..., identity_embedding_dim: _Optional[int] = ..., expression_adapter: _Optional[bool] = ..., loras: _Optional[_Iterable[_Union[GuidanceDescribeResponse.Lora, _Mapping]]] = ..., schedulers: _Optional[_Iterable[str]] = ..., min_frames: _Optional[int] = ..., max_frames: _Optional[int] = ..., control_kind_of: _Optional[_Iterable[_Union[ControlInput.Kind, str]]] = ..., depth_convention: _Optional[str] = ...) -> None: ...
+    class Captioner(_message.Message):
+        __slots__ = ("name", "is_default", "kind", "model")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+        KIND_FIELD_NUMBER: _ClassVar[int]
+        MODEL_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        is_default: bool
+        kind: str
+        model: _common_pb2.ModelInfo
+        def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., kind: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ...) -> None: ...
     BACKBONES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
@@ -425,6 +458,7 @@ class GuidanceDescribeResponse(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CACHE_TTL_S_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CAPTIONERS_FIELD_NUMBER: _ClassVar[int]
     backbones: _containers.RepeatedCompositeFieldContainer[GuidanceDescribeResponse.Backbone]
     max_batch_images: int
     max_queue_delay_ms: int
@@ -434,4 +468,5 @@ class GuidanceDescribeResponse(_message.Message):
     max_message_bytes: int
     cache_ttl_s: int
     device: str
-    def __init__(self, backbones: _Optional[_Iterable[_Union[GuidanceDescribeResponse.Backbone, _Mapping]]] = ..., max_batch_images: _Optional[int] = ..., max_queue_delay_ms: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., queue_depth: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., cache_ttl_s: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    captioners: _containers.RepeatedCompositeFieldContainer[GuidanceDescribeResponse.Captioner]
+    def __init__(self, backbones: _Optional[_Iterable[_Union[GuidanceDescribeResponse.Backbone, _Mapping]]] = ..., max_batch_images: _Optional[int] = ..., max_queue_delay_ms: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., queue_depth: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., cache_ttl_s: _Optional[int] = ..., device: _Optional[str] = ..., captioners: _Optional[_Iterable[_Union[GuidanceDescribeResponse.Captioner, _Mapping]]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class GuidanceServiceStub:
                 request_serializer=headforge_dot_v1_dot_guidance__pb2.GuidanceDescribeRequest.SerializeToString,
                 response_deserializer=headforge_dot_v1_dot_guidance__pb2.GuidanceDescribeResponse.FromString,
                 _registered_method=True)
+        self.Caption = channel.unary_unary(
+                '/headforge.v1.GuidanceService/Caption',
+                request_serializer=headforge_dot_v1_dot_guidance__pb2.CaptionRequest.SerializeToString,
+                response_deserializer=headforge_dot_v1_dot_guidance__pb2.CaptionResponse.FromString,
+                _registered_method=True)
 
 
 class GuidanceServiceServicer:
@@ -115,6 +120,17 @@ class GuidanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Caption(self, request, context):
+        """A text caption of one picture by an image-captioning model (BLIP-2, BLIP): the text prompt y that
+        Portrait3D-ID and PSHead take from the portrait. Greedy decoding: the same picture, prompt and
+        max_new_tokens give the same caption. Errors: INVALID_ARGUMENT (no image, undecodable bytes, above
+        max_image_pixels; max_new_tokens outside 0..128; an unknown captioner name, reason UNKNOWN_CAPTIONER);
+        FAILED_PRECONDITION (no captioner configured, reason NO_CAPTIONER; its model files cannot be loaded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuidanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +158,11 @@ def add_GuidanceServiceServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=headforge_dot_v1_dot_guidance__pb2.GuidanceDescribeRequest.FromString,
                     response_serializer=headforge_dot_v1_dot_guidance__pb2.GuidanceDescribeResponse.SerializeToString,
+            ),
+            'Caption': grpc.unary_unary_rpc_method_handler(
+                    servicer.Caption,
+                    request_deserializer=headforge_dot_v1_dot_guidance__pb2.CaptionRequest.FromString,
+                    response_serializer=headforge_dot_v1_dot_guidance__pb2.CaptionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +300,33 @@ class GuidanceService:
             '/headforge.v1.GuidanceService/Describe',
             headforge_dot_v1_dot_guidance__pb2.GuidanceDescribeRequest.SerializeToString,
             headforge_dot_v1_dot_guidance__pb2.GuidanceDescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Caption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headforge.v1.GuidanceService/Caption',
+            headforge_dot_v1_dot_guidance__pb2.CaptionRequest.SerializeToString,
+            headforge_dot_v1_dot_guidance__pb2.CaptionResponse.FromString,
             options,
             channel_credentials,
             insecure,
