@@ -260,7 +260,8 @@ class TddfaResult:
     roi_box: np.ndarray         # (4,) sx, sy, ex, ey pixels
     landmarks_image: np.ndarray  # (68, 3) x, y image pixels; z pixels, larger = nearer, min 0
     shape_model: np.ndarray     # (68, 3) BFM frame (+Y up, face along +Z), BFM units, before pose
-    rotation: np.ndarray        # (3, 3) BFM frame -> crop frame (x right, y up, z toward the viewer)
+    rotation: np.ndarray        # (3, 3) BFM frame -> crop frame (x right, y up, z toward the viewer); P2sRt's,
+                                # so only as orthonormal as the net's prediction (rows unit, r3 = r1 x r2)
     scale: float                # crop pixels per BFM unit
 
 

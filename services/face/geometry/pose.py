@@ -87,8 +87,11 @@ def carry_to_ray(rotation: np.ndarray, centre_px: np.ndarray, K: np.ndarray) -> 
 def rotation_from_bfm(R_bfm: np.ndarray, centre_px: np.ndarray, K: np.ndarray) -> np.ndarray:
     """The head's world-to-camera rotation from a 3DMM's rotation R_bfm (3, 3) that maps the model frame
     (= the head frame: +Y up, face along +Z) to an orthographic view with y up and z toward the viewer
-    (3DDFA-V2's crop frame): flip y and z into OpenCV axes, then carry_to_ray at the face's centre."""
-    return carry_to_ray(_FRONTAL @ np.asarray(R_bfm, np.float64), centre_px, K)
+    (3DDFA-V2's crop frame): the nearest rotation to it (a predicted one is only nearly orthonormal),
+    flipped in y and z into OpenCV axes, then carry_to_ray at the face's centre."""
+    u, _, vt = np.linalg.svd(np.asarray(R_bfm, np.float64))
+    nearest = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
+    return carry_to_ray(_FRONTAL @ nearest, centre_px, K)
 
 
 def _translation(obj: np.ndarray, lm68: np.ndarray, R: np.ndarray, K: np.ndarray) -> np.ndarray:
