@@ -11,7 +11,11 @@ Metrics:
   - identity: for each view, the configured face model's embedding of the largest face found in the
     render vs the input's; ID = mean cosine over the four non-rear protocol views, 0 for a view where no
     face is found (the papers' rule). With dlib (the default) each view also gets the Euclidean distance
-    and the same-person verdict (< 0.6).
+    and the same-person verdict (< 0.6). report["face_model"]["backend"] names the recogniser that made
+    the figure and report["identity_definition"] says it in words: with the face service on AdaFace
+    (`--adaface-onnx`) it is Portrait3D-ID's "mean AdaFace cosine over the 4 non-rear views, 0 where no
+    face is found"; with dlib or InsightFace it is the same rule on that model's cosine, not the paper's
+    figure.
   - PSNR / SSIM at the reference view (the photo's own camera) over the head mask where the asset covers it.
   - LPIPS and CLIP-I over the five protocol views vs the input: computed only when their weights are given
     (CLIP: a local Hugging Face CLIP folder); otherwise reported as "not available", never estimated.
@@ -135,6 +139,17 @@ def same_person_views(per_view: dict, threshold: float) -> dict:
             "distances": distances}
 
 
+PAPER_RECOGNISERS = {"adaface": "Portrait3D-ID's ID metric"}   # backends whose cosine a paper reports
+
+
+def identity_definition(backend: str) -> str:
+    """ID in words, naming the recogniser `backend` (Describe's identity_backend) that computed it."""
+    rule = (f"mean {backend} cosine similarity over the {len(ID_VIEWS)} non-rear protocol views "
+            f"({', '.join(ID_VIEWS)}) vs the input photo, 0 for a view where no face is found")
+    paper = PAPER_RECOGNISERS.get(backend)
+    return f"{rule} ({paper})" if paper else f"{rule} (the papers' rule on {backend}, not their recogniser)"
+
+
 def evaluate_scene(render_client, face_client, scene_id: str, ref: Reference, *, size: int = 512,
                    clip_model: str | None = None, lpips_weights: str | None = None, progress=None) -> Evaluation:
     """Run the protocol on a scene already in the render service. progress(done, total) optional."""
@@ -198,6 +213,7 @@ def evaluate_scene(render_client, face_client, scene_id: str, ref: Reference, *,
                                 "each other, not with the papers' ArcFace/AdaFace/CosFace figures")
                        if desc.identity_backend == "dlib" else ""},
         "identity_similarity": round(identity, 4),
+        "identity_definition": identity_definition(desc.identity_backend),
         "identity_views_with_face": int(sum(per_view[n]["face_found"] for n in ID_VIEWS)),
         "same_person_views": same_person_views(per_view, desc.same_person_threshold),
         "views": per_view,

@@ -29,13 +29,15 @@ PROVENANCE_KEY = "headforge_provenance"   # the key in a weights file's own meta
 class ModelRecord:
     """role: what the model does ("recognizer", "unet", "generator"); backend: what runs it; name: the
     file or folder it came from; sha256: the first HASH_CHARS hex of its weights' SHA-256, "" if unknown;
-    provenance: one of PROVENANCES ("" = real weights as configured)."""
+    provenance: one of PROVENANCES ("" = real weights as configured); license: the weights' licence as the
+    backend knows it ("" = not stated; informational, e.g. "MIT" or "non-commercial research only")."""
 
     role: str
     backend: str
     name: str
     sha256: str = ""
     provenance: str = ""
+    license: str = ""
 
 
 def mark_random_weights(folder: str | Path, written_by: str) -> Path:

@@ -19,13 +19,25 @@ from services.face.config import FaceConfig
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """--detector, --recognizer (the registered backend names), --insightface-dir, --max-image-pixels."""
+    """--detector, --recognizer (the registered backend names), --insightface-dir, --adaface-onnx,
+    --landmarks-3d, --tddfa-dir, --trust-pickles, --max-image-pixels."""
     parser.add_argument("--detector", choices=DETECTORS.names(), default=None,
                         help="default insightface with --insightface-dir, else auto (MediaPipe, dlib fallback)")
     parser.add_argument("--recognizer", choices=RECOGNIZERS.names(), default=None,
                         help="default insightface with --insightface-dir, else dlib")
     parser.add_argument("--insightface-dir", default=None,
                         help="InsightFace pack folder (buffalo_l/antelopev2 layout); implies insightface backends")
+    parser.add_argument("--adaface-onnx", default=None,
+                        help="AdaFace ONNX file (e.g. adaface_ir101.onnx exported from mk-minchul/AdaFace); "
+                             "implies --recognizer adaface")
+    parser.add_argument("--landmarks-3d", choices=("project", "tddfa_v2"), default=None,
+                        help="landmarks_3d_68 from HeadForge's fitted template (project, the default) or 3DDFA-V2 "
+                             "(tddfa_v2; the default with --tddfa-dir)")
+    parser.add_argument("--tddfa-dir", default=None,
+                        help="3DDFA-V2 folder (weights/mb1_120x120.onnx, configs/*.npz or *.pkl)")
+    parser.add_argument("--trust-pickles", action="store_true",
+                        help="read 3DDFA-V2's .pkl files (numpy arrays only) instead of requiring .npz "
+                             "(python -m services.face.backends.tddfa convert DIR --trust-pickles)")
     parser.add_argument("--max-image-pixels", type=int, default=None,
                         help="larger photos (width * height) are refused; default services.common.images.DEFAULT_MAX_IMAGE_PIXELS")
 
@@ -39,9 +51,14 @@ def config_from_args(args: argparse.Namespace) -> FaceConfig:
     """The FaceConfig of parsed add_backend_arguments flags (pydantic ValidationError for a bad mix,
     e.g. --detector insightface without --insightface-dir)."""
     pack = bool(args.insightface_dir)
+    adaface = getattr(args, "adaface_onnx", None)
+    tddfa_dir = getattr(args, "tddfa_dir", None)
     return FaceConfig(detector=args.detector or ("insightface" if pack else "auto"),
-                      recognizer=args.recognizer or ("insightface" if pack else "dlib"),
-                      insightface_dir=args.insightface_dir, max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+                      recognizer=args.recognizer or ("adaface" if adaface else "insightface" if pack else "dlib"),
+                      insightface_dir=args.insightface_dir, adaface_onnx=adaface,
+                      landmarks_3d=getattr(args, "landmarks_3d", None) or ("tddfa_v2" if tddfa_dir else "project"),
+                      tddfa_dir=tddfa_dir, trust_pickles=bool(getattr(args, "trust_pickles", False)),
+                      max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def serve(args: argparse.Namespace, config: ServerConfig) -> int:
@@ -55,9 +72,16 @@ def serve(args: argparse.Namespace, config: ServerConfig) -> int:
 
 
 def write_tiny_models(dir: Path) -> list[str]:
-    """Write a tiny InsightFace pack (random weights, the real ONNX layout; tests only) to
-    DIR/insightface/buffalo_l; returns the line for the caller to print."""
+    """Write this service's tiny models (random weights in the real on-disk formats; tests only):
+    DIR/insightface/buffalo_l (an InsightFace pack), DIR/tddfa_v2 (a 3DDFA-V2 folder, pickles as upstream)
+    and DIR/adaface/adaface_ir101.onnx; returns the lines for the caller to print."""
+    from services.face.backends.tiny_adaface import write_tiny_adaface
     from services.face.backends.tiny_insightface import write_tiny_pack
+    from services.face.backends.tiny_tddfa import write_tiny_tddfa
 
-    path = write_tiny_pack(Path(dir) / "insightface" / "buffalo_l")
-    return [f"tiny InsightFace pack (random weights, for tests only): {path}"]
+    pack = write_tiny_pack(Path(dir) / "insightface" / "buffalo_l")
+    tddfa = write_tiny_tddfa(Path(dir) / "tddfa_v2")
+    adaface = write_tiny_adaface(Path(dir) / "adaface")
+    return [f"tiny InsightFace pack (random weights, for tests only): {pack}",
+            f"tiny 3DDFA-V2 folder (random weights, for tests only; .pkl: --trust-pickles): {tddfa}",
+            f"tiny AdaFace ONNX (random weights, for tests only): {adaface}"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from services.common.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -15,6 +18,16 @@ class FaceConfig(BaseModel):
         "dlib", description="identity embedding backend (a RECOGNIZERS name); insightface enables IdentityLoss")
     insightface_dir: str | None = Field(
         None, description="an InsightFace model pack folder (buffalo_l / antelopev2 layout)")
+    adaface_onnx: str | None = Field(
+        None, description="an AdaFace ONNX file (recognizer 'adaface'): (1, 3, 112, 112) BGR -> (1, 512) first output")
+    landmarks_3d: Literal["project", "tddfa_v2"] = Field(
+        "project", description="where landmarks_3d_68 come from: 'project' = HeadForge's template fitted to the "
+        "68 2D landmarks (services.face.geometry.pose); 'tddfa_v2' = 3DDFA-V2's BFM shape and rotation")
+    tddfa_dir: str | None = Field(
+        None, description="a 3DDFA-V2 folder (weights/mb1_120x120.onnx, configs/param_mean_std_62d_120x120 and "
+        "configs/bfm_noneck_v3 as .npz, or as .pkl with trust_pickles)")
+    trust_pickles: bool = Field(
+        False, description="read 3DDFA-V2's .pkl files (numpy arrays only); off: .npz conversions are required")
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="larger images are refused")
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     default_upsample: int = Field(1, ge=0, le=2, description="detector upsampling when a request says -1")
@@ -33,4 +46,16 @@ class FaceConfig(BaseModel):
     def _pack_needed(self) -> "FaceConfig":
         if "insightface" in (self.detector, self.recognizer) and not self.insightface_dir:
             raise ValueError("insightface_dir is required when detector or recognizer is 'insightface'")
+        if self.recognizer == "adaface":
+            if not self.adaface_onnx:
+                raise ValueError("adaface_onnx is required when recognizer is 'adaface' (--adaface-onnx FILE)")
+            if not Path(self.adaface_onnx).expanduser().is_file():
+                raise ValueError(f"adaface_onnx {self.adaface_onnx} is not a file (an AdaFace ONNX export, e.g. "
+                                 "adaface_ir101.onnx)")
+        if self.landmarks_3d == "tddfa_v2":
+            if not self.tddfa_dir:
+                raise ValueError("tddfa_dir is required when landmarks_3d is 'tddfa_v2' (--tddfa-dir DIR)")
+            from services.face.backends.tddfa import find_files
+
+            find_files(self.tddfa_dir, self.trust_pickles)   # TddfaFilesError (a ValueError) names the problem
         return self

@@ -100,11 +100,11 @@ def face_from_proto(msg: face_pb2.Face) -> Face:
 
 def models_to_proto(models: list[ModelRecord]) -> list[common_pb2.ModelInfo]:
     return [common_pb2.ModelInfo(role=m.role, backend=m.backend, name=m.name, sha256=m.sha256,
-                                 provenance=m.provenance) for m in models]
+                                 provenance=m.provenance, license=m.license) for m in models]
 
 
 def models_from_proto(models) -> list[ModelRecord]:
-    return [ModelRecord(m.role, m.backend, m.name, m.sha256, m.provenance) for m in models]
+    return [ModelRecord(m.role, m.backend, m.name, m.sha256, m.provenance, m.license) for m in models]
 
 
 def analyze_to_proto(r: AnalyzeResult) -> face_pb2.AnalyzeResponse:

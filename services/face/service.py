@@ -19,7 +19,8 @@ from services.face.geometry import alignment, masks
 from services.core.face_mesh import five_from_478, ibug68_from_478
 from services.core.landmarks import five_from_68
 from services.face.geometry.dense import head_frame_478
-from services.face.geometry.pose import assumed_intrinsics, fit_head_pose, rotation_from_shape
+from services.face.geometry.pose import assumed_intrinsics, fit_head_pose, rotation_from_bfm, rotation_from_shape
+from services.face.geometry.shape3d import head_frame_shape
 from services.face.types import (AnalyzeOptions, AnalyzeResult, CompareResult, Description, Face, HeadPose,
                                  IdentityLossResult)
 
@@ -29,6 +30,11 @@ class FaceService:
         self.config = config or FaceConfig()
         self.detector = load_detector(self.config)
         self.recognizer = load_recognizer(self.config, self.detector)
+        self.tddfa = None   # landmarks_3d "tddfa_v2": 3DDFA-V2 gives the 3D landmarks and the rotation
+        if self.config.landmarks_3d == "tddfa_v2":
+            from services.face.backends.tddfa import load_tddfa
+
+            self.tddfa = load_tddfa(self.config)
 
     # Analyze ---------------------------------------------------------------------------------------
     def analyze(self, image, options: AnalyzeOptions | None = None) -> AnalyzeResult:
@@ -54,9 +60,16 @@ class FaceService:
         lm68 = self.detector.landmarks_68(rgb, det) if lm478 is None else ibug68_from_478(lm478[:, :2])
         lm5 = det.landmarks_5 if det.landmarks_5 is not None else (
             five_from_68(lm68) if lm478 is None else five_from_478(lm478))
-        # MediaPipe's 3D shape gives the rotation (2D points alone halve a turned head's yaw: geometry.pose)
-        rotation = None if lm478 is None else rotation_from_shape(lm478, assumed_intrinsics(w, h))
+        # a 3D shape gives the rotation (2D points alone halve a turned head's yaw: geometry.pose): 3DDFA-V2's
+        # when configured, else MediaPipe's; the PnP fit to the 68 2D points then places the head
+        tddfa = None if self.tddfa is None else self.tddfa.predict(rgb, det.box)
+        if tddfa is not None:
+            rotation = rotation_from_bfm(tddfa.rotation, tddfa.landmarks_image[:, :2].mean(0), assumed_intrinsics(w, h))
+        else:
+            rotation = None if lm478 is None else rotation_from_shape(lm478, assumed_intrinsics(w, h))
         fit = fit_head_pose(lm68, w, h, rotation=rotation)
+        if tddfa is not None:
+            fit.landmarks_3d = head_frame_shape(tddfa.shape_model, fit)
         transform = alignment.crop_transform(lm68, options.crop_size, options.crop_style)
         crop_cam, label = alignment.crop_camera(fit.yaw, fit.pitch, options.crop_size, options.crop_style)
         face = Face(box=det.box, score=det.score, landmarks_5=lm5, landmarks_68=lm68,
@@ -217,7 +230,7 @@ class FaceService:
 
     def _models(self):
         seen, out = set(), []
-        for m in [*self.detector.models(), *self.recognizer.models()]:
+        for m in [*self.detector.models(), *self.recognizer.models(), *(self.tddfa.models() if self.tddfa else [])]:
             if (m.role, m.name) not in seen:
                 seen.add((m.role, m.name))
                 out.append(m)

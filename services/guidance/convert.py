@@ -269,7 +269,8 @@ def describe_to_proto(d: GuidanceDescription) -> G.GuidanceDescribeResponse:
             expression_adapter=info.expression_adapter, schedulers=list(info.schedulers),
             min_frames=info.min_frames, max_frames=info.max_frames)
         for m in info.models:
-            b.models.add(role=m.role, backend=m.backend, name=m.name, sha256=m.sha256, provenance=m.provenance)
+            b.models.add(role=m.role, backend=m.backend, name=m.name, sha256=m.sha256, provenance=m.provenance,
+                         license=m.license)
         for lora in info.loras:
             b.loras.add(name=lora.name, output_kind=kinds.get(lora.output_kind, 0))
     for c in d.captioners:
@@ -324,7 +325,7 @@ def describe_from_proto(d: G.GuidanceDescribeResponse) -> GuidanceDescription:
             expression_adapter=b.expression_adapter,
             loras=tuple(LoraSpec(x.name, _OUTPUT_KINDS.get(x.output_kind, "rgb")) for x in b.loras),
             schedulers=tuple(b.schedulers), min_frames=b.min_frames, max_frames=b.max_frames,
-            models=tuple(ModelRecord(m.role, m.backend, m.name, m.sha256, m.provenance) for m in b.models))
+            models=tuple(ModelRecord(m.role, m.backend, m.name, m.sha256, m.provenance, m.license) for m in b.models))
         backbones.append((info, b.is_default))
     return GuidanceDescription(backbones=backbones, max_batch_images=d.max_batch_images,
                                max_queue_delay_ms=d.max_queue_delay_ms, max_queue_depth=d.max_queue_depth,

@@ -56,3 +56,12 @@ def test_clip_i_with_weights_given(astronaut_head, face_client, render_client, a
     assert isinstance(ev.metrics["clip_i"], float) and -1 <= ev.metrics["clip_i"] <= 1
     assert ev.metrics["lpips"].startswith("not available")
     assert set(ev.renders) >= set(PROTOCOL_VIEWS) | {"reference_view", "frontal"}
+
+
+def test_identity_definition_names_the_recogniser():
+    from orchestrator.evaluation import identity_definition
+
+    ada = identity_definition("adaface")
+    assert "mean adaface cosine" in ada and "0 for a view where no face is found" in ada and "Portrait3D-ID" in ada
+    assert "left_frontal, left, right_frontal, right" in ada
+    assert "not their recogniser" in identity_definition("dlib")

@@ -126,18 +126,20 @@ class ErrorInfo(_message.Message):
     def __init__(self, reason: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[ErrorInfo.FieldViolation, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("role", "backend", "name", "sha256", "provenance")
+    __slots__ = ("role", "backend", "name", "sha256", "provenance", "license")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_FIELD_NUMBER: _ClassVar[int]
     role: str
     backend: str
     name: str
     sha256: str
     provenance: str
-    def __init__(self, role: _Optional[str] = ..., backend: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ..., provenance: _Optional[str] = ...) -> None: ...
+    license: str
+    def __init__(self, role: _Optional[str] = ..., backend: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ..., provenance: _Optional[str] = ..., license: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "step", "total_steps", "scalars", "elapsed_s")

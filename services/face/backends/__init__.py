@@ -26,6 +26,7 @@ RECOGNIZERS.register("dlib", "services.face.backends.dlib_backend:load_recognize
 DETECTORS.register("insightface", "services.face.backends.insightface:load_detector")
 RECOGNIZERS.register("insightface", "services.face.backends.insightface:load_recognizer")
 DETECTORS.register("mediapipe", "services.face.backends.mediapipe_backend:load_detector")
+RECOGNIZERS.register("adaface", "services.face.backends.adaface:load_recognizer")
 
 
 def load_detector(config: FaceConfig) -> Detector:

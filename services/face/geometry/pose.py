@@ -69,12 +69,29 @@ def rotation_from_shape(points: np.ndarray, K: np.ndarray) -> np.ndarray:
 
     shape = ibug68_from_478(np.asarray(points, np.float64))[RIGID]
     _, R_ray_frame, _ = similarity_transform((TEMPLATE_68.astype(np.float64) @ _FRONTAL.T)[RIGID], shape)
-    ray = np.linalg.inv(K) @ np.r_[shape[:, :2].mean(0), 1.0]
+    return carry_to_ray(R_ray_frame @ _FRONTAL, shape[:, :2].mean(0), K)
+
+
+def carry_to_ray(rotation: np.ndarray, centre_px: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """A head's world-to-camera rotation (3, 3) seen orthographically along the ray through the face at
+    pixel centre_px (2,), carried from that ray to the optical axis: the rotation a pinhole camera with
+    intrinsics K (3, 3) sees."""
+    ray = np.linalg.inv(K) @ np.r_[np.asarray(centre_px, np.float64), 1.0]
     ray /= np.linalg.norm(ray)
     axis = np.cross([0.0, 0.0, 1.0], ray)
     angle = math.atan2(np.linalg.norm(axis), ray[2])
     to_ray, _ = cv2.Rodrigues(axis / max(np.linalg.norm(axis), 1e-12) * angle)
-    return to_ray @ R_ray_frame @ _FRONTAL
+    return to_ray @ rotation
+
+
+def rotation_from_bfm(R_bfm: np.ndarray, centre_px: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The head's world-to-camera rotation from a 3DMM's rotation R_bfm (3, 3) that maps the model frame
+    (= the head frame: +Y up, face along +Z) to an orthographic view with y up and z toward the viewer
+    (3DDFA-V2's crop frame): the nearest rotation to it (a predicted one is only nearly orthonormal),
+    flipped in y and z into OpenCV axes, then carry_to_ray at the face's centre."""
+    u, _, vt = np.linalg.svd(np.asarray(R_bfm, np.float64))
+    nearest = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
+    return carry_to_ray(_FRONTAL @ nearest, centre_px, K)
 
 
 def _translation(obj: np.ndarray, lm68: np.ndarray, R: np.ndarray, K: np.ndarray) -> np.ndarray:
