@@ -225,6 +225,9 @@ def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, 
     extra = {"guidance": ["--config", guidance_config] if guidance_config else [],
              "inversion": ["--models-dir", inversion_models_dir] if inversion_models_dir else [],
              "face": list(face_args or [])}
+    # the same folder is the jobs' models_dir: recipes' relative model paths (refine's LPIPS files) resolve there
+    models_args = ["--default-models-dir", inversion_models_dir, "--model-root", inversion_models_dir] \
+        if inversion_models_dir else []
     common, token_args = [], []
     if tokens_file:   # the services accept the cluster's own service token, acting for each job's tenant
         merged, service_token = cluster_tokens(directory, tokens_file)
@@ -232,7 +235,8 @@ def service_specs(directory: Path, guidance_config: str | None, jobs_port: int, 
     return [*(ServiceSpec(name, [*extra.get(name, []), *common], ports[name]) for name in SERVICES),
             ServiceSpec("jobs", ["--store", str(directory / "jobs.db"), "--artifacts", str(directory / "artifacts"),
                                  *[arg for name in SERVICES for arg in (f"--{name}", addr[name])],
-                                 *token_args, *common, *(jobs_limits or JobsLimits()).args()], jobs_port,
+                                 *token_args, *common, *(jobs_limits or JobsLimits()).args(), *models_args],
+                        jobs_port,
                         env=ray_auth_env(directory))]
 
 

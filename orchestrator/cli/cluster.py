@@ -14,7 +14,8 @@ def add_parsers(sub) -> None:
                     "else $XDG_STATE_HOME/headforge/cluster, else ~/.headforge/cluster; never the checkout)")
     cl.add_argument("--guidance-config", default=None, help="guidance model repository (default: analytic prior)")
     cl.add_argument("--inversion-models-dir", default=None,
-                    help="the inversion service's generators: DIR/inversion/<name> (default: none)")
+                    help="the models folder: the inversion service's generators (DIR/inversion/<name>) and "
+                    "LPIPS files (DIR/lpips), and the jobs' default models_dir (default: none)")
     cl.add_argument("--jobs-port", type=int, default=50050)
     cl.add_argument("--subject-cpus", type=float, default=None,
                     help="CPUs each running subject's Ray actor holds (serve jobs --subject-cpus; default 1)")

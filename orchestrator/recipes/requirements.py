@@ -56,6 +56,12 @@ def _guidance_needs(loaded) -> list[GuidanceNeed]:
     return needs
 
 
+def guidance_backbones(loaded) -> set[str]:
+    """Every guidance backbone name the recipe's stages call ("" = the guidance service's default): the report
+    describes (and flags the provenance of) exactly these."""
+    return {need.backbone for need in _guidance_needs(loaded)}
+
+
 def _guidance_problems(need: GuidanceNeed, info) -> list[str]:
     """What backbone `info` lacks for `need`."""
     where = f"{need.stage}: guidance backbone {info.name!r}"

@@ -4,8 +4,8 @@ over resumes), warnings, the models that served the job and the artifacts it wro
 
 Models: those the stages recorded (the face models that analysed the photo, the head template, the render
 backend), then, for each service a stage of the recipe calls (StageSpec.services), what the service
-describes; of the guidance service only the backbones the recipe's sds terms name (the service's default for
-a term that names none): a deployment that also configures the analytic prior does not serve every job with it.
+describes; of the guidance service only the backbones the recipe's stages call (requirements.guidance_backbones; the default for
+a stage that names none): a deployment that also configures the analytic prior does not serve every job with it.
 
 Honesty: every model record with a provenance (services/core/models.py: a test prior, random weights) adds a
 warning, and "result_is_real" is false then (and when a service could not say what it runs): such output
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Iterator
 
+from orchestrator.recipes.requirements import guidance_backbones
 from orchestrator.stages.context import StageContext
 from orchestrator.stages.registry import STAGES
 from services.common.errors import HeadForgeError
@@ -26,13 +27,6 @@ NOT_A_RESULT = "the output shows the pipeline works, it is not a result"
 _WHAT = {TEST_PRIOR: ("is a test prior", "are test priors"),     # provenance -> (one record, several)
          RANDOM_WEIGHTS: ("has random weights", "have random weights")}
 _LABELS = {"guidance": "guidance backbone", "face": "face models", "captioner": "captioner"}   # report["models"] key -> words in a warning
-
-
-def _sds_backbones(loaded) -> set[str]:
-    """The backbone names the recipe's sds terms and guidance stages (generate, texture_inpaint, refine)
-    name ("" = the guidance service's default)."""
-    names = {t.backbone for p in loaded.params.values() for t in getattr(p, "terms", ()) if t.kind == "sds"}
-    return names | {p.backbone for p in loaded.params.values() if isinstance(getattr(p, "backbone", None), str)}
 
 
 def _service_models(services: set[str], clients, backbones: set[str]) -> dict:
@@ -83,7 +77,7 @@ def build_report(loaded, ctx: StageContext, clients) -> dict:
     sections = dict(ctx.state.get("report", {}))
     recorded = sections.pop("models", {})
     services = {s for spec in loaded.recipe.stages for s in STAGES.get(spec.kind).services}
-    models = {**_service_models(services - set(recorded), clients, _sds_backbones(loaded)), **recorded}
+    models = {**_service_models(services - set(recorded), clients, guidance_backbones(loaded)), **recorded}
     seconds = ctx.state.get("stage_seconds", {})
     total = round(sum(seconds.values()), 2)
     honesty = provenance_warnings(models)

@@ -20,6 +20,8 @@ def test_the_jobs_service_of_a_cluster_gives_its_workers_the_inversion_address(t
     jobs_args = specs["jobs"].args
     inversion = jobs_args[jobs_args.index("--inversion") + 1]
     assert inversion == f"127.0.0.1:{specs['inversion'].port}"
+    jobs = build_parser().parse_args(["serve", "jobs", *jobs_args])
+    assert (jobs.default_models_dir, jobs.model_root) == ("/m", ["/m"])   # refine's LPIPS files resolve there
 
     args = build_parser().parse_args(["serve", "jobs", *jobs_args])
     service = SimpleNamespace(store=None, artifacts=SimpleNamespace(root_url=str(tmp_path / "artifacts")))
