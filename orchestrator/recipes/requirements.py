@@ -206,3 +206,26 @@ def check(loaded, clients, models_dir: str | None = None, prompt: str | None = N
     if problems:
         raise FailedPrecondition("the services lack what this recipe needs: " + "; ".join(problems),
                                  reason="MODELS_MISSING", metadata={"missing": str(len(problems))})
+
+
+def check_photo(loaded, state: dict) -> None:
+    """Right after preprocess, before any GPU stage: FailedPrecondition when the photo's face lacks what a later
+    stage conditions on: an identity embedding (a stage or sds term with identity_scale > 0; NO_EMBEDDING) or
+    MediaPipe's 478 landmarks (a landmarks control with points 478; NO_DENSE_LANDMARKS). A reference given
+    without face analysis is not checked here (its stages say what they lack)."""
+    if "photo" not in state:
+        return
+    identity, dense = [], []
+    for name, p in loaded.params.items():
+        terms = [t for t in getattr(p, "terms", ()) if t.kind == "sds"]
+        if getattr(p, "identity_scale", 0) > 0 or any(t.identity_scale > 0 for t in terms):
+            identity.append(name)
+        if any(c.kind == "landmarks" and c.points == 478 for t in terms for c in t.controls):
+            dense.append(name)
+    if identity and "embedding" not in state.get("reference", {}):
+        raise FailedPrecondition(f"the face service gave no identity embedding for this photo, and stages {identity} "
+                                 "condition on it (serve face with a recogniser)", reason="NO_EMBEDDING")
+    if dense and state["photo"].get("landmarks") != 478:
+        raise FailedPrecondition(f"the face model found 68 landmarks only on this photo, and stages {dense} draw "
+                                 "MediaPipe's 478 (serve face with --detector auto or mediapipe; auto falls back to "
+                                 "dlib's 68 where MediaPipe finds no face)", reason="NO_DENSE_LANDMARKS")

@@ -84,6 +84,8 @@ def execute(job_id: str, recipe_yaml: str, images: list[bytes], prompt: str, cli
         try:
             ctx.check_cancelled()
             _run_stage(ctx, spec, loaded.params[spec.name], artifacts, emit)
+            if spec.kind == "preprocess":   # what the photo's face lacks fails here, before any GPU stage
+                requirements.check_photo(loaded, ctx.state)
         except JobCancelled:
             scene.close_scene(ctx)
             emit({"kind": "stage", "stage": spec.name, "state": "cancelled"})

@@ -116,7 +116,7 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
     ctx.artifact("preprocess/face.npz", _npz(landmarks_68=face.landmarks_68, landmarks_3d_68=face.landmarks_3d_68,
                                              head_mask=face.head_mask, face_mask=face.face_mask, **dense))
     ctx.state["photo"] = {"image": "preprocess/photo.png", "face": "preprocess/face.npz",
-                          "camera": camera_to_json(face.camera)}
+                          "camera": camera_to_json(face.camera), "landmarks": 68 if face.landmarks_3d_478 is None else 478}
     if params.reference == "photo":
         photo, mask, camera = rgb, face.head_mask, face.camera
         ctx.state["reference"] = {"image": "preprocess/photo.png", "head_box": list(head_box(face.head_mask,

@@ -86,3 +86,48 @@ def test_preflight_names_missing_adapters_controlnets_and_output_kinds():
             "the face service's recogniser 'dlib' gives 128-d ones") in problems
     assert "realistic_vision_40' has no normal ControlNet" not in problems   # it has one
     assert "need the inversion service" in problems
+
+
+DENSE = """
+name: dense_landmarks_check
+description: TEST a landmark-controlled SDS term after preprocess.
+output: mesh
+inputs: {min_images: 1, max_images: 1, prompt_required: false}
+seed: 0
+checkpoint_every: 100
+stages:
+  - {name: preprocess, kind: preprocess, params: {reference: crop, crop_size: 64}}
+  - {name: init, kind: init, params: {representation: dmtet, source: sphere, dmtet: {grid_resolution: 32}}}
+  - name: sculpt
+    kind: optimise
+    params:
+      iterations: 1
+      cameras: {kind: orbit, resolution: 32}
+      terms: [{kind: sds, backbone: landmarked, resolution: 32, controls: [{kind: landmarks, points: 478}]}]
+"""
+
+
+def test_a_photo_without_478_landmarks_fails_at_preprocess_before_any_gpu_stage(tmp_path):
+    """dlib finds the astronaut's face with 68 points; a later stage draws MediaPipe's 478: the job fails right
+    after preprocess (NO_DENSE_LANDMARKS, naming the stage and the fix), before the scene is made."""
+    from skimage import data
+
+    from orchestrator.runtime.endpoints import ServiceClients
+    from services.common.images import encode_png
+    from services.render.service import InProcessRenderClient
+
+    svc = GuidanceService(GuidanceConfig(device="cpu", batching=BatchingConfig(max_queue_delay_ms=0), backbones=[
+        {"backend": "oracle", "name": "landmarked", "controls": ["landmarks"], "default": True}]))
+    face = InProcessFaceClient(config=FaceConfig(detector="dlib", recognizer="dlib"))
+    events = []
+    try:
+        clients = ServiceClients(face=face, render=InProcessRenderClient(), guidance=InProcessGuidanceClient(svc))
+        result = run_local(load_recipe(text=DENSE), [encode_png(data.astronaut())], "", tmp_path / "out",
+                           clients=clients, show_progress=False, on_event=events.append)
+    finally:
+        svc.close()
+        face.close()
+    assert result.state == "failed" and result.error_reason == "NO_DENSE_LANDMARKS", result.error_message
+    assert "['sculpt']" in result.error_message and "--detector auto" in result.error_message
+    ran = [e["stage"] for e in events if e["kind"] == "stage" and e["state"] == "running"]
+    assert ran == ["preprocess"]
