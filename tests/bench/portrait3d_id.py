@@ -127,13 +127,13 @@ def _full_backbones(device: torch.device) -> dict:
 
     base = random_sd15_backbone(device)
     pipe, dtype = base.pipe, base.dtype
-    pipe.load_ip_adapter([_faceid_state(pipe.unet)], subfolder=[""], weight_name=[""], image_encoder_folder=None,
-                         low_cpu_mem_usage=False)
-    pipe.unet.to(device=device, dtype=dtype).requires_grad_(False)
-    nets = {}
+    nets = {}   # from the UNet before the adapter goes in (its IP processors would be in the blocks' state dicts)
     for i, kind in enumerate(("canny", "landmarks", "normal")):
         torch.manual_seed(10 + i)
         nets[kind] = ControlNetModel.from_unet(pipe.unet).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    pipe.load_ip_adapter([_faceid_state(pipe.unet)], subfolder=[""], weight_name=[""], image_encoder_folder=None,
+                         low_cpu_mem_usage=False)
+    pipe.unet.to(device=device, dtype=dtype).requires_grad_(False)
     control = {k: {"name": k, "kind": k, "path": "(in memory)"} for k in nets}
     entries = {"humannorm_normal": dict(output_kind="normal", controlnets=[control["canny"]]),
                "humannorm_depth": dict(output_kind="depth", depth_convention="inverse_depth",
