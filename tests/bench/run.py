@@ -8,7 +8,8 @@ full-size PanoHead-architecture generator with random weights on CUDA); subjects
 (tests/bench/orchestrator.py); the closed loop on the oracle prior (orchestrator/closed_loop.py: held-out
 PSNR, normal error, Chamfer and marking side before/after for Gaussians, DMTet and a tri-plane field); the
 Portrait3D-Text recipe stage by stage with random weights (tests/bench/portrait3d_text.py: full size on CUDA,
-with K = 1, 2, 4 subjects per GPU; the tiny models on CPU, K = 1, 2).
+with K = 1, 2, 4 subjects per GPU; the tiny models on CPU, K = 1, 2); the Portrait3D-ID recipe phase by phase
+with random weights (tests/bench/portrait3d_id.py: full size on CUDA, the tiny models on CPU).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 from services.common.images import encode_png
 from services.common.process import ServiceProcess
 
-SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion", "closed_loop", "portrait3d_text")
+SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion", "closed_loop", "portrait3d_text",
+            "portrait3d_id")
 
 
 def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
@@ -122,6 +124,12 @@ def main() -> int:
         cuda = torch.cuda.is_available()
         report["portrait3d_text"] = bench_portrait3d_text(size="full" if cuda else "tiny",
                                                           k_subjects=(1, 2, 4) if cuda else (1, 2))
+    if "portrait3d_id" in only:   # random weights: the architectures' cost, not a result
+        import torch
+
+        from tests.bench.portrait3d_id import bench_portrait3d_id
+
+        report["portrait3d_id"] = bench_portrait3d_id(size="full" if torch.cuda.is_available() else "tiny")
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
