@@ -253,34 +253,36 @@ def _processor_dims(unet) -> list[tuple[str, int, int | None]]:
     return out
 
 
-def _write_faceid(unet, path: Path, seed: int = 4):
-    """The h94/IP-Adapter-FaceID sd15 .bin layout (see the module docstring)."""
+def faceid_state(unet, *, embedding_dim: int = ID_EMBEDDING_DIM, tokens: int = FACEID_TOKENS,
+                 mult: int = FACEID_MULT, rank: int = ADAPTER_RANK, seed: int = 4) -> dict:
+    """A random IP-Adapter FaceID state dict in h94/IP-Adapter-FaceID's sd15 .bin layout, sized for `unet`
+    ({"image_proj": ..., "ip_adapter": ...}; the real file: 512-d embeddings, 4 tokens, LoRA rank 128)."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, std):
         return torch.randn(shape, generator=g) * std
 
-    d = CROSS_ATTENTION_DIM
-    hidden = ID_EMBEDDING_DIM * FACEID_MULT
-    image_proj = {
-        "proj.0.weight": rnd(hidden, ID_EMBEDDING_DIM, std=ID_EMBEDDING_DIM ** -0.5),
-        "proj.0.bias": rnd(hidden, std=0.01),
-        "proj.2.weight": rnd(d * FACEID_TOKENS, hidden, std=hidden ** -0.5),
-        "proj.2.bias": rnd(d * FACEID_TOKENS, std=0.01),
-        "norm.weight": 1.0 + rnd(d, std=0.05),
-        "norm.bias": rnd(d, std=0.05),
-    }
+    d, hidden = unet.config.cross_attention_dim, embedding_dim * mult
+    image_proj = {"proj.0.weight": rnd(hidden, embedding_dim, std=embedding_dim ** -0.5),
+                  "proj.0.bias": rnd(hidden, std=0.01),
+                  "proj.2.weight": rnd(d * tokens, hidden, std=hidden ** -0.5), "proj.2.bias": rnd(d * tokens, std=0.01),
+                  "norm.weight": 1.0 + rnd(d, std=0.05), "norm.bias": rnd(d, std=0.05)}
     ip_adapter = {}
     for i, (_, hid, cross) in enumerate(_processor_dims(unet)):
         kv_in = cross if cross is not None else hid
         for proj, fan_in in (("to_q", hid), ("to_k", kv_in), ("to_v", kv_in), ("to_out", hid)):
-            ip_adapter[f"{i}.{proj}_lora.down.weight"] = rnd(ADAPTER_RANK, fan_in, std=fan_in ** -0.5)
-            ip_adapter[f"{i}.{proj}_lora.up.weight"] = rnd(hid, ADAPTER_RANK, std=0.02)
+            ip_adapter[f"{i}.{proj}_lora.down.weight"] = rnd(rank, fan_in, std=fan_in ** -0.5)
+            ip_adapter[f"{i}.{proj}_lora.up.weight"] = rnd(hid, rank, std=0.02)
         if cross is not None:
             ip_adapter[f"{i}.to_k_ip.weight"] = rnd(hid, cross, std=cross ** -0.5)
             ip_adapter[f"{i}.to_v_ip.weight"] = rnd(hid, cross, std=cross ** -0.5)
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+def _write_faceid(unet, path: Path, seed: int = 4):
+    """The h94/IP-Adapter-FaceID sd15 .bin layout (see the module docstring)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"image_proj": image_proj, "ip_adapter": ip_adapter}, path)
+    torch.save(faceid_state(unet, seed=seed), path)
 
 
 def _write_lora(unet, path: Path, seed: int = 5):

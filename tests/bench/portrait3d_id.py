@@ -62,6 +62,7 @@ from services.core.cameras import orbit_camera
 from services.core.lpips import random_vgg_state
 from services.guidance.config import BatchingConfig, GuidanceConfig, load_config
 from services.guidance.service import GuidanceService, InProcessGuidanceClient
+from services.guidance.tiny_models import faceid_state
 from services.inversion.generators.triplane_generator import TriplaneGenerator
 from services.inversion.tiny import tiny_generator
 from services.render.service import InProcessRenderClient, RenderService
@@ -90,33 +91,6 @@ SIZES = {
 
 # ---------------------------------------------------------------------------------------------------- models
 
-def _faceid_state(unet, *, embedding_dim=512, tokens=4, mult=2, rank=128, seed=4) -> dict:
-    """A random IP-Adapter FaceID state in h94/IP-Adapter-FaceID's sd15 layout, sized for `unet` (the layout
-    tiny_models._write_faceid writes, at the real file's rank 128 and the UNet's cross-attention dim)."""
-    from services.guidance.tiny_models import _processor_dims
-
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, std):
-        return torch.randn(shape, generator=g) * std
-
-    d, hidden = unet.config.cross_attention_dim, embedding_dim * mult
-    image_proj = {"proj.0.weight": rnd(hidden, embedding_dim, std=embedding_dim ** -0.5),
-                  "proj.0.bias": rnd(hidden, std=0.01),
-                  "proj.2.weight": rnd(d * tokens, hidden, std=hidden ** -0.5), "proj.2.bias": rnd(d * tokens, std=0.01),
-                  "norm.weight": 1.0 + rnd(d, std=0.05), "norm.bias": rnd(d, std=0.05)}
-    ip_adapter = {}
-    for i, (_, hid, cross) in enumerate(_processor_dims(unet)):
-        kv_in = cross if cross is not None else hid
-        for proj, fan_in in (("to_q", hid), ("to_k", kv_in), ("to_v", kv_in), ("to_out", hid)):
-            ip_adapter[f"{i}.{proj}_lora.down.weight"] = rnd(rank, fan_in, std=fan_in ** -0.5)
-            ip_adapter[f"{i}.{proj}_lora.up.weight"] = rnd(hid, rank, std=0.02)
-        if cross is not None:
-            ip_adapter[f"{i}.to_k_ip.weight"] = rnd(hid, cross, std=cross ** -0.5)
-            ip_adapter[f"{i}.to_v_ip.weight"] = rnd(hid, cross, std=cross ** -0.5)
-    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
-
-
 def _full_backbones(device: torch.device) -> dict:
     """The recipe's four backbone names over one random SD1.5 pipeline (fp16) with FaceID and three ControlNets."""
     from diffusers import ControlNetModel
@@ -131,7 +105,7 @@ def _full_backbones(device: torch.device) -> dict:
     for i, kind in enumerate(("canny", "landmarks", "normal")):
         torch.manual_seed(10 + i)
         nets[kind] = ControlNetModel.from_unet(pipe.unet).to(device=device, dtype=dtype).eval().requires_grad_(False)
-    pipe.load_ip_adapter([_faceid_state(pipe.unet)], subfolder=[""], weight_name=[""], image_encoder_folder=None,
+    pipe.load_ip_adapter([faceid_state(pipe.unet, rank=128)], subfolder=[""], weight_name=[""], image_encoder_folder=None,
                          low_cpu_mem_usage=False)
     pipe.unet.to(device=device, dtype=dtype).requires_grad_(False)
     control = {k: {"name": k, "kind": k, "path": "(in memory)"} for k in nets}
