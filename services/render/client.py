@@ -23,7 +23,8 @@ from services.common import tensors
 from services.common.client import INPROCESS, GrpcTransport, RetryPolicy
 from services.common.errors import from_rpc_error
 from services.render import convert
-from services.render.types import (BackProjection, DensifyResult, GradientTerm, OptimizerSpec, RegularizerTerm, RenderDescription,
+from services.render.types import (BackProjection, DensifyResult, GradientCosineResult, GradientTerm, OptimizerSpec,
+                                   RegularizerTerm, RenderDescription,
                                    RenderResult, SceneInfo, StepResult)
 
 if TYPE_CHECKING:
@@ -43,6 +44,11 @@ class RenderClient(Protocol):
     def apply_gradients(self, scene_id: str, terms: list[GradientTerm], regularizers: list[RegularizerTerm] = (),
                         accumulate: bool = False) -> StepResult:
         """terms: dL/d(output) images for step handles of this scene; one optimiser step unless accumulate."""
+
+    def gradient_cosine(self, scene_id: str, reference: list[GradientTerm],
+                        candidates: list[list[GradientTerm]]) -> GradientCosineResult:
+        """Cosine of each candidate set's parameter gradient with the reference set's, without stepping or
+        changing anything (render.proto GradientCosine)."""
 
     def get_state(self, scene_id: str, exclude_optimizer: bool = False) -> bytes: ...
 
@@ -120,6 +126,15 @@ class GrpcRenderClient:
         r = self.transport.call(self.stub.ApplyGradients, req)
         return StepResult(r.step, r.skipped, dict(r.learning_rates), dict(r.grad_norms), dict(r.term_grad_norms),
                           dict(r.regularizer_values), r.num_gaussians, r.densified, r.pruned)
+
+    def gradient_cosine(self, scene_id, reference: list[GradientTerm],
+                        candidates: list[list[GradientTerm]]) -> GradientCosineResult:
+        req = render_pb2.GradientCosineRequest(scene_id=scene_id)
+        convert.gradient_terms_to_proto(req.reference.terms, reference)
+        for c in candidates:
+            convert.gradient_terms_to_proto(req.candidates.add().terms, c)
+        r = self.transport.call(self.stub.GradientCosine, req)
+        return GradientCosineResult(list(r.cosines), r.reference_norm, list(r.candidate_norms), r.step)
 
     def _collect(self, stream_method, request) -> bytes:
         import grpc

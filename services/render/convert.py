@@ -16,7 +16,7 @@ from headforge.v1 import common_pb2, render_pb2
 from services.common import tensors
 from services.common.errors import require
 from services.core.cameras import PinholeCamera
-from services.render.types import DensifyResult, KindDescription, LrSchedule, OptimizerSpec, RenderDescription, RenderLimits
+from services.render.types import DensifyResult, GradientTerm, KindDescription, LrSchedule, OptimizerSpec, RenderDescription, RenderLimits
 
 SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 KIND_NAMES = {render_pb2.SCENE_KIND_GAUSSIANS: "gaussians", render_pb2.SCENE_KIND_MESH: "mesh",
@@ -228,3 +228,19 @@ def describe_from_proto(r: render_pb2.RenderDescribeResponse) -> RenderDescripti
 
 def densify_from_proto(r: render_pb2.DensifyGaussiansResponse) -> DensifyResult:
     return DensifyResult(r.num_gaussians, r.densified, r.pruned)
+
+
+def gradient_terms_from_proto(terms, field: str = "terms") -> list[GradientTerm]:
+    """GradientTerm messages -> GradientTerm with float32 numpy grads; `field` names the list in errors."""
+    return [GradientTerm(t.step_handle, t.output,
+                         np.array(tensors.from_proto(t.grad, f"{field}[{i}].grad",
+                                                     dtypes=[tensors.DType.FLOAT32, tensors.DType.FLOAT16])
+                                  ).astype(np.float32), t.weight, t.name) for i, t in enumerate(terms)]
+
+
+def gradient_terms_to_proto(msg, terms: list[GradientTerm]) -> None:
+    """Append GradientTerm values (numpy or torch grads) to a repeated GradientTerm field, as float32."""
+    for t in terms:
+        g = t.grad.detach().cpu().numpy() if hasattr(t.grad, "detach") else np.asarray(t.grad)
+        msg.add(step_handle=t.step_handle, output=t.output, grad=tensors.to_proto(g.astype(np.float32)),
+                weight=t.weight, name=t.name)

@@ -21,8 +21,9 @@ from services.render.optim import SceneOptimizer
 from services.render.representations import SCENE_KINDS
 from services.render.representations.dmtet import RESOLUTIONS as DMTET_RESOLUTIONS
 from services.render.sessions import Scene, SceneStore, StepHandle
-from services.render.types import (BackProjection, DensifyResult, GradientTerm, KindDescription, OptimizerSpec,
-                                   RegularizerTerm, RenderDescription, RenderLimits, RenderResult, SceneInfo, StepResult)
+from services.render.types import (BackProjection, DensifyResult, GradientCosineResult, GradientTerm, KindDescription,
+                                   OptimizerSpec, RegularizerTerm, RenderDescription, RenderLimits, RenderResult,
+                                   SceneInfo, StepResult)
 
 NON_DIFFERENTIABLE = {"uv", "triangle_id"}
 
@@ -172,27 +173,57 @@ class RenderService:
             return StepResult(scene.step, False, rates, norms, term_norms, reg_values, _num_gaussians(scene),
                               added, removed)
 
-    def _check_terms(self, scene: Scene, terms: list[GradientTerm]):
-        """Validate every term; returns (tensors, grads, per-term gradient norms) for one backward."""
+    def gradient_cosine(self, scene_id: str, reference: list[GradientTerm],
+                        candidates: list[list[GradientTerm]]) -> GradientCosineResult:
+        """Cosines between each candidate set's parameter gradient and the reference set's, flattened over
+        the trainable parameters, without stepping. Read-only: torch.autograd.grad with retain_graph
+        leaves .grad (accumulated gradients included), the optimiser state and the step handles as they
+        were, so a later ApplyGradients can still use the same handles."""
+        scene = self.store.get(current_tenant(), scene_id)
+        require(bool(reference), "reference.terms", "give at least one reference gradient term")
+        require(bool(candidates), "candidates", "give at least one candidate gradient set")
+        for k, c in enumerate(candidates):
+            require(bool(c), f"candidates[{k}].terms", "give at least one gradient term")
+        with scene.lock:
+            scene.drop_expired_handles(self.store.clock())
+            sets = [self._check_terms(scene, reference, "reference.terms")[:2]]
+            sets += [self._check_terms(scene, c, f"candidates[{k}].terms")[:2] for k, c in enumerate(candidates)]
+            params = [p for ps in scene.optimizer.group_params().values() for p in ps if p.requires_grad]
+            flat = []
+            for tensors, grads in sets:
+                if not tensors or not params:
+                    flat.append(torch.zeros(sum(p.numel() for p in params), dtype=torch.float64))
+                    continue
+                got = torch.autograd.grad(tensors, params, grads, retain_graph=True, allow_unused=True)
+                flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double().cpu()
+                                       for g, p in zip(got, params)]))
+            ref, norms = flat[0], [float(f.norm()) for f in flat]
+            cosines = [float(f @ ref) / (n * norms[0]) if n > 0 and norms[0] > 0 else 0.0
+                       for f, n in zip(flat[1:], norms[1:])]
+            return GradientCosineResult(cosines, norms[0], norms[1:], scene.step)
+
+    def _check_terms(self, scene: Scene, terms: list[GradientTerm], field: str = "terms"):
+        """Validate every term; returns (tensors, grads, per-term gradient norms) for one backward.
+        `field` names the list in errors ("terms", "candidates[1].terms")."""
         summed: dict[tuple[str, str], torch.Tensor] = {}
         norms: dict[str, float] = {}
         for i, t in enumerate(terms):
             handle = scene.handles.get(t.step_handle)
             if handle is None:
-                raise NotFound(f"terms[{i}]: step handle {t.step_handle!r} is unknown, used, stale or expired; "
+                raise NotFound(f"{field}[{i}]: step handle {t.step_handle!r} is unknown, used, stale or expired; "
                                "render again", reason="STEP_HANDLE_NOT_FOUND")
             if handle.version != scene.version:
-                raise NotFound(f"terms[{i}]: step handle is stale (the parameters changed)", reason="STEP_HANDLE_STALE")
-            require(t.output in handle.outputs, f"terms[{i}].output",
+                raise NotFound(f"{field}[{i}]: step handle is stale (the parameters changed)", reason="STEP_HANDLE_STALE")
+            require(t.output in handle.outputs, f"{field}[{i}].output",
                     f"{t.output!r} was not rendered under this handle ({sorted(handle.outputs)})")
-            require(t.output not in NON_DIFFERENTIABLE, f"terms[{i}].output", f"{t.output!r} is not differentiable")
+            require(t.output not in NON_DIFFERENTIABLE, f"{field}[{i}].output", f"{t.output!r} is not differentiable")
             out = handle.outputs[t.output]
             g = torch.as_tensor(np.asarray(t.grad) if not isinstance(t.grad, torch.Tensor) else t.grad)
-            require(tuple(g.shape) == tuple(out.shape), f"terms[{i}].grad.shape",
+            require(tuple(g.shape) == tuple(out.shape), f"{field}[{i}].grad.shape",
                     f"got {list(g.shape)}, the rendered {t.output!r} is {list(out.shape)}")
-            require(bool(torch.isfinite(g).all()), f"terms[{i}].grad", "contains NaN or infinite values")
+            require(bool(torch.isfinite(g).all()), f"{field}[{i}].grad", "contains NaN or infinite values")
             weight = 1.0 if t.weight == 0 else float(t.weight)
-            require(math.isfinite(weight), f"terms[{i}].weight", "must be finite")
+            require(math.isfinite(weight), f"{field}[{i}].weight", "must be finite")
             g = g.to(out.device, out.dtype) * weight
             key = (t.step_handle, t.output)
             summed[key] = summed[key] + g if key in summed else g
@@ -374,6 +405,9 @@ class InProcessRenderClient:
 
     def apply_gradients(self, scene_id, terms, regularizers=(), accumulate=False) -> StepResult:
         return self.service.apply_gradients(scene_id, list(terms), list(regularizers), accumulate)
+
+    def gradient_cosine(self, scene_id, reference, candidates) -> GradientCosineResult:
+        return self.service.gradient_cosine(scene_id, list(reference), [list(c) for c in candidates])
 
     def get_state(self, scene_id, exclude_optimizer=False) -> bytes:
         return self.service.get_state(scene_id, exclude_optimizer)

@@ -79,6 +79,14 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                                                  num_gaussians=r.num_gaussians, densified=r.densified,
                                                  pruned=r.pruned)
 
+    def GradientCosine(self, request, context):
+        reference = convert.gradient_terms_from_proto(request.reference.terms, "reference.terms")
+        candidates = [convert.gradient_terms_from_proto(c.terms, f"candidates[{k}].terms")
+                      for k, c in enumerate(request.candidates)]
+        r = self.service.gradient_cosine(request.scene_id, reference, candidates)
+        return render_pb2.GradientCosineResponse(cosines=r.cosines, reference_norm=r.reference_norm,
+                                                 candidate_norms=r.candidate_norms, step=r.step)
+
     def GetState(self, request, context):
         data = self.service.get_state(request.scene_id, request.exclude_optimizer)
         yield from convert.chunks(data, "checkpoint", 0)

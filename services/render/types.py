@@ -121,6 +121,16 @@ class StepResult:
 
 
 @dataclass
+class GradientCosineResult:
+    """RenderService.gradient_cosine: cosines[k] between candidate k's parameter gradient and the
+    reference's (flattened over the trainable parameters), their L2 norms, the scene's step."""
+    cosines: list[float]
+    reference_norm: float
+    candidate_norms: list[float]
+    step: int
+
+
+@dataclass
 class DensifyResult:
     """Gaussians after a densification pass, how many were added (clones + net splits) and removed."""
 

@@ -418,6 +418,34 @@ class ApplyGradientsResponse(_message.Message):
     pruned: int
     def __init__(self, step: _Optional[int] = ..., skipped: _Optional[bool] = ..., learning_rates: _Optional[_Mapping[str, float]] = ..., grad_norms: _Optional[_Mapping[str, float]] = ..., term_grad_norms: _Optional[_Mapping[str, float]] = ..., regularizer_values: _Optional[_Mapping[str, float]] = ..., num_gaussians: _Optional[int] = ..., densified: _Optional[int] = ..., pruned: _Optional[int] = ...) -> None: ...
 
+class GradientSet(_message.Message):
+    __slots__ = ("terms",)
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedCompositeFieldContainer[GradientTerm]
+    def __init__(self, terms: _Optional[_Iterable[_Union[GradientTerm, _Mapping]]] = ...) -> None: ...
+
+class GradientCosineRequest(_message.Message):
+    __slots__ = ("scene_id", "reference", "candidates")
+    SCENE_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    scene_id: str
+    reference: GradientSet
+    candidates: _containers.RepeatedCompositeFieldContainer[GradientSet]
+    def __init__(self, scene_id: _Optional[str] = ..., reference: _Optional[_Union[GradientSet, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[GradientSet, _Mapping]]] = ...) -> None: ...
+
+class GradientCosineResponse(_message.Message):
+    __slots__ = ("cosines", "reference_norm", "candidate_norms", "step")
+    COSINES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_NORM_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_NORMS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    cosines: _containers.RepeatedScalarFieldContainer[float]
+    reference_norm: float
+    candidate_norms: _containers.RepeatedScalarFieldContainer[float]
+    step: int
+    def __init__(self, cosines: _Optional[_Iterable[float]] = ..., reference_norm: _Optional[float] = ..., candidate_norms: _Optional[_Iterable[float]] = ..., step: _Optional[int] = ...) -> None: ...
+
 class GetSceneStateRequest(_message.Message):
     __slots__ = ("scene_id", "exclude_optimizer")
     SCENE_ID_FIELD_NUMBER: _ClassVar[int]

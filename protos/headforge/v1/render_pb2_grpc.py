@@ -49,6 +49,11 @@ class RenderServiceStub:
                 request_serializer=headforge_dot_v1_dot_render__pb2.ApplyGradientsRequest.SerializeToString,
                 response_deserializer=headforge_dot_v1_dot_render__pb2.ApplyGradientsResponse.FromString,
                 _registered_method=True)
+        self.GradientCosine = channel.unary_unary(
+                '/headforge.v1.RenderService/GradientCosine',
+                request_serializer=headforge_dot_v1_dot_render__pb2.GradientCosineRequest.SerializeToString,
+                response_deserializer=headforge_dot_v1_dot_render__pb2.GradientCosineResponse.FromString,
+                _registered_method=True)
         self.GetState = channel.unary_stream(
                 '/headforge.v1.RenderService/GetState',
                 request_serializer=headforge_dot_v1_dot_render__pb2.GetSceneStateRequest.SerializeToString,
@@ -123,6 +128,20 @@ class RenderServiceServicer:
         error they stay valid until they expire. Errors: NOT_FOUND (unknown, expired, used or stale step
         handle); INVALID_ARGUMENT (gradient shape differs from the rendered output, non-differentiable
         output, NaN/Inf in a gradient, unknown regulariser or regulariser not valid for the kind).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GradientCosine(self, request, context):
+        """Back-propagates a reference set of image-space gradients and K candidate sets into the scene
+        parameters WITHOUT stepping and returns the cosine between each candidate's parameter gradient and
+        the reference's (PortraitDiffusion's resampling retention: keep the candidate target whose gradient is
+        more aligned with the driving view's). Changes nothing: parameters, optimiser state, accumulated
+        gradients and step handles are as before (the handles stay usable by a later ApplyGradients).
+        Errors: NOT_FOUND (unknown scene; unknown, expired or stale step handle); INVALID_ARGUMENT (no
+        reference or candidate terms, a gradient shape differing from the rendered output, naming the field,
+        e.g. candidates[1].terms[0].grad.shape; non-differentiable output; NaN/Inf in a gradient).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,6 +234,11 @@ def add_RenderServiceServicer_to_server(servicer, server):
                     servicer.ApplyGradients,
                     request_deserializer=headforge_dot_v1_dot_render__pb2.ApplyGradientsRequest.FromString,
                     response_serializer=headforge_dot_v1_dot_render__pb2.ApplyGradientsResponse.SerializeToString,
+            ),
+            'GradientCosine': grpc.unary_unary_rpc_method_handler(
+                    servicer.GradientCosine,
+                    request_deserializer=headforge_dot_v1_dot_render__pb2.GradientCosineRequest.FromString,
+                    response_serializer=headforge_dot_v1_dot_render__pb2.GradientCosineResponse.SerializeToString,
             ),
             'GetState': grpc.unary_stream_rpc_method_handler(
                     servicer.GetState,
@@ -338,6 +362,33 @@ class RenderService:
             '/headforge.v1.RenderService/ApplyGradients',
             headforge_dot_v1_dot_render__pb2.ApplyGradientsRequest.SerializeToString,
             headforge_dot_v1_dot_render__pb2.ApplyGradientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GradientCosine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headforge.v1.RenderService/GradientCosine',
+            headforge_dot_v1_dot_render__pb2.GradientCosineRequest.SerializeToString,
+            headforge_dot_v1_dot_render__pb2.GradientCosineResponse.FromString,
             options,
             channel_credentials,
             insecure,
