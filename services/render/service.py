@@ -26,6 +26,7 @@ from services.render.types import (BackProjection, DensifyResult, GradientCosine
                                    SceneInfo, StepResult)
 
 NON_DIFFERENTIABLE = {"uv", "triangle_id"}
+MAX_COSINE_CANDIDATES = 16   # GradientCosine: one backward per set; render.proto documents the cap
 
 
 class RenderService:
@@ -182,6 +183,8 @@ class RenderService:
         scene = self.store.get(current_tenant(), scene_id)
         require(bool(reference), "reference.terms", "give at least one reference gradient term")
         require(bool(candidates), "candidates", "give at least one candidate gradient set")
+        require(len(candidates) <= MAX_COSINE_CANDIDATES, "candidates",
+                f"at most {MAX_COSINE_CANDIDATES} candidate sets, got {len(candidates)}")
         for k, c in enumerate(candidates):
             require(bool(c), f"candidates[{k}].terms", "give at least one gradient term")
         with scene.lock:

@@ -95,6 +95,9 @@ def test_errors_name_the_field(client, coarse_head):
     with pytest.raises(InvalidArgument) as e:
         client.gradient_cosine(info.scene_id, [GradientTerm(h, "rgb", g)], [])
     assert e.value.field == "candidates"
+    with pytest.raises(InvalidArgument) as e:
+        client.gradient_cosine(info.scene_id, [GradientTerm(h, "rgb", g)], [[GradientTerm(h, "rgb", g)]] * 17)
+    assert e.value.field == "candidates"
     with pytest.raises(NotFound):
         client.gradient_cosine(info.scene_id, [GradientTerm("feed" * 8, "rgb", g)], [[GradientTerm(h, "rgb", g)]])
     with pytest.raises(NotFound):
