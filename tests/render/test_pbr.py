@@ -254,3 +254,13 @@ def test_pbr_over_grpc(tmp_path):
         c.close()
     finally:
         server.stop()
+
+
+def test_material_maps_survive_a_checkpoint(client):
+    sid = client.create_scene("mesh", sphere_init(0.5, roughness=0.25, metallic=0.75)).scene_id
+    back = client.create_scene("mesh", asset=(client.get_state(sid), "checkpoint"))
+    assert back.param_counts["roughness"] == back.param_counts["metallic"] == 16 * 16
+    out = client.render(back.scene_id, [cam()], ["roughness", "metallic", "alpha"]).outputs
+    inside = out["alpha"][0, 0] > 0.999
+    assert np.allclose(out["roughness"][0, 0][inside], 0.25, atol=1e-5)
+    assert np.allclose(out["metallic"][0, 0][inside], 0.75, atol=1e-5)
