@@ -38,8 +38,10 @@ class RenderClient(Protocol):
         """kind: a registered scene kind (describe().kinds); init: the kind's init fields, or asset=(bytes, fmt)."""
 
     def render(self, scene_id: str, cameras, outputs=("rgb", "alpha"), *, requires_grad: bool = False,
-               background=None, width: int = 0, height: int = 0, seed: int = 0) -> RenderResult:
-        """cameras: PinholeCamera list; outputs (N, C, H, W) float32; requires_grad keeps a step handle."""
+               background=None, width: int = 0, height: int = 0, seed: int = 0, shading: str = "",
+               light_direction=None, environment=None) -> RenderResult:
+        """cameras: PinholeCamera list; outputs (N, C, H, W) float32; requires_grad keeps a step handle.
+        shading "", "unlit", "diffuse" (light_direction (3,)) or "pbr" (environment: types.EnvironmentMap)."""
 
     def apply_gradients(self, scene_id: str, terms: list[GradientTerm], regularizers: list[RegularizerTerm] = (),
                         accumulate: bool = False) -> StepResult:
@@ -98,10 +100,15 @@ class GrpcRenderClient:
                          r.memory_bytes, 0.0)
 
     def render(self, scene_id, cameras, outputs=("rgb", "alpha"), *, requires_grad=False, background=None,
-               width=0, height=0, seed=0) -> RenderResult:
+               width=0, height=0, seed=0, shading="", light_direction=None, environment=None) -> RenderResult:
         req = render_pb2.RenderSceneRequest(scene_id=scene_id, cameras=[c.to_proto() for c in cameras],
                                             outputs=list(outputs), requires_grad=requires_grad, width=width,
-                                            height=height, seed=seed)
+                                            height=height, seed=seed, shading=shading)
+        if light_direction is not None:
+            x, y, z = (float(v) for v in np.asarray(light_direction, np.float32).reshape(3))
+            req.light_direction.CopyFrom(common_pb2.Point3(x=x, y=y, z=z))
+        if environment is not None:
+            req.environment.CopyFrom(convert.environment_to_proto(environment))
         if isinstance(background, str) and background == "random":
             req.random_color = True
         elif background is not None:

@@ -16,7 +16,8 @@ from headforge.v1 import common_pb2, render_pb2
 from services.common import tensors
 from services.common.errors import require
 from services.core.cameras import PinholeCamera
-from services.render.types import DensifyResult, GradientTerm, KindDescription, LrSchedule, OptimizerSpec, RenderDescription, RenderLimits
+from services.render.types import (DensifyResult, EnvironmentMap, GradientTerm, KindDescription, LrSchedule,
+                                   OptimizerSpec, RenderDescription, RenderLimits)
 
 SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 KIND_NAMES = {render_pb2.SCENE_KIND_GAUSSIANS: "gaussians", render_pb2.SCENE_KIND_MESH: "mesh",
@@ -89,9 +90,32 @@ def init_from_proto(req: render_pb2.CreateSceneRequest) -> dict:
 
 
 def _mesh_init(m: render_pb2.MeshInit, field: str) -> dict:
-    return {"vertices": optional_tensor(m.vertices, f"{field}.vertices", 2), "faces": optional_tensor(m.faces, f"{field}.faces", 2),
-            "uvs": optional_tensor(m.uvs, f"{field}.uvs", 2), "texture": optional_tensor(m.texture, f"{field}.texture", 3),
-            "texture_size": m.texture_size}
+    out = {"vertices": optional_tensor(m.vertices, f"{field}.vertices", 2), "faces": optional_tensor(m.faces, f"{field}.faces", 2),
+           "uvs": optional_tensor(m.uvs, f"{field}.uvs", 2), "texture": optional_tensor(m.texture, f"{field}.texture", 3),
+           "texture_size": m.texture_size}
+    if m.materials:
+        out["materials"] = True
+    for name in ("roughness", "metallic"):
+        if m.HasField(name):
+            out[name] = getattr(m, name)
+    return out
+
+
+def environment_from_proto(e: render_pb2.EnvironmentMap, field: str = "environment") -> EnvironmentMap | None:
+    """None when unset (no values, no size); else a validated EnvironmentMap (InvalidArgument naming the field)."""
+    if not e.values and not e.height and not e.width:
+        return None
+    require(e.height > 0 and e.width > 0, f"{field}.height", f"height and width must be > 0, got {e.height} x {e.width}")
+    require(len(e.values) == 3 * e.height * e.width, f"{field}.values",
+            f"expected 3 x {e.height} x {e.width} = {3 * e.height * e.width} values, got {len(e.values)}")
+    values = np.asarray(e.values, dtype=np.float32).reshape(3, e.height, e.width)
+    return EnvironmentMap.checked(values, e.rotation_y_deg, field)
+
+
+def environment_to_proto(env: EnvironmentMap) -> render_pb2.EnvironmentMap:
+    a = np.asarray(env.radiance, np.float32)
+    return render_pb2.EnvironmentMap(values=a.ravel().tolist(), height=a.shape[1], width=a.shape[2],
+                                     rotation_y_deg=float(env.rotation_y_deg))
 
 
 def optimizer_from_proto(o: render_pb2.OptimizerConfig) -> OptimizerSpec:
@@ -156,6 +180,10 @@ def init_to_proto(req: render_pb2.CreateSceneRequest, kind: str, init: dict) -> 
         if m.get("faces") is not None:
             msg.faces.CopyFrom(_t(np.asarray(m["faces"], np.int32)))
         msg.texture_size = int(m.get("texture_size", 0))
+        msg.materials = bool(m.get("materials", False))
+        for name in ("roughness", "metallic"):
+            if m.get(name) is not None:
+                setattr(msg, name, float(m[name]))
 
     if kind == "gaussians":
         g = req.gaussians

@@ -21,9 +21,9 @@ from services.render.optim import SceneOptimizer
 from services.render.representations import SCENE_KINDS
 from services.render.representations.dmtet import RESOLUTIONS as DMTET_RESOLUTIONS
 from services.render.sessions import Scene, SceneStore, StepHandle
-from services.render.types import (BackProjection, DensifyResult, GradientCosineResult, GradientTerm, KindDescription,
-                                   OptimizerSpec, RegularizerTerm, RenderDescription, RenderLimits, RenderResult,
-                                   SceneInfo, StepResult)
+from services.render.types import (SHADINGS, BackProjection, DensifyResult, EnvironmentMap, GradientCosineResult,
+                                   GradientTerm, KindDescription, OptimizerSpec, RegularizerTerm, RenderDescription,
+                                   RenderLimits, RenderResult, SceneInfo, StepResult)
 
 NON_DIFFERENTIABLE = {"uv", "triangle_id"}
 MAX_COSINE_CANDIDATES = 16   # GradientCosine: one backward per set; render.proto documents the cap
@@ -90,10 +90,14 @@ class RenderService:
     # render ----------------------------------------------------------------------------------------
     def render(self, scene_id: str, cameras: list[PinholeCamera], outputs=("rgb", "alpha"), *,
                requires_grad: bool = False, background=None, width: int = 0, height: int = 0,
-               seed: int = 0) -> RenderResult:
+               seed: int = 0, shading: str = "", light_direction=None,
+               environment: EnvironmentMap | None = None) -> RenderResult:
         """Render N cameras. background: None (white), (3,) colour, (3, H, W) / (N, 3, H, W) image, or
-        "random" (a uniform colour per image). Outputs as numpy float32 (int32 for triangle_id)."""
+        "random" (a uniform colour per image). shading "" (the kind's default), "unlit", "diffuse" (with
+        light_direction (3,) world, towards the light) or "pbr" (with environment, an EnvironmentMap of
+        linear radiance; see representations/pbr.py). Outputs as numpy float32 (int32 for triangle_id)."""
         scene = self.store.get(current_tenant(), scene_id)
+        shade_kw = self._shading(scene, shading, light_direction, environment)
         outputs = list(outputs) or ["rgb", "alpha"]
         bad = [o for o in outputs if o not in scene.rep.outputs]
         require(not bad, "outputs", f"{bad} not produced by {scene.kind}; it renders {sorted(scene.rep.outputs)}")
@@ -115,7 +119,8 @@ class RenderService:
                                         metadata={"limit": "max_pending_steps_per_scene"})
             wanted = sorted(set(outputs) | {"alpha"} if "rgb" in outputs else set(outputs))
             with torch.set_grad_enabled(requires_grad):
-                raw = scene.rep.render(batch.to(self.device), wanted, background=torch.zeros(3, device=self.device))
+                raw = scene.rep.render(batch.to(self.device), wanted, background=torch.zeros(3, device=self.device),
+                                       **shade_kw)
                 result = {name: raw[name] for name in outputs}
                 if "rgb" in result:
                     result["rgb"] = raw["rgb"] + (1 - raw["alpha"]) * bg.to(raw["rgb"])
@@ -127,6 +132,37 @@ class RenderService:
                 scene.handles[handle] = StepHandle(handle, scene.version, result, now + expires)
             arrays = {name: _to_numpy(t) for name, t in result.items()}
             return RenderResult(arrays, handle, scene.step, expires)
+
+    def _shading(self, scene: Scene, shading: str, light_direction, environment) -> dict:
+        """The shading keywords for scene.rep.render, validated (InvalidArgument naming the field)."""
+        import inspect
+
+        from services.render.representations.pbr import Environment
+
+        if not shading:
+            return {}
+        require(shading in SHADINGS, "shading", f"unknown shading {shading!r}; one of {list(SHADINGS)}")
+        if "shading" not in inspect.signature(scene.rep.render).parameters:
+            require(shading == "unlit", "shading", f"{scene.kind} scenes render unlit only")
+            return {}
+        kw: dict = {"shading": shading}
+        if light_direction is not None and shading == "diffuse":
+            d = np.asarray(light_direction, dtype=np.float32).reshape(-1)
+            require(d.shape == (3,) and bool(np.isfinite(d).all()) and float(np.linalg.norm(d)) > 1e-8,
+                    "light_direction", "must be 3 finite values, not all zero")
+            kw["light_direction"] = torch.as_tensor(d, device=self.device)
+        if shading == "pbr":
+            require(environment is not None, "environment", "shading 'pbr' needs an environment map")
+            env = EnvironmentMap.checked(environment.radiance, environment.rotation_y_deg)
+            key = hashlib.sha1(env.radiance.tobytes() + str(env.radiance.shape).encode()).hexdigest()
+            cache = self.__dict__.setdefault("_env_cache", {})
+            if key not in cache:
+                if len(cache) >= 4:
+                    cache.pop(next(iter(cache)))
+                cache[key] = Environment.from_map(torch.as_tensor(env.radiance, device=self.device))
+            prepared = cache[key]
+            kw["environment"] = Environment(prepared.sh, prepared.levels, env.rotation_y_deg)
+        return kw
 
     # gradients -------------------------------------------------------------------------------------
     def apply_gradients(self, scene_id: str, terms: list[GradientTerm], regularizers: list[RegularizerTerm] = (),

@@ -58,7 +58,12 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         require(request.dtype in (0, tensors.DType.FLOAT32, tensors.DType.FLOAT16), "dtype", "FLOAT32 or FLOAT16")
         r = self.service.render(request.scene_id, convert.cameras_from_proto(request.cameras), list(request.outputs),
                                 requires_grad=request.requires_grad, background=background,
-                                width=request.width, height=request.height, seed=request.seed)
+                                width=request.width, height=request.height, seed=request.seed,
+                                shading=request.shading,
+                                light_direction=([request.light_direction.x, request.light_direction.y,
+                                                  request.light_direction.z]
+                                                 if request.HasField("light_direction") else None),
+                                environment=convert.environment_from_proto(request.environment))
         half = request.dtype == tensors.DType.FLOAT16
         out = {k: tensors.to_proto(v.astype(np.float16) if half and v.dtype == np.float32 else v)
                for k, v in r.outputs.items()}

@@ -164,3 +164,32 @@ class RenderDescription:
     device: str
     limits: RenderLimits
     max_message_bytes: int
+
+
+MAX_ENV_HEIGHT = 1024   # EnvironmentMap limits (render.proto): 2 x 4 .. 1024 x 2048
+SHADINGS = ("unlit", "diffuse", "pbr")
+
+
+@dataclass
+class EnvironmentMap:
+    """An equirectangular environment map for shading "pbr" (render.proto EnvironmentMap):
+    radiance float32 (3, H, W), LINEAR radiance >= 0, +Y up, centre column +Z; rotation_y_deg rotates it
+    about world +Y (+Z towards +X)."""
+
+    radiance: np.ndarray
+    rotation_y_deg: float = 0.0
+
+    @classmethod
+    def checked(cls, radiance, rotation_y_deg: float = 0.0, field: str = "environment") -> "EnvironmentMap":
+        """Validated copy; InvalidArgument naming `field`.values / .height / .rotation_y_deg."""
+        from services.common.errors import require
+
+        a = np.asarray(radiance, dtype=np.float32)
+        require(a.ndim == 3 and a.shape[0] == 3, f"{field}.values", f"expected (3, H, W), got {list(a.shape)}")
+        h, w = a.shape[1:]
+        require(2 <= h <= MAX_ENV_HEIGHT and 4 <= w <= 2 * MAX_ENV_HEIGHT, f"{field}.height",
+                f"the map must be 2 x 4 .. {MAX_ENV_HEIGHT} x {2 * MAX_ENV_HEIGHT} pixels, got {h} x {w}")
+        require(bool(np.isfinite(a).all()), f"{field}.values", "contains NaN or infinite values")
+        require(float(a.min()) >= 0, f"{field}.values", "radiance must be >= 0")
+        require(math.isfinite(rotation_y_deg), f"{field}.rotation_y_deg", "must be finite")
+        return cls(np.ascontiguousarray(a), float(rotation_y_deg))

@@ -165,18 +165,24 @@ class GaussiansInit(_message.Message):
     def __init__(self, num_points: _Optional[int] = ..., radius: _Optional[float] = ..., points: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., colors: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., sh_degree: _Optional[int] = ..., opacity: _Optional[float] = ..., strategy: _Optional[_Union[GaussianStrategy, _Mapping]] = ...) -> None: ...
 
 class MeshInit(_message.Message):
-    __slots__ = ("vertices", "faces", "uvs", "texture", "texture_size")
+    __slots__ = ("vertices", "faces", "uvs", "texture", "texture_size", "materials", "roughness", "metallic")
     VERTICES_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     UVS_FIELD_NUMBER: _ClassVar[int]
     TEXTURE_FIELD_NUMBER: _ClassVar[int]
     TEXTURE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MATERIALS_FIELD_NUMBER: _ClassVar[int]
+    ROUGHNESS_FIELD_NUMBER: _ClassVar[int]
+    METALLIC_FIELD_NUMBER: _ClassVar[int]
     vertices: _common_pb2.Tensor
     faces: _common_pb2.Tensor
     uvs: _common_pb2.Tensor
     texture: _common_pb2.Tensor
     texture_size: int
-    def __init__(self, vertices: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., faces: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., uvs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., texture: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., texture_size: _Optional[int] = ...) -> None: ...
+    materials: bool
+    roughness: float
+    metallic: float
+    def __init__(self, vertices: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., faces: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., uvs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., texture: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., texture_size: _Optional[int] = ..., materials: _Optional[bool] = ..., roughness: _Optional[float] = ..., metallic: _Optional[float] = ...) -> None: ...
 
 class DmtetInit(_message.Message):
     __slots__ = ("grid_resolution", "extent", "sphere_radius", "mesh", "mesh_asset", "texture_size")
@@ -267,7 +273,7 @@ class CreateSceneResponse(_message.Message):
     def __init__(self, scene_id: _Optional[str] = ..., kind: _Optional[_Union[SceneKind, str]] = ..., backend: _Optional[str] = ..., param_counts: _Optional[_Mapping[str, int]] = ..., step: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RenderSceneRequest(_message.Message):
-    __slots__ = ("scene_id", "cameras", "outputs", "width", "height", "color", "random_color", "image", "requires_grad", "shading", "light_direction", "dtype", "seed")
+    __slots__ = ("scene_id", "cameras", "outputs", "width", "height", "color", "random_color", "image", "requires_grad", "shading", "light_direction", "dtype", "seed", "environment")
     SCENE_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +287,7 @@ class RenderSceneRequest(_message.Message):
     LIGHT_DIRECTION_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     scene_id: str
     cameras: _containers.RepeatedCompositeFieldContainer[_common_pb2.Camera]
     outputs: _containers.RepeatedScalarFieldContainer[str]
@@ -294,7 +301,20 @@ class RenderSceneRequest(_message.Message):
     light_direction: _common_pb2.Point3
     dtype: _common_pb2.Tensor.DType
     seed: int
-    def __init__(self, scene_id: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., color: _Optional[_Union[Color3, _Mapping]] = ..., random_color: _Optional[bool] = ..., image: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., requires_grad: _Optional[bool] = ..., shading: _Optional[str] = ..., light_direction: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., dtype: _Optional[_Union[_common_pb2.Tensor.DType, str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    environment: EnvironmentMap
+    def __init__(self, scene_id: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., color: _Optional[_Union[Color3, _Mapping]] = ..., random_color: _Optional[bool] = ..., image: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., requires_grad: _Optional[bool] = ..., shading: _Optional[str] = ..., light_direction: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., dtype: _Optional[_Union[_common_pb2.Tensor.DType, str]] = ..., seed: _Optional[int] = ..., environment: _Optional[_Union[EnvironmentMap, _Mapping]] = ...) -> None: ...
+
+class EnvironmentMap(_message.Message):
+    __slots__ = ("values", "height", "width", "rotation_y_deg")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_Y_DEG_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    height: int
+    width: int
+    rotation_y_deg: float
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., rotation_y_deg: _Optional[float] = ...) -> None: ...
 
 class Color3(_message.Message):
     __slots__ = ("r", "g", "b")

@@ -24,7 +24,7 @@ table is built (at import) for positively oriented tetrahedra and every grid tet
 positively oriented, so all triangles are counter-clockwise seen from outside (sdf > 0).
 
 Outputs: rgb, alpha, depth, normal_camera, normal_world, triangle_id (indices into the mesh extracted
-for that render). No "uv": the mesh changes every render, so there is no UV atlas.
+for that render), roughness / metallic (the constants 0.5 / 0 that shading "pbr" uses). No "uv": the mesh changes every render, so there is no UV atlas.
 Regularisers: "sdf_sign" (nvdiffrec's: binary cross-entropy between sigmoid(s_a) and [s_b > 0], and vice
 versa, over grid edges whose endpoint signs differ; suppresses floaters and internal surfaces),
 "laplacian" and "normal_consistency" on the extracted mesh.
@@ -61,7 +61,8 @@ GREY = 0.7
 
 class DmtetScene(Representation):
     kind = "dmtet"
-    outputs = frozenset({"rgb", "albedo", "alpha", "depth", "normal_camera", "normal_world", "triangle_id"})
+    outputs = frozenset({"rgb", "albedo", "alpha", "depth", "normal_camera", "normal_world", "triangle_id",
+                         "roughness", "metallic"})
     default_lrs = {"sdf": 1e-3, "deform": 1e-2, "texture": 1e-2}
 
     def __init__(self, resolution: int = 128, extent: float = 1.2, *, color_field: bool = False,
@@ -138,8 +139,11 @@ class DmtetScene(Representation):
         return get_rasterizer(self.backend_option, self.sdf.device).name
 
     def render(self, cameras: CameraBatch, outputs: Collection[str], background: torch.Tensor | None = None, *,
-               shading: str | None = None, light_direction: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Extract, then rasterise. shading None: "unlit" with a colour field, "diffuse" (grey) without."""
+               shading: str | None = None, light_direction: torch.Tensor | None = None,
+               environment=None) -> dict[str, torch.Tensor]:
+        """Extract, then rasterise. shading None: "unlit" with a colour field, "diffuse" (grey) without;
+        "pbr" under environment (pbr.Environment) with the constant materials of mesh_render
+        (DEFAULT_ROUGHNESS, DEFAULT_METALLIC: DMTet has no UV atlas for material maps)."""
         unknown = set(outputs) - self.outputs
         if unknown:
             raise ValueError(f"dmtet scenes cannot render {sorted(unknown)}; outputs are {sorted(self.outputs)}")
@@ -150,7 +154,8 @@ class DmtetScene(Representation):
         raster = get_rasterizer(self.backend_option, self.sdf.device)
         neighbors = edge_neighbors(m.faces) if len(m.faces) else torch.zeros(0, 3, dtype=torch.long)
         return render_triangles(raster, m.vertices, m.faces, neighbors, cameras, outputs, background,
-                                vertex_colors=colours, shading=shading, light_direction=light_direction)
+                                vertex_colors=colours, shading=shading, light_direction=light_direction,
+                                environment=environment)
 
     def sdf_sign_loss(self) -> torch.Tensor:
         """nvdiffrec's SDF regulariser over the grid edges whose endpoint signs differ (see module doc)."""

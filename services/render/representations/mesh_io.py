@@ -65,7 +65,8 @@ class MeshFormatError(MeshError):
 class MeshData:
     """vertices (V, 3) float32 world units; faces (F, 3) int64 CCW from outside; uvs (U, 2) float32 in
     [0, 1] (v down) with uv_faces (F, 3) int64, or None; texture (T, T, 3) float32 sRGB in [0, 1] or
-    None; vertex_colors (V, 3) float32 in [0, 1] or None."""
+    None; vertex_colors (V, 3) float32 in [0, 1] or None; roughness, metallic (T, T) float32 linear in
+    [0, 1] on the texture's UVs, or None (GLB: glTF metallicRoughnessTexture, G roughness, B metallic)."""
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -73,6 +74,8 @@ class MeshData:
     uv_faces: np.ndarray | None = None
     texture: np.ndarray | None = None
     vertex_colors: np.ndarray | None = None
+    roughness: np.ndarray | None = None
+    metallic: np.ndarray | None = None
 
 
 @dataclass
@@ -175,6 +178,17 @@ def _texture_image(texture: np.ndarray):
     return Image.fromarray((np.clip(texture, 0, 1) * 255 + 0.5).astype(np.uint8), mode="RGB")
 
 
+def _fit(channel: np.ndarray | None, size: int, default: float) -> np.ndarray:
+    """A (T', T') material channel at (size, size) (nearest), or the default everywhere."""
+    if channel is None:
+        return np.full((size, size), default, np.float32)
+    c = np.asarray(channel, np.float32)
+    if c.shape != (size, size):
+        idx = (np.arange(size) * c.shape[0] // size)
+        c = c[idx][:, idx]
+    return c
+
+
 def _to_trimesh(m: MeshData, scale: float):
     import trimesh
     from trimesh.visual import ColorVisuals, TextureVisuals
@@ -182,8 +196,17 @@ def _to_trimesh(m: MeshData, scale: float):
 
     if m.texture is not None and m.uvs is not None:
         pos, uv, faces = split_by_uv(m)
-        material = PBRMaterial(baseColorTexture=_texture_image(m.texture), metallicFactor=0.0, roughnessFactor=1.0,
-                               doubleSided=False)
+        if m.roughness is not None or m.metallic is not None:
+            # glTF metallicRoughness: G roughness, B metallic (linear), R unused; factors 1 multiply them
+            T = m.texture.shape[0]
+            mr = np.zeros((T, T, 3), np.float32)
+            mr[..., 1] = _fit(m.roughness, T, 0.5)
+            mr[..., 2] = _fit(m.metallic, T, 0.0)
+            material = PBRMaterial(baseColorTexture=_texture_image(m.texture), metallicRoughnessTexture=_texture_image(mr),
+                                   metallicFactor=1.0, roughnessFactor=1.0, doubleSided=False)
+        else:
+            material = PBRMaterial(baseColorTexture=_texture_image(m.texture), metallicFactor=0.0, roughnessFactor=1.0,
+                                   doubleSided=False)
         visual = TextureVisuals(uv=np.stack([uv[:, 0], 1.0 - uv[:, 1]], 1), material=material)
         return trimesh.Trimesh(pos * scale, faces, visual=visual, process=False)
     colours = None
@@ -367,6 +390,26 @@ def _material_texture(visual) -> np.ndarray | None:
     return tex
 
 
+def _material_maps(visual, size: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(roughness, metallic) (size, size) from a glTF metallicRoughnessTexture (G, B) times the factors;
+    (None, None) without that texture."""
+    from PIL import Image
+
+    mat = getattr(visual, "material", None)
+    img = getattr(mat, "metallicRoughnessTexture", None)
+    if img is None:
+        return None, None
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    rf = getattr(mat, "roughnessFactor", None)
+    mf = getattr(mat, "metallicFactor", None)
+    rough = a[..., 1] * (1.0 if rf is None else float(rf))
+    metal = a[..., 2] * (1.0 if mf is None else float(mf))
+    return np.clip(rough, 0, 1).astype(np.float32), np.clip(metal, 0, 1).astype(np.float32)
+
+
 def weld(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge vertices at exactly equal positions. Returns unique positions (V, 3), faces (F, 3) into
     them, and the index (S,) of each input vertex's merged vertex."""
@@ -404,7 +447,9 @@ def load_mesh(data: bytes, fmt: str | None = None, max_triangles: int = DEFAULT_
     if texture is not None and uv is not None and len(uv) == len(pos32):
         verts, geo_faces, _ = weld(pos32, faces)
         uvs = np.stack([uv[:, 0], 1.0 - uv[:, 1]], 1).astype(np.float32)
-        return MeshData(verts.astype(np.float32), geo_faces.astype(np.int64), uvs, faces, texture.astype(np.float32))
+        rough, metal = _material_maps(visual, texture.shape[0])
+        return MeshData(verts.astype(np.float32), geo_faces.astype(np.int64), uvs, faces, texture.astype(np.float32),
+                        roughness=rough, metallic=metal)
     colours = None
     if visual.kind == "vertex":
         colours = np.asarray(visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0

@@ -11,6 +11,8 @@ from services.core.camera_batch import CameraBatch
 from services.render.representations.mesh_raster import face_normals, vertex_normals
 
 AMBIENT = 0.3
+DEFAULT_ROUGHNESS = 0.5   # material values of surfaces without material maps
+DEFAULT_METALLIC = 0.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -35,21 +37,30 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
                      vertex_colors: torch.Tensor | None = None, texture: torch.Tensor | None = None,
                      uvs: torch.Tensor | None = None, uv_faces: torch.Tensor | None = None,
                      seen: torch.Tensor | None = None, flat_normals: bool = False, shading: str = "unlit",
-                     light_direction: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     light_direction: torch.Tensor | None = None, roughness: torch.Tensor | None = None,
+                     metallic: torch.Tensor | None = None, environment=None) -> dict[str, torch.Tensor]:
     """Render a triangle mesh. vertices (V, 3), faces (F, 3), neighbors (F, 3) from edge_neighbors;
     albedo from texture (T, T, 3) at uvs/uv_faces, or vertex_colors (V, 3), or grey 0.5 when neither.
-    shading "unlit" or "diffuse" (Lambertian, ambient 0.3, light_direction (3,) world towards the light,
-    default: towards each camera). Returns the requested outputs (render.proto shapes): "albedo" is the
-    base colour before shading over the background (equal to "rgb" when unlit)."""
+    shading "unlit", "diffuse" (Lambertian, ambient 0.3, light_direction (3,) world towards the light,
+    default: towards each camera) or "pbr" (pbr.shade_pbr under environment, a pbr.Environment, with
+    the roughness / metallic UV maps (T, T, 1) linear in [0, 1], or DEFAULT_ROUGHNESS / DEFAULT_METALLIC
+    without them). Returns the requested outputs (render.proto shapes): "albedo" is the base colour
+    before shading over the background (equal to "rgb" when unlit); "roughness" / "metallic"
+    (N, 1, H, W) the material values (0 where nothing is drawn)."""
     outputs = set(outputs)
+    if shading not in ("unlit", "", "diffuse", "pbr"):
+        raise ValueError(f"unknown shading {shading!r} (expected 'unlit', 'diffuse' or 'pbr')")
+    if shading == "pbr" and environment is None:
+        raise ValueError("shading 'pbr' needs an environment")
+    pbr = shading == "pbr" and "rgb" in outputs
     N, H, W = len(cameras), cameras.height, cameras.width
     cams = cameras.to(device=vertices.device, dtype=vertices.dtype)
     frags = raster.rasterize(vertices, faces, cams)
     mask = (frags.tri_id >= 0).to(vertices.dtype)[:, None]                # (N, 1, H, W)
     R = cams.world_to_camera[:, :3, :3]
-    want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading == "diffuse"
+    want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading in ("diffuse", "pbr")
     uv_img = None
-    if texture is not None and (outputs & {"rgb", "albedo", "uv", "texture_seen"}):
+    if texture is not None and (outputs & {"rgb", "albedo", "uv", "texture_seen", "roughness", "metallic"}):
         uv_img = raster.interpolate(frags, uvs.to(vertices.dtype), uv_faces)
     n_world = None
     if want_normals:
@@ -71,17 +82,32 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
         bg = _background(background, N, H, W, vertices)
         if "albedo" in outputs:
             channels.append(("albedo", albedo * mask + bg * (1 - mask)))
+    materials = {}
+    for name, tex, default in (("roughness", roughness, DEFAULT_ROUGHNESS), ("metallic", metallic, DEFAULT_METALLIC)):
+        if name in outputs or pbr:
+            if tex is not None and uv_img is not None:
+                materials[name] = raster.texture(tex.clamp(0, 1), uv_img)
+            else:
+                materials[name] = torch.full_like(mask, default)
+            if name in outputs:
+                channels.append((name, materials[name] * mask))
     if "rgb" in outputs:
         shaded = albedo
-        if shading == "diffuse":
+        if pbr:
+            from services.render.representations.pbr import shade_pbr
+
+            _, dirs = cams.pixel_rays()                                       # (N, H, W, 3) camera -> scene
+            last = lambda t: t.permute(0, 2, 3, 1)                            # noqa: E731 (N, C, H, W) -> (N, H, W, C)
+            rgb = shade_pbr(last(albedo), last(materials["roughness"]), last(materials["metallic"]), last(n_world),
+                            -dirs, environment)
+            shaded = rgb.permute(0, 3, 1, 2)
+        elif shading == "diffuse":
             if light_direction is None:
                 light = -R[:, 2, :]                                          # towards the camera
             else:
                 light = (light_direction.to(vertices) / light_direction.norm().clamp_min(1e-12)).expand(N, 3)
             lambert = (n_world * light[:, :, None, None]).sum(1, keepdim=True).clamp_min(0)
             shaded = albedo * (AMBIENT + (1 - AMBIENT) * lambert)
-        elif shading not in ("unlit", ""):
-            raise ValueError(f"unknown shading {shading!r} (expected 'unlit' or 'diffuse')")
         channels.append(("rgb", shaded * mask + bg * (1 - mask)))
     channels.append(("alpha", mask))
     if "depth" in outputs:
@@ -99,7 +125,7 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
         start += c.shape[1]
     alpha = out["alpha"].clamp(0, 1)
     out["alpha"] = alpha
-    for name in ("rgb", "albedo"):
+    for name in ("rgb", "albedo", "roughness", "metallic"):
         if name in out:
             out[name] = out[name].clamp(0, 1)
     if "depth" in out:
