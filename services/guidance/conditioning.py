@@ -19,14 +19,18 @@ class PreparedConditions:
     identity: torch.Tensor | None = None             # (n, D_id) L2-normalised
     identity_adapter: str = ""
     identity_scale: float = 1.0
+    expression: torch.Tensor | None = None           # (n, D_text) pooled text embedding of conditions.expression
+    expression_scale: float = 1.0
     controls: list[tuple[str, torch.Tensor, float]] = field(default_factory=list)  # (name, (n, C, R, R), scale)
     loras: tuple[tuple[str, float], ...] = ()
     cameras: torch.Tensor | None = None              # (n, ...) the backbone's encode_cameras, when it has one
 
     def group_key(self) -> tuple:
         """Requests can share a noise-prediction call when these agree (module-level state of the model:
-        adapter scale, active LoRAs, which ControlNets run)."""
+        adapter scales (identity and expression: one scale per adapter per UNet call), active LoRAs, which
+        ControlNets run)."""
         return (self.identity is not None, self.identity_adapter, round(self.identity_scale, 6),
+                self.expression is not None, round(self.expression_scale, 6),
                 tuple(name for name, _, _ in self.controls), self.loras, tuple(self.text.shape[1:]),
                 None if self.cameras is None else tuple(self.cameras.shape[1:]))
 
@@ -34,9 +38,10 @@ class PreparedConditions:
 def stack_for_cfg(conds: list[PreparedConditions], with_uncond: bool) -> BatchConditions:
     """One BatchConditions for all rows of `conds` (in order), followed by the same rows unconditioned when
     with_uncond. Unconditional rows keep the controls and the encoded cameras (as diffusers keeps controls)
-    and get zero identity."""
+    and get zero identity and zero expression embeddings."""
     text = torch.cat([c.text for c in conds])
     identity = torch.cat([c.identity for c in conds]) if conds[0].identity is not None else None
+    expression = torch.cat([c.expression for c in conds]) if conds[0].expression is not None else None
     controls = []
     for j, (name, _, _) in enumerate(conds[0].controls):
         image = torch.cat([c.controls[j][1] for c in conds])
@@ -50,9 +55,12 @@ def stack_for_cfg(conds: list[PreparedConditions], with_uncond: bool) -> BatchCo
             cameras = torch.cat([cameras, cameras])
         if identity is not None:
             identity = torch.cat([identity, torch.zeros_like(identity)])
+        if expression is not None:
+            expression = torch.cat([expression, torch.zeros_like(expression)])
     first = conds[0]
     return BatchConditions(text=text, identity=identity, identity_adapter=first.identity_adapter,
-                           identity_scale=first.identity_scale, controls=controls, loras=first.loras,
+                           identity_scale=first.identity_scale, expression=expression,
+                           expression_scale=first.expression_scale, controls=controls, loras=first.loras,
                            cameras=cameras)
 
 

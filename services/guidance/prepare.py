@@ -43,7 +43,7 @@ class ConditionsEncoder:
 
     def __init__(self, cache: ConditionsCache):
         self.cache = cache
-        self._text_memo: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
+        self._text_memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._text_lock = threading.Lock()   # tokenizers are not thread-safe
 
     def encode(self, name: str, bb: Backbone, c: Conditions, n: int, cameras: list, resolution: int,
@@ -74,6 +74,13 @@ class ConditionsEncoder:
         text = self._encode_text(name, bb, prompts)
         uncond = self._encode_text(name, bb, [negative or info.default_negative_prompt]).expand(n, *text.shape[1:])
 
+        expr_scale = c.expression_scale or 1.0
+        require(0 <= expr_scale <= 2, "conditions.expression_scale", f"must be 0..2, got {c.expression_scale}")
+        expression_emb = None
+        encode_expression = getattr(bb, "encode_expression", None)   # backbones with a real expression adapter
+        if expression and encode_expression is not None:
+            expression_emb = self._encode_expression(name, bb, expression).to(bb.device).expand(n, -1)
+
         identity = self._identity(name, bb, c, tenant)
         if identity is not None:
             identity = identity.to(bb.device).expand(n, -1)
@@ -95,6 +102,7 @@ class ConditionsEncoder:
             encode_cameras(cameras, image_size, resolution, [lora for lora, _ in loras], background)
         return PreparedConditions(text=text.to(bb.device), uncond=uncond.to(bb.device), identity=identity,
                                   identity_adapter=c.identity_adapter, identity_scale=float(id_scale),
+                                  expression=expression_emb, expression_scale=float(expr_scale),
                                   controls=controls, loras=tuple(loras), cameras=encoded_cameras)
 
     def _encode_text(self, name: str, bb: Backbone, prompts: list[str]) -> torch.Tensor:
@@ -109,6 +117,17 @@ class ConditionsEncoder:
                 self._text_memo.move_to_end(key)
                 out.append(self._text_memo[key])
         return torch.stack(out)
+
+    def _encode_expression(self, name: str, bb: Backbone, text: str) -> torch.Tensor:
+        """(1, D_text) pooled text embedding of an expression, memoised per (backbone, text) like text states."""
+        key = (name, "\x00expression", text)
+        with self._text_lock:
+            if key not in self._text_memo:
+                self._text_memo[key] = bb.encode_expression([text])[0]
+                while len(self._text_memo) > TEXT_MEMO_SIZE:
+                    self._text_memo.popitem(last=False)
+            self._text_memo.move_to_end(key)
+            return self._text_memo[key][None]
 
     def _identity(self, name: str, bb: Backbone, c: Conditions, tenant: str) -> torch.Tensor | None:
         emb = c.identity_embedding

@@ -23,6 +23,9 @@ outputs mean nothing).
   processors in `unet.attn_processors` order (0, 1, 2, ...): every processor has the FaceID LoRA
   (`{i}.to_q_lora.down/up.weight`, to_k, to_v, to_out; rank 4 here, 128 in the real file) and every
   cross-attention processor (the odd numbers) has `{i}.to_k_ip.weight` / `{i}.to_v_ip.weight`.
+- `expression-adapter-tiny/expression_adapter.safetensors`: an expression adapter in HeadForge's format
+  (services/guidance/backbones/expression_adapter.py): the pooled 32-d tiny text-encoder embedding -> 64 -> 2
+  tokens x 32, LayerNorm, and to_k_ip / to_v_ip for the cross-attention processors 1, 3, 5, 7.
 - `lora-normal-tiny/pytorch_lora_weights.safetensors`: a UNet LoRA in the diffusers format written by the
   diffusers training scripts (`unet.<module>.to_q.lora.down.weight` / `.lora.up.weight` for to_q, to_k, to_v
   and to_out.0 of every attention block), rank 4, non-zero.
@@ -52,12 +55,14 @@ import torch
 import yaml
 
 from services.core.models import mark_random_weights
+from services.guidance.backbones.expression_adapter import expression_state, write_expression_adapter
 from services.guidance.schedule import SD_SCHEDULE
 
 CROSS_ATTENTION_DIM = 32
 ID_EMBEDDING_DIM = 512
 FACEID_TOKENS = 4
 FACEID_MULT = 2
+EXPRESSION_TOKENS = 2
 ADAPTER_RANK = 4
 LORA_RANK = 4
 
@@ -418,6 +423,9 @@ def guidance_config() -> dict:
             {"name": "faceid", "path": "ip-adapter-faceid-tiny", "weight_name": "ip-adapter-faceid_sd15.bin",
              "allow_pickle": True},
         ],
+        "expression_adapters": [
+            {"name": "expression", "path": "expression-adapter-tiny", "weight_name": "expression_adapter.safetensors"},
+        ],
         "loras": [
             {"name": "normal", "path": "lora-normal-tiny", "weight_name": "pytorch_lora_weights.safetensors",
              "output_kind": "normal"},
@@ -433,11 +441,13 @@ def write_tiny_models(root: Path) -> Path:
     _write_controlnet(unet, root / "controlnet-landmarks-tiny", seed=10)
     _write_controlnet(unet, root / "controlnet-normal-tiny", seed=11)
     _write_faceid(unet, root / "ip-adapter-faceid-tiny" / "ip-adapter-faceid_sd15.bin")
+    write_expression_adapter(root / "expression-adapter-tiny" / "expression_adapter.safetensors",
+                             expression_state(unet, CROSS_ATTENTION_DIM, tokens=EXPRESSION_TOKENS), EXPRESSION_TOKENS)
     _write_lora(unet, root / "lora-normal-tiny" / "pytorch_lora_weights.safetensors")
     _write_blip2(root / "blip2-tiny")
     _write_blip(root / "blip-tiny")
     for folder in ("sd15-tiny", "controlnet-landmarks-tiny", "controlnet-normal-tiny", "ip-adapter-faceid-tiny",
-                   "lora-normal-tiny", "blip2-tiny", "blip-tiny"):
+                   "expression-adapter-tiny", "lora-normal-tiny", "blip2-tiny", "blip-tiny"):
         mark_random_weights(root / folder, "services.guidance.tiny_models.write_tiny_models "
                                            "(headforge models make-tiny)")
     path = root / "guidance.yaml"

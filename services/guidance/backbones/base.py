@@ -128,6 +128,8 @@ class BatchConditions:
     identity: torch.Tensor | None = None        # (B, D_id) L2-normalised face embeddings; zero rows = no identity
     identity_adapter: str = ""                  # "" = the backbone's default
     identity_scale: float = 1.0                 # lambda_id, same for the whole call
+    expression: torch.Tensor | None = None      # (B, D_text) pooled text embeddings of the expression; zero rows = none
+    expression_scale: float = 1.0               # lambda_exp, same for the whole call; 0 = the adapter off
     controls: list[ControlBatch] = field(default_factory=list)
     loras: tuple[tuple[str, float], ...] = ()   # (name, scale), same for the whole call
     cameras: torch.Tensor | None = None         # (B, ...) encode_cameras rows, for backbones that have it

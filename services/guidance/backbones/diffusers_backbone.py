@@ -11,6 +11,11 @@ One `predict_noise` call is one UNet call for all B rows:
   (diffusers loads it as the peft adapter `faceid_<i>`) is active, at weight 1 as in the FaceID reference code,
   exactly when that adapter is in use. With `cond.identity` None (or identity_scale 0) every adapter is at
   scale 0 (diffusers then skips the IP attention) and its LoRA is off: the output is the plain model's.
+- Expression (ID-to-3D's lambda_exp; file format: expression_adapter.py) is one more adapter in the same diffusers
+  IP-Adapter list, after the identity adapters: `cond.expression` (B, D_text) pooled text-encoder embeddings
+  (`encode_expression`; zero rows for the unconditional rows) with `cond.expression_scale` as its scale. Both
+  adapters are active in one UNet call, each with its own scale; an adapter at scale 0 is skipped by diffusers'
+  IP attention processor, so expression None or expression_scale 0 gives exactly the output without it.
 - LoRAs: exactly `cond.loras` (plus the FaceID LoRA above) are active through peft `set_adapters` for the call;
   with none, peft's LoRA layers are disabled and return their base layer's output unchanged.
 - v-prediction outputs are converted to eps with the training schedule.
@@ -39,10 +44,12 @@ class DiffusersBackbone:
 
     def __init__(self, config: DiffusersBackboneConfig, pipe, controlnets: dict, adapters: list[str],
                  adapter_dim: int, loras: list[LoraConfig], records: list[ModelRecord], device: torch.device,
-                 dtype: torch.dtype, scheduler_config: dict, *, backend: str = "diffusers"):
+                 dtype: torch.dtype, scheduler_config: dict, *, backend: str = "diffusers",
+                 expression_adapters: list[str] = ()):
         """`pipe` has .unet, .vae, .text_encoder and .tokenizer (a StableDiffusionPipeline, or their stand-ins:
         the Triton backbone's UNet is a TritonUNet); `adapters` are the identity adapter names in the order
-        they were loaded into the UNet; `backend` is what Describe reports."""
+        they were loaded into the UNet, `expression_adapters` (0 or 1) the expression adapter loaded after them;
+        `backend` is what Describe reports."""
         self.config = config
         self.device = device
         self.dtype = dtype
@@ -53,6 +60,7 @@ class DiffusersBackbone:
         self.tokenizer = pipe.tokenizer
         self.controlnets = controlnets
         self._adapters = adapters                      # identity adapter names, in diffusers' adapter order
+        self._expression = list(expression_adapters)   # after the identity adapters in diffusers' list
         self._faceid_loras = {name: f"faceid_{i}" for i, name in enumerate(adapters)
                               if f"faceid_{i}" in (getattr(self.unet, "peft_config", None) or {})}
         self._lora_names = {lora.name for lora in loras}
@@ -87,10 +95,11 @@ class DiffusersBackbone:
             denoise=True, inpaint=True, generate=True,
             controls=tuple(ControlSpec(c.name, c.kind) for c in config.controlnets),
             identity_adapters=tuple(adapters), identity_embedding_dim=adapter_dim if adapters else 0,
+            expression_adapter=bool(self._expression),
             loras=tuple(LoraSpec(lora.name, lora.output_kind, lora.normal_convention) for lora in loras),
             default_negative_prompt=config.default_negative_prompt, models=tuple(records))
         self._set_loras(())
-        self._set_ip_scales(None, 0.0)
+        self._set_ip_scales(None, 0.0, 0.0)
 
     # -- schedule ------------------------------------------------------------------------------------------------
 
@@ -111,6 +120,14 @@ class DiffusersBackbone:
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             mask = tokens.attention_mask.to(self.device)
         return self.text_encoder(ids, attention_mask=mask)[0].float()
+
+    @torch.no_grad()
+    def encode_expression(self, texts: list[str]) -> torch.Tensor:
+        """(n, D_text) float32: the text encoder's pooled output (final-layer-normed EOS state) of each text, the
+        expression adapter's input (expression_adapter.py)."""
+        tokens = self.tokenizer(list(texts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        return self.text_encoder(tokens.input_ids.to(self.device))[1].float()
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(device=self.device, dtype=self.dtype) * 2.0 - 1.0
@@ -138,8 +155,9 @@ class DiffusersBackbone:
             self.unet.disable_lora()
         self._lora_state = active
 
-    def _set_ip_scales(self, adapter: str | None, scale: float):
+    def _set_ip_scales(self, adapter: str | None, scale: float, expression_scale: float):
         scales = [float(scale) if name == adapter else 0.0 for name in self._adapters]
+        scales += [float(expression_scale)] * len(self._expression)
         for proc in self._ip_processors:
             proc.scale = list(scales)
 
@@ -185,9 +203,9 @@ class DiffusersBackbone:
                 raise FailedPrecondition(f"backbone {self.info.name!r} has no identity adapter",
                                          reason="NO_IDENTITY_ADAPTER")
             added = None
-            if self._adapters:
+            if self._adapters or self._expression:
                 adapter = None
-                if cond.identity is not None and cond.identity_scale != 0:
+                if self._adapters and cond.identity is not None and cond.identity_scale != 0:
                     adapter = cond.identity_adapter or self._adapters[0]
                     if adapter not in self._adapters:
                         raise InvalidArgument("conditions.identity_adapter", f"backbone {self.info.name!r} has no "
@@ -203,10 +221,27 @@ class DiffusersBackbone:
                     else:
                         e = torch.zeros(b, self.info.identity_embedding_dim, device=self.device, dtype=self.dtype)
                     embeds.append(e[:, None, :])            # (B, num_images=1, D)
+                exp_scale = 0.0
+                if self._expression:
+                    d_text = int(self.text_encoder.config.hidden_size)
+                    e = torch.zeros(b, d_text, device=self.device, dtype=self.dtype)
+                    if cond.expression is not None and cond.expression_scale != 0:
+                        if tuple(cond.expression.shape) != (b, d_text):
+                            raise InvalidArgument("conditions.expression", f"embedding must be (B, D) = ({b}, "
+                                                  f"{d_text}), got {tuple(cond.expression.shape)}")
+                        e = cond.expression.to(device=self.device, dtype=self.dtype)
+                        exp_scale = float(cond.expression_scale)
+                    embeds.append(e[:, None, :])            # (B, 1, D_text)
+                elif cond.expression is not None:
+                    raise FailedPrecondition(f"backbone {self.info.name!r} has no expression adapter",
+                                             reason="ADAPTER_UNSUPPORTED")
                 added = {"image_embeds": embeds}
-                self._set_ip_scales(adapter, cond.identity_scale if adapter else 0.0)
+                self._set_ip_scales(adapter, cond.identity_scale if adapter else 0.0, exp_scale)
                 if adapter in self._faceid_loras:
                     loras.insert(0, (self._faceid_loras[adapter], 1.0))
+            elif cond.expression is not None:
+                raise FailedPrecondition(f"backbone {self.info.name!r} has no expression adapter",
+                                         reason="ADAPTER_UNSUPPORTED")
             self._set_loras(tuple((n, float(s)) for n, s in loras))
 
             down, mid = self._control_residuals(latents, t, text, cond.controls)

@@ -31,6 +31,18 @@ class IdentityAdapterConfig(BaseModel):
     allow_pickle: bool = False
 
 
+class ExpressionAdapterConfig(BaseModel):
+    """An expression adapter file (format: backbones/expression_adapter.py); at most one per backbone (a request's
+    conditions.expression has no adapter name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str
+    weight_name: str = "expression_adapter.safetensors"
+    subfolder: str = ""
+
+
 class LoraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,18 +75,22 @@ class DiffusersBackboneConfig(BaseModel):
     default_negative_prompt: str = ""
     controlnets: list[ControlNetConfig] = []
     identity_adapters: list[IdentityAdapterConfig] = []
+    expression_adapters: list[ExpressionAdapterConfig] = []   # 0 or 1, loaded after the identity adapters
     loras: list[LoraConfig] = []
 
 
 def check_config(cfg: DiffusersBackboneConfig) -> None:
     """ModelFilesError naming the entry for duplicate names, unknown control kinds, LoRA output kinds or normal
-    conventions, and LoRA names reserved for the identity adapters' own LoRAs."""
+    conventions, more than one expression adapter, and LoRA names reserved for the identity adapters' own LoRAs."""
     for kind_list, what in ((cfg.controlnets, "controlnet"), (cfg.identity_adapters, "identity adapter"),
-                            (cfg.loras, "LoRA")):
+                            (cfg.expression_adapters, "expression adapter"), (cfg.loras, "LoRA")):
         names = [e.name for e in kind_list]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ModelFilesError(f"backbone {cfg.name!r}: duplicate {what} name(s) {dupes}")
+    if len(cfg.expression_adapters) > 1:
+        raise ModelFilesError(f"backbone {cfg.name!r}: {len(cfg.expression_adapters)} expression adapters; at most one "
+                              f"(conditions.expression does not name an adapter)")
     for c in cfg.controlnets:
         if c.kind not in CONTROL_KINDS and c.kind != "":
             raise ModelFilesError(f"backbone {cfg.name!r}: controlnet {c.name!r} has kind {c.kind!r}; expected one "

@@ -18,6 +18,7 @@ from services.core.models import ModelRecord, file_sha256
 from services.guidance.backbones.base import ModelFilesError
 from services.guidance.backbones.diffusers_backbone import DiffusersBackbone
 from services.guidance.backbones.diffusers_config import DiffusersBackboneConfig, check_config
+from services.guidance.backbones.expression_adapter import LAYOUT as EXPRESSION_LAYOUT, read_expression_adapter
 from services.guidance.backbones.model_files import (ADAPTER_LAYOUT, CONTROLNET_LAYOUT, LORA_LAYOUT,
                                                     PICKLE_SUFFIXES, SD_LAYOUT, VAE_LAYOUT, check_sd_components,
                                                     component_records, read_scheduler_config, require,
@@ -41,6 +42,7 @@ class _Files:
     control_weights: dict[str, list[Path]] = field(default_factory=dict)
     adapter_files: dict[str, Path] = field(default_factory=dict)
     lora_files: dict[str, Path] = field(default_factory=dict)
+    expression_files: dict[str, Path] = field(default_factory=dict)
 
 
 def load_diffusers_backbone(config: DiffusersBackboneConfig | dict, base_dir: Path,
@@ -69,7 +71,7 @@ def load_diffusers_backbone(config: DiffusersBackboneConfig | dict, base_dir: Pa
         raise ModelFilesError(f"could not load {files.root} ({type(e).__name__}: {e}); expected {SD_LAYOUT}") from e
     pipe.set_progress_bar_config(disable=True)
     controlnets = _load_controlnets(cfg, files, dtype, device)
-    adapter_dim = _load_identity_adapters(cfg, files, pipe)
+    adapter_dim = _load_ip_adapters(cfg, files, pipe)
     for lora in cfg.loras:
         _load_lora(pipe, lora.name, files.lora_files[lora.name])
 
@@ -80,7 +82,8 @@ def load_diffusers_backbone(config: DiffusersBackboneConfig | dict, base_dir: Pa
     for net in controlnets.values():
         net.requires_grad_(False)
     return DiffusersBackbone(cfg, pipe, controlnets, [a.name for a in cfg.identity_adapters], adapter_dim,
-                             list(cfg.loras), _records(cfg, files), device, dtype, read_scheduler_config(files.root))
+                             list(cfg.loras), _records(cfg, files), device, dtype, read_scheduler_config(files.root),
+                             expression_adapters=[e.name for e in cfg.expression_adapters])
 
 
 def _find_files(cfg: DiffusersBackboneConfig, base_dir: Path) -> _Files:
@@ -105,6 +108,9 @@ def _find_files(cfg: DiffusersBackboneConfig, base_dir: Path) -> _Files:
         folder = resolve_root(a.path, base_dir, ADAPTER_LAYOUT)
         files.adapter_files[a.name] = weight_file(folder, a.subfolder, a.weight_name,
                                                   a.allow_pickle or cfg.allow_pickle, ADAPTER_LAYOUT)
+    for e in cfg.expression_adapters:
+        folder = resolve_root(e.path, base_dir, EXPRESSION_LAYOUT)
+        files.expression_files[e.name] = weight_file(folder, e.subfolder, e.weight_name, False, EXPRESSION_LAYOUT)
     for lora in cfg.loras:
         folder = resolve_root(lora.path, base_dir, LORA_LAYOUT)
         files.lora_files[lora.name] = weight_file(folder, lora.subfolder, lora.weight_name,
@@ -122,6 +128,9 @@ def _records(cfg: DiffusersBackboneConfig, files: _Files) -> list[ModelRecord]:
                             weights_provenance(files.control_weights[c.name])) for c in cfg.controlnets]
     records += [ModelRecord(f"identity_adapter:{a.name}", "diffusers", a.path, file_sha256(files.adapter_files[a.name]),
                             weights_provenance([files.adapter_files[a.name]])) for a in cfg.identity_adapters]
+    records += [ModelRecord(f"expression_adapter:{e.name}", "diffusers", e.path,
+                            file_sha256(files.expression_files[e.name]),
+                            weights_provenance([files.expression_files[e.name]])) for e in cfg.expression_adapters]
     records += [ModelRecord(f"lora:{lora.name}", "diffusers", lora.path, file_sha256(files.lora_files[lora.name]),
                             weights_provenance([files.lora_files[lora.name]])) for lora in cfg.loras]
     return records
@@ -159,10 +168,13 @@ def _load_adapter_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _load_identity_adapters(cfg: DiffusersBackboneConfig, files: _Files, pipe) -> int:
-    """Load every identity adapter into the pipeline's UNet (diffusers' IP-Adapter loader, in config order);
-    returns their common identity embedding dimension (0 = none)."""
-    if not cfg.identity_adapters:
+def _load_ip_adapters(cfg: DiffusersBackboneConfig, files: _Files, pipe) -> int:
+    """Load every identity adapter, then the expression adapter, into the pipeline's UNet in one call of
+    diffusers' IP-Adapter loader (its adapter list, in that order: the identity adapters are adapters
+    0..n-1 and their FaceID LoRAs `faceid_<i>`, the expression adapter is adapter n); returns the identity
+    adapters' common embedding dimension (0 = none). Expression files are checked (expression_adapter.py)
+    against this UNet and text encoder before anything is loaded."""
+    if not cfg.identity_adapters and not cfg.expression_adapters:
         return 0
     adapter_dim = 0
     states = []
@@ -183,12 +195,15 @@ def _load_identity_adapters(cfg: DiffusersBackboneConfig, files: _Files, pipe) -
                                   f"{adapter_dim}")
         adapter_dim = dim
         states.append(state)
+    text_dim = int(pipe.text_encoder.config.hidden_size)
+    for e in cfg.expression_adapters:
+        states.append(read_expression_adapter(files.expression_files[e.name], pipe.unet, text_dim)[0])
     try:
         pipe.load_ip_adapter(states, subfolder=[""] * len(states), weight_name=[""] * len(states),
                              image_encoder_folder=None, low_cpu_mem_usage=False)
     except Exception as e:
-        raise ModelFilesError(f"could not load identity adapters {list(files.adapter_files.values())} into the "
-                              f"UNet ({type(e).__name__}: {e}); expected {ADAPTER_LAYOUT}") from e
+        raise ModelFilesError(f"could not load IP adapters {list(files.adapter_files.values())} "
+                              f"{list(files.expression_files.values())} into the UNet ({type(e).__name__}: {e}); expected {ADAPTER_LAYOUT}") from e
     return adapter_dim
 
 
