@@ -43,7 +43,8 @@ def backbone(tiny, entry):
 @pytest.fixture(scope="module")
 def plain(tiny, entry):
     """The same SD folder with no ControlNet, adapter or LoRA loaded."""
-    return load_diffusers_backbone({**entry, "controlnets": [], "identity_adapters": [], "loras": []}, tiny, "cpu")
+    return load_diffusers_backbone({**entry, "controlnets": [], "identity_adapters": [], "expression_adapters": [],
+                                    "loras": []}, tiny, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_info_from_the_loaded_configs(tiny, backbone, plain):
     assert info.denoise and info.inpaint and info.generate
     roles = {m.role: m for m in info.models}
     assert set(roles) == {"unet", "vae", "text_encoder", "controlnet:landmarks", "controlnet:normal",
-                          "identity_adapter:faceid", "lora:normal"}
+                          "identity_adapter:faceid", "expression_adapter:expression", "lora:normal"}
     assert all(m.backend == "diffusers" and len(m.sha256) == 16 for m in info.models)
     assert roles["identity_adapter:faceid"].sha256 == _sha(
         tiny / "ip-adapter-faceid-tiny" / "ip-adapter-faceid_sd15.bin")[:16]

@@ -53,7 +53,9 @@ def test_sds_gradient_equals_the_formula_through_the_vae(tiny_service, size):
         # of 2 rows and one of 4 round differently in float32)
         eps_c, eps_u = pipe.unet(torch.cat([z_t, z_t]), torch.cat([steps, steps]),
                                  encoder_hidden_states=torch.cat([text("a portrait of a person"), text("")]),
-                                 added_cond_kwargs={"image_embeds": [torch.zeros(4, 1, 512)]}).sample.chunk(2)
+                                 added_cond_kwargs={"image_embeds": [torch.zeros(4, 1, 512),        # FaceID, off
+                                                                     torch.zeros(4, 1, 32)]}         # expression, off
+                                 ).sample.chunk(2)
         g = (1 - a) * (eps_u + 7.5 * (eps_c - eps_u) - eps)
     (expected,) = torch.autograd.grad(z, xt, g)
     np.testing.assert_allclose(r.grad, expected.numpy(), rtol=1e-3, atol=1e-6 * float(expected.abs().max()))
