@@ -144,10 +144,18 @@ def expression_state(unet, text_dim: int, *, tokens: int = 2, mult: int = 2, see
 
 
 def write_expression_adapter(path: Path, tensors: dict[str, torch.Tensor], tokens: int) -> None:
-    """Write `tensors` (the flat layout above) with the format's metadata header."""
-    from safetensors.torch import save_file
+    """Write `tensors` (the flat layout above) with the format's metadata header, byte-for-byte deterministic
+    (safetensors' own writer orders the metadata at random: the header is re-serialised with sorted keys)."""
+    import json
+    import struct
+
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"headforge_adapter": FORMAT_MARKER, "num_tokens": str(tokens), "embedding": EMBEDDING}
-    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(path), metadata=meta)
-
+    blob = save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata=meta)
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + blob[8 + n:])
