@@ -96,6 +96,27 @@ def test_isd_over_grpc_equals_in_process(client_a, local):
     np.testing.assert_allclose(remote.grad.astype(np.float32), mine.grad.astype(np.float32), rtol=1e-3, atol=1e-4)
 
 
+def test_identity_and_expression_adapters_over_grpc(client_a, local):
+    """Both adapters in one call over the wire (expression text + expression_scale, identity + identity_scale):
+    Describe says the backbone has the expression adapter; the gradient equals in-process and differs from the
+    identity-only one."""
+    (_, _), (sd, _) = client_a.describe().backbones
+    assert sd.expression_adapter and "expression_adapter:expression" in {m.role for m in sd.models}
+    rng = np.random.default_rng(2)
+    images = rng.uniform(0, 1, (2, 3, 64, 64)).astype(np.float32)
+    identity = rng.normal(size=512).astype(np.float32)
+
+    def req(**expression):
+        return DistillRequest(images=images, seed=6, guidance_scale=7.5, conditions=Conditions(
+            backbone="sd15-tiny", prompt="a photo of a face", identity_embedding=identity, identity_scale=0.8,
+            **expression))
+
+    both = req(expression="smiling", expression_scale=1.5)
+    remote, mine = client_a.distill(both), local.distill(both)
+    np.testing.assert_allclose(remote.grad, mine.grad, rtol=1e-4, atol=1e-5 * float(np.abs(mine.grad).max()))
+    assert not np.allclose(remote.grad, client_a.distill(req()).grad)
+
+
 def test_grpc_results_equal_in_process(client_a, local):
     req = DistillRequest(images=X, conditions=Conditions(prompt="red disc"), guidance_scale=7.5, seed=42,
                          timesteps=TimestepSchedule(t_min=0.2, t_max=0.6), return_noise=True, return_denoised=True)
