@@ -16,6 +16,11 @@ A backbone that conditions on each image's camera may also have
 called once per request (cameras: 0 or n, as the request gave them; loras: the active LoRA names;
 background: the colour the request's images were composited over), whose
 rows reach predict_noise as BatchConditions.cameras. The oracle test prior (backbones/oracle.py) is one.
+
+A backbone with an expression adapter (info.expression_adapter) may also have
+    encode_expression(texts: list[str]) -> torch.Tensor (n, D_text) float32
+whose rows reach predict_noise as BatchConditions.expression (the diffusers backbone: the text encoder's pooled
+output, backbones/expression_adapter.py); without it, conditions.expression is accepted and not encoded.
 """
 
 from __future__ import annotations

@@ -110,7 +110,8 @@ def _find_files(cfg: DiffusersBackboneConfig, base_dir: Path) -> _Files:
                                                   a.allow_pickle or cfg.allow_pickle, ADAPTER_LAYOUT)
     for e in cfg.expression_adapters:
         folder = resolve_root(e.path, base_dir, EXPRESSION_LAYOUT)
-        files.expression_files[e.name] = weight_file(folder, e.subfolder, e.weight_name, False, EXPRESSION_LAYOUT)
+        files.expression_files[e.name] = weight_file(folder, e.subfolder, e.weight_name, True,   # the format check
+                                                     EXPRESSION_LAYOUT)                  # says "not safetensors"
     for lora in cfg.loras:
         folder = resolve_root(lora.path, base_dir, LORA_LAYOUT)
         files.lora_files[lora.name] = weight_file(folder, lora.subfolder, lora.weight_name,
