@@ -28,9 +28,11 @@ from tests.helpers import headforge
 def test_closed_loop_sculpts_a_sphere_into_the_known_head_and_textures_it(tmp_path):
     from orchestrator.closed_loop_papers import run_portrait3d_id
 
-    # the check at 2/3 of its sculpting and half its GAN-normal views (make test's time), as measured by
-    # python -m orchestrator.closed_loop_papers --recipe portrait3d_id --option stages.sculpt.iterations=80 ...
-    result = run_portrait3d_id(tmp_path, {"stages.sculpt.iterations": "80", "stages.gan_normals.target_views": "12"})
+    # the check shrunk for make test's time (about 90 s on 2 cores): half its sculpting and GAN-normal views, 2/3 of
+    # its normal fitting, 4 inpainting steps, 8 refinement rounds; its own figures (full size) are in the README
+    small = {"stages.sculpt.iterations": "60", "stages.gan_normals.target_views": "12",
+             "stages.fit_gan_normals.iterations": "80", "stages.texture.num_steps": "4", "stages.refine.rounds": "8"}
+    result = run_portrait3d_id(tmp_path, small)
     assert result["state"] == "succeeded", result["error"]
     gt = result["ground_truth"]
     before, fit, sculpt, after = gt["before"], gt["after_fit"], gt["after_sculpt"], gt["after"]
