@@ -55,7 +55,8 @@ import torch
 import yaml
 
 from services.core.models import mark_random_weights
-from services.guidance.backbones.expression_adapter import expression_state, write_expression_adapter
+from services.guidance.backbones.expression_adapter import (attention_processor_dims, expression_state,
+                                                            write_expression_adapter)
 from services.guidance.schedule import SD_SCHEDULE
 
 CROSS_ATTENTION_DIM = 32
@@ -242,22 +243,6 @@ def _write_controlnet(unet, folder: Path, seed: int):
     controlnet.save_pretrained(folder, safe_serialization=True)
 
 
-def _processor_dims(unet) -> list[tuple[str, int, int | None]]:
-    """(processor name, hidden size, cross-attention dim or None for self-attention) in attn_processors order."""
-    out = []
-    blocks = list(unet.config.block_out_channels)
-    for name in unet.attn_processors:
-        if name.startswith("mid_block"):
-            hidden = blocks[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(blocks))[int(name.split(".")[1])]
-        else:
-            hidden = blocks[int(name.split(".")[1])]
-        cross = None if name.endswith("attn1.processor") else unet.config.cross_attention_dim
-        out.append((name, hidden, cross))
-    return out
-
-
 def faceid_state(unet, *, embedding_dim: int = ID_EMBEDDING_DIM, tokens: int = FACEID_TOKENS,
                  mult: int = FACEID_MULT, rank: int = ADAPTER_RANK, seed: int = 4) -> dict:
     """A random IP-Adapter FaceID state dict in h94/IP-Adapter-FaceID's sd15 .bin layout, sized for `unet`
@@ -273,7 +258,7 @@ def faceid_state(unet, *, embedding_dim: int = ID_EMBEDDING_DIM, tokens: int = F
                   "proj.2.weight": rnd(d * tokens, hidden, std=hidden ** -0.5), "proj.2.bias": rnd(d * tokens, std=0.01),
                   "norm.weight": 1.0 + rnd(d, std=0.05), "norm.bias": rnd(d, std=0.05)}
     ip_adapter = {}
-    for i, (_, hid, cross) in enumerate(_processor_dims(unet)):
+    for i, (_, hid, cross) in enumerate(attention_processor_dims(unet)):
         kv_in = cross if cross is not None else hid
         for proj, fan_in in (("to_q", hid), ("to_k", kv_in), ("to_v", kv_in), ("to_out", hid)):
             ip_adapter[f"{i}.{proj}_lora.down.weight"] = rnd(rank, fan_in, std=fan_in ** -0.5)

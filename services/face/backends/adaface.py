@@ -21,7 +21,7 @@ import numpy as np
 from services.common.errors import FailedPrecondition
 from services.core.landmarks import five_from_68
 from services.core.models import PROVENANCE_KEY, ModelRecord, file_sha256, folder_provenance
-from services.face.backends.insightface import _session, arcface_transform
+from services.face.backends.insightface import arcface_transform, onnx_session
 
 INPUT_SIZE = 112
 LICENSE = "MIT (mk-minchul/AdaFace code and weights)"
@@ -48,7 +48,7 @@ class AdaFaceRecognizer:
             import onnx
 
             meta = {p.key: p.value for p in onnx.load(str(self.path), load_external_data=False).metadata_props}
-            self._session = _session(self.path)
+            self._session = onnx_session(self.path)
         except Exception as e:   # not an ONNX file, truncated, ...
             raise FailedPrecondition(f"{self.path} is not a readable ONNX model ({type(e).__name__}: {e})",
                                      reason="MODELS_MISSING") from e

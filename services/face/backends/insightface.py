@@ -114,7 +114,7 @@ class _ModelFile:
         return ModelRecord(role, "insightface", self.path.name, self.sha256, self.provenance, LICENSE)
 
 
-def _session(path: Path):
+def onnx_session(path: Path):
     """onnxruntime CPU session; Run is thread-safe, so gRPC worker threads share it."""
     import onnxruntime as ort
 
@@ -228,12 +228,12 @@ class InsightFaceDetector:
 
     def __init__(self, det: _ModelFile, lmk: _ModelFile):
         self._det_file, self._lmk_file = det, lmk
-        self._det = _session(det.path)
+        self._det = onnx_session(det.path)
         h, w = det.inputs[0][1][2:]
         fixed = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
         self.input_hw = (h, w) if fixed else (DEFAULT_DET_SIZE, DEFAULT_DET_SIZE)
         self.strides, self.anchors, self.has_kps = SCRFD_LEVELS[len(det.outputs)]
-        self._lmk = _session(lmk.path)
+        self._lmk = onnx_session(lmk.path)
         self.lmk_size = int(lmk.inputs[0][1][2])
         self.lmk_mean, self.lmk_std = (0.0, 1.0) if lmk.has_input_normalisation(bn_data=True) else (127.5, 128.0)
 
@@ -331,7 +331,7 @@ class InsightFaceRecognizer:
 
     def __init__(self, rec: _ModelFile):
         self._file = rec
-        self._session = _session(rec.path)
+        self._session = onnx_session(rec.path)
         self.embedding_dim = int(rec.outputs[0][1][1])
         self.input_size = 112
         # graphs without in-graph normalisation (the torch-era w600k_r50 / glintr100) take (x - 127.5) / 127.5

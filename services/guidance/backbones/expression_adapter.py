@@ -44,21 +44,25 @@ LAYOUT = ("a safetensors file with metadata {\"headforge_adapter\": \"expression
           "(services/guidance/backbones/expression_adapter.py)")
 
 
-def cross_attention_processors(unet) -> list[tuple[int, int]]:
-    """(k, hidden size H_k) of every cross-attention processor, k its index in unet.attn_processors."""
-    blocks = list(unet.config.block_out_channels)
+def attention_processor_dims(unet) -> list[tuple[str, int, int | None]]:
+    """(processor name, hidden size, cross-attention dim or None for self-attention) in attn_processors order."""
     out = []
-    for k, name in enumerate(unet.attn_processors):
-        if name.endswith("attn1.processor"):
-            continue
+    blocks = list(unet.config.block_out_channels)
+    for name in unet.attn_processors:
         if name.startswith("mid_block"):
             hidden = blocks[-1]
         elif name.startswith("up_blocks"):
             hidden = list(reversed(blocks))[int(name.split(".")[1])]
         else:
             hidden = blocks[int(name.split(".")[1])]
-        out.append((k, hidden))
+        cross = None if name.endswith("attn1.processor") else unet.config.cross_attention_dim
+        out.append((name, hidden, cross))
     return out
+
+
+def cross_attention_processors(unet) -> list[tuple[int, int]]:
+    """(k, hidden size H_k) of every cross-attention processor, k its index in unet.attn_processors."""
+    return [(k, hidden) for k, (_, hidden, cross) in enumerate(attention_processor_dims(unet)) if cross is not None]
 
 
 def read_expression_adapter(path: Path, unet, text_dim: int) -> tuple[dict, int]:
