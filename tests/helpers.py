@@ -62,3 +62,32 @@ def headforge(*args: str, timeout: float = 300, env: dict | None = None) -> subp
     """Run the `headforge` command as a user would (a fresh process from the repository root)."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def job_on_cluster(tmp_path, up_args: list[str], submit_args: list[str], before_submit=None,
+                   timeout: float = 900):
+    """`headforge cluster up` (state in tmp_path/cluster, with up_args), submit (submit_args), watch until it
+    ends, fetch into tmp_path/fetched and `cluster down`; returns the fetched folder. before_submit(target):
+    called with the jobs address once the cluster is up (extra checks against the live cluster)."""
+    from pathlib import Path
+
+    from services.common.process import free_port
+
+    d = str(Path(tmp_path) / "cluster")
+    up = headforge("cluster", "up", "--dir", d, "--jobs-port", str(free_port()), *up_args)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        target = headforge("cluster", "status", "--dir", d, "--jobs-address").stdout.strip()
+        if before_submit is not None:
+            before_submit(target)
+        sub = headforge("submit", *submit_args, "--target", target)
+        assert sub.returncode == 0, sub.stderr
+        job = sub.stdout.split()[-1]
+        watch = headforge("watch", job, "--target", target, timeout=timeout)
+        assert watch.returncode == 0, watch.stdout + watch.stderr
+        out = Path(tmp_path) / "fetched"
+        fetch = headforge("fetch", job, "--out", str(out), "--target", target)
+        assert fetch.returncode == 0, fetch.stderr
+        return out
+    finally:
+        headforge("cluster", "down", "--dir", d)

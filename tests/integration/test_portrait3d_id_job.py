@@ -20,9 +20,8 @@ import torch
 import yaml
 from PIL import Image
 
-from services.common.process import free_port
 from services.core.lpips import random_vgg_state
-from tests.helpers import headforge
+from tests.helpers import job_on_cluster
 
 
 def test_closed_loop_sculpts_a_sphere_into_the_known_head_and_textures_it(tmp_path):
@@ -117,25 +116,11 @@ def _astronaut(path):
 
 def test_submit_portrait3d_id_runs_every_stage_over_grpc_on_ray(tmp_path):
     config, models, pack = _model_repository(tmp_path)
-    d = str(tmp_path / "cluster")
-    up = headforge("cluster", "up", "--dir", d, "--jobs-port", str(free_port()), "--guidance-config", str(config),
-                   "--inversion-models-dir", str(models),
-                   "--face-args", f"--detector auto --recognizer insightface --insightface-dir {pack}")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        target = headforge("cluster", "status", "--dir", d, "--jobs-address").stdout.strip()
-        options = [a for k, v in SMALL.items() for a in ("--option", f"{k}={v}")]
-        photo = _astronaut(tmp_path / "astronaut.png")
-        sub = headforge("submit", str(photo), "--recipe", "portrait3d_id", *options, "--target", target)
-        assert sub.returncode == 0, sub.stderr
-        job = sub.stdout.split()[-1]
-        watch = headforge("watch", job, "--target", target, timeout=900)
-        assert watch.returncode == 0, watch.stdout + watch.stderr
-        out = tmp_path / "fetched"
-        fetch = headforge("fetch", job, "--out", str(out), "--target", target)
-        assert fetch.returncode == 0, fetch.stderr
-    finally:
-        headforge("cluster", "down", "--dir", d)
+    options = [a for k, v in SMALL.items() for a in ("--option", f"{k}={v}")]
+    photo = _astronaut(tmp_path / "astronaut.png")
+    out = job_on_cluster(tmp_path, ["--guidance-config", str(config), "--inversion-models-dir", str(models),
+                                    "--face-args", f"--detector auto --recognizer insightface --insightface-dir {pack}"],
+                         [str(photo), "--recipe", "portrait3d_id", *options])
     for name in ("caption/caption.json", "geometry/reference_normal.npy", "geometry/reference_depth.npy",
                  "invert/latent.npz", "targets/gan_normals.npz", "export/head.glb", "turntable.gif", "report.json"):
         assert (out / name).is_file(), name

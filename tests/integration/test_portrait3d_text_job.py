@@ -16,9 +16,8 @@ import shutil
 import torch
 import yaml
 
-from services.common.process import free_port
 from services.core.lpips import random_vgg_state
-from tests.helpers import headforge
+from tests.helpers import headforge, job_on_cluster
 
 
 def test_closed_loop_recovers_the_second_samples_views_with_the_renderer_frozen(tmp_path):
@@ -77,26 +76,15 @@ SMALL = {
 
 def test_submit_portrait3d_text_runs_every_stage_over_grpc_on_ray(tmp_path):
     config, models = _model_repository(tmp_path)
-    d = str(tmp_path / "cluster")
-    up = headforge("cluster", "up", "--dir", d, "--jobs-port", str(free_port()), "--guidance-config", str(config),
-                   "--inversion-models-dir", str(models))
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        target = headforge("cluster", "status", "--dir", d, "--jobs-address").stdout.strip()
-        options = [a for k, v in SMALL.items() for a in ("--option", f"{k}={v}")]
+    options = [a for k, v in SMALL.items() for a in ("--option", f"{k}={v}")]
+
+    def refuses_no_prompt(target):
         no_prompt = headforge("submit", "--recipe", "portrait3d_text", *options, "--target", target)
         assert no_prompt.returncode != 0 and "prompt" in no_prompt.stderr
-        sub = headforge("submit", "--recipe", "portrait3d_text", "--prompt", "upper body photo of a woman", *options,
-                        "--target", target)
-        assert sub.returncode == 0, sub.stderr
-        job = sub.stdout.split()[-1]
-        watch = headforge("watch", job, "--target", target, timeout=600)
-        assert watch.returncode == 0, watch.stdout + watch.stderr
-        out = tmp_path / "fetched"
-        fetch = headforge("fetch", job, "--out", str(out), "--target", target)
-        assert fetch.returncode == 0, fetch.stderr
-    finally:
-        headforge("cluster", "down", "--dir", d)
+
+    out = job_on_cluster(tmp_path, ["--guidance-config", str(config), "--inversion-models-dir", str(models)],
+                         ["--recipe", "portrait3d_text", "--prompt", "upper body photo of a woman", *options],
+                         before_submit=refuses_no_prompt, timeout=600)
     for name in ("generate/candidate_0.png", "generate/candidate_1.png", "generate/chosen.png", "invert/crop.png",
                  "invert/reconstruction.png", "invert/latent.npz", "refine/refine/targets_0.npz",
                  "export/portrait.npz", "export/portrait.glb", "turntable.gif", "report.json"):
