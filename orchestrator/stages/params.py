@@ -42,6 +42,9 @@ class PreprocessParams(_Strict):
     min_face_px: int = Field(MIN_FACE_PX, ge=16)   # the face box's shorter side (photo_intake)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)   # larger photos (width * height) are refused
     camera: KnownCamera | None = None         # reference "given": where the picture was taken from
+    # several photos of one person (ID-to-3D: 1-5): the identity is combined from the first len - holdout_photos
+    # (preprocess._combined_identity); the last holdout_photos are kept out of it for the evaluation
+    holdout_photos: int = Field(0, ge=0, le=4)
 
     @model_validator(mode="after")
     def _given(self):

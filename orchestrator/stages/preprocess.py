@@ -1,8 +1,9 @@
 """preprocess: the photo intake (orchestrator/photo_intake.py) on the first photo -> the working photo and
 its analysed face (preprocess/photo.png, preprocess/face.npz: landmarks and masks, for later stages through
 load_photo_face), and the reference view the loss terms and the evaluation compare with: a square view
-around the head (white outside the head mask) or the whole photo, with its mask and camera. Adds the
-input, face and face-model sections of report.json."""
+around the head (white outside the head mask) or the whole photo, with its mask and camera. With several
+photos of the person the identity embedding combines them (_combined_identity), some held out for the
+evaluation. Adds the input, face, face-model and (several photos) identity sections of report.json."""
 
 from __future__ import annotations
 
@@ -98,6 +99,46 @@ def _given_reference(ctx: StageContext, raw: bytes, params: PreprocessParams) ->
                                      else "non-white pixels"})
 
 
+def _photo_embedding(ctx: StageContext, params: PreprocessParams, i: int) -> tuple[np.ndarray, float]:
+    """The largest face's (unit embedding (D,), its norm) in photo images[i]; NO_FACE naming the photo."""
+    try:
+        _, face, _, _ = intake_photo(ctx.clients.face, ctx.images[i], 0, max_pixels=params.max_image_pixels,
+                                     min_face_px=params.min_face_px)
+    except FailedPrecondition as e:   # which of the photos it was
+        raise FailedPrecondition(f"images[{i}]: {e.message}", reason=e.reason) from None
+    if face.embedding is None:
+        raise FailedPrecondition(f"images[{i}]: the face service gave no identity embedding", reason="NO_EMBEDDING")
+    return np.asarray(face.embedding, np.float64), float(face.embedding_norm)
+
+
+def _combined_identity(ctx: StageContext, params: PreprocessParams, face) -> None:
+    """The job's identity from its photos: images[0] (the reference) and every further photo up to the last
+    holdout_photos. Combined as the mean of the unit embeddings, re-normalised to unit length (the recognisers
+    compare by cosine, and IP-Adapter FaceID takes a unit ArcFace embedding), with the mean of their norms;
+    each photo's cosine to the combination goes to the report, the held-out photos' embeddings to the state
+    (for the evaluation). One photo: its embedding as it is."""
+    n = len(ctx.images)
+    if params.holdout_photos >= max(n, 1):
+        raise InvalidArgument("holdout_photos", f"{params.holdout_photos} held out of {n} photo(s): at least one "
+                              "photo must give the identity")
+    used = [(np.asarray(face.embedding, np.float64), float(face.embedding_norm))]
+    used += [_photo_embedding(ctx, params, i) for i in range(1, n - params.holdout_photos)]
+    held = [_photo_embedding(ctx, params, i) for i in range(n - params.holdout_photos, n)] if n > 1 else []
+    units = np.stack([e for e, _ in used])
+    combined = units.mean(axis=0)
+    combined /= max(np.linalg.norm(combined), 1e-12)
+    ref = ctx.state["reference"]
+    ref["embedding"] = [float(v) for v in combined]
+    ref["embedding_norm"] = float(np.mean([nrm for _, nrm in used]))
+    if held:
+        ref["held_out_embeddings"] = [[float(v) for v in e] for e, _ in held]
+    if n > 1:
+        ctx.add_report_section("identity", {
+            "photos": len(used), "held_out": len(held), "combined": "mean of the unit embeddings, re-normalised",
+            "cosine_to_combined": [round(float(e @ combined), 4) for e, _ in used],
+            "held_out_cosine_to_combined": [round(float(e @ combined), 4) for e, _ in held]})
+
+
 def run(ctx: StageContext, params: PreprocessParams) -> None:
     if ctx.images:
         raw = ctx.images[0]
@@ -140,8 +181,7 @@ def run(ctx: StageContext, params: PreprocessParams) -> None:
     ctx.artifact("preprocess/face.json", json.dumps(face_json, indent=1).encode())
     ctx.state["reference"].update(mask="preprocess/reference_mask.png", camera=camera_to_json(camera))
     if face.embedding is not None:
-        ctx.state["reference"]["embedding"] = [float(v) for v in face.embedding]
-        ctx.state["reference"]["embedding_norm"] = float(face.embedding_norm)
+        _combined_identity(ctx, params, face)
     for w in warnings:
         ctx.warn(w)
     name = ctx.image_names[0] if ctx.image_names else ""
