@@ -71,7 +71,7 @@ def _model_repository(root):
          "controlnets": [canny]},
         {**base, "name": "sd15", "controlnets": sd["controlnets"]},
         {**base, "name": "realistic_vision_40", "controlnets": sd["controlnets"]}]
-    data["captioners"].append({**data["captioners"][0], "name": "blip2", "default": False})
+    data["captioners"] = [{**data["captioners"][0], "name": "blip2", "default": True}]   # the default captioner
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     [folder] = write_tiny_generators(root / "models" / "inversion", names=("tiny-trigrid",))
     shutil.move(folder, folder.parent / "panohead")
