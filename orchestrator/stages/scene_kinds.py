@@ -11,10 +11,10 @@ _FIELD = {"outputs": _BASE, "regularizers": frozenset({"tv", "l1"}), "exports": 
 KINDS: dict[str, dict[str, frozenset[str]]] = {
     "gaussians": {"outputs": _BASE | {"albedo"}, "regularizers": frozenset({"opacity_entropy", "scale"}),
                   "exports": frozenset({"ply", "npz"})},
-    "mesh": {"outputs": _BASE | {"albedo", "uv", "triangle_id", "texture_seen"},
+    "mesh": {"outputs": _BASE | {"albedo", "roughness", "metallic", "uv", "triangle_id", "texture_seen"},
              "regularizers": frozenset({"laplacian", "normal_consistency", "edge_length"}),
              "exports": frozenset({"glb", "obj_zip", "ply", "npz"})},
-    "dmtet": {"outputs": _BASE | {"albedo", "triangle_id"}, "regularizers": frozenset({"sdf_sign", "laplacian", "normal_consistency"}),
+    "dmtet": {"outputs": _BASE | {"albedo", "roughness", "metallic", "triangle_id"}, "regularizers": frozenset({"sdf_sign", "laplacian", "normal_consistency"}),
               "exports": frozenset({"glb", "obj_zip", "ply", "npz"})},
     "triplane": _FIELD, "trigrid": _FIELD, "pyramid_trigrid": _FIELD,
 }
