@@ -91,3 +91,16 @@ def job_on_cluster(tmp_path, up_args: list[str], submit_args: list[str], before_
         return out
     finally:
         headforge("cluster", "down", "--dir", d)
+
+
+def write_random_lpips(models, widths=(8, 16, 32, 32, 32)) -> None:
+    """Random VGG16 + lin weights in the LPIPS layout where the services and stages read them
+    (models/lpips/vgg16.pth, models/lpips/vgg.pth). Random weights: tests and benchmarks only."""
+    from pathlib import Path
+
+    from services.core.lpips import random_vgg_state
+
+    folder = Path(models) / "lpips"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(random_vgg_state(widths, seed=3), folder / "vgg16.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(widths)}, folder / "vgg.pth")

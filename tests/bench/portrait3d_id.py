@@ -59,7 +59,6 @@ from orchestrator.stages.params import ordered_view_count
 from orchestrator.stages.scene import create_job_scene
 from services.common.images import encode_png
 from services.core.cameras import orbit_camera
-from services.core.lpips import random_vgg_state
 from services.guidance.config import BatchingConfig, GuidanceConfig, load_config
 from services.guidance.service import GuidanceService, InProcessGuidanceClient
 from services.guidance.tiny_models import faceid_state
@@ -67,6 +66,7 @@ from services.inversion.generators.triplane_generator import TriplaneGenerator
 from services.inversion.tiny import tiny_generator
 from services.render.service import InProcessRenderClient, RenderService
 from tests.bench.inversion import PANOHEAD, _lpips, time_inversion
+from tests.helpers import write_random_lpips
 from tests.bench.portrait3d_text import _context, _Memory, _step_seconds, _Timed
 
 RECIPE = "portrait3d_id"
@@ -138,14 +138,6 @@ def _tiny_backbones(tmp: Path, device: torch.device) -> dict:
                "sd15": {**base, "controlnets": sd["controlnets"]},
                "realistic_vision_40": {**base, "controlnets": sd["controlnets"]}}
     return {name: load_backbone({**e, "name": name}, Path(config.base_dir), device) for name, e in entries.items()}
-
-
-def _lpips_files(models: Path, widths) -> None:
-    """Random VGG16 + lin weights where the refine stage reads them (models_dir/lpips/vgg16.pth, vgg.pth)."""
-    (models / "lpips").mkdir(parents=True, exist_ok=True)
-    torch.save(random_vgg_state(widths, seed=3), models / "lpips" / "vgg16.pth")
-    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(widths)},
-               models / "lpips" / "vgg.pth")
 
 
 # ---------------------------------------------------------------------------------------------------- subject
@@ -285,7 +277,7 @@ def bench_portrait3d_id(device: str | None = None, size: str = "full") -> dict:
         guidance = GuidanceService(GuidanceConfig(device=dev.type, batching=BatchingConfig(max_batch_images=16,
                                                                                            max_queue_delay_ms=2)),
                                    backbones=backbones)
-        _lpips_files(tmp / "models", s["lpips_widths"])
+        write_random_lpips(tmp / "models", s["lpips_widths"])
         render = InProcessRenderClient(RenderService(device=str(dev)))
         guidance_timed = _Timed(InProcessGuidanceClient(guidance), ("generate", "distill", "inpaint", "denoise"))
         render_timed = _Timed(render, ("render", "apply_gradients", "back_project"))

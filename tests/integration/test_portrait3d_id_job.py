@@ -16,12 +16,10 @@ import json
 import shutil
 
 import numpy as np
-import torch
 import yaml
 from PIL import Image
 
-from services.core.lpips import random_vgg_state
-from tests.helpers import job_on_cluster
+from tests.helpers import job_on_cluster, write_random_lpips
 
 
 def test_closed_loop_sculpts_a_sphere_into_the_known_head_and_textures_it(tmp_path):
@@ -75,10 +73,7 @@ def _model_repository(root):
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     [folder] = write_tiny_generators(root / "models" / "inversion", names=("tiny-trigrid",))
     shutil.move(folder, folder.parent / "panohead")
-    (root / "models" / "lpips").mkdir()   # serve inversion's convention: models/lpips/vgg16.pth + vgg.pth
-    torch.save(random_vgg_state(seed=3), root / "models" / "lpips" / "vgg16.pth")
-    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((8, 16, 32, 32, 32))},
-               root / "models" / "lpips" / "vgg.pth")
+    write_random_lpips(root / "models")   # serve inversion's convention: models/lpips/vgg16.pth + vgg.pth
     pack = write_tiny_pack(root / "models" / "face" / "buffalo_l")
     return config, root / "models", pack
 

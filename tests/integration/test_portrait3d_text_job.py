@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import shutil
 
-import torch
 import yaml
 
-from services.core.lpips import random_vgg_state
-from tests.helpers import headforge, job_on_cluster
+from tests.helpers import headforge, job_on_cluster, write_random_lpips
 
 
 def test_closed_loop_recovers_the_second_samples_views_with_the_renderer_frozen(tmp_path):
@@ -52,10 +50,7 @@ def _model_repository(root):
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     [folder] = write_tiny_generators(root / "models" / "inversion", names=("tiny-3dportraitgan",))
     shutil.move(folder, folder.parent / "3dportraitgan_512")
-    (root / "models" / "lpips").mkdir()   # serve inversion's convention: models/lpips/vgg16.pth + vgg.pth
-    torch.save(random_vgg_state(seed=3), root / "models" / "lpips" / "vgg16.pth")
-    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((8, 16, 32, 32, 32))},
-               root / "models" / "lpips" / "vgg.pth")
+    write_random_lpips(root / "models")   # serve inversion's convention: models/lpips/vgg16.pth + vgg.pth
     return config, root / "models"
 
 
