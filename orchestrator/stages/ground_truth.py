@@ -30,9 +30,10 @@ from services.core.cameras import PinholeCamera, orbit_camera
 WHITE = np.ones(3, np.float32)
 
 
-def ground_truth(cameras: list[PinholeCamera], field_npz: bytes | None = None) -> dict[str, np.ndarray]:
-    """The marked procedural head (or the field of field_npz) at cameras on white: rgb, alpha, depth,
-    normal_world as numpy (N, C, H, W)."""
+def ground_truth(cameras: list[PinholeCamera], field_npz: bytes | None = None,
+                 expression: str = "neutral") -> dict[str, np.ndarray]:
+    """The marked procedural head (in one of its EXPRESSIONS variants), or the field of field_npz, at cameras
+    on white: rgb, alpha, depth, normal_world as numpy (N, C, H, W)."""
     from services.core.camera_batch import CameraBatch
 
     batch = CameraBatch.from_pinholes(cameras)
@@ -43,7 +44,7 @@ def ground_truth(cameras: list[PinholeCamera], field_npz: bytes | None = None) -
     else:
         from services.core.procedural_head import render_head
 
-        out = render_head(batch, markings=True)
+        out = render_head(batch, markings=True, expression=expression)
     return {k: v.numpy().astype(np.float32) for k, v in out.items()}
 
 
@@ -144,6 +145,34 @@ def measure(render_client, scene_id: str, params: GroundTruthCheckParams, truth_
             "markings": markings, **({"texture": texture} if textured else {})}
 
 
+def expression_figures(render_client, scene_id: str, params: GroundTruthCheckParams, texts: list[str]) -> dict:
+    """Per code of a dmtet_expression scene (texts: its expression texts, in code order): the Chamfer of its
+    surface to every known variant of params.expressions at the held-out views, its normal error against its
+    own variant, and `recovered`: its own variant is the nearest one."""
+    size = params.resolution
+    cams = [orbit_camera(a, params.elevation, params.radius, fov_deg=params.fov, width=size, height=size)
+            for a in params.azimuths]
+    variants = sorted(set(params.expressions.values()))
+    truth = {v: ground_truth(cams, expression=v) for v in variants}
+    truth_points = {v: _points(t["depth"], t["alpha"], cams) for v, t in truth.items()}
+    figures = {}
+    for index, text in enumerate(texts):
+        if text not in params.expressions:
+            continue
+        out = render_client.render(scene_id, cams, ["alpha", "depth", "normal_world"], background=WHITE,
+                                   expression=index).outputs
+        points = _points(out["depth"], out["alpha"], cams)
+        to = {v: round(chamfer(points, truth_points[v]), 4) for v in variants}
+        own = truth[params.expressions[text]]
+        both = (out["alpha"][:, 0] > 0.5) & (own["alpha"][:, 0] > 0.5)
+        pred = out["normal_world"] / np.maximum(np.linalg.norm(out["normal_world"], axis=1, keepdims=True), 1e-6)
+        angle = np.degrees(np.arccos(np.clip((pred * own["normal_world"]).sum(1), -1, 1)))[both]
+        figures[text] = {"code": index, "variant": params.expressions[text], "chamfer_to": to,
+                         "normal_error_deg": round(float(angle.mean()), 2) if angle.size else None,
+                         "recovered": min(to, key=to.get) == params.expressions[text]}
+    return figures
+
+
 def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
     from services.core.planes import FIELD_KINDS
 
@@ -156,6 +185,8 @@ def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
     figures = measure(ctx.clients.render, scene_id, params, truth_npz, textured=ctx.state["scene"]["kind"] == "mesh")
     if ctx.state["scene"]["kind"] in FIELD_KINDS:
         figures["decoder_sha256"] = decoder_digest(ctx.clients.render.export(scene_id, "npz"))
+    if params.expressions and ctx.state["scene"]["kind"] == "dmtet_expression":
+        figures["expressions"] = expression_figures(ctx.clients.render, scene_id, params, ctx.state["expressions"])
     sections = ctx.state.setdefault("report", {})
     sections.setdefault("ground_truth", {"note": "a test against the oracle prior's known head, not a result"})
     sections["ground_truth"][params.label or ctx.stage] = figures

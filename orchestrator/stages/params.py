@@ -53,7 +53,7 @@ class PreprocessParams(_Strict):
         return self
 
 
-Representation = Literal["gaussians", "mesh", "dmtet", "triplane", "trigrid", "pyramid_trigrid"]
+Representation = Literal["gaussians", "mesh", "dmtet", "dmtet_expression", "triplane", "trigrid", "pyramid_trigrid"]
 FIELD_KINDS = ("triplane", "trigrid", "pyramid_trigrid")
 
 
@@ -106,11 +106,24 @@ class GaussianInitParams(_Strict):
 
 class DmtetInitParams(_Strict):
     """color_field: a per-vertex colour field (the "texture" parameter group) beside the SDF and deformation;
-    without it the DMTet renders grey (geometry-only stages)."""
+    without it the DMTet renders grey (geometry-only stages). expressions (representation dmtet_expression
+    only, 1-32 texts): one learnt code per expression; the texts are what the sds terms' expression
+    conditioning says, and the export's file names. max_offset: the SDF network's largest change of the
+    template's signed distance, world units."""
 
     grid_resolution: Literal[32, 64, 128, 256, 512] = 64
     extent: float = Field(1.2, gt=0)           # half side of the grid's cube, world units
     color_field: bool = True
+    expressions: list[str] = Field(default_factory=list, max_length=32)
+    max_offset: float = Field(0.1, gt=0)
+    options: dict[str, str] = Field(default_factory=dict)   # CreateScene options (e.g. the hash grid's size)
+
+    @field_validator("expressions")
+    @classmethod
+    def _texts(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v) or any(not t.strip() for t in v):
+            raise ValueError(f"expressions must be distinct, non-empty texts, got {v}")
+        return v
 
 
 class GanSampleParams(_Strict):
@@ -138,6 +151,7 @@ class FieldInitParams(_Strict):
 # where each representation's first scene can come from
 INIT_SOURCES = {"gaussians": ("random", "artifact"), "mesh": ("sphere", "head_template", "fitted_template", "artifact"),
                 "dmtet": ("sphere", "head_template", "fitted_template", "artifact"),
+                "dmtet_expression": ("head_template", "fitted_template", "sphere", "artifact"),
                 **{k: ("random", "artifact", "gan_sample") for k in FIELD_KINDS}}
 
 
@@ -185,8 +199,10 @@ class InitParams(_MakesScene):
             raise ValueError(f"a {self.representation} scene starts from one of {list(allowed)}, not {self.source!r}")
         if (self.start == "artifact") != bool(self.artifact):
             raise ValueError("source artifact needs `artifact` (a job artifact name), and only it does")
-        if self.texture_size is not None and self.representation not in ("mesh", "dmtet"):
+        if self.texture_size is not None and self.representation not in ("mesh", "dmtet", "dmtet_expression"):
             raise ValueError(f"texture_size is for mesh and dmtet scenes, not {self.representation}")
+        if (self.representation == "dmtet_expression") != bool(self.dmtet.expressions):
+            raise ValueError("dmtet.expressions (the expression texts) is for, and needed by, a dmtet_expression scene")
         return self
 
     @property
@@ -264,6 +280,8 @@ class Term(_Strict):
     loras: list[LoraUse] = Field(default_factory=list)
     identity_scale: float = Field(0.0, ge=0, le=4)   # > 0: condition on the photo's identity embedding
     identity_adapter: str = ""
+    # > 0 (dmtet_expression scenes): condition on the text of the expression the step renders (lambda_exp)
+    expression_scale: float = Field(0.0, ge=0, le=2)
     controls: list[ControlUse] = Field(default_factory=list)
     reference_view: bool = False              # send the photo's reference view (image-conditioned priors)
     guidance_scale: float = Field(7.5, ge=1)
@@ -322,11 +340,26 @@ class Regularizer(_Strict):
     params: dict[str, float] = Field(default_factory=dict)
 
 
+class ShadingParams(_Strict):
+    """How the sds / identity views are shaded (render.proto shading): "pbr" (image-based lighting) or
+    "pbr_diffuse" (its diffuse lobe only: roughness and metallic get no gradient) under an environment map
+    drawn per step from `environments` ("procedural": orchestrator/stages/environments.py's random sky and
+    sun; else a folder of Radiance .hdr maps, relative paths under the job's models_dir), turned by a random
+    Y rotation when random_rotation; or "diffuse" (Lambert with the light at the camera)."""
+
+    kind: Literal["pbr", "pbr_diffuse", "diffuse"] = "pbr"
+    environments: str = "procedural"
+    random_rotation: bool = True
+    max_height: int = Field(128, ge=2, le=1024)     # maps are area-downsampled to at most this height (2:1)
+
+
 class OptimiseParams(_Strict):
     """The subject's loop (orchestrator/stages/optimise.py). cameras: the views the sds / identity terms
     render each step (orchestrator/stages/cameras.py, with their resolution schedule and backgrounds);
     reference terms render the photo's camera at reference_resolution on a white background (the reference
-    view is white outside the head). optimizer: this stage's own optimiser (None = the scene's)."""
+    view is white outside the head). optimizer: this stage's own optimiser (None = the scene's). On a
+    dmtet_expression scene every step renders one expression drawn uniformly from the scene's (seeded by
+    the step); shading: None = the scene's default (unlit colours)."""
 
     iterations: int = Field(300, ge=1, le=1_000_000)
     views_per_step: int = Field(1, ge=1, le=16)
@@ -335,6 +368,7 @@ class OptimiseParams(_Strict):
     terms: list[Term] = Field(min_length=1)
     regularizers: list[Regularizer] = Field(default_factory=list)
     optimizer: OptimizerParams | None = None
+    shading: ShadingParams | None = None
 
 
 class ConvertParams(_MakesScene):
@@ -465,6 +499,9 @@ class ExportParams(_Strict):
     formats: list[Literal["glb", "ply", "npz", "obj_zip"]] = Field(default_factory=lambda: ["ply"], min_length=1)
     stem: str = Field("export/head", pattern=r"^[a-z][a-z0-9_/]*$")   # artifact name without extension
     units: Literal["world", "metres"] = "world"
+    # dmtet_expression scenes: `stem` holds this expression ("" = the first), and every expression is also
+    # written as <stem>_<slug of its text> in the mesh formats
+    expression: str = ""
 
     def scale_for(self, fmt: str) -> float:
         return METRES_PER_WORLD_UNIT if self.units == "metres" and fmt == "glb" else 1.0
@@ -650,6 +687,9 @@ class GroundTruthCheckParams(_Strict):
     label: str = Field("", pattern=r"^[a-z0-9_]*$")     # the report key; "" = the stage's name
     truth: Literal["procedural_head", "gan_sample"] = "procedural_head"
     gan: GanSampleParams = Field(default_factory=GanSampleParams)   # truth gan_sample: which sample
+    # dmtet_expression scenes: expression text -> procedural_head.EXPRESSIONS variant; each code's mesh is
+    # compared with every variant (Chamfer), so the report says whether code e recovered variant e
+    expressions: dict[str, str] = Field(default_factory=dict)
 
 
 class GroundTruthTargetsParams(RenderTargetsParams):

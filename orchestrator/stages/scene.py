@@ -8,7 +8,7 @@ import numpy as np
 from orchestrator.stages.context import StageContext
 from orchestrator.stages.params import ConvertParams, ExportParams, InitParams, OptimizerParams
 from orchestrator.stages.scene_kinds import CONVERSIONS
-from services.common.errors import FailedPrecondition, HeadForgeError
+from services.common.errors import FailedPrecondition, HeadForgeError, InvalidArgument
 from services.common.images import decode_png
 from services.render.types import LrSchedule, OptimizerSpec
 
@@ -113,11 +113,14 @@ def _init_values(ctx: StageContext, params: InitParams) -> tuple[dict | None, tu
             return None, asset, options
         mesh = _sphere_mesh(params.radius) if start == "sphere" else _template_mesh(ctx, start == "fitted_template")
         return {**mesh, "texture_size": params.texture}, None, options
-    if kind == "dmtet":
-        if params.dmtet.color_field:
-            options["color_field"] = "true"
+    if kind in ("dmtet", "dmtet_expression"):
         init = {"grid_resolution": params.dmtet.grid_resolution, "extent": params.dmtet.extent,
                 "texture_size": params.texture}
+        if kind == "dmtet_expression":
+            options.update(params.dmtet.options)
+            init.update(expressions=len(params.dmtet.expressions), max_offset=params.dmtet.max_offset)
+        elif params.dmtet.color_field:
+            options["color_field"] = "true"
         if asset is not None:
             init["mesh_asset"] = asset
         elif start == "sphere":
@@ -158,6 +161,8 @@ def _gan_sample(ctx: StageContext, params: InitParams) -> bytes:
 
 def run_init(ctx: StageContext, params: InitParams) -> None:
     init, asset, options = _init_values(ctx, params)
+    if params.representation == "dmtet_expression":   # what each code means, for the stages after
+        ctx.state["expressions"] = list(params.dmtet.expressions)
     create_job_scene(ctx, params.representation, init, asset=asset, optimizer=params.optimizer_params(),
                      options=options, seed=ctx.seed + 1)
 
@@ -272,8 +277,36 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
                      seed=ctx.seed + 2)
 
 
+def expression_slug(text: str) -> str:
+    """An artifact-name-safe form of an expression text ("Jaw open!" -> "jaw_open")."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "expression"
+
+
 def run_export(ctx: StageContext, params: ExportParams) -> None:
     scene_id = ensure_scene(ctx)
+    render = ctx.clients.render
+    expressions = ctx.state.get("expressions") if ctx.state.get("scene", {}).get("kind") == "dmtet_expression" else None
+    if not expressions:
+        if params.expression:
+            raise InvalidArgument("expression", "the job's scene has no expressions")
+        for fmt in params.formats:
+            ctx.artifact(f"{params.stem}.{EXTENSIONS[fmt]}", render.export(scene_id, fmt, scale=params.scale_for(fmt)))
+        return
+    chosen = params.expression or expressions[0]
+    if chosen not in expressions:
+        raise InvalidArgument("expression", f"{chosen!r} is not one of the scene's expressions {expressions}")
+    files = {}
     for fmt in params.formats:
-        ctx.artifact(f"{params.stem}.{EXTENSIONS[fmt]}", ctx.clients.render.export(scene_id, fmt,
-                                                                                  scale=params.scale_for(fmt)))
+        if fmt == "npz":   # the whole neural model: every expression at once
+            ctx.artifact(f"{params.stem}.npz", render.export(scene_id, fmt))
+            continue
+        for index, text in enumerate(expressions):
+            data = render.export(scene_id, fmt, scale=params.scale_for(fmt), expression=index)
+            name = f"{params.stem}_{expression_slug(text)}.{EXTENSIONS[fmt]}"
+            ctx.artifact(name, data)
+            files.setdefault(text, []).append(name)
+            if text == chosen:
+                ctx.artifact(f"{params.stem}.{EXTENSIONS[fmt]}", data)
+    ctx.add_report_section("expressions", {"texts": expressions, "exported": chosen, "files": files})

@@ -19,9 +19,21 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.images import decode_png
 from services.core.cameras import PinholeCamera, camera_for_box
 from services.guidance.types import Conditions, ControlInput, DistillRequest, ReferenceView, TimestepSchedule
-from services.render.types import GradientTerm
+from services.render.types import EnvironmentMap, GradientTerm
 
 WHITE = np.ones(3, np.float32)
+
+
+@dataclass
+class Look:
+    """What a step's renders show besides the cameras: the expression (index into a dmtet_expression
+    scene's codes, and its text for the terms' expression conditioning) and the shading of the sds /
+    identity views ("" = the scene's default; "pbr" / "pbr_diffuse" with `environment`)."""
+
+    expression: int = 0
+    expression_text: str = ""
+    shading: str = ""
+    environment: EnvironmentMap | None = None
 
 
 @dataclass
@@ -121,10 +133,11 @@ def _artifact_file(ctx: StageContext, name: str, where: str):
 
 
 def reference_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tuple[Term, float]],
-                    metrics: dict) -> list[GradientTerm]:
-    """The reference_* terms: one render at the photo's camera on white."""
+                    metrics: dict, look: Look | None = None) -> list[GradientTerm]:
+    """The reference_* terms: one render at the photo's camera on white (of the step's expression)."""
     outputs = sorted(set().union(*(t.render_outputs() for t, _ in due)))
-    r = ctx.clients.render.render(scene_id, [subject.camera], outputs, requires_grad=True, background=WHITE)
+    r = ctx.clients.render.render(scene_id, [subject.camera], outputs, requires_grad=True, background=WHITE,
+                                  expression=(look or Look()).expression)
     out, grads = r.outputs, []
     # normal and depth targets only inside the head and where the render is solid (the normal loss's
     # gradient grows like 1/alpha at soft edges)
@@ -204,13 +217,16 @@ def _fixed_noise(ctx: StageContext, index: int, t: Term, n: int, size: int, subj
 
 
 def view_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tuple[int, Term, float]],
-               views: list[View], step: int, total: int, metrics: dict) -> list[GradientTerm]:
-    """The sds and identity terms on the step's views: one render with every output they need."""
+               views: list[View], step: int, total: int, metrics: dict, look: Look | None = None) -> list[GradientTerm]:
+    """The sds and identity terms on the step's views: one render with every output they need, of the
+    step's expression and shading (look)."""
+    look = look or Look()
     outputs = sorted(set().union(*(t.render_outputs() for _, t, _ in due)))
     size = views[0].camera.height
     background = np.stack([np.broadcast_to(v.background[:, None, None], (3, size, size)) for v in views])
     r = ctx.clients.render.render(scene_id, [v.camera for v in views], outputs, requires_grad=True,
-                                  background=background)
+                                  background=background, expression=look.expression, shading=look.shading,
+                                  environment=look.environment)
     out, grads = r.outputs, []
     rng = np.random.default_rng([ctx.seed, step, 1])
     for index, t, w in due:
@@ -228,6 +244,8 @@ def view_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tup
             view_dependent_prompt=t.view_dependent_prompt, loras=[(lora.name, lora.scale) for lora in t.loras],
             identity_embedding=subject.embedding if t.identity_scale > 0 else None,
             identity_scale=t.identity_scale, identity_adapter=t.identity_adapter,
+            expression=look.expression_text if t.expression_scale > 0 else "",
+            expression_scale=t.expression_scale if look.expression_text else 0.0,
             controls=_controls(t, subject, views, out))
         d = ctx.clients.guidance.distill(DistillRequest(
             images=np.ascontiguousarray(images, np.float32), cameras=[v.camera for v in views], conditions=conditions,
@@ -243,13 +261,14 @@ def view_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tup
 
 
 def regress_terms(ctx: StageContext, scene_id: str, subject: Subject, due: list[tuple[Term, float]], step: int,
-                  metrics: dict) -> list[GradientTerm]:
+                  metrics: dict, look: Look | None = None) -> list[GradientTerm]:
     """Each regress term: its next stored target view in turn, L1/L2 of the render output to it."""
     grads = []
     for t, w in due:
         images, cams = subject.regress[t.target]
         k = (step // t.every) % len(cams)
-        r = ctx.clients.render.render(scene_id, [cams[k]], [t.output], requires_grad=True, background=WHITE)
+        r = ctx.clients.render.render(scene_id, [cams[k]], [t.output], requires_grad=True, background=WHITE,
+                                      expression=(look or Look()).expression)
         loss, g = losses.photometric(r.outputs[t.output], images[k:k + 1], l1_weight=t.l1, l2_weight=t.l2)
         metrics["regress" if t.output == "rgb" else f"regress_{t.output}"] = loss
         grads.append(GradientTerm(r.step_handle, t.output, (w * g).astype(np.float32), name=f"regress:{t.output}"))

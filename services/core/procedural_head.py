@@ -30,6 +30,15 @@ _PARTS = [
 ]
 _SMOOTH = 0.08
 
+# Known expression variants of the head (a test ground truth for per-expression shape codes): part index
+# -> (centre, radii) replacing that part of _PARTS. Each moves the lower face's surface by up to 0.2 world
+# units (symmetric Chamfer 0.03-0.05 between variants), several cells of a 32-cell grid over [-1.3, 1.3].
+EXPRESSIONS: dict[str, dict[int, tuple]] = {
+    "neutral": {},
+    "jaw_open": {1: ((0.0, -0.58, 0.20), (0.58, 0.84, 0.66))},        # the jaw drops and lengthens
+    "cheeks_puffed": {1: ((0.0, -0.30, 0.30), (0.86, 0.60, 0.76))},   # wider and fuller cheeks
+}
+
 # markings=True: albedo inside this ball (centre, radius; world units) is MARKING_RGB. It cuts the +X
 # cheek and temple (clear of the eye, brow and ear) and nothing on -X.
 MARKING_BALL = ((0.6, 0.0, 0.5), 0.22)
@@ -50,10 +59,18 @@ def _smooth_min(a: torch.Tensor, b: torch.Tensor, k: float) -> torch.Tensor:
     return b * (1 - h) + a * h - k * h * (1 - h)
 
 
-def head_sdf(p: torch.Tensor) -> torch.Tensor:
-    """Signed distance (approximately, a lower bound) for points p (..., 3); negative inside."""
-    d = _ellipsoid_sdf(p, *_PARTS[0])
-    for centre, radii in _PARTS[1:]:
+def _parts(expression: str) -> list:
+    if expression not in EXPRESSIONS:
+        raise ValueError(f"unknown expression {expression!r}; the head has {sorted(EXPRESSIONS)}")
+    return [EXPRESSIONS[expression].get(i, part) for i, part in enumerate(_PARTS)]
+
+
+def head_sdf(p: torch.Tensor, expression: str = "neutral") -> torch.Tensor:
+    """Signed distance (approximately, a lower bound) for points p (..., 3); negative inside. expression:
+    one of EXPRESSIONS (ValueError otherwise)."""
+    parts = _parts(expression)
+    d = _ellipsoid_sdf(p, *parts[0])
+    for centre, radii in parts[1:]:
         d = _smooth_min(d, _ellipsoid_sdf(p, centre, radii), _SMOOTH)
     return torch.maximum(d, -(p[..., 1] + 1.45))  # neck cut flat at y = -1.45
 
@@ -84,14 +101,14 @@ def head_albedo(p: torch.Tensor, markings: bool = False) -> torch.Tensor:
     return colour.clamp(0, 1)
 
 
-def _normals(p: torch.Tensor) -> torch.Tensor:
+def _normals(p: torch.Tensor, expression: str = "neutral") -> torch.Tensor:
     eps = 1e-3
     offsets = torch.eye(3, dtype=p.dtype, device=p.device) * eps
-    grad = torch.stack([head_sdf(p + o) - head_sdf(p - o) for o in offsets], -1)
+    grad = torch.stack([head_sdf(p + o, expression) - head_sdf(p - o, expression) for o in offsets], -1)
     return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _trace(cameras: CameraBatch, supersample: int, steps: int):
+def _trace(cameras: CameraBatch, supersample: int, steps: int, expression: str = "neutral"):
     """Sphere-trace at `supersample` x the cameras' size: (the supersampled cameras, surface points
     (N, Hs, Ws, 3), zero at misses, hit mask (N, Hs, Ws, 1) float)."""
     s = supersample
@@ -107,11 +124,11 @@ def _trace(cameras: CameraBatch, supersample: int, steps: int):
     hit = torch.zeros_like(t, dtype=torch.bool)
     for _ in range(steps):
         p = origins + dirs * t[..., None]
-        d = head_sdf(p)
+        d = head_sdf(p, expression)
         hit = hit | (d.abs() < 1e-4)
         t = torch.where(hit | (t > 10), t, t + 0.9 * d.clamp_min(-0.05))
     p = origins + dirs * t[..., None]
-    hit = hit & (head_sdf(p).abs() < 1e-3) & (t < 10)
+    hit = hit & (head_sdf(p, expression).abs() < 1e-3) & (t < 10)
     p = torch.where(hit[..., None], p, torch.zeros_like(p))  # misses: keep the maths finite
     return hi, p, hit.to(origins.dtype)[..., None]
 
@@ -123,18 +140,19 @@ def _down(a: torch.Tensor, s: int) -> torch.Tensor:
 
 @torch.no_grad()
 def render_head(cameras: CameraBatch, background: torch.Tensor | None = None, supersample: int = 2,
-                steps: int = 96, markings: bool = False) -> dict[str, torch.Tensor]:
+                steps: int = 96, markings: bool = False, expression: str = "neutral") -> dict[str, torch.Tensor]:
     """Sphere-trace the head: rgb (N, 3, H, W), alpha, depth (N, 1, H, W), normal_camera, normal_world
     (N, 3, H, W); `supersample`^2 rays per pixel averaged, so edges are anti-aliased. background: (3,)
     or (N, 3) in [0, 1], default white. The normals here are re-normalised to unit length wherever alpha > 0
-    (head_normals gives the render service's alpha-weighted encoding). markings: the +X-only patch."""
+    (head_normals gives the render service's alpha-weighted encoding). markings: the +X-only patch;
+    expression: one of EXPRESSIONS."""
     s = supersample
-    hi, p, alpha = _trace(cameras, s, steps)
+    hi, p, alpha = _trace(cameras, s, steps, expression)
     bg = torch.ones(3, dtype=p.dtype) if background is None else background.to(p.dtype)
     if bg.dim() == 2:
         bg = bg[:, None, None, :]                                   # (N, 3) -> per camera
     rgb = head_albedo(p, markings) * alpha + bg * (1 - alpha)
-    n_world = _normals(p) * alpha
+    n_world = _normals(p, expression) * alpha
     w2c = hi.world_to_camera
     n_cam = torch.einsum("nij,nhwj->nhwi", w2c[:, :3, :3], n_world)
     z = torch.einsum("nj,nhwj->nhw", w2c[:, 2, :3], p) + w2c[:, 2, 3][:, None, None]
@@ -150,7 +168,8 @@ def render_head(cameras: CameraBatch, background: torch.Tensor | None = None, su
 
 
 @torch.no_grad()
-def head_normals(cameras: CameraBatch, frame: str = "world", supersample: int = 2, steps: int = 96) -> torch.Tensor:
+def head_normals(cameras: CameraBatch, frame: str = "world", supersample: int = 2, steps: int = 96,
+                 expression: str = "neutral") -> torch.Tensor:
     """The head's normals (N, 3, H, W) in the render service's "normal_world" / "normal_camera" encoding
     (services/render/representations/base.py): unit normals weighted by coverage, so in [-1, 1] with
     length <= alpha at anti-aliased silhouettes and 0 on the background. frame: "world" or "camera"
@@ -158,21 +177,22 @@ def head_normals(cameras: CameraBatch, frame: str = "world", supersample: int = 
     (head_normals(cams, "camera") + 1) / 2."""
     if frame not in ("world", "camera"):
         raise ValueError(f"frame must be 'world' or 'camera', got {frame!r}")
-    hi, p, alpha = _trace(cameras, supersample, steps)
-    n = _normals(p) * alpha
+    hi, p, alpha = _trace(cameras, supersample, steps, expression)
+    n = _normals(p, expression) * alpha
     if frame == "camera":
         n = torch.einsum("nij,nhwj->nhwi", hi.world_to_camera[:, :3, :3], n)
     return _down(n, supersample)
 
 
-def head_mesh(resolution: int = 96, markings: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def head_mesh(resolution: int = 96, markings: bool = False,
+              expression: str = "neutral") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Marching-cubes mesh of the head: vertices (V, 3) float32, faces (F, 3) int32 (counter-clockwise
     from outside), vertex colours (V, 3) float32 in [0, 1] (with the +X-only patch when markings)."""
     from skimage.measure import marching_cubes
 
     lin = torch.linspace(-1.6, 1.6, resolution, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1)
-    sdf = head_sdf(grid).numpy()
+    sdf = head_sdf(grid, expression).numpy()
     verts, faces, _, _ = marching_cubes(sdf, level=0.0, spacing=(float(lin[1] - lin[0]),) * 3)
     verts = verts - 1.6
     # skimage's winding (its gradient direction) already makes faces counter-clockwise seen from outside

@@ -99,7 +99,7 @@ class ConditionsEncoder:
                     for i, ctrl in enumerate(c.controls)]
         encode_cameras = getattr(bb, "encode_cameras", None)   # optional (backbones.base docstring)
         encoded_cameras = None if encode_cameras is None else \
-            encode_cameras(cameras, image_size, resolution, [lora for lora, _ in loras], background)
+            encode_cameras(cameras, image_size, resolution, [lora for lora, _ in loras], background, expression=expression)
         return PreparedConditions(text=text.to(bb.device), uncond=uncond.to(bb.device), identity=identity,
                                   identity_adapter=c.identity_adapter, identity_scale=float(id_scale),
                                   expression=expression_emb, expression_scale=float(expr_scale),

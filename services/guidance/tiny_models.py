@@ -29,6 +29,11 @@ outputs mean nothing).
 - `lora-normal-tiny/pytorch_lora_weights.safetensors`: a UNet LoRA in the diffusers format written by the
   diffusers training scripts (`unet.<module>.to_q.lora.down.weight` / `.lora.up.weight` for to_q, to_k, to_v
   and to_out.0 of every attention block), rank 4, non-zero.
+- `lora-albedo-kohya-tiny/albedo_lora.safetensors`: a UNet LoRA in the kohya-ss (sd-scripts) format, as ID-to-3D's
+  style LoRAs would be shared: `lora_unet_<module path with _>_<proj>.lora_down.weight` / `.lora_up.weight` /
+  `.alpha` for to_q, to_k, to_v and to_out_0 of every attention block, rank 4 on self-attention (attn1) and 8 on
+  cross-attention (attn2): the paper's 16 / 32, shrunk; alpha = rank. Not in guidance.yaml's default backbone
+  (tests that need it add it, with output_kind albedo).
 - `blip2-tiny/`: `Blip2ForConditionalGeneration.save_pretrained` + `Blip2Processor.save_pretrained` (the layout of
   Salesforce/blip2-opt-2.7b as transformers 5 writes it: config.json, generation_config.json, model.safetensors,
   processor_config.json (image processor: 32 x 32 px, BLIP mean/std), tokenizer.json, tokenizer_config.json): a
@@ -295,6 +300,27 @@ def _write_lora(unet, path: Path, seed: int = 5):
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
+def _write_kohya_lora(unet, path: Path, seed: int = 6, ranks: tuple[int, int] = (4, 8)):
+    """kohya-ss format UNet LoRA (module docstring): ranks (self-attention, cross-attention)."""
+    from diffusers.models.attention_processor import Attention
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, module in unet.named_modules():
+        if not isinstance(module, Attention):
+            continue
+        rank = ranks[1] if name.endswith("attn2") else ranks[0]
+        for proj in ("to_q", "to_k", "to_v", "to_out.0"):
+            linear = module.get_submodule(proj)
+            key = "lora_unet_" + f"{name}.{proj}".replace(".", "_")
+            tensors[f"{key}.lora_down.weight"] = torch.randn(rank, linear.in_features, generator=g) * linear.in_features ** -0.5
+            tensors[f"{key}.lora_up.weight"] = torch.randn(linear.out_features, rank, generator=g) * 0.05
+            tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+
+
 CAPTION_IMAGE_SIZE = 32
 CAPTION_HIDDEN = 32
 BLIP2_QUERY_TOKENS = 4
@@ -429,10 +455,11 @@ def write_tiny_models(root: Path) -> Path:
     write_expression_adapter(root / "expression-adapter-tiny" / "expression_adapter.safetensors",
                              expression_state(unet, CROSS_ATTENTION_DIM, tokens=EXPRESSION_TOKENS), EXPRESSION_TOKENS)
     _write_lora(unet, root / "lora-normal-tiny" / "pytorch_lora_weights.safetensors")
+    _write_kohya_lora(unet, root / "lora-albedo-kohya-tiny" / "albedo_lora.safetensors")
     _write_blip2(root / "blip2-tiny")
     _write_blip(root / "blip-tiny")
     for folder in ("sd15-tiny", "controlnet-landmarks-tiny", "controlnet-normal-tiny", "ip-adapter-faceid-tiny",
-                   "expression-adapter-tiny", "lora-normal-tiny", "blip2-tiny", "blip-tiny"):
+                   "expression-adapter-tiny", "lora-normal-tiny", "lora-albedo-kohya-tiny", "blip2-tiny", "blip-tiny"):
         mark_random_weights(root / folder, "services.guidance.tiny_models.write_tiny_models "
                                            "(headforge models make-tiny)")
     path = root / "guidance.yaml"

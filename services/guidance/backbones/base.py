@@ -12,9 +12,9 @@ Conventions: images are float (B, 3, R, R) in [0, 1] at the working resolution R
 
 A backbone that conditions on each image's camera may also have
     encode_cameras(cameras: list[PinholeCamera], image_size: (H, W), resolution: R, loras: list[str],
-                   background: np.ndarray (n, 3) in [0, 1] | None (white)) -> torch.Tensor (n, ...) on its device
+                   background: np.ndarray (n, 3) in [0, 1] | None (white), expression: str) -> torch.Tensor (n, ...)
 called once per request (cameras: 0 or n, as the request gave them; loras: the active LoRA names;
-background: the colour the request's images were composited over), whose
+background: the colour the request's images were composited over; expression: conditions.expression), whose
 rows reach predict_noise as BatchConditions.cameras. The oracle test prior (backbones/oracle.py) is one.
 
 A backbone with an expression adapter (info.expression_adapter) may also have

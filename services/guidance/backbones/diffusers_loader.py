@@ -9,6 +9,7 @@ them with torch.load(weights_only=True)); the h94 FaceID adapters only exist in 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +209,26 @@ def _load_ip_adapters(cfg: DiffusersBackboneConfig, files: _Files, pipe) -> int:
     return adapter_dim
 
 
+_ALPHA_KEY = re.compile(r"^(?P<module>.+?)(?:\.processor)?\.(?P<proj>to_q|to_k|to_v|to_out)(?:_lora|\.0)?"
+                        r"(?:\.lora)?\.down\.weight\.alpha$")
+
+
+def _module_alpha_keys(alphas: dict) -> dict:
+    """Per-module alphas keyed by the UNet module they scale (`unet.<block>.attn2.to_k.alpha`). diffusers' kohya
+    converter names them after the old attention processors (`...attn2.processor.to_k_lora.down.weight.alpha`),
+    which peft's alpha_pattern never matches: modules whose alpha differs from the most common one (e.g. a LoRA
+    of rank 16 on self- and 32 on cross-attention, alpha = rank) would silently get the wrong scale."""
+    out = {}
+    for key, value in alphas.items():
+        m = _ALPHA_KEY.match(key)
+        if m is None:
+            out[key] = value
+            continue
+        proj = "to_out.0" if m["proj"] == "to_out" else m["proj"]
+        out[f"{m['module']}.{proj}.alpha"] = value
+    return out
+
+
 def _load_lora(pipe, name: str, path: Path) -> None:
     """One UNet LoRA as the peft adapter `name` (its text-encoder tensors, if any, are dropped with a warning)."""
     try:
@@ -220,7 +241,7 @@ def _load_lora(pipe, name: str, path: Path) -> None:
                         path, len(state) - len(unet_keys))
         state = {k: state[k] for k in unet_keys}
         if alphas:
-            alphas = {k: v for k, v in alphas.items() if not k.startswith(_TEXT_ENCODER_PREFIXES)}
+            alphas = _module_alpha_keys({k: v for k, v in alphas.items() if not k.startswith(_TEXT_ENCODER_PREFIXES)})
         if not state:
             raise ValueError("no UNet LoRA tensors")
         pipe.load_lora_into_unet(state, network_alphas=alphas or None, unet=pipe.unet, adapter_name=name,

@@ -21,8 +21,11 @@ Requests need one camera per image (InvalidArgument naming `cameras` otherwise),
 (GenerateRequest.cameras): it samples from the Gaussian around each camera's exemplar, so an oracle with
 output_kind normal / depth stands in for a text-to-normal / text-to-depth model. Everything else a recipe sends is ACCEPTED AND IGNORED so every term runs on a CPU: the prompt,
 every variant (ISD, image-conditioned and its reference view, video), identity embeddings / adapters /
-scales, expressions, controls and LoRA scales (a LoRA only selects the output kind). Classifier-free
-guidance is a no-op (the conditional and unconditional rows see the same exemplar).
+scales, controls and LoRA scales (a LoRA only selects the output kind). Classifier-free guidance is a
+no-op (the conditional and unconditional rows see the same exemplar). Expressions are ignored too, unless the
+config maps expression texts to the head's known expression variants (`expressions`, procedural_head.EXPRESSIONS):
+then a request's conditions.expression selects which variant its exemplars show (an unmapped text is
+InvalidArgument), so a recipe with per-expression shape codes can be checked against E known shapes.
 
 With `exemplar_field` (a field NPZ, render.proto's layout: e.g. a 3D-GAN sample written by the inversion
 service's ExportField) the known head is that field instead, rendered by services/core/field_render.py as the
@@ -45,7 +48,7 @@ from services.common.errors import InvalidArgument
 from services.core.camera_batch import CameraBatch
 from services.core.cameras import PinholeCamera
 from services.core.models import ModelRecord
-from services.core.procedural_head import head_normals, render_head
+from services.core.procedural_head import EXPRESSIONS, head_normals, render_head
 from services.guidance.backbones.analytic import SCHEDULER_CONFIG, mixture_noise
 from services.guidance.backbones.base import (BatchConditions, ModelFilesError, check_normal_convention,
                                              convert_normal_pictures, output_kind)
@@ -84,6 +87,8 @@ class OracleBackboneConfig(BaseModel):
     exemplar_field: str = ""                 # a field NPZ (relative to the config's folder) instead of the head
     supersample: int = Field(2, ge=1, le=4)  # rays per pixel side when rendering an exemplar
     cache_size: int = Field(64, ge=1)        # exemplars kept (LRU)
+    # expression text (conditions.expression) -> procedural_head.EXPRESSIONS variant; {} = expressions ignored
+    expressions: dict[str, str] = Field(default_factory=dict)
     # accepted (and ignored) so that recipes' identity, control and LoRA terms run
     identity_adapters: list[str] = Field(default_factory=lambda: ["faceid"])
     identity_embedding_dim: int = 512
@@ -107,6 +112,11 @@ class OracleBackbone:
         for lora in config.loras:
             _check_kind(lora.output_kind, f"{where}: LoRA {lora.name!r}")
             check_normal_convention(lora.normal_convention, f"{where}: LoRA {lora.name!r}")
+        bad = {text: v for text, v in config.expressions.items() if v not in EXPRESSIONS}
+        if bad:
+            raise ModelFilesError(f"{where}: expressions {bad}: the head's variants are {sorted(EXPRESSIONS)}")
+        if config.expressions and config.exemplar_field:
+            raise ModelFilesError(f"{where}: expressions need the procedural head (no exemplar_field)")
         unknown = [k for k in config.controls if k not in CONTROL_KINDS]
         if unknown:
             raise ModelFilesError(f"{where}: controls {unknown}; expected kinds from {list(CONTROL_KINDS)}")
@@ -148,20 +158,21 @@ class OracleBackbone:
         return ((latents + 1) / 2).clamp(0, 1)
 
     def encode_cameras(self, cameras: list[PinholeCamera], image_size: tuple[int, int], resolution: int,
-                       loras: list[str], background: np.ndarray | None = None) -> torch.Tensor:
+                       loras: list[str], background: np.ndarray | None = None, expression: str = "") -> torch.Tensor:
         """The exemplars (n, 3, R, R) in latent units [-1, 1]: the head rendered at each camera (its
         intrinsics scaled to the image size (H, W)) over background (n, 3) in [0, 1] (None: the config's),
-        resized to R x R, as the output kind of `loras` says. InvalidArgument naming `cameras` when there
-        are none."""
+        resized to R x R, as the output kind of `loras` says, in the variant the config maps `expression`
+        to (module docstring). InvalidArgument naming `cameras` when there are none."""
         if not cameras:
             raise InvalidArgument("cameras", NEEDS_CAMERAS)
+        variant = self._variant(expression)
         kind, convention = output_kind(self.info, loras)
         h, w = int(image_size[0]), int(image_size[1])
         if background is None:
             background = np.broadcast_to(np.asarray(self.config.background, np.float32), (len(cameras), 3))
         background = np.asarray(background, np.float32)
         keys = [(np.asarray(c.K, np.float64).tobytes(), np.asarray(c.world_to_camera, np.float64).tobytes(),
-                 c.width, c.height, h, w, resolution, kind, convention,
+                 c.width, c.height, h, w, resolution, kind, convention, variant,
                  b.tobytes() if kind != "normal" else b"") for c, b in zip(cameras, background)]
         with self._lock:
             found = {k: self._cache[k] for k in keys if k in self._cache}
@@ -171,7 +182,7 @@ class OracleBackbone:
         if missing:
             index = {k: i for i, k in enumerate(keys)}
             rendered = self._render([cameras[index[k]] for k in missing], background[[index[k] for k in missing]],
-                                    h, w, resolution, kind, convention)
+                                    h, w, resolution, kind, convention, variant)
             found.update(zip(missing, rendered))
             with self._lock:
                 self._cache.update(zip(missing, rendered))
@@ -179,8 +190,17 @@ class OracleBackbone:
                     self._cache.popitem(last=False)
         return torch.stack([found[k] for k in keys])
 
+    def _variant(self, expression: str) -> str:
+        """The head variant a request's expression text selects ("neutral" when the config maps none)."""
+        if not self.config.expressions:
+            return "neutral"
+        if expression not in self.config.expressions:
+            raise InvalidArgument("conditions.expression", f"the oracle prior maps expressions "
+                                  f"{sorted(self.config.expressions)}; got {expression!r}")
+        return self.config.expressions[expression]
+
     def _render(self, cameras: list[PinholeCamera], background: np.ndarray, h: int, w: int, resolution: int,
-                kind: str, convention: str) -> torch.Tensor:
+                kind: str, convention: str, variant: str = "neutral") -> torch.Tensor:
         """(m, 3, R, R) exemplars in [-1, 1] on the device for m cameras over background (m, 3)."""
         scaled = []
         for c in cameras:
@@ -193,13 +213,13 @@ class OracleBackbone:
         if self._field is not None:
             pictures = self._render_field(batch, background, kind, convention, s)
         elif kind == "normal":
-            pictures = (head_normals(batch, "camera", supersample=s) + 1) / 2
+            pictures = (head_normals(batch, "camera", supersample=s, expression=variant) + 1) / 2
             pictures = torch.from_numpy(convert_normal_pictures(pictures.numpy(), convention))
         elif kind == "depth":
-            pictures = _inverse_depth_pictures(render_head(batch, supersample=s)["depth"])
+            pictures = _inverse_depth_pictures(render_head(batch, supersample=s, expression=variant)["depth"])
         else:
             pictures = render_head(batch, torch.from_numpy(np.ascontiguousarray(background)), supersample=s,
-                                   markings=self.config.markings)["rgb"]
+                                   markings=self.config.markings, expression=variant)["rgb"]
         return resize(pictures.float(), (resolution, resolution)).to(self.device) * 2 - 1
 
     def _render_field(self, batch: CameraBatch, background: np.ndarray, kind: str, convention: str, s: int):
