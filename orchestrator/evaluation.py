@@ -19,6 +19,12 @@ Metrics:
   - PSNR / SSIM at the reference view (the photo's own camera) over the head mask where the asset covers it.
   - LPIPS and CLIP-I over the five protocol views vs the input: computed only when their weights are given
     (CLIP: a local Hugging Face CLIP folder); otherwise reported as "not available", never estimated.
+  - identity over a grid of views (evaluate_identity_grid, the evaluate stage's identity_grid): ID-to-3D's
+    protocol, renders over elevation [-15, +15] and rotation [-65, +65] (rotation = yaw = azimuth here) at
+    the protocol's radius and fov, each render's largest face embedded by the face service and compared by
+    cosine with reference embeddings: the held-out photos (preprocess holdout_photos) or the input photo's
+    identity. ID-to-3D uses CosFace (`--cosface-onnx`) and 20 in-the-wild reference photos; with another
+    recogniser or fewer references it is the same rule, not the paper's figure (identity_grid_definition).
 All renders go through the render service and all recognition through the face service's client.
 """
 
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.common.errors import FailedPrecondition
 from services.core.cameras import PinholeCamera, orbit_camera
 from services.face.types import AnalyzeOptions
 
@@ -224,3 +231,87 @@ def evaluate_scene(render_client, face_client, scene_id: str, ref: Reference, *,
         "clip_i": clip,
     }
     return Evaluation(metrics, renders)
+
+
+GRID_PAPER_RECOGNISER = "cosface"   # ID-to-3D's identity similarity is CosFace's cosine
+REFERENCE_SOURCES = {"held_out_photos": "the held-out photos (preprocess holdout_photos)",
+                     "input_photo": "the input photo's identity (preprocess: combined from the photos not held out)"}
+
+
+def grid_angles(yaw: tuple[float, float], elevation: tuple[float, float], yaw_steps: int,
+                elevation_steps: int) -> list[tuple[float, float]]:
+    """(yaw, elevation) degrees of every grid view, evenly spaced with both ends included (one step: the range's
+    single value), elevation-major: each elevation from the lowest, yaw from the most negative."""
+    yaws = np.linspace(yaw[0], yaw[1], yaw_steps) if yaw_steps > 1 else np.array([yaw[0]])
+    elevations = np.linspace(elevation[0], elevation[1], elevation_steps) if elevation_steps > 1 else \
+        np.array([elevation[0]])
+    return [(round(float(y), 3), round(float(e), 3)) for e in elevations for y in yaws]
+
+
+def identity_grid_definition(backend: str, angles: list[tuple[float, float]], source: str, n_refs: int) -> str:
+    """The grid's ID in words, naming the recogniser `backend` and the references it compared with."""
+    yaws, elevations = sorted({y for y, _ in angles}), sorted({e for _, e in angles})
+    rule = (f"mean {backend} cosine similarity between renders at {len(yaws)} yaws in [{yaws[0]:g}, {yaws[-1]:g}] x "
+            f"{len(elevations)} elevations in [{elevations[0]:g}, {elevations[-1]:g}] degrees (radius {VIEW_RADIUS}, "
+            f"fov {VIEW_FOV_DEG}) and the embedding{'s' if n_refs != 1 else ''} of {REFERENCE_SOURCES[source]}, "
+            f"{n_refs} reference{'s' if n_refs != 1 else ''}, averaged over the references, 0 for a view where no "
+            "face is found")
+    if backend == GRID_PAPER_RECOGNISER:
+        return f"{rule} (ID-to-3D's identity similarity; the paper compares with 20 in-the-wild photos)"
+    return f"{rule} (ID-to-3D's protocol on {backend}, not its recogniser CosFace)"
+
+
+def grid_view_name(yaw: float, elevation: float) -> str:
+    return f"grid_yaw{yaw:+g}_elev{elevation:+g}"
+
+
+def evaluate_identity_grid(render_client, face_client, scene_id: str, references: np.ndarray,
+                           angles: list[tuple[float, float]], *, source: str, size: int = 512,
+                           progress=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Identity over a grid of views: render the scene at every (yaw, elevation) of `angles` (view_camera: the
+    protocol's radius, fov and target), embed each render's largest face with the face service and take its
+    cosine with every row of `references` (R, D) (normalised here; the face service's embeddings are unit).
+    source: a REFERENCE_SOURCES key. Returns (metrics, renders by grid_view_name); progress(done, total)."""
+    refs = np.asarray(references, np.float64).reshape(len(references), -1)
+    refs = refs / np.maximum(np.linalg.norm(refs, axis=1, keepdims=True), 1e-12)
+    desc = face_client.describe()
+    if refs.shape[1] != desc.embedding_dim:
+        raise FailedPrecondition(f"identity grid: the reference embeddings are {refs.shape[1]}-d, the face "
+                                 f"service's recogniser {desc.identity_backend!r} gives {desc.embedding_dim}-d ones "
+                                 "(the photos were analysed by another recogniser)", reason="EMBEDDING_MISMATCH")
+    cams = [view_camera(yaw, size, elevation=elev) for yaw, elev in angles]
+    renders: dict[str, np.ndarray] = {}
+    views = []
+    for start in range(0, len(cams), 4):
+        out = render_client.render(scene_id, cams[start:start + 4], ["rgb"], background=np.array(VIEW_BACKGROUND))
+        for k, img in enumerate(out.outputs["rgb"]):
+            yaw, elev = angles[start + k]
+            rgb = to_uint8(img)
+            renders[grid_view_name(yaw, elev)] = rgb
+            res = face_client.analyze(rgb, AnalyzeOptions(skip_crop=True, skip_masks=True))
+            view = {"yaw": yaw, "elevation": elev, "face_found": bool(res.faces)}
+            if res.faces:
+                e = np.asarray(res.faces[0].embedding, np.float64)
+                cos = refs @ (e / max(np.linalg.norm(e), 1e-12))
+                view.update(similarity=round(float(cos.mean()), 4),
+                            per_reference=[round(float(c), 4) for c in cos])
+            else:
+                view.update(similarity=0.0, per_reference=None)
+            views.append(view)
+        if progress:
+            progress(len(views), len(angles))
+    sims = np.array([v["similarity"] for v in views])
+    found = [v["similarity"] for v in views if v["face_found"]]
+    metrics = {
+        "recogniser": desc.identity_backend,
+        "identity_definition": identity_grid_definition(desc.identity_backend, angles, source, len(refs)),
+        "reference_source": source,
+        "references": int(len(refs)),
+        "radius": VIEW_RADIUS, "fov_deg": VIEW_FOV_DEG, "render_size": size,
+        "views": views,
+        "mean": round(float(sims.mean()), 4),
+        "std": round(float(sims.std()), 4),   # ID-to-3D reads the spread as the identity's consistency
+        "mean_where_found": round(float(np.mean(found)), 4) if found else None,
+        "face_found_fraction": round(len(found) / len(views), 4),
+    }
+    return metrics, renders

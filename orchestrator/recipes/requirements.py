@@ -1,7 +1,7 @@
 """What a recipe needs from the services, checked when a job starts, before its first stage: every guidance
 backbone a stage names and every captioner a caption stage needs (with the capability that stage calls: Generate, Distill, Denoise, Inpaint, the identity
 adapter and ControlNets it conditions on, the normal / depth output a geometry stage reads), face embeddings of the
-size an identity adapter takes, LPIPS weight files
+size an identity adapter takes, the recogniser an evaluate stage's identity_model names, LPIPS weight files
 that perceptual losses name, every
 inversion generator (invert, an init or ground-truth GAN sample) and LPIPS weights when an inversion's loss
 is LPIPS alone. A job that cannot run fails at once naming each thing to configure (FailedPrecondition
@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from orchestrator.stages.params import (CaptionParams, GenerateParams, GeometryTargetsParams, GroundTruthCheckParams,
-                                        GroundTruthTargetsParams, InitParams, InvertParams, RefineParams,
-                                        TextureInpaintParams)
+from orchestrator.stages.params import (CaptionParams, EvaluateParams, GenerateParams, GeometryTargetsParams,
+                                        GroundTruthCheckParams, GroundTruthTargetsParams, InitParams, InvertParams,
+                                        RefineParams, TextureInpaintParams)
 from services.common.errors import FailedPrecondition
 
 
@@ -156,12 +156,35 @@ def _caption_problems(loaded, clients, prompt: str | None) -> list[str]:
     return problems
 
 
+def identity_model_problem(params: EvaluateParams, face_client) -> str | None:
+    """A problem line when an evaluate stage's identity_model names a recogniser the face service does not run
+    (None: fine). The face service embeds with the one recogniser it was started with."""
+    if not params.identity_model:
+        return None
+    if face_client is None:
+        return f"identity_model {params.identity_model!r} needs the face service"
+    running = face_client.describe().identity_backend
+    if running != params.identity_model:
+        return (f"identity_model {params.identity_model!r}, but the face service embeds with {running!r} (serve face "
+                f"with that recogniser, e.g. --recognizer {params.identity_model} and its model file: "
+                "--cosface-onnx FILE for cosface, --adaface-onnx FILE for adaface)")
+    return None
+
+
+def _identity_model_problems(loaded, clients) -> list[str]:
+    """Every evaluate stage whose identity_model is not the recogniser the face service runs."""
+    face = getattr(clients, "face", None)
+    return [f"{name}: {problem}" for name, p in loaded.params.items() if isinstance(p, EvaluateParams)
+            for problem in [identity_model_problem(p, face)] if problem]
+
+
 def missing(loaded, clients, models_dir: str | None = None, prompt: str | None = None) -> list[str]:
     """One line per thing the services (and the job's models directory) lack for this recipe (empty: it can
     run). prompt: the job's prompt ("" = none; None = not known, so a caption stage's fallback to it is not
     checked)."""
     problems: list[str] = _lpips_files(loaded, models_dir)
     problems += _caption_problems(loaded, clients, prompt)
+    problems += _identity_model_problems(loaded, clients)
     guidance = _guidance_needs(loaded)
     if guidance:
         if clients.guidance is None:

@@ -1,7 +1,9 @@
 """evaluate: the papers' protocol on the job's scene (orchestrator.evaluation.evaluate_scene: the protocol
 views, identity against the photo with the face service's configured model, PSNR/SSIM at the reference
-view's camera), the turntable GIF (unless a turntable stage makes it), the contact sheet
-(orchestrator/contact_sheet.py) and metrics.json, which is also the metrics section of report.json."""
+view's camera), with identity_grid the identity over a grid of views against the held-out photos
+(evaluate_identity_grid: metrics["identity_grid"], renders eval/identity_grid/*.png), the turntable GIF
+(unless a turntable stage makes it), the contact sheet (orchestrator/contact_sheet.py) and metrics.json,
+which is also the metrics section of report.json."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ import json
 import numpy as np
 
 from orchestrator.contact_sheet import contact_sheet, shade_normals
-from orchestrator.evaluation import ID_VIEWS, PROTOCOL_VIEWS, Reference, evaluate_scene, to_uint8, view_camera
+from orchestrator.evaluation import (ID_VIEWS, NOT_AVAILABLE, PROTOCOL_VIEWS, Reference, evaluate_identity_grid,
+                                     evaluate_scene, grid_angles, to_uint8, view_camera)
+from orchestrator.recipes.requirements import identity_model_problem
 from orchestrator.stages.context import StageContext, camera_from_json
 from orchestrator.stages.params import EvaluateParams, TurntableParams
 from orchestrator.stages.scene import close_scene, ensure_scene
 from orchestrator.stages.turntable import write_turntable
+from services.common.errors import FailedPrecondition
 from services.common.images import decode_png, encode_png
 
 
@@ -35,7 +40,41 @@ def _texture(ctx: StageContext) -> np.ndarray | None:
     return None if name is None else decode_png(ctx.read_artifact(name))[..., :3].astype(np.float32) / 255
 
 
+def _grid_references(ctx: StageContext, params: EvaluateParams, reference: Reference) -> tuple[np.ndarray, str]:
+    """(R, D) reference embeddings for the identity grid and their REFERENCE_SOURCES key."""
+    held = ctx.state.get("reference", {}).get("held_out_embeddings") or []
+    if params.identity_references == "holdout":
+        if held:
+            return np.asarray(held, np.float32), "held_out_photos"
+        ctx.warn("identity_grid: no photos were held out (preprocess holdout_photos is 0, or one photo was given): "
+                 "the grid compares the renders with the input photo's identity instead")
+    return reference.embedding[None], "input_photo"
+
+
+def _identity_grid(ctx: StageContext, params: EvaluateParams, scene_id: str, reference: Reference | None) -> dict | str:
+    """metrics["identity_grid"] (evaluate_identity_grid), its renders written under eval/identity_grid/."""
+    if reference is None:
+        ctx.warn("identity_grid: no photo identity to compare with (the recipe has no photo with a face embedding)")
+        return f"{NOT_AVAILABLE} (no photo identity: the recipe has no photo with a face embedding)"
+    refs, source = _grid_references(ctx, params, reference)
+    g = params.identity_grid
+    angles = grid_angles(g.yaw, g.elevation, g.yaw_steps, g.elevation_steps)
+
+    def progress(done: int, total: int) -> None:
+        ctx.check_cancelled()
+        ctx.progress(done, total, "identity grid views")
+
+    metrics, renders = evaluate_identity_grid(ctx.clients.render, ctx.clients.face, scene_id, refs, angles,
+                                              source=source, size=params.resolution, progress=progress)
+    for name, rgb in renders.items():
+        ctx.artifact(f"eval/identity_grid/{name}.png", encode_png(rgb))
+    return metrics
+
+
 def run(ctx: StageContext, params: EvaluateParams) -> None:
+    problem = identity_model_problem(params, ctx.clients.face)
+    if problem:
+        raise FailedPrecondition(f"{ctx.stage}: {problem}", reason="MODELS_MISSING")
     scene_id = ensure_scene(ctx)
     size = params.resolution
     render = ctx.clients.render
@@ -57,6 +96,8 @@ def run(ctx: StageContext, params: EvaluateParams) -> None:
         out = render.render(scene_id, cams, ["rgb"]).outputs["rgb"]
         renders = {name: to_uint8(x) for name, x in zip(["frontal", *PROTOCOL_VIEWS], out)}
         metrics = {"views": {name: {"azimuth_deg": a} for name, a in PROTOCOL_VIEWS.items()}}
+    if params.identity_grid is not None:
+        metrics["identity_grid"] = _identity_grid(ctx, params, scene_id, reference)
     for name in PROTOCOL_VIEWS:
         ctx.artifact(f"eval/{name}.png", encode_png(renders[name]))
     if "reference_view" in renders:

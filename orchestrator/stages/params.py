@@ -516,14 +516,45 @@ class TurntableParams(_Strict):
     background: tuple[float, float, float] | None = None   # None = the render service's default
 
 
+class IdentityGridParams(_Strict):
+    """EvaluateParams.identity_grid: renders at yaw_steps evenly spaced yaws over `yaw` x elevation_steps
+    elevations over `elevation` (degrees, both ends included; one step: lo must equal hi). Yaw is the orbit
+    azimuth (0 = frontal, +90 = camera on +X, seeing the subject's left side); elevation positive above.
+    Defaults: ID-to-3D's range, elevation [-15, +15] and rotation [-65, +65]."""
+
+    yaw: tuple[float, float] = (-65.0, 65.0)
+    elevation: tuple[float, float] = (-15.0, 15.0)
+    yaw_steps: int = Field(5, ge=1, le=73)
+    elevation_steps: int = Field(3, ge=1, le=37)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name, (lo, hi), steps, limit in (("yaw", self.yaw, self.yaw_steps, 180),
+                                             ("elevation", self.elevation, self.elevation_steps, 89)):
+            if not -limit <= lo <= hi <= limit:
+                raise ValueError(f"{name} must be [lo, hi] with -{limit} <= lo <= hi <= {limit}, got {[lo, hi]}")
+            if steps == 1 and lo != hi:
+                raise ValueError(f"{name}_steps 1 takes one {name}: give [{name}, {name}], got {[lo, hi]}")
+        return self
+
+
 class EvaluateParams(_Strict):
     """The protocol views at `resolution`, the geometry views at `geometry_resolution`; turntable_frames 0
-    leaves the turntable to a turntable stage."""
+    leaves the turntable to a turntable stage. identity_grid (None = off): identity over a grid of views
+    (orchestrator.evaluation.evaluate_identity_grid) against identity_references: "holdout" = the photos
+    preprocess held out (holdout_photos), falling back to the input photo with a warning when none are;
+    "photo" = the input photo's identity. identity_model: the recogniser the figure must come from (a face
+    RECOGNIZERS name, e.g. "cosface" for ID-to-3D's metric); the face service embeds with the one it was
+    started with, so a job whose face service runs another fails before its first stage. None = whichever
+    it runs (metrics name it)."""
 
     resolution: int = Field(256, ge=64, le=1024)
     geometry_resolution: int = Field(256, ge=64, le=1024)
     turntable_frames: int = Field(24, ge=0, le=360)
     clip_model: str | None = None             # a local Hugging Face CLIP folder: enables CLIP-I
+    identity_grid: IdentityGridParams | None = None
+    identity_references: Literal["holdout", "photo"] = "holdout"
+    identity_model: str | None = None
 
     @field_validator("turntable_frames")
     @classmethod

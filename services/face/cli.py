@@ -20,7 +20,7 @@ from services.face.config import FaceConfig
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """--detector, --recognizer (the registered backend names), --insightface-dir, --adaface-onnx,
-    --landmarks-3d, --tddfa-dir, --trust-pickles, --max-image-pixels."""
+    --cosface-onnx, --landmarks-3d, --tddfa-dir, --trust-pickles, --max-image-pixels."""
     parser.add_argument("--detector", choices=DETECTORS.names(), default=None,
                         help="default insightface with --insightface-dir, else auto (MediaPipe, dlib fallback)")
     parser.add_argument("--recognizer", choices=RECOGNIZERS.names(), default=None,
@@ -30,6 +30,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adaface-onnx", default=None,
                         help="AdaFace ONNX file (e.g. adaface_ir101.onnx exported from mk-minchul/AdaFace); "
                              "implies --recognizer adaface")
+    parser.add_argument("--cosface-onnx", default=None,
+                        help="CosFace ONNX file (e.g. InsightFace's glint360k_cosface_r100.onnx, arcface_torch "
+                             "torch2onnx.py of its backbone.pth); implies --recognizer cosface")
     parser.add_argument("--landmarks-3d", choices=("project", "tddfa_v2"), default=None,
                         help="landmarks_3d_68 from HeadForge's fitted template (project, the default) or 3DDFA-V2 "
                              "(tddfa_v2; the default with --tddfa-dir)")
@@ -52,10 +55,12 @@ def config_from_args(args: argparse.Namespace) -> FaceConfig:
     e.g. --detector insightface without --insightface-dir)."""
     pack = bool(args.insightface_dir)
     adaface = getattr(args, "adaface_onnx", None)
+    cosface = getattr(args, "cosface_onnx", None)
     tddfa_dir = getattr(args, "tddfa_dir", None)
+    default_recognizer = ("adaface" if adaface else "cosface" if cosface else "insightface" if pack else "dlib")
     return FaceConfig(detector=args.detector or ("insightface" if pack else "auto"),
-                      recognizer=args.recognizer or ("adaface" if adaface else "insightface" if pack else "dlib"),
-                      insightface_dir=args.insightface_dir, adaface_onnx=adaface,
+                      recognizer=args.recognizer or default_recognizer,
+                      insightface_dir=args.insightface_dir, adaface_onnx=adaface, cosface_onnx=cosface,
                       landmarks_3d=getattr(args, "landmarks_3d", None) or ("tddfa_v2" if tddfa_dir else "project"),
                       tddfa_dir=tddfa_dir, trust_pickles=bool(getattr(args, "trust_pickles", False)),
                       max_image_pixels=args.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
@@ -74,14 +79,18 @@ def serve(args: argparse.Namespace, config: ServerConfig) -> int:
 def write_tiny_models(dir: Path) -> list[str]:
     """Write this service's tiny models (random weights in the real on-disk formats; tests only):
     DIR/insightface/buffalo_l (an InsightFace pack), DIR/tddfa_v2 (a 3DDFA-V2 folder, pickles as upstream)
-    and DIR/adaface/adaface_ir101.onnx; returns the lines for the caller to print."""
+    DIR/adaface/adaface_ir101.onnx and DIR/cosface/glint360k_cosface_r100.onnx; returns the lines for the
+    caller to print."""
     from services.face.backends.tiny_adaface import write_tiny_adaface
+    from services.face.backends.tiny_cosface import write_tiny_cosface
     from services.face.backends.tiny_insightface import write_tiny_pack
     from services.face.backends.tiny_tddfa import write_tiny_tddfa
 
     pack = write_tiny_pack(Path(dir) / "insightface" / "buffalo_l")
     tddfa = write_tiny_tddfa(Path(dir) / "tddfa_v2")
     adaface = write_tiny_adaface(Path(dir) / "adaface")
+    cosface = write_tiny_cosface(Path(dir) / "cosface")
     return [f"tiny InsightFace pack (random weights, for tests only): {pack}",
             f"tiny 3DDFA-V2 folder (random weights, for tests only; .pkl: --trust-pickles): {tddfa}",
-            f"tiny AdaFace ONNX (random weights, for tests only): {adaface}"]
+            f"tiny AdaFace ONNX (random weights, for tests only): {adaface}",
+            f"tiny CosFace ONNX (random weights, for tests only): {cosface}"]

@@ -20,6 +20,9 @@ class FaceConfig(BaseModel):
         None, description="an InsightFace model pack folder (buffalo_l / antelopev2 layout)")
     adaface_onnx: str | None = Field(
         None, description="an AdaFace ONNX file (recognizer 'adaface'): (1, 3, 112, 112) BGR -> (1, 512) first output")
+    cosface_onnx: str | None = Field(
+        None, description="a CosFace ONNX file (recognizer 'cosface'), e.g. InsightFace's glint360k_cosface_r100: "
+        "(N, 3, 112, 112) RGB -> (N, 512)")
     landmarks_3d: Literal["project", "tddfa_v2"] = Field(
         "project", description="where landmarks_3d_68 come from: 'project' = HeadForge's template fitted to the "
         "68 2D landmarks (services.face.geometry.pose); 'tddfa_v2' = 3DDFA-V2's BFM shape and rotation")
@@ -46,12 +49,16 @@ class FaceConfig(BaseModel):
     def _pack_needed(self) -> "FaceConfig":
         if "insightface" in (self.detector, self.recognizer) and not self.insightface_dir:
             raise ValueError("insightface_dir is required when detector or recognizer is 'insightface'")
-        if self.recognizer == "adaface":
-            if not self.adaface_onnx:
-                raise ValueError("adaface_onnx is required when recognizer is 'adaface' (--adaface-onnx FILE)")
-            if not Path(self.adaface_onnx).expanduser().is_file():
-                raise ValueError(f"adaface_onnx {self.adaface_onnx} is not a file (an AdaFace ONNX export, e.g. "
-                                 "adaface_ir101.onnx)")
+        onnx_files = {"adaface": ("adaface_onnx", "an AdaFace ONNX export, e.g. adaface_ir101.onnx"),
+                      "cosface": ("cosface_onnx", "a CosFace ONNX, e.g. glint360k_cosface_r100.onnx")}
+        if self.recognizer in onnx_files:
+            field, example = onnx_files[self.recognizer]
+            path = getattr(self, field)
+            if not path:
+                raise ValueError(f"{field} is required when recognizer is {self.recognizer!r} "
+                                 f"(--{field.replace('_', '-')} FILE)")
+            if not Path(path).expanduser().is_file():
+                raise ValueError(f"{field} {path} is not a file ({example})")
         if self.landmarks_3d == "tddfa_v2":
             if not self.tddfa_dir:
                 raise ValueError("tddfa_dir is required when landmarks_3d is 'tddfa_v2' (--tddfa-dir DIR)")

@@ -274,7 +274,7 @@ def test_backend_names_come_from_the_registries():
     from services.face.cli import add_backend_arguments
 
     assert DETECTORS.names() == ["auto", "dlib", "insightface", "mediapipe"]   # mediapipe detects; dlib recognises
-    assert RECOGNIZERS.names() == ["adaface", "dlib", "insightface"]
+    assert RECOGNIZERS.names() == ["adaface", "cosface", "dlib", "insightface"]
     for field in ("detector", "recognizer"):
         with pytest.raises(ValidationError) as info:
             FaceConfig(**{field: "nonesuch"})

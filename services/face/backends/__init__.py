@@ -27,6 +27,7 @@ DETECTORS.register("insightface", "services.face.backends.insightface:load_detec
 RECOGNIZERS.register("insightface", "services.face.backends.insightface:load_recognizer")
 DETECTORS.register("mediapipe", "services.face.backends.mediapipe_backend:load_detector")
 RECOGNIZERS.register("adaface", "services.face.backends.adaface:load_recognizer")
+RECOGNIZERS.register("cosface", "services.face.backends.cosface:load_recognizer")
 
 
 def load_detector(config: FaceConfig) -> Detector:

@@ -76,9 +76,11 @@ def _net(seed: int, constant_output: np.ndarray | None):
     return net.eval()
 
 
-def export_onnx(net, path: Path, input_shape: tuple[int, ...], output_names: list[str], written_by: str) -> Path:
+def export_onnx(net, path: Path, input_shape: tuple[int, ...], output_names: list[str], written_by: str, *,
+                input_name: str = "input", dynamic_batch: bool = False) -> Path:
     """torch.onnx.export with the TorchScript exporter (dynamo=False: the dynamo exporter needs onnxscript,
-    not installed), then the random-weights provenance in the file's metadata."""
+    not installed), then the random-weights provenance in the file's metadata. dynamic_batch: the input's
+    and outputs' first dimension symbolic ("None", as InsightFace's arcface_torch torch2onnx.py leaves it)."""
     import warnings
 
     import onnx
@@ -87,8 +89,9 @@ def export_onnx(net, path: Path, input_shape: tuple[int, ...], output_names: lis
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the exporter's deprecation notice
-        torch.onnx.export(net, torch.zeros(input_shape), str(path), input_names=["input"], output_names=output_names,
-                          opset_version=OPSET, dynamo=False)
+        axes = {n: {0: "None"} for n in [input_name, *output_names]} if dynamic_batch else None
+        torch.onnx.export(net, torch.zeros(input_shape), str(path), input_names=[input_name],
+                          output_names=output_names, opset_version=OPSET, dynamo=False, dynamic_axes=axes)
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {PROVENANCE_KEY: RANDOM_WEIGHTS, "headforge_written_by":
                                         f"{written_by}; the weights are random, their outputs mean nothing"})
