@@ -16,6 +16,9 @@ KINDS: dict[str, dict[str, frozenset[str]]] = {
              "exports": frozenset({"glb", "obj_zip", "ply", "npz"})},
     "dmtet": {"outputs": _BASE | {"albedo", "roughness", "metallic", "triangle_id"}, "regularizers": frozenset({"sdf_sign", "laplacian", "normal_consistency"}),
               "exports": frozenset({"glb", "obj_zip", "ply", "npz"})},
+    "dmtet_expression": {"outputs": _BASE | {"albedo", "roughness", "metallic", "triangle_id"},
+                         "regularizers": frozenset({"sdf_sign", "laplacian", "normal_consistency"}),
+                         "exports": frozenset({"glb", "obj_zip", "ply", "npz"})},
     "triplane": _FIELD, "trigrid": _FIELD, "pyramid_trigrid": _FIELD,
 }
 

@@ -39,9 +39,10 @@ class RenderClient(Protocol):
 
     def render(self, scene_id: str, cameras, outputs=("rgb", "alpha"), *, requires_grad: bool = False,
                background=None, width: int = 0, height: int = 0, seed: int = 0, shading: str = "",
-               light_direction=None, environment=None) -> RenderResult:
+               light_direction=None, environment=None, expression: int = 0) -> RenderResult:
         """cameras: PinholeCamera list; outputs (N, C, H, W) float32; requires_grad keeps a step handle.
-        shading "", "unlit", "diffuse" (light_direction (3,)) or "pbr" (environment: types.EnvironmentMap)."""
+        shading "", "unlit", "diffuse" (light_direction (3,)) or "pbr" (environment: types.EnvironmentMap).
+        expression: index into the scene's expression codes (kind dmtet_expression; 0 elsewhere)."""
 
     def apply_gradients(self, scene_id: str, terms: list[GradientTerm], regularizers: list[RegularizerTerm] = (),
                         accumulate: bool = False) -> StepResult:
@@ -56,8 +57,9 @@ class RenderClient(Protocol):
 
     def set_state(self, scene_id: str, checkpoint: bytes) -> SceneInfo: ...
 
-    def export(self, scene_id: str, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
-        """fmt: glb, obj_zip, ply or npz (per kind: describe())."""
+    def export(self, scene_id: str, fmt: str, scale: float = 1.0, texture_size: int = 0,
+               expression: int = 0) -> bytes:
+        """fmt: glb, obj_zip, ply or npz (per kind: describe()); expression as for render."""
 
     def close_scene(self, scene_id: str) -> None: ...
 
@@ -100,10 +102,11 @@ class GrpcRenderClient:
                          r.memory_bytes, 0.0)
 
     def render(self, scene_id, cameras, outputs=("rgb", "alpha"), *, requires_grad=False, background=None,
-               width=0, height=0, seed=0, shading="", light_direction=None, environment=None) -> RenderResult:
+               width=0, height=0, seed=0, shading="", light_direction=None, environment=None,
+               expression=0) -> RenderResult:
         req = render_pb2.RenderSceneRequest(scene_id=scene_id, cameras=[c.to_proto() for c in cameras],
                                             outputs=list(outputs), requires_grad=requires_grad, width=width,
-                                            height=height, seed=seed, shading=shading)
+                                            height=height, seed=seed, shading=shading, expression=expression)
         if light_direction is not None:
             x, y, z = (float(v) for v in np.asarray(light_direction, np.float32).reshape(3))
             req.light_direction.CopyFrom(common_pb2.Point3(x=x, y=y, z=z))
@@ -165,9 +168,10 @@ class GrpcRenderClient:
         r = self.transport.call(self.stub.SetState, req)
         return SceneInfo(scene_id, "", "", {}, r.step, r.memory_bytes, 0.0)
 
-    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
+    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0, expression: int = 0) -> bytes:
         return self._collect(self.stub.Export, render_pb2.ExportSceneRequest(
-            scene_id=scene_id, format=convert.FORMAT_ENUMS[fmt], scale=scale, texture_size=texture_size))
+            scene_id=scene_id, format=convert.FORMAT_ENUMS[fmt], scale=scale, texture_size=texture_size,
+            expression=expression))
 
     def close_scene(self, scene_id) -> None:
         self.transport.call(self.stub.CloseScene, render_pb2.CloseSceneRequest(scene_id=scene_id))

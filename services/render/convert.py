@@ -22,7 +22,8 @@ from services.render.types import (DensifyResult, EnvironmentMap, GradientTerm, 
 SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 KIND_NAMES = {render_pb2.SCENE_KIND_GAUSSIANS: "gaussians", render_pb2.SCENE_KIND_MESH: "mesh",
               render_pb2.SCENE_KIND_DMTET: "dmtet", render_pb2.SCENE_KIND_TRIPLANE: "triplane",
-              render_pb2.SCENE_KIND_TRIGRID: "trigrid", render_pb2.SCENE_KIND_PYRAMID_TRIGRID: "pyramid_trigrid"}
+              render_pb2.SCENE_KIND_TRIGRID: "trigrid", render_pb2.SCENE_KIND_PYRAMID_TRIGRID: "pyramid_trigrid",
+              render_pb2.SCENE_KIND_DMTET_EXPRESSION: "dmtet_expression"}
 KIND_ENUMS = {v: k for k, v in KIND_NAMES.items()}
 FORMAT_NAMES = {render_pb2.ASSET_FORMAT_GLB: "glb", render_pb2.ASSET_FORMAT_OBJ_ZIP: "obj_zip",
                 render_pb2.ASSET_FORMAT_PLY: "ply", render_pb2.ASSET_FORMAT_NPZ: "npz",
@@ -73,7 +74,8 @@ def init_from_proto(req: render_pb2.CreateSceneRequest) -> dict:
         return _mesh_init(req.mesh, "mesh")
     if which == "dmtet":
         d = req.dmtet
-        out = {"grid_resolution": d.grid_resolution, "extent": d.extent, "texture_size": d.texture_size}
+        out = {"grid_resolution": d.grid_resolution, "extent": d.extent, "texture_size": d.texture_size,
+               "expressions": d.expressions, "code_dim": d.code_dim, "max_offset": d.max_offset}
         shape = d.WhichOneof("shape")
         if shape == "sphere_radius":
             out["sphere_radius"] = d.sphere_radius
@@ -196,10 +198,12 @@ def init_to_proto(req: render_pb2.CreateSceneRequest, kind: str, init: dict) -> 
             setattr(g.strategy, key, value)
     elif kind == "mesh":
         mesh(req.mesh, init)
-    elif kind == "dmtet":
+    elif kind in ("dmtet", "dmtet_expression"):
         d = req.dmtet
         d.grid_resolution, d.extent = int(init.get("grid_resolution", 0)), float(init.get("extent", 0))
         d.texture_size = int(init.get("texture_size", 0))
+        d.expressions, d.code_dim = int(init.get("expressions", 0)), int(init.get("code_dim", 0))
+        d.max_offset = float(init.get("max_offset", 0))
         if "sphere_radius" in init:
             d.sphere_radius = float(init["sphere_radius"])
         elif "mesh" in init:

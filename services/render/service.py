@@ -91,13 +91,15 @@ class RenderService:
     def render(self, scene_id: str, cameras: list[PinholeCamera], outputs=("rgb", "alpha"), *,
                requires_grad: bool = False, background=None, width: int = 0, height: int = 0,
                seed: int = 0, shading: str = "", light_direction=None,
-               environment: EnvironmentMap | None = None) -> RenderResult:
+               environment: EnvironmentMap | None = None, expression: int = 0) -> RenderResult:
         """Render N cameras. background: None (white), (3,) colour, (3, H, W) / (N, 3, H, W) image, or
         "random" (a uniform colour per image). shading "" (the kind's default), "unlit", "diffuse" (with
         light_direction (3,) world, towards the light) or "pbr" (with environment, an EnvironmentMap of
-        linear radiance; see representations/pbr.py). Outputs as numpy float32 (int32 for triangle_id)."""
+        linear radiance; see representations/pbr.py). expression: index into the scene's expression codes
+        (kind dmtet_expression), 0 for other kinds. Outputs as numpy float32 (int32 for triangle_id)."""
         scene = self.store.get(current_tenant(), scene_id)
         shade_kw = self._shading(scene, shading, light_direction, environment)
+        shade_kw.update(_expression_kw(scene, expression))
         outputs = list(outputs) or ["rgb", "alpha"]
         bad = [o for o in outputs if o not in scene.rep.outputs]
         require(not bad, "outputs", f"{bad} not produced by {scene.kind}; it renders {sorted(scene.rep.outputs)}")
@@ -299,16 +301,18 @@ class RenderService:
             scene.parameters_changed()
             return self._info(scene)
 
-    def export(self, scene_id: str, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
+    def export(self, scene_id: str, fmt: str, scale: float = 1.0, texture_size: int = 0, *,
+               expression: int = 0) -> bytes:
         """The scene as a file. scale multiplies positions (0 = 1); texture_size resamples the texture
-        (0 = as is). Options a kind does not support are FAILED_PRECONDITION."""
+        (0 = as is); expression: which expression's mesh (kind dmtet_expression; 0 elsewhere). Options a
+        kind does not support are FAILED_PRECONDITION."""
         import inspect
 
         require(math.isfinite(scale) and scale >= 0, "scale", "must be a finite number >= 0")
         require(0 <= texture_size <= 8192, "texture_size", "must be 0..8192")
         scene = self.store.get(current_tenant(), scene_id)
         accepted = inspect.signature(scene.rep.export).parameters
-        kwargs = {}
+        kwargs = _expression_kw(scene, expression)
         for name, value, unset in (("scale", scale or 1.0, 1.0), ("texture_size", texture_size, 0)):
             if value != unset:
                 if name not in accepted:
@@ -385,6 +389,20 @@ class RenderService:
         return a.data, a.fmt
 
 
+def _expression_kw(scene: Scene, expression: int) -> dict:
+    """{"expression": e} for scenes with expression codes (0 <= e < E), {} for others (which take only 0);
+    InvalidArgument naming "expression" otherwise."""
+    count = getattr(scene.rep, "num_expressions", 0)
+    if not isinstance(expression, (int, np.integer)) or isinstance(expression, bool):
+        raise InvalidArgument("expression", f"must be an integer, got {expression!r}")
+    if not count:
+        require(expression == 0, "expression", f"{scene.kind} scenes have no expression codes: only 0, got {expression}")
+        return {}
+    require(0 <= expression < count, "expression",
+            f"must be in 0..{count - 1} (this scene's expression codes), got {expression}")
+    return {"expression": int(expression)}
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     t = t.detach().cpu()
     return t.numpy().astype(np.int32) if not t.is_floating_point() else t.float().numpy()
@@ -454,8 +472,8 @@ class InProcessRenderClient:
     def set_state(self, scene_id, checkpoint: bytes) -> SceneInfo:
         return self.service.set_state(scene_id, checkpoint)
 
-    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0) -> bytes:
-        return self.service.export(scene_id, fmt, scale, texture_size)
+    def export(self, scene_id, fmt: str, scale: float = 1.0, texture_size: int = 0, expression: int = 0) -> bytes:
+        return self.service.export(scene_id, fmt, scale, texture_size, expression=expression)
 
     def close_scene(self, scene_id) -> None:
         self.service.close_scene(scene_id)

@@ -63,7 +63,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
                                 light_direction=([request.light_direction.x, request.light_direction.y,
                                                   request.light_direction.z]
                                                  if request.HasField("light_direction") else None),
-                                environment=convert.environment_from_proto(request.environment))
+                                environment=convert.environment_from_proto(request.environment),
+                                expression=request.expression)
         half = request.dtype == tensors.DType.FLOAT16
         out = {k: tensors.to_proto(v.astype(np.float16) if half and v.dtype == np.float32 else v)
                for k, v in r.outputs.items()}
@@ -106,7 +107,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         require(fmt is not None and fmt != "checkpoint", "format", "choose GLB, OBJ_ZIP, PLY or NPZ")
         require(0 <= request.chunk_bytes <= self.service.max_message_bytes // 2, "chunk_bytes",
                 f"must be 0..{self.service.max_message_bytes // 2}")
-        data = self.service.export(request.scene_id, fmt, request.scale, request.texture_size)
+        data = self.service.export(request.scene_id, fmt, request.scale, request.texture_size,
+                                   expression=request.expression)
         yield from convert.chunks(data, fmt, request.chunk_bytes)
 
     def CloseScene(self, request, context):

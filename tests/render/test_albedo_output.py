@@ -96,7 +96,7 @@ def test_render_service_describes_albedo_where_it_exists():
 
     client = InProcessRenderClient()
     kinds = {k.kind: set(k.outputs) for k in client.describe().kinds}
-    assert {k for k, outs in kinds.items() if "albedo" in outs} == {"mesh", "dmtet", "gaussians"}
+    assert {k for k, outs in kinds.items() if "albedo" in outs} == {"mesh", "dmtet", "dmtet_expression", "gaussians"}
     sid = client.create_scene("triplane", {}).scene_id
     with pytest.raises(InvalidArgument) as e:
         client.render(sid, [orbit_camera(0, 0, 3.0, fov_deg=30, width=16, height=16)], ["albedo"])

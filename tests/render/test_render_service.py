@@ -224,7 +224,7 @@ def test_bad_requests_name_the_problem(clients, coarse_head):
 def test_describe_lists_every_kind_and_limits():
     d = RenderService(RenderLimits(**LIMITS)).describe()
     kinds = {k.kind: k for k in d.kinds}
-    assert set(kinds) == {"gaussians", "mesh", "dmtet", "triplane", "trigrid", "pyramid_trigrid"}
+    assert set(kinds) == {"gaussians", "mesh", "dmtet", "dmtet_expression", "triplane", "trigrid", "pyramid_trigrid"}
     assert "uv" in kinds["mesh"].outputs and "glb" in kinds["mesh"].export_formats
     assert kinds["gaussians"].default_lrs["means"] > 0 and "ply" in kinds["gaussians"].export_formats
     assert d.limits.max_scenes_per_tenant == 4 and d.device == "cpu"
@@ -238,7 +238,7 @@ def test_describe_over_grpc(render_server):
     channel = grpc.insecure_channel(render_server.address)
     stub = render_pb2_grpc.RenderServiceStub(channel)
     d = stub.Describe(render_pb2.RenderDescribeRequest(), metadata=[("authorization", "Bearer tok-a")], timeout=30)
-    assert len(d.kinds) == 6 and d.max_pending_steps_per_scene == 3 and d.device == "cpu"
+    assert len(d.kinds) == 7 and d.max_pending_steps_per_scene == 3 and d.device == "cpu"
     mesh = next(k for k in d.kinds if k.kind == render_pb2.SCENE_KIND_MESH)
     assert render_pb2.ASSET_FORMAT_GLB in mesh.export_formats and "laplacian" in mesh.regularizers
     channel.close()

@@ -20,6 +20,7 @@ class SceneKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCENE_KIND_TRIPLANE: _ClassVar[SceneKind]
     SCENE_KIND_TRIGRID: _ClassVar[SceneKind]
     SCENE_KIND_PYRAMID_TRIGRID: _ClassVar[SceneKind]
+    SCENE_KIND_DMTET_EXPRESSION: _ClassVar[SceneKind]
 
 class AssetFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ SCENE_KIND_DMTET: SceneKind
 SCENE_KIND_TRIPLANE: SceneKind
 SCENE_KIND_TRIGRID: SceneKind
 SCENE_KIND_PYRAMID_TRIGRID: SceneKind
+SCENE_KIND_DMTET_EXPRESSION: SceneKind
 ASSET_FORMAT_UNSPECIFIED: AssetFormat
 ASSET_FORMAT_GLB: AssetFormat
 ASSET_FORMAT_OBJ_ZIP: AssetFormat
@@ -185,20 +187,26 @@ class MeshInit(_message.Message):
     def __init__(self, vertices: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., faces: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., uvs: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., texture: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., texture_size: _Optional[int] = ..., materials: _Optional[bool] = ..., roughness: _Optional[float] = ..., metallic: _Optional[float] = ...) -> None: ...
 
 class DmtetInit(_message.Message):
-    __slots__ = ("grid_resolution", "extent", "sphere_radius", "mesh", "mesh_asset", "texture_size")
+    __slots__ = ("grid_resolution", "extent", "sphere_radius", "mesh", "mesh_asset", "texture_size", "expressions", "code_dim", "max_offset")
     GRID_RESOLUTION_FIELD_NUMBER: _ClassVar[int]
     EXTENT_FIELD_NUMBER: _ClassVar[int]
     SPHERE_RADIUS_FIELD_NUMBER: _ClassVar[int]
     MESH_FIELD_NUMBER: _ClassVar[int]
     MESH_ASSET_FIELD_NUMBER: _ClassVar[int]
     TEXTURE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CODE_DIM_FIELD_NUMBER: _ClassVar[int]
+    MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
     grid_resolution: int
     extent: float
     sphere_radius: float
     mesh: MeshInit
     mesh_asset: AssetSource
     texture_size: int
-    def __init__(self, grid_resolution: _Optional[int] = ..., extent: _Optional[float] = ..., sphere_radius: _Optional[float] = ..., mesh: _Optional[_Union[MeshInit, _Mapping]] = ..., mesh_asset: _Optional[_Union[AssetSource, _Mapping]] = ..., texture_size: _Optional[int] = ...) -> None: ...
+    expressions: int
+    code_dim: int
+    max_offset: float
+    def __init__(self, grid_resolution: _Optional[int] = ..., extent: _Optional[float] = ..., sphere_radius: _Optional[float] = ..., mesh: _Optional[_Union[MeshInit, _Mapping]] = ..., mesh_asset: _Optional[_Union[AssetSource, _Mapping]] = ..., texture_size: _Optional[int] = ..., expressions: _Optional[int] = ..., code_dim: _Optional[int] = ..., max_offset: _Optional[float] = ...) -> None: ...
 
 class FieldInit(_message.Message):
     __slots__ = ("resolution", "channels", "depth", "levels", "box_size", "init_std")
@@ -273,7 +281,7 @@ class CreateSceneResponse(_message.Message):
     def __init__(self, scene_id: _Optional[str] = ..., kind: _Optional[_Union[SceneKind, str]] = ..., backend: _Optional[str] = ..., param_counts: _Optional[_Mapping[str, int]] = ..., step: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RenderSceneRequest(_message.Message):
-    __slots__ = ("scene_id", "cameras", "outputs", "width", "height", "color", "random_color", "image", "requires_grad", "shading", "light_direction", "dtype", "seed", "environment")
+    __slots__ = ("scene_id", "cameras", "outputs", "width", "height", "color", "random_color", "image", "requires_grad", "shading", "light_direction", "dtype", "seed", "environment", "expression")
     SCENE_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERAS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +296,7 @@ class RenderSceneRequest(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
     scene_id: str
     cameras: _containers.RepeatedCompositeFieldContainer[_common_pb2.Camera]
     outputs: _containers.RepeatedScalarFieldContainer[str]
@@ -302,7 +311,8 @@ class RenderSceneRequest(_message.Message):
     dtype: _common_pb2.Tensor.DType
     seed: int
     environment: EnvironmentMap
-    def __init__(self, scene_id: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., color: _Optional[_Union[Color3, _Mapping]] = ..., random_color: _Optional[bool] = ..., image: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., requires_grad: _Optional[bool] = ..., shading: _Optional[str] = ..., light_direction: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., dtype: _Optional[_Union[_common_pb2.Tensor.DType, str]] = ..., seed: _Optional[int] = ..., environment: _Optional[_Union[EnvironmentMap, _Mapping]] = ...) -> None: ...
+    expression: int
+    def __init__(self, scene_id: _Optional[str] = ..., cameras: _Optional[_Iterable[_Union[_common_pb2.Camera, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., color: _Optional[_Union[Color3, _Mapping]] = ..., random_color: _Optional[bool] = ..., image: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., requires_grad: _Optional[bool] = ..., shading: _Optional[str] = ..., light_direction: _Optional[_Union[_common_pb2.Point3, _Mapping]] = ..., dtype: _Optional[_Union[_common_pb2.Tensor.DType, str]] = ..., seed: _Optional[int] = ..., environment: _Optional[_Union[EnvironmentMap, _Mapping]] = ..., expression: _Optional[int] = ...) -> None: ...
 
 class EnvironmentMap(_message.Message):
     __slots__ = ("values", "height", "width", "rotation_y_deg")
@@ -491,18 +501,20 @@ class SetSceneStateResponse(_message.Message):
     def __init__(self, step: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class ExportSceneRequest(_message.Message):
-    __slots__ = ("scene_id", "format", "scale", "texture_size", "chunk_bytes")
+    __slots__ = ("scene_id", "format", "scale", "texture_size", "chunk_bytes", "expression")
     SCENE_ID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     TEXTURE_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
     scene_id: str
     format: AssetFormat
     scale: float
     texture_size: int
     chunk_bytes: int
-    def __init__(self, scene_id: _Optional[str] = ..., format: _Optional[_Union[AssetFormat, str]] = ..., scale: _Optional[float] = ..., texture_size: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    expression: int
+    def __init__(self, scene_id: _Optional[str] = ..., format: _Optional[_Union[AssetFormat, str]] = ..., scale: _Optional[float] = ..., texture_size: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., expression: _Optional[int] = ...) -> None: ...
 
 class BackProjectTextureRequest(_message.Message):
     __slots__ = ("scene_id", "image", "camera", "mask", "min_cosine", "write")

@@ -57,6 +57,24 @@ from services.render.representations.mesh_raster import edge_neighbors
 GREY = 0.7
 
 
+def initial_sdf(resolution: int, extent: float, *, sphere_radius: float | None = None,
+                mesh: MeshData | tuple | None = None, max_triangles: int = mesh_io.DEFAULT_MAX_TRIANGLES
+                ) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray | None] | None]:
+    """The SDF (V,) a DMTet grid starts from (DmtetScene.create's rules: a mesh's signed distance, else
+    a sphere of sphere_radius, default extent / 2) and, for a mesh, (its vertices, vertex colours or None)."""
+    if mesh is not None:
+        if isinstance(mesh, MeshData):
+            v, f, colours = mesh.vertices, mesh.faces, mesh.vertex_colors
+        else:
+            (v, f), colours = mesh[:2], (mesh[2] if len(mesh) > 2 else None)
+        v, f, _ = mesh_io.validate_mesh(v, f, max_triangles)
+        return mesh_sdf_grid(torch.as_tensor(v), torch.as_tensor(f), resolution, extent), (v, colours)
+    radius = float(sphere_radius) if sphere_radius else extent / 2
+    if not 0 < radius < extent:
+        raise ValueError(f"sphere_radius must be in (0, extent={extent}), got {radius}")
+    return grid_vertices(resolution, extent).norm(dim=-1) - radius, None
+
+
 # --------------------------------------------------------------------------------------------------
 
 class DmtetScene(Representation):
@@ -70,6 +88,13 @@ class DmtetScene(Representation):
         """Placeholder parameters (create() sets the SDF). resolution: cells per side (>= 2); extent: half
         side of the grid cube, world units."""
         super().__init__()
+        self._init_grid(resolution, extent, backend)
+        n = (self.resolution + 1) ** 3
+        self.sdf = nn.Parameter(torch.zeros(n))
+        self.colors = nn.Parameter(torch.full((n, 3), 0.5)) if color_field else None
+
+    def _init_grid(self, resolution: int, extent: float, backend: str) -> None:
+        """The grid settings and the "deform" parameter (shared with the kinds built on this grid)."""
         if int(resolution) < 2 or resolution > 1024:
             raise ValueError(f"grid resolution must be in [2, 1024], got {resolution}")
         if not extent > 0:
@@ -77,10 +102,7 @@ class DmtetScene(Representation):
         self.resolution = int(resolution)
         self.extent = float(extent)
         self.backend_option = backend
-        n = (self.resolution + 1) ** 3
-        self.sdf = nn.Parameter(torch.zeros(n))
-        self.deform = nn.Parameter(torch.zeros(n, 3))
-        self.colors = nn.Parameter(torch.full((n, 3), 0.5)) if color_field else None
+        self.deform = nn.Parameter(torch.zeros((self.resolution + 1) ** 3, 3))
 
     @property
     def cell(self) -> float:
@@ -96,26 +118,19 @@ class DmtetScene(Representation):
         mesh_sdf_grid; vertex colours seed the colour field by nearest vertex). Neither: a sphere of
         radius extent / 2."""
         scene = cls(resolution or 128, extent or 1.2, color_field=color_field, backend=backend)
-        pts = grid_vertices(scene.resolution, scene.extent)
-        if mesh is not None:
-            if isinstance(mesh, MeshData):
-                v, f, colours = mesh.vertices, mesh.faces, mesh.vertex_colors
-            else:
-                (v, f), colours = mesh[:2], (mesh[2] if len(mesh) > 2 else None)
-            v, f, _ = mesh_io.validate_mesh(v, f, max_triangles)
-            sdf = mesh_sdf_grid(torch.as_tensor(v), torch.as_tensor(f), scene.resolution, scene.extent)
-            if color_field and colours is not None:
-                from scipy.spatial import cKDTree
+        sdf, source = initial_sdf(scene.resolution, scene.extent, sphere_radius=sphere_radius, mesh=mesh,
+                                  max_triangles=max_triangles)
+        if color_field and source is not None and source[1] is not None:
+            from scipy.spatial import cKDTree
 
-                _, nearest = cKDTree(v).query(pts.numpy(), k=1)
-                scene.colors.data.copy_(torch.as_tensor(np.asarray(colours, np.float32)[nearest]))
-        else:
-            radius = float(sphere_radius) if sphere_radius else scene.extent / 2
-            if not 0 < radius < scene.extent:
-                raise ValueError(f"sphere_radius must be in (0, extent={scene.extent}), got {radius}")
-            sdf = pts.norm(dim=-1) - radius
+            _, nearest = cKDTree(source[0]).query(grid_vertices(scene.resolution, scene.extent).numpy(), k=1)
+            scene.colors.data.copy_(torch.as_tensor(np.asarray(source[1], np.float32)[nearest]))
         scene.sdf.data.copy_(sdf)
         return scene
+
+    def current_sdf(self) -> torch.Tensor:
+        """The SDF (V,) at the grid vertices that the surface is extracted from."""
+        return self.sdf
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {"sdf": [self.sdf], "deform": [self.deform]}
@@ -126,17 +141,17 @@ class DmtetScene(Representation):
     def positions(self, idx: torch.Tensor) -> torch.Tensor:
         """Deformed world positions (K, 3) of grid vertices idx (K,)."""
         n = self.resolution + 1
-        ijk = torch.stack([idx // (n * n), (idx // n) % n, idx % n], -1).to(self.sdf.dtype)
+        ijk = torch.stack([idx // (n * n), (idx // n) % n, idx % n], -1).to(self.deform.dtype)
         base = -self.extent + ijk * self.cell
         return base + 0.5 * self.cell * torch.tanh(self.deform[idx])
 
     def extract(self) -> TetMesh:
         """The current surface as a mesh (differentiable w.r.t. sdf, deform and colours)."""
-        return marching_tets(self.positions, self.sdf, self.resolution, self.colors)
+        return marching_tets(self.positions, self.current_sdf(), self.resolution, self.colors)
 
     @property
     def backend(self) -> str:  # type: ignore[override]
-        return get_rasterizer(self.backend_option, self.sdf.device).name
+        return get_rasterizer(self.backend_option, self.deform.device).name
 
     def render(self, cameras: CameraBatch, outputs: Collection[str], background: torch.Tensor | None = None, *,
                shading: str | None = None, light_direction: torch.Tensor | None = None,
@@ -144,31 +159,40 @@ class DmtetScene(Representation):
         """Extract, then rasterise. shading None: "unlit" with a colour field, "diffuse" (grey) without;
         "pbr" under environment (pbr.Environment) with the constant materials of mesh_render
         (DEFAULT_ROUGHNESS, DEFAULT_METALLIC: DMTet has no UV atlas for material maps)."""
-        unknown = set(outputs) - self.outputs
-        if unknown:
-            raise ValueError(f"dmtet scenes cannot render {sorted(unknown)}; outputs are {sorted(self.outputs)}")
+        self._check_outputs(outputs)
         m = self.extract()
         if shading is None:
             shading = "unlit" if m.colors is not None else "diffuse"
         colours = m.colors if m.colors is not None else torch.full_like(m.vertices, GREY)
-        raster = get_rasterizer(self.backend_option, self.sdf.device)
+        return self._draw(m, cameras, outputs, background, colours, shading=shading, light_direction=light_direction,
+                          environment=environment)
+
+    def _check_outputs(self, outputs: Collection[str]) -> None:
+        unknown = set(outputs) - self.outputs
+        if unknown:
+            raise ValueError(f"{self.kind} scenes cannot render {sorted(unknown)}; outputs are {sorted(self.outputs)}")
+
+    def _draw(self, m: TetMesh, cameras: CameraBatch, outputs: Collection[str], background, colours: torch.Tensor,
+              **shade) -> dict[str, torch.Tensor]:
+        """Rasterise an extracted mesh with per-vertex colours (and render_triangles' shading keywords)."""
+        raster = get_rasterizer(self.backend_option, self.deform.device)
         neighbors = edge_neighbors(m.faces) if len(m.faces) else torch.zeros(0, 3, dtype=torch.long)
         return render_triangles(raster, m.vertices, m.faces, neighbors, cameras, outputs, background,
-                                vertex_colors=colours, shading=shading, light_direction=light_direction,
-                                environment=environment)
+                                vertex_colors=colours, **shade)
 
     def sdf_sign_loss(self) -> torch.Tensor:
         """nvdiffrec's SDF regulariser over the grid edges whose endpoint signs differ (see module doc)."""
-        m_edges = self._sign_change_edges()
+        sdf = self.current_sdf()
+        m_edges = self._sign_change_edges(sdf.detach())
         if m_edges.numel() == 0:
-            return self.sdf.sum() * 0
-        s0, s1 = self.sdf[m_edges[:, 0]], self.sdf[m_edges[:, 1]]
+            return sdf.sum() * 0
+        s0, s1 = sdf[m_edges[:, 0]], sdf[m_edges[:, 1]]
         return (F.binary_cross_entropy_with_logits(s0, (s1 > 0).to(s0)) +
                 F.binary_cross_entropy_with_logits(s1, (s0 > 0).to(s1))) / 2
 
-    def _sign_change_edges(self) -> torch.Tensor:
+    def _sign_change_edges(self, sdf: torch.Tensor) -> torch.Tensor:
         r = self.resolution
-        inside = self.sdf.detach() < 0
+        inside = sdf < 0
         tets = cell_tets(active_cells(inside, r), r)
         e = torch.as_tensor(TET_EDGES, device=tets.device)
         ends = tets[:, e].reshape(-1, 2)
@@ -181,13 +205,13 @@ class DmtetScene(Representation):
         def laplacian(**_):
             m = self.extract()
             if len(m.faces) == 0:
-                return self.sdf.sum() * 0
+                return self.deform.sum() * 0
             return laplacian_energy(m.vertices, unique_edges(m.faces))
 
         def consistency(**_):
             m = self.extract()
             if len(m.faces) == 0:
-                return self.sdf.sum() * 0
+                return self.deform.sum() * 0
             return normal_consistency(m.vertices, m.faces, edge_neighbors(m.faces))
 
         return {"sdf_sign": lambda **_: self.sdf_sign_loss(), "laplacian": laplacian,
@@ -223,6 +247,7 @@ class DmtetScene(Representation):
 
 
 RESOLUTIONS = (32, 64, 128, 256, 512)  # grid resolutions CreateScene accepts (Describe's dmtet_resolutions)
+EXPRESSION_INIT_KEYS = ("expressions", "code_dim", "max_offset")    # kind dmtet_expression (dmtet_expression.py)
 DMTET_INIT_KEYS = ("grid_resolution", "extent", "texture_size", "sphere_radius", "mesh", "mesh_asset")
 OPTIONS = {"backend": "auto | torch | nvdiffrast", "color_field": "true: a per-vertex colour field",
            "grid_resolution": "for asset init (128)", "extent": "for asset init (1.2)"}
@@ -234,11 +259,17 @@ def _resolution(value: int, field: str) -> int:
     return value
 
 
-def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limits) -> DmtetScene:
-    iv.check_keys(init, DMTET_INIT_KEYS, "dmtet")
-    resolution = _resolution(iv.integer(init, "grid_resolution", "dmtet.grid_resolution", 128), "dmtet.grid_resolution")
-    extent = iv.number(init, "extent", "dmtet.extent", 1.2, low=0, open_low=True)
-    texture_size_from_init(init, "dmtet.texture_size")
+def _no_expressions(init: Mapping[str, Any]) -> None:
+    """DmtetInit's expression fields belong to kind dmtet_expression: plain dmtet takes only 0 there."""
+    for key in EXPRESSION_INIT_KEYS:
+        value = init.get(key)
+        if value not in (None, 0):
+            raise InvalidArgument(f"dmtet.{key}", f"must be 0 for kind dmtet (it is for kind dmtet_expression), "
+                                                  f"got {value}")
+
+
+def mesh_init_arg(init: Mapping[str, Any], extent: float, limits) -> tuple[float | None, tuple | MeshData | None]:
+    """DmtetInit's shape, validated: (sphere_radius or None, mesh (vertices, faces) / MeshData or None)."""
     radius = None
     if init.get("sphere_radius") is not None:
         radius = iv.number(init, "sphere_radius", "dmtet.sphere_radius", extent / 2, low=0, high=extent,
@@ -252,6 +283,16 @@ def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limi
     elif init.get("mesh_asset") is not None:
         data, fmt = _mesh_asset(init["mesh_asset"])
         mesh_arg = mesh_io.load_mesh(data, fmt or None, limits.max_triangles)
+    return radius, mesh_arg
+
+
+def _create(init: Mapping[str, Any], seed: int, options: Mapping[str, str], limits) -> DmtetScene:
+    iv.check_keys(init, DMTET_INIT_KEYS + EXPRESSION_INIT_KEYS, "dmtet")
+    _no_expressions(init)
+    resolution = _resolution(iv.integer(init, "grid_resolution", "dmtet.grid_resolution", 128), "dmtet.grid_resolution")
+    extent = iv.number(init, "extent", "dmtet.extent", 1.2, low=0, open_low=True)
+    texture_size_from_init(init, "dmtet.texture_size")
+    radius, mesh_arg = mesh_init_arg(init, extent, limits)
     return DmtetScene.create(resolution, extent, sphere_radius=radius, mesh=mesh_arg,
                              color_field=iv.flag(options, "color_field"),
                              backend=iv.choice(options, "backend", BACKENDS, "auto"), max_triangles=limits.max_triangles)
@@ -263,7 +304,8 @@ def dmtet_bytes(resolution: int, color_field: bool = False) -> int:
 
 
 def _init_bytes(init: Mapping[str, Any], options: Mapping[str, str], limits) -> int:
-    iv.check_keys(init, DMTET_INIT_KEYS, "dmtet")
+    iv.check_keys(init, DMTET_INIT_KEYS + EXPRESSION_INIT_KEYS, "dmtet")
+    _no_expressions(init)
     resolution = _resolution(iv.integer(init, "grid_resolution", "dmtet.grid_resolution", 128), "dmtet.grid_resolution")
     texture_size_from_init(init, "dmtet.texture_size")
     return dmtet_bytes(resolution, iv.flag(options, "color_field"))

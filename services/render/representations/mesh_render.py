@@ -38,13 +38,16 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
                      uvs: torch.Tensor | None = None, uv_faces: torch.Tensor | None = None,
                      seen: torch.Tensor | None = None, flat_normals: bool = False, shading: str = "unlit",
                      light_direction: torch.Tensor | None = None, roughness: torch.Tensor | None = None,
-                     metallic: torch.Tensor | None = None, environment=None) -> dict[str, torch.Tensor]:
+                     metallic: torch.Tensor | None = None, environment=None,
+                     vertex_roughness: torch.Tensor | None = None,
+                     vertex_metallic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Render a triangle mesh. vertices (V, 3), faces (F, 3), neighbors (F, 3) from edge_neighbors;
     albedo from texture (T, T, 3) at uvs/uv_faces, or vertex_colors (V, 3), or grey 0.5 when neither.
     shading "unlit", "diffuse" (Lambertian, ambient 0.3, light_direction (3,) world towards the light,
     default: towards each camera) or "pbr" (pbr.shade_pbr under environment, a pbr.Environment, with
-    the roughness / metallic UV maps (T, T, 1) linear in [0, 1], or DEFAULT_ROUGHNESS / DEFAULT_METALLIC
-    without them). Returns the requested outputs (render.proto shapes): "albedo" is the base colour
+    the roughness / metallic UV maps (T, T, 1) linear in [0, 1], or per-vertex values vertex_roughness /
+    vertex_metallic (V, 1) interpolated like vertex colours (a UV map wins when both are given), or
+    DEFAULT_ROUGHNESS / DEFAULT_METALLIC without either). Returns the requested outputs (render.proto shapes): "albedo" is the base colour
     before shading over the background (equal to "rgb" when unlit); "roughness" / "metallic"
     (N, 1, H, W) the material values (0 where nothing is drawn)."""
     outputs = set(outputs)
@@ -83,10 +86,13 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
         if "albedo" in outputs:
             channels.append(("albedo", albedo * mask + bg * (1 - mask)))
     materials = {}
-    for name, tex, default in (("roughness", roughness, DEFAULT_ROUGHNESS), ("metallic", metallic, DEFAULT_METALLIC)):
+    for name, tex, per_vertex, default in (("roughness", roughness, vertex_roughness, DEFAULT_ROUGHNESS),
+                                           ("metallic", metallic, vertex_metallic, DEFAULT_METALLIC)):
         if name in outputs or pbr:
             if tex is not None and uv_img is not None:
                 materials[name] = raster.texture(tex.clamp(0, 1), uv_img)
+            elif per_vertex is not None:
+                materials[name] = raster.interpolate(frags, per_vertex.reshape(-1, 1).to(vertices.dtype).clamp(0, 1))
             else:
                 materials[name] = torch.full_like(mask, default)
             if name in outputs:
