@@ -4,7 +4,7 @@ entry `{from_recipe: NAME, stage: STAGE, backbone: B, set: {dotted.path: value}}
 recipe, every guidance backbone it names replaced by B, the `set` paths (list items by index) changed to shrink
 it for a CPU) between the check's own init and ground_truth_check stages.
 
-    python -m orchestrator.closed_loop_papers [--recipe portrait3d_text|portrait3d_id] [--option K=V ...] [--out FILE]
+    python -m orchestrator.closed_loop_papers [--recipe portrait3d_text|portrait3d_id|id_to_3d] [--option K=V ...] [--out FILE]
 
 runs one check as in production (render and guidance serving only oracles, as processes on loopback, plus, for
 portrait3d_text, inversion serving a tiny random pyramid GAN; the job on Ray) and prints its figures as JSON."""
@@ -169,7 +169,31 @@ def run_portrait3d_id(root: Path, options: dict[str, str] | None = None, timeout
         sup.stop()
 
 
-RUNNERS = {"portrait3d_text": run_portrait3d_text, "portrait3d_id": run_portrait3d_id}
+# The id_to_3d check's guidance: the oracle, its exemplars the procedural head's variant for each expression text of
+# the recipe (its default LoRAs "normal" and "albedo" select normal pictures and the unlit albedo).
+EXPRESSION_VARIANTS = {"neutral": "neutral", "smile": "cheeks_puffed", "mouth open": "jaw_open"}
+ORACLE_EXPRESSION_GUIDANCE = {"backbones": [
+    {"name": "oracle", "backend": "oracle", "default": True, "expressions": EXPRESSION_VARIANTS}]}
+
+
+def run_id_to_3d(root: Path, options: dict[str, str] | None = None, timeout_s: float = 1800) -> dict:
+    """Run the id_to_3d check as a Ray job against render and guidance processes, with no photo (the check needs no
+    face: _run_check_job's figures)."""
+    from orchestrator.runtime.endpoints import Endpoints
+    from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
+
+    config = root / "oracle.yaml"
+    config.write_text(yaml.safe_dump(ORACLE_EXPRESSION_GUIDANCE))
+    sup = Supervisor([ServiceSpec("render"), ServiceSpec("guidance", ["--config", str(config), "--device", "cpu"])],
+                     root / "logs").start()
+    try:
+        endpoints = Endpoints(render=sup.address("render"), guidance=sup.address("guidance"))
+        return _run_check_job(root, "id_to_3d", options, endpoints, [], timeout_s)
+    finally:
+        sup.stop()
+
+
+RUNNERS = {"portrait3d_text": run_portrait3d_text, "portrait3d_id": run_portrait3d_id, "id_to_3d": run_id_to_3d}
 
 
 def main(argv=None) -> int:
@@ -181,7 +205,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     options = dict(o.split("=", 1) for o in args.option)
     truth = {"portrait3d_text": "the oracle prior's known field (a tiny random GAN's sample)",
-             "portrait3d_id": "the oracle prior's known head (the procedural head)"}[args.recipe]
+             "portrait3d_id": "the oracle prior's known head (the procedural head)",
+             "id_to_3d": "the oracle prior's known head in three known expression variants"}[args.recipe]
     with tempfile.TemporaryDirectory(prefix="headforge-closed-loop-") as tmp:
         figures = {"note": f"a TEST against {truth}: it checks the recipe's machinery, it is not a result",
                    args.recipe: RUNNERS[args.recipe](Path(tmp), options)}

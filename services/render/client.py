@@ -41,7 +41,7 @@ class RenderClient(Protocol):
                background=None, width: int = 0, height: int = 0, seed: int = 0, shading: str = "",
                light_direction=None, environment=None, expression: int = 0) -> RenderResult:
         """cameras: PinholeCamera list; outputs (N, C, H, W) float32; requires_grad keeps a step handle.
-        shading "", "unlit", "diffuse" (light_direction (3,)) or "pbr" (environment: types.EnvironmentMap).
+        shading "", "unlit", "diffuse" (light_direction (3,)), "pbr" or "pbr_diffuse" (environment: types.EnvironmentMap).
         expression: index into the scene's expression codes (kind dmtet_expression; 0 elsewhere)."""
 
     def apply_gradients(self, scene_id: str, terms: list[GradientTerm], regularizers: list[RegularizerTerm] = (),

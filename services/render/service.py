@@ -94,8 +94,8 @@ class RenderService:
                environment: EnvironmentMap | None = None, expression: int = 0) -> RenderResult:
         """Render N cameras. background: None (white), (3,) colour, (3, H, W) / (N, 3, H, W) image, or
         "random" (a uniform colour per image). shading "" (the kind's default), "unlit", "diffuse" (with
-        light_direction (3,) world, towards the light) or "pbr" (with environment, an EnvironmentMap of
-        linear radiance; see representations/pbr.py). expression: index into the scene's expression codes
+        light_direction (3,) world, towards the light), "pbr" (with environment, an EnvironmentMap of
+        linear radiance; see representations/pbr.py) or "pbr_diffuse" (its diffuse lobe only). expression: index into the scene's expression codes
         (kind dmtet_expression), 0 for other kinds. Outputs as numpy float32 (int32 for triangle_id)."""
         scene = self.store.get(current_tenant(), scene_id)
         shade_kw = self._shading(scene, shading, light_direction, environment)
@@ -153,8 +153,8 @@ class RenderService:
             require(d.shape == (3,) and bool(np.isfinite(d).all()) and float(np.linalg.norm(d)) > 1e-8,
                     "light_direction", "must be 3 finite values, not all zero")
             kw["light_direction"] = torch.as_tensor(d, device=self.device)
-        if shading == "pbr":
-            require(environment is not None, "environment", "shading 'pbr' needs an environment map")
+        if shading in ("pbr", "pbr_diffuse"):
+            require(environment is not None, "environment", f"shading {shading!r} needs an environment map")
             env = EnvironmentMap.checked(environment.radiance, environment.rotation_y_deg)
             key = hashlib.sha1(env.radiance.tobytes() + str(env.radiance.shape).encode()).hexdigest()
             cache = self.__dict__.setdefault("_env_cache", {})

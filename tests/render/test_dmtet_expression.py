@@ -128,7 +128,7 @@ def test_new_scene_renders_the_template_and_init_bytes():
 
 def test_gradients_reach_sdf_net_codes_and_material_net(inprocess):
     info = inprocess.create_scene("dmtet_expression", init(), options=SMALL, seed=3)
-    assert set(info.param_counts) == {"sdf_net", "codes", "deform", "material_net"}
+    assert set(info.param_counts) == {"sdf_net", "codes", "deform", "material_net", "material_codes"}
     cams = pinholes()
     seen = {}
     for step in range(2):        # the zero read-outs pass gradients to the codes from the second step on
@@ -140,6 +140,7 @@ def test_gradients_reach_sdf_net_codes_and_material_net(inprocess):
         for k, v in s.grad_norms.items():
             seen[k] = max(seen.get(k, 0.0), v)
     assert seen["sdf_net"] > 0 and seen["codes"] > 0 and seen["material_net"] > 0 and seen["deform"] > 0
+    assert seen["material_codes"] > 0
 
 
 def ellipsoid_sdf(points: torch.Tensor, axes) -> torch.Tensor:
@@ -174,7 +175,7 @@ def test_expression_codes_fit_two_shapes(inprocess):
             targets.append((t.extract().vertices, {k: v.numpy() for k, v in t.render(cams, names).items()}))
     lrs = {"sdf_net": LrSchedule.constant(3e-3), "codes": LrSchedule.constant(3e-3)}
     info = inprocess.create_scene("dmtet_expression", init(max_offset=0.22), options=SMALL, seed=1,
-                                  optimizer=OptimizerSpec(lrs=lrs, frozen={"deform", "material_net"}))
+                                  optimizer=OptimizerSpec(lrs=lrs, frozen={"deform", "material_net", "material_codes"}))
     for step in range(60):
         e = step % 2
         r = inprocess.render(info.scene_id, views, names, requires_grad=True, expression=e)
@@ -202,6 +203,7 @@ def test_export_glb_per_expression_with_baked_materials(inprocess):
     with torch.no_grad():      # make the expressions differ: shape and material via the read-outs
         scene.sdf_net.head.bias.fill_(0.3)
         scene.codes[1].mul_(-1)
+        scene.material_codes[1].mul_(-1)
         scene.sdf_net.head.weight.normal_(0, 1.0)
         scene.material_net.head.weight.normal_(0, 1.0)
     glbs = [inprocess.export(info.scene_id, "glb", texture_size=64, expression=e) for e in range(2)]
@@ -244,7 +246,7 @@ def test_expression_field_is_checked(client):
     assert err.value.field == "dmtet.expressions"
     kinds = {k.kind: k for k in client.describe().kinds}
     assert kinds["dmtet_expression"].default_lrs == {"sdf_net": 1e-4, "codes": 1e-3, "deform": 1e-2,
-                                                     "material_net": 1e-2}
+                                                     "material_net": 1e-2, "material_codes": 1e-2}
 
 
 def test_state_round_trip(client):

@@ -160,6 +160,24 @@ def test_gradients_reach_the_material_maps(client):
     assert step.grad_norms["roughness"] > 0 and step.grad_norms["metallic"] > 0 and step.grad_norms["texture"] > 0
 
 
+def test_diffuse_only_shading_is_the_diffuse_lobe_and_leaves_the_materials_alone(client):
+    """"pbr_diffuse": a white sphere under radiance 1 renders 1 whatever its metallic (the lobe of a dielectric),
+    darker than "pbr" adds with its specular; no gradient reaches roughness or metallic, the albedo's does."""
+    sid = client.create_scene("mesh", sphere_init(1.0, roughness=0.3, metallic=0.8)).scene_id
+    env = EnvironmentMap(np.ones((3, 8, 16), np.float32))
+    out = client.render(sid, [cam(20, 10)], ["rgb", "alpha"], shading="pbr_diffuse", environment=env,
+                        background=(0.0, 0.0, 0.0)).outputs
+    inside = out["alpha"][0, 0] > 0.999
+    assert inside.sum() > 200 and np.abs(out["rgb"][0][:, inside] - 1).max() < 0.02
+    lit = EnvironmentMap(patch_env(40.0) + 0.2)
+    r = client.render(sid, [cam(15, 10)], ["rgb"], shading="pbr_diffuse", requires_grad=True, environment=lit)
+    step = client.apply_gradients(sid, [GradientTerm(r.step_handle, "rgb", np.ones_like(r.outputs["rgb"]))])
+    assert step.grad_norms["texture"] > 0
+    assert step.grad_norms.get("roughness", 0.0) == 0 and step.grad_norms.get("metallic", 0.0) == 0
+    with pytest.raises(InvalidArgument, match="environment"):
+        client.render(sid, [cam()], ["rgb"], shading="pbr_diffuse")
+
+
 def test_shading_gradient_matches_finite_differences():
     env = Environment.from_map(torch.as_tensor(patch_env(30.0) + 0.3))
     n = _unit(torch.tensor([[0.3, 0.2, 0.9]]))

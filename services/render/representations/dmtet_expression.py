@@ -19,13 +19,14 @@ dropout); the output is a linear read-out of the code token's final state. The p
 "hash grid + 4-layer transformer conditioned on a 32-d expression code"; this token layout is ours.
   f_sdf: 4 layers, one output, its read-out layer initialised to ZERO, so a new scene renders exactly
          the template (same alpha and normals as a DmtetScene from the same init).
-  f_mat: 3 layers, own hash grid, the same expression code; 5 outputs at each extracted mesh vertex
+  f_mat: 3 layers, own hash grid, its own code per expression (the paper's k_exp^a beside the geometry's
+         k_exp^n: the texture stages learn them with the geometry frozen); 5 outputs at each extracted mesh vertex
          (deformed world position): albedo (3, sRGB, sigmoid), roughness and metallic (sigmoid, linear
          [0, 1]); read-out weights zero and biases so that a new scene has albedo 0.5, roughness 0.5,
          metallic 0.02.
 
 Parameter groups: "sdf_net" (f_sdf incl. its hash grid), "codes" (E, code_dim), "deform" (V, 3, as
-DmtetScene), "material_net" (f_mat incl. its hash grid).
+DmtetScene), "material_net" (f_mat incl. its hash grid), "material_codes" (E, code_dim).
 Outputs: rgb, albedo, alpha, depth, normal_camera, normal_world, triangle_id, roughness, metallic.
 Shading: "unlit" (default: the albedo), "diffuse" (Lambert on the albedo), "pbr" (per-vertex materials).
 render(..., expression=e) picks the code; the regularisers (sdf_sign, laplacian, normal_consistency)
@@ -106,7 +107,7 @@ class HashTransformer(nn.Module):
 class ExpressionDmtetScene(DmtetScene):
     kind = "dmtet_expression"
     outputs = DmtetScene.outputs
-    default_lrs = {"sdf_net": 1e-4, "codes": 1e-3, "deform": 1e-2, "material_net": 1e-2}
+    default_lrs = {"sdf_net": 1e-4, "codes": 1e-3, "deform": 1e-2, "material_net": 1e-2, "material_codes": 1e-2}
 
     def __init__(self, resolution: int = 128, extent: float = 1.2, *, expressions: int = 1, code_dim: int = 32,
                  max_offset: float = 0.1, levels: int = 16, features: int = 2, log2_table_size: int = 19,
@@ -128,6 +129,7 @@ class ExpressionDmtetScene(DmtetScene):
         gen = torch.Generator().manual_seed(int(seed))
         self.register_buffer("template", torch.zeros((self.resolution + 1) ** 3))
         self.codes = nn.Parameter(torch.randn(int(expressions), self.code_dim, generator=gen))
+        self.material_codes = nn.Parameter(torch.randn(int(expressions), self.code_dim, generator=gen))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             self.sdf_net = HashTransformer(1, SDF_LAYERS, self.code_dim, **self.hash_sizes)
@@ -155,7 +157,7 @@ class ExpressionDmtetScene(DmtetScene):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"sdf_net": list(self.sdf_net.parameters()), "codes": [self.codes], "deform": [self.deform],
-                "material_net": list(self.material_net.parameters())}
+                "material_net": list(self.material_net.parameters()), "material_codes": [self.material_codes]}
 
     def check_expression(self, expression: int) -> int:
         e = int(expression)
@@ -192,7 +194,7 @@ class ExpressionDmtetScene(DmtetScene):
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Albedo (P, 3) sRGB, roughness (P, 1), metallic (P, 1) in [0, 1] at world points (P, 3)."""
         e = self.expression if expression is None else self.check_expression(expression)
-        out = torch.sigmoid(self.material_net(self._unit(points), self.codes[e]))
+        out = torch.sigmoid(self.material_net(self._unit(points), self.material_codes[e]))
         return out[:, :3], out[:, 3:4], out[:, 4:5]
 
     # rendering -----------------------------------------------------------------------------------
@@ -323,7 +325,7 @@ def _network_bytes(code_dim: int, levels: int, features: int) -> int:
 def expression_dmtet_bytes(resolution: int, expressions: int, code_dim: int, levels: int, features: int,
                            log2_table_size: int) -> int:
     """memory_bytes() of an ExpressionDmtetScene: template (V,), deform (V, 3), codes, two networks."""
-    return ((resolution + 1) ** 3 * 4 * 4 + expressions * code_dim * 4 + _network_bytes(code_dim, levels, features)
+    return ((resolution + 1) ** 3 * 4 * 4 + 2 * expressions * code_dim * 4 + _network_bytes(code_dim, levels, features)
             + 2 * HashGrid.table_bytes(levels, features, log2_table_size))
 
 

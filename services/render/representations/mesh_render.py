@@ -51,17 +51,17 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
     before shading over the background (equal to "rgb" when unlit); "roughness" / "metallic"
     (N, 1, H, W) the material values (0 where nothing is drawn)."""
     outputs = set(outputs)
-    if shading not in ("unlit", "", "diffuse", "pbr"):
-        raise ValueError(f"unknown shading {shading!r} (expected 'unlit', 'diffuse' or 'pbr')")
-    if shading == "pbr" and environment is None:
-        raise ValueError("shading 'pbr' needs an environment")
-    pbr = shading == "pbr" and "rgb" in outputs
+    if shading not in ("unlit", "", "diffuse", "pbr", "pbr_diffuse"):
+        raise ValueError(f"unknown shading {shading!r} (expected 'unlit', 'diffuse', 'pbr' or 'pbr_diffuse')")
+    if shading in ("pbr", "pbr_diffuse") and environment is None:
+        raise ValueError(f"shading {shading!r} needs an environment")
+    pbr = shading in ("pbr", "pbr_diffuse") and "rgb" in outputs
     N, H, W = len(cameras), cameras.height, cameras.width
     cams = cameras.to(device=vertices.device, dtype=vertices.dtype)
     frags = raster.rasterize(vertices, faces, cams)
     mask = (frags.tri_id >= 0).to(vertices.dtype)[:, None]                # (N, 1, H, W)
     R = cams.world_to_camera[:, :3, :3]
-    want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading in ("diffuse", "pbr")
+    want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading in ("diffuse", "pbr", "pbr_diffuse")
     uv_img = None
     if texture is not None and (outputs & {"rgb", "albedo", "uv", "texture_seen", "roughness", "metallic"}):
         uv_img = raster.interpolate(frags, uvs.to(vertices.dtype), uv_faces)
@@ -105,7 +105,7 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
             _, dirs = cams.pixel_rays()                                       # (N, H, W, 3) camera -> scene
             last = lambda t: t.permute(0, 2, 3, 1)                            # noqa: E731 (N, C, H, W) -> (N, H, W, C)
             rgb = shade_pbr(last(albedo), last(materials["roughness"]), last(materials["metallic"]), last(n_world),
-                            -dirs, environment)
+                            -dirs, environment, diffuse_only=shading == "pbr_diffuse")
             shaded = rgb.permute(0, 3, 1, 2)
         elif shading == "diffuse":
             if light_direction is None:

@@ -193,9 +193,13 @@ def pbr_terms(albedo_lin: torch.Tensor, roughness: torch.Tensor, metallic: torch
 
 
 def shade_pbr(albedo: torch.Tensor, roughness: torch.Tensor, metallic: torch.Tensor, normal_world: torch.Tensor,
-              view_dir: torch.Tensor, env: Environment) -> torch.Tensor:
+              view_dir: torch.Tensor, env: Environment, diffuse_only: bool = False) -> torch.Tensor:
     """sRGB colour (..., 3) in [0, 1] of surfaces under `env`. albedo (..., 3) sRGB in [0, 1] (linearised
     here); roughness, metallic (..., 1) in [0, 1]; normal_world (..., 3) unit; view_dir (..., 3) unit,
-    surface -> camera. The linear result is clamped to [0, 1] and sRGB-encoded (no tone mapping)."""
+    surface -> camera. The linear result is clamped to [0, 1] and sRGB-encoded (no tone mapping).
+    diffuse_only (shading "pbr_diffuse"): the diffuse lobe of a dielectric (metallic 0, no specular), so
+    roughness and metallic take no part (ID-to-3D's first texture phase learns the diffuse term alone)."""
+    if diffuse_only:
+        return linear_to_srgb(srgb_to_linear(albedo) * env.irradiance(normal_world) / math.pi)
     diffuse, specular = pbr_terms(srgb_to_linear(albedo), roughness, metallic, normal_world, view_dir, env)
     return linear_to_srgb(diffuse + specular)
