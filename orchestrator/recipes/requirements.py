@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.stages.params import (CaptionParams, EvaluateParams, GenerateParams, GeometryTargetsParams,
                                         GroundTruthCheckParams, GroundTruthTargetsParams, InitParams, InvertParams,
@@ -31,6 +32,8 @@ class GuidanceNeed:
     identity_adapter: str = ""
     controls: tuple[tuple[str, str], ...] = ()
     output_kind: str | None = None
+    loras: tuple[str, ...] = ()
+    expression: bool = False
 
 
 def _guidance_needs(loaded) -> list[GuidanceNeed]:
@@ -52,7 +55,8 @@ def _guidance_needs(loaded) -> list[GuidanceNeed]:
         for t in getattr(p, "terms", ()):
             if t.kind == "sds":
                 needs.append(GuidanceNeed(name, t.backbone, "distill", t.identity_scale > 0, t.identity_adapter,
-                                          tuple((c.kind, c.name) for c in t.controls)))
+                                          tuple((c.kind, c.name) for c in t.controls),
+                                          loras=tuple(lora.name for lora in t.loras), expression=t.expression_scale > 0))
     return needs
 
 
@@ -80,6 +84,28 @@ def _guidance_problems(need: GuidanceNeed, info) -> list[str]:
         found = info.control(name) if name else next((c for c in info.controls if c.kind == kind), None)
         if found is None:
             problems.append(f"{where} has no {name or kind} ControlNet (loaded: {[c.name for c in info.controls]})")
+    loaded_loras = [lora.name for lora in info.loras]
+    for lora in need.loras:
+        if lora not in loaded_loras:
+            problems.append(f"{where} has no LoRA {lora!r} (loaded: {loaded_loras}); add it to the backbone's `loras`")
+    if need.expression and not info.expression_adapter:
+        problems.append(f"{where} has no expression adapter; add one to its `expression_adapters` (README: expression "
+                        "adapter format)")
+    return problems
+
+
+def _environment_problems(loaded, models_dir: str | None) -> list[str]:
+    """The environment-map folders that pbr shading names and the job's machine lacks (or holds no .hdr in)."""
+    problems = []
+    for name, p in loaded.params.items():
+        spec = getattr(p, "shading", None)
+        if spec is None or spec.kind == "diffuse" or spec.environments == "procedural":
+            continue
+        folder = Path(spec.environments if os.path.isabs(spec.environments) or not models_dir
+                      else os.path.join(models_dir, spec.environments))
+        if not folder.is_dir() or not any(folder.glob("*.hdr")):
+            problems.append(f"{name}: no Radiance .hdr environment maps in {str(folder)!r} (shading.environments); put "
+                            "HDR maps there (README: environment maps) or use environments: procedural")
     return problems
 
 
@@ -183,6 +209,7 @@ def missing(loaded, clients, models_dir: str | None = None, prompt: str | None =
     run). prompt: the job's prompt ("" = none; None = not known, so a caption stage's fallback to it is not
     checked)."""
     problems: list[str] = _lpips_files(loaded, models_dir)
+    problems += _environment_problems(loaded, models_dir)
     problems += _caption_problems(loaded, clients, prompt)
     problems += _identity_model_problems(loaded, clients)
     guidance = _guidance_needs(loaded)
