@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.stages.context import StageContext
-from orchestrator.stages.params import GroundTruthCheckParams, GroundTruthTargetsParams
+from orchestrator.stages.params import GroundTruthCheckParams, GroundTruthMeshParams, GroundTruthTargetsParams
 from orchestrator.stages.scene import ensure_scene
 from services.core.cameras import PinholeCamera, orbit_camera
 
@@ -191,6 +191,22 @@ def run(ctx: StageContext, params: GroundTruthCheckParams) -> None:
     sections.setdefault("ground_truth", {"note": "a test against the oracle prior's known head, not a result"})
     sections["ground_truth"][params.label or ctx.stage] = figures
     ctx.progress(1, 1, "measured", psnr_db=figures["psnr_db"], chamfer=figures["chamfer"])
+
+
+def run_mesh(ctx: StageContext, params: GroundTruthMeshParams) -> None:
+    """ground_truth_mesh, a TEST stage: the known head (a variant of it) as a GLB artifact."""
+    import trimesh
+
+    from services.core.procedural_head import EXPRESSIONS, head_mesh
+
+    if params.expression not in EXPRESSIONS:
+        from services.common.errors import InvalidArgument
+
+        raise InvalidArgument("expression", f"the procedural head's variants are {sorted(EXPRESSIONS)}")
+    v, f, colours = head_mesh(params.resolution, markings=True, expression=params.expression)
+    mesh = trimesh.Trimesh(v, f, vertex_colors=(np.clip(colours, 0, 1) * 255).astype(np.uint8), process=False)
+    ctx.artifact(params.artifact, mesh.export(file_type="glb"))
+    ctx.progress(1, 1, f"the known head ({params.expression}), {len(f)} triangles")
 
 
 def run_targets(ctx: StageContext, params: GroundTruthTargetsParams) -> None:

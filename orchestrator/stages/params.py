@@ -723,6 +723,15 @@ class GroundTruthCheckParams(_Strict):
     expressions: dict[str, str] = Field(default_factory=dict)
 
 
+class GroundTruthMeshParams(_Strict):
+    """A TEST stage (ground_truth_mesh): the procedural head, in one of its expression variants, meshed by marching
+    cubes and written as a GLB job artifact (world units), e.g. as the template a check's scene starts from."""
+
+    expression: str = "neutral"
+    resolution: int = Field(64, ge=16, le=256)
+    artifact: str = Field("truth/head.glb", pattern=r"^[a-z][a-z0-9_/]*\.glb$")
+
+
 class GroundTruthTargetsParams(RenderTargetsParams):
     """A TEST stage (ground_truth_targets): render_targets' views and file, rendered from the known head the
     oracle prior shows (truth as in ground_truth_check) instead of the job's scene."""

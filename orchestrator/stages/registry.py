@@ -56,5 +56,7 @@ STAGES.register("render_targets", StageSpec("orchestrator.stages.render_targets:
 STAGES.register("caption", StageSpec("orchestrator.stages.caption:run", p.CaptionParams, ("guidance",)))
 STAGES.register("geometry_targets", StageSpec("orchestrator.stages.geometry_targets:run", p.GeometryTargetsParams,
                                               ("guidance",)))
+STAGES.register("ground_truth_mesh", StageSpec("orchestrator.stages.ground_truth:run_mesh", p.GroundTruthMeshParams,
+                                               ()))
 STAGES.register("ground_truth_targets", StageSpec("orchestrator.stages.ground_truth:run_targets",
                                                   p.GroundTruthTargetsParams, ()))

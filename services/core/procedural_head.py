@@ -32,11 +32,11 @@ _SMOOTH = 0.08
 
 # Known expression variants of the head (a test ground truth for per-expression shape codes): part index
 # -> (centre, radii) replacing that part of _PARTS. Each moves the lower face's surface by up to 0.2 world
-# units (symmetric Chamfer 0.03-0.05 between variants), several cells of a 32-cell grid over [-1.3, 1.3].
+# units (two cells of a 32-cell grid over [-1.6, 1.6]).
 EXPRESSIONS: dict[str, dict[int, tuple]] = {
     "neutral": {},
-    "jaw_open": {1: ((0.0, -0.58, 0.20), (0.58, 0.84, 0.66))},        # the jaw drops and lengthens
-    "cheeks_puffed": {1: ((0.0, -0.30, 0.30), (0.86, 0.60, 0.76))},   # wider and fuller cheeks
+    "jaw_open": {1: ((0.0, -0.45, 0.22), (0.60, 0.70, 0.66))},        # the jaw drops and lengthens
+    "cheeks_puffed": {1: ((0.0, -0.33, 0.28), (0.78, 0.60, 0.74))},   # wider and fuller cheeks
 }
 
 # markings=True: albedo inside this ball (centre, radius; world units) is MARKING_RGB. It cuts the +X

@@ -78,4 +78,4 @@ def test_submit_has_no_default_recipe():
     r = headforge("submit", "photo.png", "--target", "127.0.0.1:1")
     assert r.returncode == 2 and "--recipe" in r.stderr and "required" in r.stderr
     r = headforge("submit", "--help")
-    assert r.returncode == 0 and "analytic_prior, fast, portrait3d_id, portrait3d_text, sds_gaussians" in " ".join(r.stdout.split())
+    assert r.returncode == 0 and "analytic_prior, fast, id_to_3d, portrait3d_id, portrait3d_text, sds_gaussians" in " ".join(r.stdout.split())

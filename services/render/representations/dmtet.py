@@ -202,14 +202,18 @@ class DmtetScene(Representation):
         return torch.stack([keys // n, keys % n], -1)
 
     def regularizers(self) -> dict[str, "callable"]:
+        return self._regularizers(self.extract)
+
+    def _regularizers(self, surface) -> dict[str, "callable"]:
+        """The regularisers on the mesh surface() gives (called once per regulariser)."""
         def laplacian(**_):
-            m = self.extract()
+            m = surface()
             if len(m.faces) == 0:
                 return self.deform.sum() * 0
             return laplacian_energy(m.vertices, unique_edges(m.faces))
 
         def consistency(**_):
-            m = self.extract()
+            m = surface()
             if len(m.faces) == 0:
                 return self.deform.sum() * 0
             return normal_consistency(m.vertices, m.faces, edge_neighbors(m.faces))
