@@ -94,3 +94,29 @@ def test_a_job_without_its_models_fails_before_any_stage_naming_each(tmp_path):
     for named in ("realistic_vision_faceid", "envmaps"):
         assert named in result.error_message, named
     assert not (tmp_path / "out").exists() and not result.stage_seconds
+
+
+def test_preflight_names_the_missing_loras_and_environment_maps(tmp_path):
+    """The recipe's backbone configured (an oracle standing in) but without its normal / albedo LoRAs, and a models
+    directory without envmaps/: each lack is named with its stage."""
+    from types import SimpleNamespace
+
+    from orchestrator.recipes.requirements import missing
+    from services.guidance.config import BatchingConfig, GuidanceConfig
+    from services.guidance.service import GuidanceService, InProcessGuidanceClient
+
+    svc = GuidanceService(GuidanceConfig(device="cpu", batching=BatchingConfig(max_queue_delay_ms=0), backbones=[
+        {"backend": "oracle", "name": "realistic_vision_faceid", "default": True, "loras": []}]))
+    problems = " | ".join(missing(load_recipe("id_to_3d"), SimpleNamespace(guidance=InProcessGuidanceClient(svc),
+                                                                            face=None, inversion=None), str(tmp_path)))
+    assert "geometry: guidance backbone 'realistic_vision_faceid' has no LoRA 'normal'" in problems
+    assert "texture_diffuse: guidance backbone 'realistic_vision_faceid' has no LoRA 'albedo'" in problems
+    assert "texture_diffuse: no Radiance .hdr environment maps" in problems and "envmaps" in problems
+    (tmp_path / "envmaps").mkdir()
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(tmp_path / "envmaps" / "sky.hdr"), np.ones((8, 16, 3), np.float32))
+    again = " | ".join(missing(load_recipe("id_to_3d"), SimpleNamespace(guidance=InProcessGuidanceClient(svc),
+                                                                         face=None, inversion=None), str(tmp_path)))
+    assert "environment maps" not in again and "no LoRA 'normal'" in again

@@ -266,3 +266,16 @@ def test_state_round_trip(client):
             after = client.render(sid, cams, ["alpha", "rgb"], expression=e).outputs
             for k in ("alpha", "rgb"):
                 np.testing.assert_allclose(after[k], before[e][k], atol=1e-5)
+
+
+def test_a_mesh_templates_band_follows_the_surface_not_the_grid():
+    """From a mesh, the template's distance is exact past the band (max_offset + a cell), so the network sees a
+    shell around the surface; a distance truncated nearer (mesh_sdf_grid's 4 cells) made every vertex 'near'."""
+    from services.core.procedural_head import head_mesh
+    from services.render.representations.dmtet_expression import ExpressionDmtetScene
+
+    v, f, _ = head_mesh(48)
+    scene = ExpressionDmtetScene.create(64, 1.6, mesh=(v, f), expressions=2, max_offset=0.3, levels=2,
+                                        log2_table_size=8)
+    band = len(scene.band())
+    assert 0.05 * 65 ** 3 < band < 0.6 * 65 ** 3, band

@@ -58,17 +58,18 @@ GREY = 0.7
 
 
 def initial_sdf(resolution: int, extent: float, *, sphere_radius: float | None = None,
-                mesh: MeshData | tuple | None = None, max_triangles: int = mesh_io.DEFAULT_MAX_TRIANGLES
-                ) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray | None] | None]:
-    """The SDF (V,) a DMTet grid starts from (DmtetScene.create's rules: a mesh's signed distance, else
-    a sphere of sphere_radius, default extent / 2) and, for a mesh, (its vertices, vertex colours or None)."""
+                mesh: MeshData | tuple | None = None, max_triangles: int = mesh_io.DEFAULT_MAX_TRIANGLES,
+                band_cells: float = 4.0) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray | None] | None]:
+    """The SDF (V,) a DMTet grid starts from (DmtetScene.create's rules: a mesh's signed distance, truncated
+    at band_cells cells (mesh_sdf_grid), else a sphere of sphere_radius, default extent / 2) and, for a mesh,
+    (its vertices, vertex colours or None)."""
     if mesh is not None:
         if isinstance(mesh, MeshData):
             v, f, colours = mesh.vertices, mesh.faces, mesh.vertex_colors
         else:
             (v, f), colours = mesh[:2], (mesh[2] if len(mesh) > 2 else None)
         v, f, _ = mesh_io.validate_mesh(v, f, max_triangles)
-        return mesh_sdf_grid(torch.as_tensor(v), torch.as_tensor(f), resolution, extent), (v, colours)
+        return mesh_sdf_grid(torch.as_tensor(v), torch.as_tensor(f), resolution, extent, band_cells), (v, colours)
     radius = float(sphere_radius) if sphere_radius else extent / 2
     if not 0 < radius < extent:
         raise ValueError(f"sphere_radius must be in (0, extent={extent}), got {radius}")

@@ -151,8 +151,10 @@ class ExpressionDmtetScene(DmtetScene):
                **settings) -> "ExpressionDmtetScene":
         """From DmtetInit: the template as DmtetScene.create makes its SDF; settings: __init__'s keywords."""
         scene = cls(resolution or 128, extent or 1.2, **settings)
+        # a mesh's distance is exact out to two cells past the network's band: truncated nearer, every vertex
+        # would look close enough to change sign, and the band would be the whole grid
         sdf, _ = initial_sdf(scene.resolution, scene.extent, sphere_radius=sphere_radius, mesh=mesh,
-                             max_triangles=max_triangles)
+                             max_triangles=max_triangles, band_cells=max(4.0, scene.max_offset / scene.cell + 2))
         scene.template.copy_(sdf)
         return scene
 
