@@ -9,7 +9,9 @@ full-size PanoHead-architecture generator with random weights on CUDA); subjects
 PSNR, normal error, Chamfer and marking side before/after for Gaussians, DMTet and a tri-plane field); the
 Portrait3D-Text recipe stage by stage with random weights (tests/bench/portrait3d_text.py: full size on CUDA,
 with K = 1, 2, 4 subjects per GPU; the tiny models on CPU, K = 1, 2); the Portrait3D-ID recipe phase by phase
-with random weights (tests/bench/portrait3d_id.py: full size on CUDA, the tiny models on CPU).
+with random weights (tests/bench/portrait3d_id.py: full size on CUDA, the tiny models on CPU); the ID-to-3D
+recipe phase by phase with random weights (tests/bench/id_to_3d.py: full size on CUDA with K = 1, 2, 4 geometry
+loops per GPU; the tiny models on CPU, K = 1, 2).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from services.common.images import encode_png
 from services.common.process import ServiceProcess
 
 SECTIONS = ("face", "render", "guidance", "orchestrator", "inversion", "closed_loop", "portrait3d_text",
-            "portrait3d_id")
+            "portrait3d_id", "id_to_3d")
 
 
 def _time_calls(fn, n: int, concurrency: int = 1) -> dict:
@@ -130,6 +132,12 @@ def main() -> int:
         from tests.bench.portrait3d_id import bench_portrait3d_id
 
         report["portrait3d_id"] = bench_portrait3d_id(size="full" if torch.cuda.is_available() else "tiny")
+    if "id_to_3d" in only:   # random weights: the architecture's cost, not a result
+        import torch
+
+        from tests.bench.id_to_3d import bench_id_to_3d
+
+        report["id_to_3d"] = bench_id_to_3d(size="full" if torch.cuda.is_available() else "tiny")
     text = json.dumps(report, indent=1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
