@@ -155,16 +155,22 @@ def run_portrait3d_id(root: Path, options: dict[str, str] | None = None, timeout
     """Run the portrait3d_id check as a Ray job against render and guidance processes, from the procedural head's
     frontal render (_run_check_job's figures)."""
     from orchestrator.closed_loop import reference_picture
+
+    return _run_on_oracles(root, "portrait3d_id", ORACLE_ID_GUIDANCE, [reference_picture(64)], options, timeout_s)
+
+
+def _run_on_oracles(root: Path, name: str, guidance: dict, images: list[bytes], options, timeout_s: float) -> dict:
+    """Check `name` as a Ray job against a render process and a guidance process serving `guidance` (oracles)."""
     from orchestrator.runtime.endpoints import Endpoints
     from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
 
     config = root / "oracle.yaml"
-    config.write_text(yaml.safe_dump(ORACLE_ID_GUIDANCE))
+    config.write_text(yaml.safe_dump(guidance))
     sup = Supervisor([ServiceSpec("render"), ServiceSpec("guidance", ["--config", str(config), "--device", "cpu"])],
                      root / "logs").start()
     try:
         endpoints = Endpoints(render=sup.address("render"), guidance=sup.address("guidance"))
-        return _run_check_job(root, "portrait3d_id", options, endpoints, [reference_picture(64)], timeout_s)
+        return _run_check_job(root, name, options, endpoints, images, timeout_s)
     finally:
         sup.stop()
 
@@ -179,18 +185,7 @@ ORACLE_EXPRESSION_GUIDANCE = {"backbones": [
 def run_id_to_3d(root: Path, options: dict[str, str] | None = None, timeout_s: float = 1800) -> dict:
     """Run the id_to_3d check as a Ray job against render and guidance processes, with no photo (the check needs no
     face: _run_check_job's figures)."""
-    from orchestrator.runtime.endpoints import Endpoints
-    from orchestrator.runtime.supervisor import ServiceSpec, Supervisor
-
-    config = root / "oracle.yaml"
-    config.write_text(yaml.safe_dump(ORACLE_EXPRESSION_GUIDANCE))
-    sup = Supervisor([ServiceSpec("render"), ServiceSpec("guidance", ["--config", str(config), "--device", "cpu"])],
-                     root / "logs").start()
-    try:
-        endpoints = Endpoints(render=sup.address("render"), guidance=sup.address("guidance"))
-        return _run_check_job(root, "id_to_3d", options, endpoints, [], timeout_s)
-    finally:
-        sup.stop()
+    return _run_on_oracles(root, "id_to_3d", ORACLE_EXPRESSION_GUIDANCE, [], options, timeout_s)
 
 
 RUNNERS = {"portrait3d_text": run_portrait3d_text, "portrait3d_id": run_portrait3d_id, "id_to_3d": run_id_to_3d}

@@ -325,13 +325,19 @@ def _mesh_asset(value) -> tuple[bytes, str]:
     raise InvalidArgument("dmtet.mesh_asset", "give the mesh file as (bytes, format)")
 
 
-def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> DmtetScene:
-    m = mesh_io.load_mesh(data, fmt or None, mesh_io.DEFAULT_MAX_TRIANGLES)
+def asset_grid(options: Mapping[str, str]) -> tuple[int, float]:
+    """(grid resolution, extent) of a DMTet made from a mesh file: the options grid_resolution (128), extent (1.2)."""
     resolution = _resolution(iv.option_number(options, "grid_resolution", 128, integer_only=True),
                              "options.grid_resolution")
     extent = iv.option_number(options, "extent", 1.2)
     if not extent > 0:
         raise InvalidArgument("options.extent", f"must be > 0, got {extent}")
+    return resolution, extent
+
+
+def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> DmtetScene:
+    m = mesh_io.load_mesh(data, fmt or None, mesh_io.DEFAULT_MAX_TRIANGLES)
+    resolution, extent = asset_grid(options)
     return DmtetScene.create(resolution, extent, mesh=m, color_field=iv.flag(options, "color_field"),
                              backend=iv.choice(options, "backend", BACKENDS, "auto"))
 

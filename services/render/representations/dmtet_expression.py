@@ -52,7 +52,7 @@ from services.render.representations import init_values as iv
 from services.render.representations import mesh_io
 from services.render.representations.base import SceneKind
 from services.render.representations.dmtet import (DMTET_INIT_KEYS, EXPRESSION_INIT_KEYS, DmtetScene, _resolution,
-                                                   initial_sdf, mesh_init_arg)
+                                                   asset_grid, initial_sdf, mesh_init_arg)
 from services.render.representations.dmtet_marching import TetMesh, active_cells, cell_tets, marching_tets
 from services.render.representations.hash_grid import HashGrid
 from services.render.representations.mesh import BACKENDS, texture_size_from_init
@@ -375,11 +375,7 @@ def _init_bytes(init: Mapping[str, Any], options: Mapping[str, str], limits) -> 
 
 def _from_asset(data: bytes, fmt: str, options: Mapping[str, str]) -> ExpressionDmtetScene:
     m = mesh_io.load_mesh(data, fmt or None, mesh_io.DEFAULT_MAX_TRIANGLES)
-    resolution = _resolution(iv.option_number(options, "grid_resolution", 128, integer_only=True),
-                             "options.grid_resolution")
-    extent = iv.option_number(options, "extent", 1.2)
-    if not extent > 0:
-        raise InvalidArgument("options.extent", f"must be > 0, got {extent}")
+    resolution, extent = asset_grid(options)
     expressions = iv.option_number(options, "expressions", 1, integer_only=True)
     max_offset = iv.option_number(options, "max_offset", 0.1)
     try:
