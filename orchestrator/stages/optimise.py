@@ -13,8 +13,8 @@ import numpy as np
 
 from orchestrator.stages import terms as T
 from orchestrator.stages.cameras import step_rng, views_for_step
-from orchestrator.stages.environments import environment_for_step
 from orchestrator.stages.context import StageContext
+from orchestrator.stages.environments import environment_for_step
 from orchestrator.stages.params import REFERENCE_TERMS, OptimiseParams
 from orchestrator.stages.scene import ensure_scene, use_optimizer
 from orchestrator.stages.schedules import schedule_at

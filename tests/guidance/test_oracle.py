@@ -221,3 +221,33 @@ def test_grpc_distill(tmp_path):
     assert info.backend == "oracle" and info.models[0].role == "test_prior"
     assert psnr(generated.images, truth(camera(90))) > 20           # GenerateRequest.cameras crossed the wire
     assert {(c.name, c.kind) for c in info.controls} == {(k, k) for k in ("landmarks", "canny", "normal", "depth")}
+
+
+def test_expression_texts_select_the_known_heads_variants():
+    """With `expressions`, conditions.expression picks which variant of the head the exemplars show (the id_to_3d
+    check's E known shapes); an unmapped text is INVALID_ARGUMENT naming the field; without the map, ignored."""
+    import numpy as np
+
+    from services.core.cameras import orbit_camera
+    from services.guidance.config import BatchingConfig, GuidanceConfig
+    from services.guidance.service import GuidanceService, InProcessGuidanceClient
+    from services.guidance.types import Conditions, DistillRequest, TimestepSchedule
+
+    mapping = {"neutral": "neutral", "mouth open": "jaw_open"}
+    svc = GuidanceService(GuidanceConfig(device="cpu", batching=BatchingConfig(max_queue_delay_ms=0), backbones=[
+        {"name": "oracle", "backend": "oracle", "default": True, "expressions": mapping},
+        {"name": "plain", "backend": "oracle"}]))
+    g = InProcessGuidanceClient(svc)
+    cam = orbit_camera(20, 0, 3.0, fov_deg=40, width=48, height=48)
+    image = np.full((1, 3, 48, 48), 0.5, np.float32)
+
+    def grad(expression, backbone="oracle"):
+        return g.distill(DistillRequest(images=image, cameras=[cam], seed=3, conditions=Conditions(
+            backbone=backbone, prompt="x", expression=expression, loras=[("normal", 1.0)]),
+            timesteps=TimestepSchedule(t_min=0.3, t_max=0.3001))).grad
+
+    assert np.abs(grad("mouth open") - grad("neutral")).max() > 0.01
+    assert np.array_equal(grad("mouth open", "plain"), grad("neutral", "plain"))
+    with pytest.raises(InvalidArgument) as e:
+        grad("angry")
+    assert e.value.field == "conditions.expression"
