@@ -94,15 +94,20 @@ def _guidance_problems(need: GuidanceNeed, info) -> list[str]:
     return problems
 
 
+def _on_job_machine(path: str, models_dir: str | None) -> str:
+    """A model path a recipe names as the job's machine sees it: relative paths under models_dir (as
+    StageContext.model_path resolves them)."""
+    return path if not path or os.path.isabs(path) or not models_dir else os.path.join(models_dir, path)
+
+
 def _environment_problems(loaded, models_dir: str | None) -> list[str]:
     """The environment-map folders that pbr shading names and the job's machine lacks (or holds no .hdr in)."""
     problems = []
     for name, p in loaded.params.items():
         spec = getattr(p, "shading", None)
-        if spec is None or spec.kind == "diffuse" or spec.environments == "procedural":
+        if spec is None or not spec.reads_files:
             continue
-        folder = Path(spec.environments if os.path.isabs(spec.environments) or not models_dir
-                      else os.path.join(models_dir, spec.environments))
+        folder = Path(_on_job_machine(spec.environments, models_dir))
         if not folder.is_dir() or not any(folder.glob("*.hdr")):
             problems.append(f"{name}: no Radiance .hdr environment maps in {str(folder)!r} (shading.environments); put "
                             "HDR maps there (README: environment maps) or use environments: procedural")
@@ -118,7 +123,7 @@ def _lpips_files(loaded, models_dir: str | None) -> list[str]:
             files.append((p.lpips_vgg, p.lpips_lin))
         for vgg, lin in files:
             for f in (vgg, lin):
-                path = f if not f or os.path.isabs(f) or not models_dir else os.path.join(models_dir, f)
+                path = _on_job_machine(f, models_dir)
                 if f and not os.path.exists(path):
                     problems.append(f"{name}: LPIPS weights {f!r} not found ({path}); put VGG16 / LPIPS lin weights "
                                     "there (README: LPIPS)")

@@ -25,6 +25,7 @@ import numpy as np
 from orchestrator.stages.context import StageContext
 from orchestrator.stages.params import GroundTruthCheckParams, GroundTruthMeshParams, GroundTruthTargetsParams
 from orchestrator.stages.scene import ensure_scene
+from services.common.errors import InvalidArgument
 from services.core.cameras import PinholeCamera, orbit_camera
 
 WHITE = np.ones(3, np.float32)
@@ -200,8 +201,6 @@ def run_mesh(ctx: StageContext, params: GroundTruthMeshParams) -> None:
     from services.core.procedural_head import EXPRESSIONS, head_mesh
 
     if params.expression not in EXPRESSIONS:
-        from services.common.errors import InvalidArgument
-
         raise InvalidArgument("expression", f"the procedural head's variants are {sorted(EXPRESSIONS)}")
     v, f, colours = head_mesh(params.resolution, markings=True, expression=params.expression)
     mesh = trimesh.Trimesh(v, f, vertex_colors=(np.clip(colours, 0, 1) * 255).astype(np.uint8), process=False)

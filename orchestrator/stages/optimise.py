@@ -16,7 +16,7 @@ from orchestrator.stages.cameras import step_rng, views_for_step
 from orchestrator.stages.context import StageContext
 from orchestrator.stages.environments import environment_for_step
 from orchestrator.stages.params import REFERENCE_TERMS, OptimiseParams
-from orchestrator.stages.scene import ensure_scene, use_optimizer
+from orchestrator.stages.scene import ensure_scene, scene_expressions, use_optimizer
 from orchestrator.stages.schedules import schedule_at
 from services.common.errors import FailedPrecondition
 from services.render.types import RegularizerTerm
@@ -32,7 +32,7 @@ def run(ctx: StageContext, params: OptimiseParams) -> None:
     else:
         scene_id = use_optimizer(ctx, params.optimizer) if params.optimizer is not None else ensure_scene(ctx)
     subject = T.load_subject(ctx, params.terms, params.reference_resolution)
-    expressions = _scene_expressions(ctx)
+    expressions = scene_expressions(ctx)
     environments = _environment_folder(ctx, params)
     for step in range(start, total):
         ctx.check_cancelled()
@@ -70,18 +70,11 @@ def run(ctx: StageContext, params: OptimiseParams) -> None:
         ctx.progress(step + 1, total, **metrics)
 
 
-def _scene_expressions(ctx: StageContext) -> list[str]:
-    """The expression texts of a dmtet_expression scene (its init stage's), else []."""
-    if ctx.state.get("scene", {}).get("kind") != "dmtet_expression":
-        return []
-    return list(ctx.state.get("expressions") or [])
-
-
 def _environment_folder(ctx: StageContext, params: OptimiseParams):
     """The folder of .hdr maps the shading names (under the job's models_dir when relative), or None for
     procedural lighting; FailedPrecondition before the loop when it is not there."""
     spec = params.shading
-    if spec is None or spec.kind == "diffuse" or spec.environments == "procedural":
+    if spec is None or not spec.reads_files:
         return None
     folder = Path(ctx.model_path(spec.environments))
     if not folder.is_dir():

@@ -352,6 +352,11 @@ class ShadingParams(_Strict):
     random_rotation: bool = True
     max_height: int = Field(128, ge=2, le=1024)     # maps are area-downsampled to at most this height (2:1)
 
+    @property
+    def reads_files(self) -> bool:
+        """Whether the shading is lit by environment maps from a folder (not procedural, not Lambert)."""
+        return self.kind != "diffuse" and self.environments != "procedural"
+
 
 class OptimiseParams(_Strict):
     """The subject's loop (orchestrator/stages/optimise.py). cameras: the views the sds / identity terms

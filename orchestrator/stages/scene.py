@@ -3,6 +3,8 @@ checkpoint after a restart (the render service may have restarted too)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from orchestrator.stages.context import StageContext
@@ -279,15 +281,20 @@ def run_convert(ctx: StageContext, params: ConvertParams) -> None:
 
 def expression_slug(text: str) -> str:
     """An artifact-name-safe form of an expression text ("Jaw open!" -> "jaw_open")."""
-    import re
-
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "expression"
+
+
+def scene_expressions(ctx: StageContext) -> list[str]:
+    """The expression texts of the job's dmtet_expression scene (its init stage's), in code order; else []."""
+    if ctx.state.get("scene", {}).get("kind") != "dmtet_expression":
+        return []
+    return list(ctx.state.get("expressions") or [])
 
 
 def run_export(ctx: StageContext, params: ExportParams) -> None:
     scene_id = ensure_scene(ctx)
     render = ctx.clients.render
-    expressions = ctx.state.get("expressions") if ctx.state.get("scene", {}).get("kind") == "dmtet_expression" else None
+    expressions = scene_expressions(ctx)
     if not expressions:
         if params.expression:
             raise InvalidArgument("expression", "the job's scene has no expressions")

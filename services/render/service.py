@@ -21,7 +21,7 @@ from services.render.optim import SceneOptimizer
 from services.render.representations import SCENE_KINDS
 from services.render.representations.dmtet import RESOLUTIONS as DMTET_RESOLUTIONS
 from services.render.sessions import Scene, SceneStore, StepHandle
-from services.render.types import (SHADINGS, BackProjection, DensifyResult, EnvironmentMap, GradientCosineResult,
+from services.render.types import (ENVIRONMENT_SHADINGS, SHADINGS, BackProjection, DensifyResult, EnvironmentMap, GradientCosineResult,
                                    GradientTerm, KindDescription, OptimizerSpec, RegularizerTerm, RenderDescription,
                                    RenderLimits, RenderResult, SceneInfo, StepResult)
 
@@ -153,7 +153,7 @@ class RenderService:
             require(d.shape == (3,) and bool(np.isfinite(d).all()) and float(np.linalg.norm(d)) > 1e-8,
                     "light_direction", "must be 3 finite values, not all zero")
             kw["light_direction"] = torch.as_tensor(d, device=self.device)
-        if shading in ("pbr", "pbr_diffuse"):
+        if shading in ENVIRONMENT_SHADINGS:
             require(environment is not None, "environment", f"shading {shading!r} needs an environment map")
             env = EnvironmentMap.checked(environment.radiance, environment.rotation_y_deg)
             key = hashlib.sha1(env.radiance.tobytes() + str(env.radiance.shape).encode()).hexdigest()

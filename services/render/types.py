@@ -168,6 +168,7 @@ class RenderDescription:
 
 MAX_ENV_HEIGHT = 1024   # EnvironmentMap limits (render.proto): 2 x 4 .. 1024 x 2048
 SHADINGS = ("unlit", "diffuse", "pbr", "pbr_diffuse")
+ENVIRONMENT_SHADINGS = ("pbr", "pbr_diffuse")   # the shadings lit by an EnvironmentMap
 
 
 @dataclass

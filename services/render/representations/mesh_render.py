@@ -9,6 +9,7 @@ import torch
 
 from services.core.camera_batch import CameraBatch
 from services.render.representations.mesh_raster import face_normals, vertex_normals
+from services.render.types import ENVIRONMENT_SHADINGS, SHADINGS
 
 AMBIENT = 0.3
 DEFAULT_ROUGHNESS = 0.5   # material values of surfaces without material maps
@@ -51,17 +52,18 @@ def render_triangles(raster, vertices: torch.Tensor, faces: torch.Tensor, neighb
     before shading over the background (equal to "rgb" when unlit); "roughness" / "metallic"
     (N, 1, H, W) the material values (0 where nothing is drawn)."""
     outputs = set(outputs)
-    if shading not in ("unlit", "", "diffuse", "pbr", "pbr_diffuse"):
-        raise ValueError(f"unknown shading {shading!r} (expected 'unlit', 'diffuse', 'pbr' or 'pbr_diffuse')")
-    if shading in ("pbr", "pbr_diffuse") and environment is None:
+    if shading not in ("", *SHADINGS):
+        raise ValueError(f"unknown shading {shading!r} (expected one of {list(SHADINGS)})")
+    lit = shading in ENVIRONMENT_SHADINGS
+    if lit and environment is None:
         raise ValueError(f"shading {shading!r} needs an environment")
-    pbr = shading in ("pbr", "pbr_diffuse") and "rgb" in outputs
+    pbr = lit and "rgb" in outputs
     N, H, W = len(cameras), cameras.height, cameras.width
     cams = cameras.to(device=vertices.device, dtype=vertices.dtype)
     frags = raster.rasterize(vertices, faces, cams)
     mask = (frags.tri_id >= 0).to(vertices.dtype)[:, None]                # (N, 1, H, W)
     R = cams.world_to_camera[:, :3, :3]
-    want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading in ("diffuse", "pbr", "pbr_diffuse")
+    want_normals = bool(outputs & {"normal_camera", "normal_world"}) or shading == "diffuse" or lit
     uv_img = None
     if texture is not None and (outputs & {"rgb", "albedo", "uv", "texture_seen", "roughness", "metallic"}):
         uv_img = raster.interpolate(frags, uvs.to(vertices.dtype), uv_faces)
